@@ -1,0 +1,169 @@
+//! Declaring an app: its components, their dependencies and options, its budget.
+
+use std::fmt;
+use std::sync::Arc;
+
+use futures_channel::mpsc::{self, UnboundedReceiver};
+
+use crate::component::Component;
+use crate::config::{Config, Options, Timeouts};
+use crate::engine::{self, Node};
+use crate::error::{BuildError, Error};
+use crate::graph::Plan;
+use crate::report::Report;
+use crate::runtime::Runtime;
+use crate::shutdown::{Notice, ShutdownHandle, ShutdownToken};
+use crate::task::TaskSet;
+
+/// Collects components and configuration; [`build`](Builder::build) validates them into
+/// an [`App`].
+#[must_use = "a Builder does nothing until it is built and run"]
+pub struct Builder {
+    entries: Vec<(Box<dyn Component>, Options)>,
+    config: Config,
+}
+
+impl fmt::Debug for Builder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.entries.iter().map(|(c, _)| c.name()).collect();
+        f.debug_struct("Builder")
+            .field("components", &names)
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl Builder {
+    /// Adds a component, with the dependencies it declares itself.
+    pub fn add(self, component: impl Component) -> Self {
+        self.add_with(component, Options::new())
+    }
+
+    /// Adds a component with options: extra dependencies, timeouts.
+    pub fn add_with(mut self, component: impl Component, options: Options) -> Self {
+        self.entries.push((Box::new(component), options));
+        self
+    }
+
+    /// Sets the shutdown budget and the default timeouts.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Validates the graph and the configuration.
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError`] naming the problem: an empty or duplicate name, a component that
+    /// depends on itself or on an unknown name (with the closest names suggested), a
+    /// cycle (printed whole, `a -> b -> a`), or a zero or inconsistent timeout.
+    pub fn build(self) -> Result<App, BuildError> {
+        self.config.validate()?;
+        let specs: Vec<(String, Vec<String>)> = self
+            .entries
+            .iter()
+            .map(|(component, options)| {
+                let mut dependencies: Vec<String> = component
+                    .dependencies()
+                    .into_iter()
+                    .map(str::to_owned)
+                    .collect();
+                dependencies.extend(options.dependencies.iter().cloned());
+                (component.name().to_owned(), dependencies)
+            })
+            .collect();
+        let plan = Plan::new(&specs)?;
+        let nodes = self
+            .entries
+            .into_iter()
+            .zip(specs)
+            .map(|((component, options), (name, _))| {
+                Ok(Node {
+                    timeouts: Timeouts::resolve(&name, &options, &self.config)?,
+                    name: name.into(),
+                    component,
+                    tasks: Arc::new(TaskSet::default()),
+                })
+            })
+            .collect::<Result<Vec<Node>, BuildError>>()?;
+        let (sender, notices) = mpsc::unbounded();
+        let handle = ShutdownHandle {
+            notices: sender,
+            token: ShutdownToken::default(),
+        };
+        Ok(App {
+            plan,
+            nodes,
+            config: self.config,
+            handle,
+            notices,
+        })
+    }
+}
+
+/// A validated app, ready to run.
+///
+/// Runtime-agnostic: [`run_on`](App::run_on) takes the runtime. The `lifecycle` crate
+/// adds `run()` (builds a smol or tokio runtime and blocks) and `run_async()`.
+pub struct App {
+    plan: Plan,
+    nodes: Vec<Node>,
+    config: Config,
+    handle: ShutdownHandle,
+    notices: UnboundedReceiver<Notice>,
+}
+
+impl fmt::Debug for App {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("App")
+            .field("plan", &self.plan)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl App {
+    /// Starts declaring an app.
+    pub fn builder() -> Builder {
+        Builder {
+            entries: Vec::new(),
+            config: Config::default(),
+        }
+    }
+
+    /// The validated graph: start order, stop order, levels.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// The budget and default timeouts.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// A handle that triggers shutdown from code.
+    pub fn handle(&self) -> ShutdownHandle {
+        self.handle.clone()
+    }
+
+    /// Runs the app on `runtime`: registers the termination signals, starts the
+    /// components, runs until a trigger, drains, stops, flushes, and returns the
+    /// [`Report`] (also logged through `tracing`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Signals`] if the signal handlers cannot be registered; nothing has started
+    /// then. Everything that happens once components start is in the report.
+    pub async fn run_on(mut self, runtime: Arc<dyn Runtime>) -> Result<Report, Error> {
+        engine::run(
+            runtime,
+            &self.plan,
+            &self.config,
+            &mut self.nodes,
+            self.handle,
+            self.notices,
+        )
+        .await
+    }
+}

@@ -1,0 +1,195 @@
+//! The `Component` trait and the contexts its hooks receive.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+
+use crate::error::BoxError;
+use crate::runtime::Runtime;
+use crate::shutdown::{ShutdownHandle, ShutdownToken};
+use crate::task::{Spawner, TaskOutput};
+
+/// A part of an application with a lifecycle: a database pool, a cache, an HTTP server,
+/// a metrics exporter.
+///
+/// The engine calls [`start`](Component::start) once all the component's dependencies
+/// have started, [`stop`](Component::stop) once all its dependents have stopped, and
+/// [`flush`](Component::flush) after every stop has ended. Each call runs under a
+/// timeout; a call that errors, panics or times out is recorded in the
+/// [`Report`](crate::Report) and, on timeout, its future is dropped.
+///
+/// Hooks must not block the thread (use your runtime's `spawn_blocking` or `unblock`
+/// for blocking work): a hook that blocks the thread cannot be cancelled.
+///
+/// # Examples
+///
+/// ```
+/// use lifecycle_core::{async_trait, BoxError, Component, StartContext, StopContext};
+///
+/// struct Db {
+///     connected: bool,
+/// }
+///
+/// #[async_trait]
+/// impl Component for Db {
+///     fn name(&self) -> &str {
+///         "db"
+///     }
+///
+///     fn dependencies(&self) -> Vec<&str> {
+///         vec!["metrics"]
+///     }
+///
+///     async fn start(&mut self, _ctx: &StartContext) -> Result<(), BoxError> {
+///         self.connected = true; // connect the pool here
+///         Ok(())
+///     }
+///
+///     async fn stop(&mut self, _ctx: &StopContext) -> Result<(), BoxError> {
+///         self.connected = false; // wait for queries in flight, then close
+///         Ok(())
+///     }
+/// }
+/// # assert_eq!(Db { connected: false }.dependencies(), ["metrics"]);
+/// ```
+#[async_trait]
+pub trait Component: Send + Sync + 'static {
+    /// The component's unique name, used for dependencies, logs and the report.
+    fn name(&self) -> &str;
+
+    /// The names of the components this one needs started before it starts, and still
+    /// running until it has stopped. More can be added at registration with
+    /// [`Options::depends_on`](crate::Options::depends_on).
+    fn dependencies(&self) -> Vec<&str> {
+        Vec::new()
+    }
+
+    /// Makes the component ready for its dependents: bind the listener, connect the
+    /// pool. Long-running work (an accept loop, a ticker) goes to
+    /// [`StartContext::spawn`], not into this future, which must return.
+    async fn start(&mut self, ctx: &StartContext) -> Result<(), BoxError>;
+
+    /// Stops the component: finish or hand off work in progress, release resources.
+    /// Should return by [`StopContext::deadline`]; the engine drops the future there.
+    async fn stop(&mut self, ctx: &StopContext) -> Result<(), BoxError>;
+
+    /// The component's health. The default is [`Health::Up`].
+    async fn health(&self) -> Health {
+        Health::Up
+    }
+
+    /// Writes out what is buffered (logs, metrics). Runs after every stop has ended,
+    /// in reverse dependency order, within the budget's reserved flush time. The default
+    /// does nothing.
+    async fn flush(&mut self, ctx: &FlushContext) -> Result<(), BoxError> {
+        let _ = ctx;
+        Ok(())
+    }
+}
+
+/// A component's health, as its [`Component::health`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Health {
+    /// Working normally.
+    Up,
+    /// Working, but impaired; the reason says how.
+    Degraded(String),
+    /// Not working; the reason says why.
+    Down(String),
+}
+
+/// What [`Component::start`] receives: the component's name, a way to spawn tracked
+/// tasks, the shutdown token and handle, the runtime and the start deadline.
+pub struct StartContext {
+    pub(crate) name: Arc<str>,
+    pub(crate) spawner: Spawner,
+    pub(crate) handle: ShutdownHandle,
+    pub(crate) deadline: Instant,
+}
+
+impl StartContext {
+    /// The component's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Spawns a tracked task: cancelled when the component has stopped; an error or
+    /// panic in it while the app runs triggers shutdown, naming this component.
+    pub fn spawn<F>(&self, task: F)
+    where
+        F: Future + Send + 'static,
+        F::Output: TaskOutput,
+    {
+        self.spawner.spawn(task)
+    }
+
+    /// A cloneable spawner for tracked tasks, to keep beyond `start` (for example in an
+    /// accept loop that spawns a task per connection).
+    pub fn spawner(&self) -> Spawner {
+        self.spawner.clone()
+    }
+
+    /// A token that resolves when shutdown begins.
+    pub fn shutdown_token(&self) -> ShutdownToken {
+        self.handle.token()
+    }
+
+    /// A handle that triggers shutdown, for a component that decides the app must stop.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.handle.clone()
+    }
+
+    /// The app's runtime: sleep on its clock, spawn untracked tasks.
+    pub fn runtime(&self) -> &Arc<dyn Runtime> {
+        &self.spawner.runtime
+    }
+
+    /// When the engine gives up on this start.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+}
+
+impl fmt::Debug for StartContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StartContext")
+            .field("name", &self.name)
+            .field("deadline", &self.deadline)
+            .finish()
+    }
+}
+
+/// What [`Component::stop`] and [`Component::flush`] receive: the component's name, the
+/// runtime, and the deadline by which the hook should return.
+#[derive(Debug)]
+pub struct StopContext {
+    pub(crate) name: Arc<str>,
+    pub(crate) runtime: Arc<dyn Runtime>,
+    pub(crate) deadline: Instant,
+}
+
+/// The context of [`Component::flush`]: the same as the stop context, with the flush
+/// deadline.
+pub type FlushContext = StopContext;
+
+impl StopContext {
+    /// The component's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The app's runtime: sleep on its clock.
+    pub fn runtime(&self) -> &Arc<dyn Runtime> {
+        &self.runtime
+    }
+
+    /// When the engine drops this hook's future: `min(the component's timeout, what is
+    /// left of the shutdown budget for this phase)`. A stop that waits for work in
+    /// flight should give up a little before this.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+}

@@ -1,0 +1,464 @@
+//! The orchestration: start wavefront, running, drain, stop wavefront, flush.
+//!
+//! Every hook runs inside the one engine future, concurrently (not in parallel) with the
+//! other hooks of its phase, each borrowing its own component. That keeps `&mut self`
+//! hooks possible, makes cancellation a plain drop, and needs no locks. The engine
+//! reacts to signals, shutdown requests and task failures between polls of the hooks.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_channel::mpsc::UnboundedReceiver;
+use futures_core::Stream;
+use futures_util::future::{select, Either};
+use futures_util::stream::{self, FuturesUnordered};
+use futures_util::{FutureExt, StreamExt};
+use tracing::Instrument;
+
+use crate::component::{Component, StartContext, StopContext};
+use crate::config::{Config, Timeouts};
+use crate::error::{error_chain, panic_message, BoxError, Error};
+use crate::graph::Plan;
+use crate::report::{ComponentReport, Outcome, Report, Step, Trigger};
+use crate::runtime::{timeout_at, Runtime, Signal};
+use crate::shutdown::{Notice, ShutdownHandle};
+use crate::task::{Spawner, TaskSet};
+
+/// One component with what the engine keeps about it.
+pub(crate) struct Node {
+    pub(crate) name: Arc<str>,
+    pub(crate) component: Box<dyn Component>,
+    pub(crate) timeouts: Timeouts,
+    pub(crate) tasks: Arc<TaskSet>,
+}
+
+/// Something that reached the engine from outside the hooks.
+enum Event {
+    Signal(Signal),
+    Notice(Notice),
+}
+
+type Events = Pin<Box<dyn Stream<Item = Event> + Send>>;
+
+/// A hook's future, boxed so the futures of one phase fit in one `FuturesUnordered`.
+type HookFuture<'a> = Pin<Box<dyn Future<Output = (usize, Step)> + Send + 'a>>;
+
+/// The state of one run.
+struct Run<'a> {
+    runtime: Arc<dyn Runtime>,
+    plan: &'a Plan,
+    handle: ShutdownHandle,
+    events: Events,
+    origin: Instant,
+    reports: Vec<ComponentReport>,
+    started: Vec<bool>,
+    forced_by: Option<Signal>,
+}
+
+/// Runs the app to completion and returns its report.
+pub(crate) async fn run(
+    runtime: Arc<dyn Runtime>,
+    plan: &Plan,
+    config: &Config,
+    nodes: &mut [Node],
+    handle: ShutdownHandle,
+    notices: UnboundedReceiver<Notice>,
+) -> Result<Report, Error> {
+    // Signals are registered before the first start, so a SIGTERM during startup is
+    // handled as a shutdown, never as the default (immediate death).
+    let signals = runtime.signals().map_err(Error::Signals)?;
+    let events = stream::select(signals.map(Event::Signal), notices.map(Event::Notice))
+        .chain(stream::pending())
+        .boxed();
+    let origin = runtime.now();
+    let mut run = Run {
+        reports: nodes
+            .iter()
+            .map(|node| ComponentReport {
+                name: node.name.to_string(),
+                start: Step::NOT_RUN,
+                stop: Step::NOT_RUN,
+                flush: Step::NOT_RUN,
+                task_failures: Vec::new(),
+            })
+            .collect(),
+        started: vec![false; nodes.len()],
+        runtime,
+        plan,
+        handle,
+        events,
+        origin,
+        forced_by: None,
+    };
+
+    tracing::info!(components = nodes.len(), "starting");
+    let started = run
+        .start(nodes)
+        .instrument(tracing::info_span!("start"))
+        .await;
+    let startup = run.runtime.now() - origin;
+    let reached_running = started.is_ok();
+    let trigger = match started {
+        Ok(()) => {
+            tracing::info!(took = ?startup, "running");
+            run.wait_for_trigger().await
+        }
+        Err(trigger) => trigger,
+    };
+    run.handle.token.trigger();
+    let triggered = run.runtime.now();
+    tracing::info!(trigger = %trigger, "shutting down");
+
+    // A rolled-back start gets the whole budget afresh, measured from the abort.
+    let budget_end = triggered + config.shutdown_timeout;
+    let stop_end = budget_end - config.flush_reserve;
+    if reached_running && !config.drain_delay.is_zero() {
+        let drain_end = (triggered + config.drain_delay).min(stop_end);
+        run.drain(drain_end)
+            .instrument(tracing::info_span!("drain"))
+            .await;
+    }
+    run.stop(nodes, stop_end)
+        .instrument(tracing::info_span!("stop"))
+        .await;
+    let flush_end = match run.forced_by {
+        Some(_) => (run.runtime.now() + config.flush_reserve).min(budget_end),
+        None => budget_end,
+    };
+    run.flush(nodes, flush_end)
+        .instrument(tracing::info_span!("flush"))
+        .await;
+
+    let report = Report {
+        components: run
+            .plan
+            .order()
+            .iter()
+            .map(|&i| run.reports[i].clone())
+            .collect(),
+        trigger,
+        reached_running,
+        forced_by: run.forced_by,
+        startup,
+        shutdown: run.runtime.now() - triggered,
+    };
+    if report.is_clean() {
+        tracing::info!("exited cleanly\n{report}");
+    } else {
+        tracing::warn!("exited with code {}\n{report}", report.exit_code());
+    }
+    Ok(report)
+}
+
+impl Run<'_> {
+    /// Starts every node as soon as all its dependencies have started. Returns the
+    /// trigger that aborted the start, if any; the starts in flight are then dropped.
+    async fn start(&mut self, nodes: &mut [Node]) -> Result<(), Trigger> {
+        let plan = self.plan;
+        let mut waiting: Vec<usize> = (0..nodes.len())
+            .map(|i| plan.dependencies(i).len())
+            .collect();
+        let mut ready: Vec<usize> = plan
+            .order()
+            .iter()
+            .copied()
+            .filter(|&i| waiting[i] == 0)
+            .collect();
+        let mut slots: Vec<Option<&mut Node>> = nodes.iter_mut().map(Some).collect();
+        let mut in_flight: FuturesUnordered<HookFuture<'_>> = FuturesUnordered::new();
+        let mut began: Vec<Option<Instant>> = vec![None; slots.len()];
+
+        let aborted = loop {
+            for i in ready.drain(..) {
+                let node = slots[i].take().expect("a node becomes ready once");
+                began[i] = Some(self.runtime.now());
+                in_flight.push(self.start_node(i, node));
+            }
+            if in_flight.is_empty() {
+                return Ok(());
+            }
+            match select(in_flight.next(), self.events.next()).await {
+                Either::Left((Some((i, step)), _)) => {
+                    let outcome = step.outcome.clone();
+                    self.reports[i].start = step;
+                    began[i] = None;
+                    if outcome != Outcome::Completed {
+                        tracing::warn!(component = plan.name(i), "start {outcome}");
+                        break Trigger::StartFailed {
+                            component: plan.name(i).to_owned(),
+                            outcome,
+                        };
+                    }
+                    self.started[i] = true;
+                    for &dependent in plan.dependents(i) {
+                        waiting[dependent] -= 1;
+                        if waiting[dependent] == 0 {
+                            ready.push(dependent);
+                        }
+                    }
+                }
+                Either::Left((None, _)) => unreachable!("in_flight is not empty"),
+                Either::Right((event, _)) => {
+                    break self.trigger_of(event.expect("events never end"))
+                }
+            }
+        };
+
+        drop(in_flight);
+        let now = self.runtime.now();
+        for (i, began) in began.iter().enumerate() {
+            if let Some(began) = *began {
+                self.reports[i].start = Step {
+                    outcome: Outcome::Cancelled,
+                    began: Some(began - self.origin),
+                    took: now - began,
+                };
+            }
+        }
+        drop(slots);
+        for (node, started) in nodes.iter().zip(&self.started) {
+            if !started {
+                node.tasks.cancel();
+            }
+        }
+        Err(aborted)
+    }
+
+    fn start_node<'n>(&self, i: usize, node: &'n mut Node) -> HookFuture<'n> {
+        let runtime = self.runtime.clone();
+        let origin = self.origin;
+        let began = runtime.now();
+        let deadline = began + node.timeouts.start;
+        let ctx = StartContext {
+            name: node.name.clone(),
+            spawner: Spawner {
+                node: i,
+                tasks: node.tasks.clone(),
+                runtime: runtime.clone(),
+                notices: self.handle.notices.clone(),
+            },
+            handle: self.handle.clone(),
+            deadline,
+        };
+        let span = tracing::info_span!("start", component = %node.name);
+        Box::pin(
+            async move {
+                let outcome =
+                    run_hook(&*runtime, began, deadline, node.component.start(&ctx)).await;
+                log_step("start", &outcome, runtime.now() - began);
+                (i, step(origin, began, runtime.now(), outcome))
+            }
+            .instrument(span),
+        )
+    }
+
+    /// Waits for the first trigger while the app runs.
+    async fn wait_for_trigger(&mut self) -> Trigger {
+        let event = self.events.next().await.expect("events never end");
+        self.trigger_of(event)
+    }
+
+    /// Keeps every component serving until `until`, or until a signal forces the exit.
+    async fn drain(&mut self, until: Instant) {
+        tracing::info!(until = ?until.saturating_duration_since(self.runtime.now()), "draining");
+        let mut sleep = self.runtime.sleep_until(until);
+        loop {
+            match select(&mut sleep, self.events.next()).await {
+                Either::Left(_) => return,
+                Either::Right((event, _)) => {
+                    if self.during_shutdown(event.expect("events never end")) {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stops every started node once all its started dependents have stopped, each by
+    /// `min(its timeout, stop_end)`. A signal drops the stops in flight and skips the rest.
+    async fn stop(&mut self, nodes: &mut [Node], stop_end: Instant) {
+        let plan = self.plan;
+        let started = self.started.clone();
+        let mut waiting: Vec<usize> = (0..nodes.len())
+            .map(|i| plan.dependents(i).iter().filter(|&&d| started[d]).count())
+            .collect();
+        let mut ready: Vec<usize> = plan
+            .order()
+            .iter()
+            .rev()
+            .copied()
+            .filter(|&i| started[i] && waiting[i] == 0)
+            .collect();
+        let mut slots: Vec<Option<&mut Node>> = nodes.iter_mut().map(Some).collect();
+        let mut in_flight: FuturesUnordered<HookFuture<'_>> = FuturesUnordered::new();
+        let mut began: Vec<Option<Instant>> = vec![None; slots.len()];
+
+        while self.forced_by.is_none() {
+            for i in ready.drain(..) {
+                let node = slots[i].take().expect("a node becomes ready once");
+                began[i] = Some(self.runtime.now());
+                in_flight.push(self.stop_node(i, node, stop_end));
+            }
+            if in_flight.is_empty() {
+                return;
+            }
+            match select(in_flight.next(), self.events.next()).await {
+                Either::Left((Some((i, step)), _)) => {
+                    self.reports[i].stop = step;
+                    began[i] = None;
+                    for &dependency in plan.dependencies(i) {
+                        if started[dependency] {
+                            waiting[dependency] -= 1;
+                            if waiting[dependency] == 0 {
+                                ready.push(dependency);
+                            }
+                        }
+                    }
+                }
+                Either::Left((None, _)) => unreachable!("in_flight is not empty"),
+                Either::Right((event, _)) => {
+                    self.during_shutdown(event.expect("events never end"));
+                }
+            }
+        }
+
+        // Forced: drop the stops in flight, skip those not begun, cancel their tasks.
+        drop(in_flight);
+        let now = self.runtime.now();
+        for (i, slot) in slots.iter().enumerate() {
+            if let Some(began) = began[i] {
+                self.reports[i].stop = Step {
+                    outcome: Outcome::Cancelled,
+                    began: Some(began - self.origin),
+                    took: now - began,
+                };
+            } else if slot.is_some() && started[i] {
+                self.reports[i].stop = Step {
+                    outcome: Outcome::Skipped,
+                    began: None,
+                    took: Duration::ZERO,
+                };
+            }
+        }
+        drop(slots);
+        for node in nodes.iter() {
+            node.tasks.cancel();
+        }
+    }
+
+    fn stop_node<'n>(&self, i: usize, node: &'n mut Node, stop_end: Instant) -> HookFuture<'n> {
+        let runtime = self.runtime.clone();
+        let origin = self.origin;
+        let began = runtime.now();
+        let deadline = (began + node.timeouts.stop).min(stop_end);
+        let ctx = StopContext {
+            name: node.name.clone(),
+            runtime: runtime.clone(),
+            deadline,
+        };
+        let span = tracing::info_span!("stop", component = %node.name);
+        Box::pin(
+            async move {
+                let outcome = run_hook(&*runtime, began, deadline, node.component.stop(&ctx)).await;
+                // Whatever the stop left running is cancelled now; give the tasks until
+                // the same deadline to be dropped.
+                node.tasks.cancel();
+                let _ = timeout_at(&*runtime, deadline, node.tasks.idle()).await;
+                log_step("stop", &outcome, runtime.now() - began);
+                (i, step(origin, began, runtime.now(), outcome))
+            }
+            .instrument(span),
+        )
+    }
+
+    /// Flushes every started node, one at a time, in reverse start order, each by
+    /// `min(its flush timeout, flush_end)`.
+    async fn flush(&mut self, nodes: &mut [Node], flush_end: Instant) {
+        for &i in self.plan.order().iter().rev() {
+            if !self.started[i] {
+                continue;
+            }
+            let node = &mut nodes[i];
+            let began = self.runtime.now();
+            let deadline = (began + node.timeouts.flush).min(flush_end);
+            let ctx = StopContext {
+                name: node.name.clone(),
+                runtime: self.runtime.clone(),
+                deadline,
+            };
+            let outcome = run_hook(&*self.runtime, began, deadline, node.component.flush(&ctx))
+                .instrument(tracing::info_span!("flush", component = %node.name))
+                .await;
+            log_step("flush", &outcome, self.runtime.now() - began);
+            self.reports[i].flush = step(self.origin, began, self.runtime.now(), outcome);
+        }
+    }
+
+    /// Maps an event before shutdown to the trigger it is.
+    fn trigger_of(&mut self, event: Event) -> Trigger {
+        match event {
+            Event::Signal(signal) => Trigger::Signal(signal),
+            Event::Notice(Notice::Requested) => Trigger::Requested,
+            Event::Notice(Notice::TaskFailed { node, outcome }) => {
+                self.record_task_failure(node, &outcome);
+                Trigger::TaskFailed {
+                    component: self.plan.name(node).to_owned(),
+                    outcome,
+                }
+            }
+        }
+    }
+
+    /// Handles an event during shutdown; returns whether it forced the exit (a signal).
+    fn during_shutdown(&mut self, event: Event) -> bool {
+        match event {
+            Event::Signal(signal) => {
+                tracing::warn!(%signal, "signal during shutdown: skipping what is left of drain and stop");
+                self.forced_by = Some(signal);
+                true
+            }
+            Event::Notice(Notice::Requested) => false,
+            Event::Notice(Notice::TaskFailed { node, outcome }) => {
+                self.record_task_failure(node, &outcome);
+                false
+            }
+        }
+    }
+
+    fn record_task_failure(&mut self, node: usize, outcome: &Outcome) {
+        tracing::warn!(component = self.plan.name(node), "tracked task {outcome}");
+        self.reports[node].task_failures.push(outcome.clone());
+    }
+}
+
+/// Runs one hook under its deadline, catching errors and panics.
+async fn run_hook<F>(runtime: &dyn Runtime, began: Instant, deadline: Instant, hook: F) -> Outcome
+where
+    F: Future<Output = Result<(), BoxError>>,
+{
+    match timeout_at(runtime, deadline, AssertUnwindSafe(hook).catch_unwind()).await {
+        Ok(Ok(Ok(()))) => Outcome::Completed,
+        Ok(Ok(Err(error))) => Outcome::Failed(error_chain(&*error)),
+        Ok(Err(panic)) => Outcome::Panicked(panic_message(&*panic)),
+        Err(_) => Outcome::TimedOut(deadline.saturating_duration_since(began)),
+    }
+}
+
+fn step(origin: Instant, began: Instant, ended: Instant, outcome: Outcome) -> Step {
+    Step {
+        outcome,
+        began: Some(began - origin),
+        took: ended - began,
+    }
+}
+
+fn log_step(step: &str, outcome: &Outcome, took: Duration) {
+    if outcome.is_failure() {
+        tracing::warn!(?took, "{step} {outcome}");
+    } else {
+        tracing::info!(?took, "{step} {outcome}");
+    }
+}

@@ -1,0 +1,106 @@
+//! Errors of building and running an app.
+
+use std::io;
+
+/// The error type components return from their hooks and tracked tasks.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why an app could not be built. Returned by `Builder::build`, never at run time.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// A component has an empty name.
+    #[error("a component has an empty name; every component needs a unique, non-empty name")]
+    EmptyName,
+    /// Two components were added under the same name.
+    #[error("component name `{0}` is used twice; component names must be unique")]
+    DuplicateName(String),
+    /// A component lists itself as a dependency.
+    #[error("component `{0}` depends on itself")]
+    SelfLoop(String),
+    /// A component depends on a name that no component has.
+    #[error(
+        "component `{component}` depends on `{missing}`, which was not added{}",
+        suggestion(suggestions)
+    )]
+    UnknownDependency {
+        /// The component that declared the dependency.
+        component: String,
+        /// The name that matches no component.
+        missing: String,
+        /// Added components whose names are close to `missing`, closest first.
+        suggestions: Vec<String>,
+    },
+    /// The dependencies form a cycle.
+    #[error("dependency cycle: {}", .cycle.join(" -> "))]
+    Cycle {
+        /// The components on the cycle, in dependency direction, the first one repeated
+        /// at the end (`a -> b -> a`: `a` depends on `b`, which depends on `a`).
+        cycle: Vec<String>,
+    },
+    /// A configuration value is out of range.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+}
+
+fn suggestion(suggestions: &[String]) -> String {
+    match suggestions {
+        [] => String::new(),
+        [only] => format!("; did you mean `{only}`?"),
+        many => {
+            let names: Vec<String> = many.iter().map(|n| format!("`{n}`")).collect();
+            format!("; did you mean one of {}?", names.join(", "))
+        }
+    }
+}
+
+/// Why an app could not run at all. Everything that happens once components start is
+/// in the [`Report`](crate::Report) instead.
+///
+/// Its `Debug` output is its message, so `main` can return it and print something a
+/// person can read.
+#[derive(thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The app is invalid.
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    /// The termination signal handlers could not be installed.
+    #[error("could not register signal handlers: {0}")]
+    Signals(#[source] io::Error),
+    /// The async runtime could not be created.
+    #[error("could not create the async runtime: {0}")]
+    Runtime(#[source] io::Error),
+}
+
+impl std::fmt::Debug for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{self}")
+    }
+}
+
+/// Formats an error with its chain of sources: `connect failed: connection refused`.
+pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.ends_with(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    message
+}
+
+/// Extracts the message of a caught panic.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(text) = payload.downcast_ref::<&str>() {
+        (*text).to_owned()
+    } else if let Some(text) = payload.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "panic with a non-string payload".to_owned()
+    }
+}

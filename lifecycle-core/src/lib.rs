@@ -1,0 +1,54 @@
+//! The runtime-agnostic engine of [lifecycle](https://docs.rs/lifecycle): a graph of
+//! components started in dependency order (independent ones concurrently), stopped in
+//! reverse order within one shutdown budget, flushed last, with a [`Report`] of what
+//! happened.
+//!
+//! This crate knows no async runtime. It drives components through the [`Runtime`]
+//! trait, implemented by `lifecycle-smol` and `lifecycle-tokio`; most users depend on
+//! the `lifecycle` facade, which picks one and adds a blocking `run()`.
+//!
+//! # Semantics
+//!
+//! - **Start**: a component starts as soon as all its dependencies have started, under
+//!   its start timeout. A start that errors, panics or times out (or a signal, a shutdown
+//!   request or a failed tracked task during startup) aborts the start: nothing new
+//!   starts, starts in flight are dropped, and exactly the components that had started
+//!   are stopped in reverse order with a fresh budget, then flushed.
+//! - **Trigger**: a signal, a [`ShutdownHandle::shutdown`], or a tracked task that errors
+//!   or panics. The [`ShutdownToken`] resolves at once; the drain delay follows.
+//! - **Stop**: a component stops once all its dependents have stopped, under
+//!   `min(its stop timeout, what is left of the budget minus the flush reserve)`. A stop
+//!   that errors, panics or times out is recorded, its future dropped and its tracked
+//!   tasks cancelled; the others go on.
+//! - **Flush**: after every stop, each started component's flush, in reverse order,
+//!   within the reserved end of the budget.
+//! - **Second signal**: a signal during shutdown skips what is left of the drain and the
+//!   stops (stops in flight are dropped), runs the flush with its reserve, and makes the
+//!   exit code `128 + signo`.
+//! - **Exit code** ([`Report::exit_code`]): 0 when nothing failed, 1 when anything failed
+//!   or timed out, 130 or 143 when a second signal forced the exit.
+#![forbid(unsafe_code)]
+#![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
+
+mod app;
+mod component;
+mod config;
+mod engine;
+mod error;
+mod graph;
+mod report;
+pub mod runtime;
+mod shutdown;
+mod sync;
+mod task;
+
+pub use app::{App, Builder};
+pub use async_trait::async_trait;
+pub use component::{Component, FlushContext, Health, StartContext, StopContext};
+pub use config::{Config, Options};
+pub use error::{BoxError, BuildError, Error};
+pub use graph::Plan;
+pub use report::{ComponentReport, Outcome, Report, Step, Trigger};
+pub use runtime::{Runtime, Signal};
+pub use shutdown::{ShutdownHandle, ShutdownToken};
+pub use task::{Spawner, TaskOutput};

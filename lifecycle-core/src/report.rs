@@ -1,0 +1,276 @@
+//! What happened during a run: per component and per step, the outcome and duration;
+//! the trigger; the totals; the exit code.
+
+use std::fmt;
+use std::process::{ExitCode, Termination};
+use std::time::Duration;
+
+use crate::runtime::Signal;
+
+/// How one step (start, stop or flush) of one component ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// The step was not due: a component that never started is neither stopped nor
+    /// flushed.
+    NotRun,
+    /// The step completed successfully.
+    Completed,
+    /// The hook returned an error (its message, with its sources).
+    Failed(String),
+    /// The hook panicked (the panic message).
+    Panicked(String),
+    /// The hook did not finish within the time it was given; its future was dropped.
+    TimedOut(Duration),
+    /// The step was in flight when the engine gave up on it without a fault of its own:
+    /// a start in flight when another start failed or a signal arrived, or a stop in
+    /// flight when a second signal forced the exit.
+    Cancelled,
+    /// The step was due but never began, because a second signal forced the exit.
+    Skipped,
+}
+
+impl Outcome {
+    /// Whether this outcome is a fault: an error, a panic or a timeout.
+    pub fn is_failure(&self) -> bool {
+        matches!(
+            self,
+            Outcome::Failed(_) | Outcome::Panicked(_) | Outcome::TimedOut(_)
+        )
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Outcome::NotRun => f.write_str("not run"),
+            Outcome::Completed => f.write_str("ok"),
+            Outcome::Failed(message) => write!(f, "failed: {message}"),
+            Outcome::Panicked(message) => write!(f, "panicked: {message}"),
+            Outcome::TimedOut(after) => write!(f, "timed out after {after:?}"),
+            Outcome::Cancelled => f.write_str("cancelled"),
+            Outcome::Skipped => f.write_str("skipped"),
+        }
+    }
+}
+
+/// One step of one component: how it ended, when it began, how long it took.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    /// How the step ended.
+    pub outcome: Outcome,
+    /// When the step began, measured from the start of the run; `None` if it never began.
+    pub began: Option<Duration>,
+    /// How long the step took.
+    pub took: Duration,
+}
+
+impl Step {
+    pub(crate) const NOT_RUN: Step = Step {
+        outcome: Outcome::NotRun,
+        began: None,
+        took: Duration::ZERO,
+    };
+}
+
+/// What happened to one component.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ComponentReport {
+    /// The component's name.
+    pub name: String,
+    /// Its start.
+    pub start: Step,
+    /// Its stop.
+    pub stop: Step,
+    /// Its flush.
+    pub flush: Step,
+    /// Failures of its tracked tasks (errors and panics; cancellations are not failures),
+    /// including the one that triggered shutdown, if any.
+    pub task_failures: Vec<Outcome>,
+}
+
+/// What ended the running phase (or aborted the start).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Trigger {
+    /// A termination signal.
+    Signal(Signal),
+    /// [`ShutdownHandle::shutdown`](crate::ShutdownHandle::shutdown).
+    Requested,
+    /// A component failed to start.
+    StartFailed {
+        /// The component.
+        component: String,
+        /// How its start ended.
+        outcome: Outcome,
+    },
+    /// A tracked task returned an error or panicked.
+    TaskFailed {
+        /// The component that spawned the task.
+        component: String,
+        /// How the task ended.
+        outcome: Outcome,
+    },
+}
+
+impl Trigger {
+    /// Whether the trigger is itself a failure (a start or a task failed).
+    pub fn is_failure(&self) -> bool {
+        matches!(
+            self,
+            Trigger::StartFailed { .. } | Trigger::TaskFailed { .. }
+        )
+    }
+}
+
+impl fmt::Display for Trigger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Trigger::Signal(signal) => write!(f, "{signal}"),
+            Trigger::Requested => f.write_str("shutdown requested"),
+            Trigger::StartFailed { component, outcome } => {
+                write!(f, "start of {component} {outcome}")
+            }
+            Trigger::TaskFailed { component, outcome } => {
+                write!(f, "task of {component} {outcome}")
+            }
+        }
+    }
+}
+
+/// What happened during a run, returned by `run` and logged at its end.
+///
+/// It implements [`Termination`], so `main` can return it (or a `Result` of it) and the
+/// process exits with [`exit_code`](Report::exit_code).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Report {
+    /// Every component, in start order.
+    pub components: Vec<ComponentReport>,
+    /// What ended the run.
+    pub trigger: Trigger,
+    /// Whether every component started (the app reached its running phase).
+    pub reached_running: bool,
+    /// The signal that forced an early exit, if a second one arrived during shutdown.
+    pub forced_by: Option<Signal>,
+    /// From the beginning of the run to running (or to the abort of the start).
+    pub startup: Duration,
+    /// From the trigger to the end of the flush.
+    pub shutdown: Duration,
+}
+
+impl Report {
+    /// The process exit code: `128 + signo` when a second signal forced the exit (143
+    /// for `SIGTERM`, 130 for `SIGINT`), 1 when anything failed or timed out, else 0.
+    pub fn exit_code(&self) -> u8 {
+        if let Some(signal) = self.forced_by {
+            return 128 + signal.number() as u8;
+        }
+        if self.failures().is_empty() {
+            0
+        } else {
+            1
+        }
+    }
+
+    /// Whether the run ended with nothing failed and nothing forced.
+    pub fn is_clean(&self) -> bool {
+        self.exit_code() == 0
+    }
+
+    /// One line per fault, naming the component and the step:
+    /// `"stop of db timed out after 5s"`.
+    pub fn failures(&self) -> Vec<String> {
+        let mut failures = Vec::new();
+        for component in &self.components {
+            for (step, report) in [
+                ("start", &component.start),
+                ("stop", &component.stop),
+                ("flush", &component.flush),
+            ] {
+                if report.outcome.is_failure() {
+                    failures.push(format!("{step} of {} {}", component.name, report.outcome));
+                }
+            }
+            for outcome in &component.task_failures {
+                failures.push(format!("task of {} {outcome}", component.name));
+            }
+        }
+        failures
+    }
+
+    /// The report of the component named `name`.
+    pub fn component(&self, name: &str) -> Option<&ComponentReport> {
+        self.components.iter().find(|c| c.name == name)
+    }
+}
+
+impl Termination for Report {
+    fn report(self) -> ExitCode {
+        ExitCode::from(self.exit_code())
+    }
+}
+
+impl fmt::Display for Report {
+    /// A table: one row per component with each step's outcome and duration, then the
+    /// trigger, the totals and the failures.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let cell = |step: &Step| match step.outcome {
+            Outcome::NotRun => "-".to_owned(),
+            Outcome::Skipped => "skipped".to_owned(),
+            Outcome::Completed => format!("ok {}", millis(step.took)),
+            ref other => {
+                let kind = match other {
+                    Outcome::Failed(_) => "FAILED",
+                    Outcome::Panicked(_) => "PANICKED",
+                    Outcome::TimedOut(_) => "TIMED OUT",
+                    _ => "cancelled",
+                };
+                format!("{kind} {}", millis(step.took))
+            }
+        };
+        let width = self
+            .components
+            .iter()
+            .map(|c| c.name.len())
+            .max()
+            .unwrap_or(0)
+            .max("component".len());
+        writeln!(
+            f,
+            "shutdown by {}: exit code {}, startup {}, shutdown {}{}",
+            self.trigger,
+            self.exit_code(),
+            millis(self.startup),
+            millis(self.shutdown),
+            match self.forced_by {
+                Some(signal) => format!(", forced by a second {signal}"),
+                None => String::new(),
+            }
+        )?;
+        writeln!(
+            f,
+            "{:width$}  {:16}  {:16}  {:16}",
+            "component", "start", "stop", "flush"
+        )?;
+        for c in &self.components {
+            writeln!(
+                f,
+                "{:width$}  {:16}  {:16}  {:16}",
+                c.name,
+                cell(&c.start),
+                cell(&c.stop),
+                cell(&c.flush)
+            )?;
+        }
+        for failure in self.failures() {
+            writeln!(f, "  {failure}")?;
+        }
+        Ok(())
+    }
+}
+
+fn millis(duration: Duration) -> String {
+    format!("{}ms", duration.as_millis())
+}

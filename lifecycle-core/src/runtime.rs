@@ -1,0 +1,119 @@
+//! The seam between the engine and an async runtime.
+//!
+//! The engine never names an executor, a timer or a signal API. It holds an
+//! `Arc<dyn Runtime>` and asks it for the four things it needs: spawning detached
+//! tasks, sleeping until an instant, reading the clock, and a stream of termination
+//! signals. `lifecycle-smol` and `lifecycle-tokio` implement it in about a hundred lines
+//! each; a test can implement it to run on a virtual clock or inject signals.
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use futures_core::Stream;
+
+/// A boxed, `Send` future, as the [`Runtime`] trait passes them around.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// A stream of termination signals, as returned by [`Runtime::signals`].
+pub type SignalStream = Pin<Box<dyn Stream<Item = Signal> + Send + 'static>>;
+
+/// What the engine needs from an async runtime.
+///
+/// Object safe: the engine holds an `Arc<dyn Runtime>`. Implementations exist for smol
+/// (`lifecycle_smol::SmolRuntime`) and tokio (`lifecycle_tokio::TokioRuntime`).
+pub trait Runtime: Send + Sync + fmt::Debug + 'static {
+    /// Runs `future` to completion in the background.
+    ///
+    /// The task is detached: the engine tracks completion itself, so the runtime must
+    /// not cancel the task when it forgets about it (a smol `Task` must be detached,
+    /// not dropped).
+    fn spawn(&self, future: BoxFuture<()>);
+
+    /// Returns a future that completes at `deadline` (at once if it has passed).
+    fn sleep_until(&self, deadline: Instant) -> BoxFuture<()>;
+
+    /// The current instant on this runtime's clock.
+    ///
+    /// Overridable so that a runtime with a virtual clock (tokio's paused time, a test
+    /// runtime) keeps every deadline the engine computes on that clock.
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+
+    /// Registers the termination signals (SIGTERM and SIGINT on Unix, Ctrl-C on Windows)
+    /// and returns a stream that yields each one received from now on.
+    ///
+    /// The engine calls this once, before the first component starts; registration must
+    /// happen inside this call, not lazily on first poll.
+    ///
+    /// # Errors
+    ///
+    /// Returns the operating system's error when the handlers cannot be installed.
+    fn signals(&self) -> io::Result<SignalStream>;
+}
+
+impl dyn Runtime {
+    /// Returns a future that completes after `duration` on this runtime's clock.
+    pub fn sleep(&self, duration: Duration) -> BoxFuture<()> {
+        self.sleep_until(self.now() + duration)
+    }
+}
+
+/// A termination signal received by the process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Signal {
+    /// `SIGTERM`: what Kubernetes, systemd and `kill` send.
+    Terminate,
+    /// `SIGINT`: Ctrl-C in a terminal (also Ctrl-C on Windows).
+    Interrupt,
+}
+
+impl Signal {
+    /// The conventional Unix signal number (15 for `SIGTERM`, 2 for `SIGINT`).
+    ///
+    /// The exit code of a process forced down by a second signal is `128 + number()`.
+    pub fn number(self) -> i32 {
+        match self {
+            Signal::Terminate => 15,
+            Signal::Interrupt => 2,
+        }
+    }
+
+    /// The signal's name, `"SIGTERM"` or `"SIGINT"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Signal::Terminate => "SIGTERM",
+            Signal::Interrupt => "SIGINT",
+        }
+    }
+}
+
+impl fmt::Display for Signal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The error of [`timeout_at`]: the deadline passed first.
+#[derive(Debug)]
+pub(crate) struct Elapsed;
+
+/// Runs `future` until it completes or `deadline` passes, whichever comes first; on the
+/// deadline the future is dropped (cancelled). The future is polled before the timer, so
+/// one that is ready is never reported as timed out.
+pub(crate) async fn timeout_at<F: Future>(
+    runtime: &dyn Runtime,
+    deadline: Instant,
+    future: F,
+) -> Result<F::Output, Elapsed> {
+    use futures_util::future::{select, Either};
+    let future = std::pin::pin!(future);
+    match select(future, runtime.sleep_until(deadline)).await {
+        Either::Left((output, _)) => Ok(output),
+        Either::Right(((), _)) => Err(Elapsed),
+    }
+}

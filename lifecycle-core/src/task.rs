@@ -1,0 +1,125 @@
+//! Tracked tasks: long-running work a component spawns through its context, so the
+//! engine cancels it on stop and notices when it fails or panics.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use event_listener::Event;
+use futures_channel::mpsc::UnboundedSender;
+use futures_util::future::{select, Either};
+use futures_util::FutureExt;
+
+use crate::error::{error_chain, panic_message, BoxError};
+use crate::report::Outcome;
+use crate::runtime::Runtime;
+use crate::shutdown::Notice;
+use crate::sync::Flag;
+
+/// The live tracked tasks of one component.
+#[derive(Debug, Default)]
+pub(crate) struct TaskSet {
+    cancel: Flag,
+    live: AtomicUsize,
+    idle: Event,
+}
+
+impl TaskSet {
+    /// Cancels every task of the set, now and spawned later: each is dropped at its next
+    /// wake-up.
+    pub(crate) fn cancel(&self) {
+        self.cancel.set();
+    }
+
+    /// Completes once no task of the set is alive.
+    pub(crate) async fn idle(&self) {
+        loop {
+            if self.live.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            let listener = self.idle.listen();
+            if self.live.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            listener.await;
+        }
+    }
+}
+
+/// Decrements the live count when a task ends, however it ends (completion,
+/// cancellation, or the runtime dropping it).
+struct Alive(Arc<TaskSet>);
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        if self.0.live.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify(usize::MAX);
+        }
+    }
+}
+
+/// What a tracked task may return: `()` or `Result<(), E>` for any error `E`.
+pub trait TaskOutput: Send + 'static {
+    /// Converts the output into the result the engine records.
+    fn into_result(self) -> Result<(), BoxError>;
+}
+
+impl TaskOutput for () {
+    fn into_result(self) -> Result<(), BoxError> {
+        Ok(())
+    }
+}
+
+impl<E: Into<BoxError> + Send + 'static> TaskOutput for Result<(), E> {
+    fn into_result(self) -> Result<(), BoxError> {
+        self.map_err(Into::into)
+    }
+}
+
+/// Spawns tracked tasks for one component. Cheap to clone and `'static`, so an accept
+/// loop can keep one and spawn a task per connection.
+///
+/// A tracked task that returns an error or panics while the app runs triggers shutdown,
+/// naming the component. When the component has stopped (or its stop timed out), its
+/// remaining tracked tasks are cancelled: dropped at their next wake-up. Tasks spawned
+/// after that are dropped without being polled.
+#[derive(Debug, Clone)]
+pub struct Spawner {
+    pub(crate) node: usize,
+    pub(crate) tasks: Arc<TaskSet>,
+    pub(crate) runtime: Arc<dyn Runtime>,
+    pub(crate) notices: UnboundedSender<Notice>,
+}
+
+impl Spawner {
+    /// Spawns `task` on the app's runtime, tracked under this component.
+    pub fn spawn<F>(&self, task: F)
+    where
+        F: Future + Send + 'static,
+        F::Output: TaskOutput,
+    {
+        if self.tasks.cancel.is_set() {
+            return;
+        }
+        self.tasks.live.fetch_add(1, Ordering::AcqRel);
+        let alive = Alive(self.tasks.clone());
+        let node = self.node;
+        let notices = self.notices.clone();
+        self.runtime.spawn(Box::pin(async move {
+            let tasks = alive.0.clone();
+            let cancelled = std::pin::pin!(tasks.cancel.wait());
+            let task = std::pin::pin!(AssertUnwindSafe(task).catch_unwind());
+            let outcome = match select(cancelled, task).await {
+                Either::Left(_) => return,
+                Either::Right((Ok(output), _)) => match output.into_result() {
+                    Ok(()) => return,
+                    Err(error) => Outcome::Failed(error_chain(&*error)),
+                },
+                Either::Right((Err(panic), _)) => Outcome::Panicked(panic_message(&*panic)),
+            };
+            drop(alive);
+            let _ = notices.unbounded_send(Notice::TaskFailed { node, outcome });
+        }));
+    }
+}

@@ -1,0 +1,142 @@
+//! The tokio backend of [lifecycle](https://docs.rs/lifecycle): tasks with
+//! `Handle::spawn`, timers from `tokio::time` (so tokio's paused clock is honoured), and
+//! signals from `tokio::signal`, registered eagerly.
+//!
+//! # Examples
+//!
+//! ```
+//! use std::sync::Arc;
+//! use lifecycle_core::App;
+//! use lifecycle_tokio::TokioRuntime;
+//!
+//! let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+//! let report = runtime.block_on(async {
+//!     let app = App::builder().build().unwrap();
+//!     app.handle().shutdown(); // an empty app that is asked to stop at once
+//!     app.run_on(Arc::new(TokioRuntime::new())).await.unwrap()
+//! });
+//! assert_eq!(report.exit_code(), 0);
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use futures_core::Stream;
+use lifecycle_core::runtime::{BoxFuture, Runtime, Signal, SignalStream};
+use tokio::runtime::Handle;
+
+/// [`Runtime`] on tokio. Holds a [`Handle`], so it can be used from any thread.
+#[derive(Debug, Clone)]
+pub struct TokioRuntime {
+    handle: Handle,
+}
+
+impl TokioRuntime {
+    /// The runtime of the current tokio context.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime; use [`TokioRuntime::try_current`] to get an error instead.
+    pub fn new() -> Self {
+        Self::try_current().expect("TokioRuntime::new must be called inside a tokio runtime")
+    }
+
+    /// The runtime of the current tokio context, or an error outside one.
+    ///
+    /// # Errors
+    ///
+    /// When called outside a tokio runtime.
+    pub fn try_current() -> io::Result<Self> {
+        Handle::try_current()
+            .map(Self::from_handle)
+            .map_err(|error| io::Error::other(format!("not inside a tokio runtime: {error}")))
+    }
+
+    /// A runtime spawning onto `handle`.
+    pub fn from_handle(handle: Handle) -> Self {
+        TokioRuntime { handle }
+    }
+}
+
+impl Default for TokioRuntime {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Runtime for TokioRuntime {
+    fn spawn(&self, future: BoxFuture<()>) {
+        // The JoinHandle is dropped: the task is detached, as the engine expects.
+        drop(self.handle.spawn(future));
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> BoxFuture<()> {
+        Box::pin(tokio::time::sleep_until(tokio::time::Instant::from_std(
+            deadline,
+        )))
+    }
+
+    fn now(&self) -> Instant {
+        tokio::time::Instant::now().into_std()
+    }
+
+    fn signals(&self) -> io::Result<SignalStream> {
+        let _guard = self.handle.enter();
+        Ok(Box::pin(Signals::register()?))
+    }
+}
+
+/// Termination signals, registered when created (unlike `tokio::signal::ctrl_c`, which
+/// registers on first poll).
+struct Signals {
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(windows)]
+    ctrl_c: tokio::signal::windows::CtrlC,
+}
+
+impl Signals {
+    #[cfg(unix)]
+    fn register() -> io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    #[cfg(windows)]
+    fn register() -> io::Result<Self> {
+        Ok(Signals {
+            ctrl_c: tokio::signal::windows::ctrl_c()?,
+        })
+    }
+}
+
+impl Stream for Signals {
+    type Item = Signal;
+
+    #[cfg(unix)]
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Signal>> {
+        if let Poll::Ready(Some(())) = self.terminate.poll_recv(cx) {
+            return Poll::Ready(Some(Signal::Terminate));
+        }
+        if let Poll::Ready(Some(())) = self.interrupt.poll_recv(cx) {
+            return Poll::Ready(Some(Signal::Interrupt));
+        }
+        Poll::Pending
+    }
+
+    #[cfg(windows)]
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Signal>> {
+        self.ctrl_c
+            .poll_recv(cx)
+            .map(|received| received.map(|()| Signal::Interrupt))
+    }
+}

@@ -1,0 +1,202 @@
+//! Run an application as a graph of components, and shut it down gracefully.
+//!
+//! Implement [`Component`] for your database pool, cache, HTTP server and metrics
+//! exporter; declare who depends on whom; and [`Run::run`] does the rest: start in
+//! dependency order (independent components concurrently), serve, and on `SIGTERM` or
+//! `SIGINT` stop in reverse order within one shutdown budget, cancelling whatever hangs,
+//! flush logs and metrics last, and return a [`Report`] that maps to an exit code.
+//!
+//! ```
+//! use lifecycle::prelude::*;
+//!
+//! struct Db;
+//!
+//! #[async_trait]
+//! impl Component for Db {
+//!     fn name(&self) -> &str { "db" }
+//!     async fn start(&mut self, _: &StartContext) -> Result<(), BoxError> { Ok(()) }
+//!     async fn stop(&mut self, _: &StopContext) -> Result<(), BoxError> { Ok(()) }
+//! }
+//!
+//! struct Http;
+//!
+//! #[async_trait]
+//! impl Component for Http {
+//!     fn name(&self) -> &str { "http" }
+//!     fn dependencies(&self) -> Vec<&str> { vec!["db"] }
+//!     async fn start(&mut self, ctx: &StartContext) -> Result<(), BoxError> {
+//!         // A real server would bind here and serve from a tracked task; this one asks
+//!         // the app to stop, as SIGTERM would.
+//!         ctx.shutdown_handle().shutdown();
+//!         Ok(())
+//!     }
+//!     async fn stop(&mut self, _: &StopContext) -> Result<(), BoxError> { Ok(()) }
+//! }
+//!
+//! # fn main() -> Result<(), lifecycle::Error> {
+//! let report = App::builder().add(Db).add(Http).run()?;
+//! assert_eq!(report.exit_code(), 0);
+//! assert_eq!(report.components[0].name, "db"); // started first, stopped last
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Runtimes
+//!
+//! The engine ([`lifecycle_core`]) knows no runtime. With the `smol` feature (default),
+//! [`Run::run`] blocks on smol; with the `tokio` feature it builds a multi-threaded tokio
+//! runtime (tokio wins when both are on, unless `LIFECYCLE_RUNTIME=smol` is set, or
+//! [`Run::run_smol`] / [`Run::run_tokio`] is called). [`Run::run_async`] runs inside a
+//! runtime you already have: tokio's if called in a tokio context, else smol's.
+#![forbid(unsafe_code)]
+#![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
+
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+
+pub use lifecycle_core::*;
+#[cfg(feature = "smol")]
+pub use lifecycle_smol::SmolRuntime;
+#[cfg(feature = "tokio")]
+pub use lifecycle_tokio::TokioRuntime;
+
+/// Everything a component author and an app's `main` need.
+pub mod prelude {
+    pub use crate::{
+        async_trait, App, BoxError, Component, Config, FlushContext, Health, Options, Report, Run,
+        StartContext, StopContext,
+    };
+}
+
+/// Running an app (or a builder, which is built first) on a runtime.
+pub trait Run: Sized + Send + 'static {
+    /// Builds the app, if this is a builder.
+    ///
+    /// # Errors
+    ///
+    /// The [`BuildError`] of an invalid graph or configuration.
+    fn into_app(self) -> Result<App, BuildError>;
+
+    /// Builds a runtime (tokio if the `tokio` feature is on, else smol; see
+    /// `LIFECYCLE_RUNTIME` in the crate docs), runs the app on it and returns the report.
+    /// Blocks until the app has exited.
+    ///
+    /// # Errors
+    ///
+    /// A build error, a runtime that cannot be created, or signal handlers that cannot be
+    /// registered. Everything after the first start is in the [`Report`].
+    #[cfg(any(feature = "smol", feature = "tokio"))]
+    fn run(self) -> Result<Report, Error> {
+        match chosen_runtime()? {
+            #[cfg(feature = "smol")]
+            RuntimeKind::Smol => self.run_smol(),
+            #[cfg(feature = "tokio")]
+            RuntimeKind::Tokio => self.run_tokio(),
+        }
+    }
+
+    /// Runs the app on smol, blocking the current thread.
+    ///
+    /// # Errors
+    ///
+    /// As [`Run::run`].
+    #[cfg(feature = "smol")]
+    fn run_smol(self) -> Result<Report, Error> {
+        let app = self.into_app()?;
+        lifecycle_smol::block_on(app.run_on(Arc::new(SmolRuntime::new())))
+    }
+
+    /// Runs the app on a new multi-threaded tokio runtime, blocking the current thread.
+    ///
+    /// # Errors
+    ///
+    /// As [`Run::run`].
+    #[cfg(feature = "tokio")]
+    fn run_tokio(self) -> Result<Report, Error> {
+        let app = self.into_app()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(Error::Runtime)?;
+        let report = runtime.block_on(app.run_on(Arc::new(TokioRuntime::from_handle(
+            runtime.handle().clone(),
+        ))));
+        // Tracked tasks were cancelled; do not wait for blocking work left behind.
+        runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+        report
+    }
+
+    /// Runs the app inside the runtime the caller already has: tokio's when called in a
+    /// tokio context (and the `tokio` feature is on), else smol's.
+    ///
+    /// # Errors
+    ///
+    /// As [`Run::run`]; also when only the `tokio` feature is on and there is no tokio
+    /// context.
+    fn run_async(self) -> impl Future<Output = Result<Report, Error>> + Send {
+        async move {
+            let app = self.into_app()?;
+            app.run_on(ambient_runtime()?).await
+        }
+    }
+}
+
+impl Run for Builder {
+    fn into_app(self) -> Result<App, BuildError> {
+        self.build()
+    }
+}
+
+impl Run for App {
+    fn into_app(self) -> Result<App, BuildError> {
+        Ok(self)
+    }
+}
+
+#[cfg(any(feature = "smol", feature = "tokio"))]
+enum RuntimeKind {
+    #[cfg(feature = "smol")]
+    Smol,
+    #[cfg(feature = "tokio")]
+    Tokio,
+}
+
+/// The runtime `run()` uses: `LIFECYCLE_RUNTIME` if set, else tokio if compiled in.
+#[cfg(any(feature = "smol", feature = "tokio"))]
+fn chosen_runtime() -> Result<RuntimeKind, Error> {
+    let requested = std::env::var("LIFECYCLE_RUNTIME").ok();
+    match requested.as_deref().map(str::trim) {
+        #[cfg(feature = "smol")]
+        Some("smol") => Ok(RuntimeKind::Smol),
+        #[cfg(feature = "tokio")]
+        Some("tokio") => Ok(RuntimeKind::Tokio),
+        None | Some("") => {
+            #[cfg(feature = "tokio")]
+            return Ok(RuntimeKind::Tokio);
+            #[cfg(not(feature = "tokio"))]
+            return Ok(RuntimeKind::Smol);
+        }
+        Some(other) => Err(Error::Runtime(io::Error::other(format!(
+            "LIFECYCLE_RUNTIME={other:?} is not a runtime this program was built with (built with: {})",
+            [cfg!(feature = "smol").then_some("smol"), cfg!(feature = "tokio").then_some("tokio")]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(", ")
+        )))),
+    }
+}
+
+fn ambient_runtime() -> Result<Arc<dyn Runtime>, Error> {
+    #[cfg(feature = "tokio")]
+    if let Ok(runtime) = TokioRuntime::try_current() {
+        return Ok(Arc::new(runtime));
+    }
+    #[cfg(feature = "smol")]
+    return Ok(Arc::new(SmolRuntime::new()));
+    #[allow(unreachable_code)]
+    Err(Error::Runtime(io::Error::other(
+        "run_async found no runtime: call it inside a tokio runtime, or enable the `smol` feature",
+    )))
+}
