@@ -35,6 +35,7 @@ impl fmt::Debug for Builder {
 
 impl Builder {
     /// Adds a component, with the dependencies it declares itself.
+    #[allow(clippy::should_implement_trait)] // `add` reads as the builder verb it is
     pub fn add(self, component: impl Component) -> Self {
         self.add_with(component, Options::new())
     }
