@@ -180,8 +180,9 @@ impl Run<'_> {
             if in_flight.is_empty() {
                 return Ok(());
             }
-            match select(in_flight.next(), self.events.next()).await {
-                Either::Left((Some((i, step)), _)) => {
+            // Events first: a signal is never starved by hooks that keep completing.
+            match select(self.events.next(), in_flight.next()).await {
+                Either::Right((Some((i, step)), _)) => {
                     let outcome = step.outcome.clone();
                     self.reports[i].start = step;
                     began[i] = None;
@@ -200,8 +201,8 @@ impl Run<'_> {
                         }
                     }
                 }
-                Either::Left((None, _)) => unreachable!("in_flight is not empty"),
-                Either::Right((event, _)) => {
+                Either::Right((None, _)) => unreachable!("in_flight is not empty"),
+                Either::Left((event, _)) => {
                     break self.trigger_of(event.expect("events never end"))
                 }
             }
@@ -305,8 +306,9 @@ impl Run<'_> {
             if in_flight.is_empty() {
                 return;
             }
-            match select(in_flight.next(), self.events.next()).await {
-                Either::Left((Some((i, step)), _)) => {
+            // Events first: a signal is never starved by hooks that keep completing.
+            match select(self.events.next(), in_flight.next()).await {
+                Either::Right((Some((i, step)), _)) => {
                     self.reports[i].stop = step;
                     began[i] = None;
                     for &dependency in plan.dependencies(i) {
@@ -318,8 +320,8 @@ impl Run<'_> {
                         }
                     }
                 }
-                Either::Left((None, _)) => unreachable!("in_flight is not empty"),
-                Either::Right((event, _)) => {
+                Either::Right((None, _)) => unreachable!("in_flight is not empty"),
+                Either::Left((event, _)) => {
                     self.during_shutdown(event.expect("events never end"));
                 }
             }
