@@ -2,7 +2,7 @@
 //! on each runtime compiled into this test (`LIFECYCLE_RUNTIME` picks it), signalled with
 //! `kill`, its stdout lines (`starting db`, `stopped db`, `ready`, `flushed metrics`, then
 //! the report) and exit code checked.
-#![cfg(unix)]
+#![cfg(all(unix, any(feature = "smol", feature = "tokio")))]
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -40,13 +40,25 @@ fn example_binary() -> &'static Path {
         let mut build = Command::new(env!("CARGO"));
         build
             .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .args(["build", "--quiet", "--example", EXAMPLE, "--no-default-features"])
+            .args([
+                "build",
+                "--quiet",
+                "--example",
+                EXAMPLE,
+                "--no-default-features",
+            ])
             .args(["--features", &features.join(",")]);
-        if profile_dir.file_name().is_some_and(|name| name == "release") {
+        if profile_dir
+            .file_name()
+            .is_some_and(|name| name == "release")
+        {
             build.arg("--release");
         }
         let status = build.status().expect("running cargo build");
-        assert!(status.success(), "cargo build --example {EXAMPLE} failed: {status}");
+        assert!(
+            status.success(),
+            "cargo build --example {EXAMPLE} failed: {status}"
+        );
         let binary = profile_dir.join("examples").join(EXAMPLE);
         assert!(binary.exists(), "{} was not built", binary.display());
         binary
@@ -119,9 +131,9 @@ impl Demo {
                         return;
                     }
                 }
-                Err(RecvTimeoutError::Timeout) => self.fail(&format!(
-                    "no line {expected:?} within {PATIENCE:?}"
-                )),
+                Err(RecvTimeoutError::Timeout) => {
+                    self.fail(&format!("no line {expected:?} within {PATIENCE:?}"))
+                }
                 Err(RecvTimeoutError::Disconnected) => {
                     self.fail(&format!("stdout closed before the line {expected:?}"))
                 }
@@ -151,7 +163,9 @@ impl Demo {
                 return (status, exited);
             }
             if Instant::now() >= deadline {
-                self.fail(&format!("still running {PATIENCE:?} after it was signalled"));
+                self.fail(&format!(
+                    "still running {PATIENCE:?} after it was signalled"
+                ));
             }
             thread::sleep(Duration::from_millis(5));
         }
