@@ -27,8 +27,10 @@ impl Component for Ticker {
         // Long-running work goes to a tracked task: the engine cancels it once `ticker`
         // has stopped, and would shut the app down if it failed or panicked.
         ctx.spawn(async move {
-            for tick in 1u64.. {
+            let mut tick = 0u64;
+            loop {
                 runtime.sleep(Duration::from_secs(1)).await;
+                tick += 1;
                 println!("tick {tick}");
             }
         });

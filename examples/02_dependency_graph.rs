@@ -125,7 +125,7 @@ impl Component for Http {
         let runtime = ctx.runtime().clone();
         let recorded = self.recorded.clone();
         ctx.spawn(async move {
-            for _request in 1u64.. {
+            loop {
                 runtime.sleep(Duration::from_millis(100)).await;
                 recorded.fetch_add(1, Ordering::Relaxed);
             }

@@ -25,7 +25,12 @@ impl Component for Named {
 }
 
 fn build(nodes: &[(&'static str, &[&'static str])]) -> Result<App, BuildError> {
-    nodes.iter().fold(App::builder(), |b, (name, deps)| b.add(Named(name, deps.to_vec()))).build()
+    nodes
+        .iter()
+        .fold(App::builder(), |b, (name, deps)| {
+            b.add(Named(name, deps.to_vec()))
+        })
+        .build()
 }
 
 fn message(nodes: &[(&'static str, &[&'static str])]) -> String {
@@ -35,7 +40,11 @@ fn message(nodes: &[(&'static str, &[&'static str])]) -> String {
 #[test]
 fn unknown_dependency_names_it_and_suggests_the_closest() {
     assert_eq!(
-        message(&[("database", &[]), ("db-replica", &[]), ("http", &["databse"])]),
+        message(&[
+            ("database", &[]),
+            ("db-replica", &[]),
+            ("http", &["databse"])
+        ]),
         "component `http` depends on `databse`, which was not added; did you mean `database`?"
     );
     assert_eq!(
@@ -47,33 +56,58 @@ fn unknown_dependency_names_it_and_suggests_the_closest() {
         "component `http` depends on `queue`, which was not added"
     );
     let err = build(&[("db1", &[]), ("db2", &[]), ("http", &["db"])]).unwrap_err();
-    assert_eq!(err.to_string(), "component `http` depends on `db`, which was not added; did you mean one of `db1`, `db2`?");
-    assert!(matches!(err, BuildError::UnknownDependency { suggestions, .. } if suggestions == ["db1", "db2"]));
+    assert_eq!(
+        err.to_string(),
+        "component `http` depends on `db`, which was not added; did you mean one of `db1`, `db2`?"
+    );
+    assert!(
+        matches!(err, BuildError::UnknownDependency { suggestions, .. } if suggestions == ["db1", "db2"])
+    );
 }
 
 #[test]
 fn duplicate_name() {
-    assert_eq!(message(&[("db", &[]), ("db", &[])]), "component name `db` is used twice; component names must be unique");
+    assert_eq!(
+        message(&[("db", &[]), ("db", &[])]),
+        "component name `db` is used twice; component names must be unique"
+    );
 }
 
 #[test]
 fn self_loop() {
-    assert_eq!(message(&[("db", &["db"])]), "component `db` depends on itself");
+    assert_eq!(
+        message(&[("db", &["db"])]),
+        "component `db` depends on itself"
+    );
 }
 
 #[test]
 fn cycle_is_printed_whole() {
-    assert_eq!(message(&[("a", &["b"]), ("b", &["a"])]), "dependency cycle: a -> b -> a");
     assert_eq!(
-        message(&[("http", &["db"]), ("db", &["cache"]), ("cache", &["metrics"]), ("metrics", &["db"])]),
+        message(&[("a", &["b"]), ("b", &["a"])]),
+        "dependency cycle: a -> b -> a"
+    );
+    assert_eq!(
+        message(&[
+            ("http", &["db"]),
+            ("db", &["cache"]),
+            ("cache", &["metrics"]),
+            ("metrics", &["db"])
+        ]),
         "dependency cycle: db -> cache -> metrics -> db"
     );
 }
 
 #[test]
 fn dependency_added_at_registration_is_validated_too() {
-    let err = App::builder().add_with(Named("http", vec![]), Options::new().depends_on("dbb")).add(Named("db", vec![])).build();
-    assert_eq!(err.unwrap_err().to_string(), "component `http` depends on `dbb`, which was not added; did you mean `db`?");
+    let err = App::builder()
+        .add_with(Named("http", vec![]), Options::new().depends_on("dbb"))
+        .add(Named("db", vec![]))
+        .build();
+    assert_eq!(
+        err.unwrap_err().to_string(),
+        "component `http` depends on `dbb`, which was not added; did you mean `db`?"
+    );
 }
 
 #[test]
@@ -83,27 +117,67 @@ fn empty_name() {
 
 #[test]
 fn bad_configuration_is_refused() {
-    let zero = App::builder().config(Config::default().shutdown_timeout(Duration::ZERO)).build().unwrap_err();
-    assert_eq!(zero.to_string(), "invalid configuration: shutdown_timeout must be greater than zero");
-    let squeezed = App::builder()
-        .config(Config::default().shutdown_timeout(Duration::from_secs(5)).drain_delay(Duration::from_secs(3)))
+    let zero = App::builder()
+        .config(Config::default().shutdown_timeout(Duration::ZERO))
         .build()
         .unwrap_err();
-    assert!(squeezed.to_string().contains("no time is left to stop components"), "{squeezed}");
-    let node = App::builder().add_with(Named("db", vec![]), Options::new().stop_timeout(Duration::ZERO)).build();
-    assert_eq!(node.unwrap_err().to_string(), "invalid configuration: the stop timeout of `db` must be greater than zero");
+    assert_eq!(
+        zero.to_string(),
+        "invalid configuration: shutdown_timeout must be greater than zero"
+    );
+    let squeezed = App::builder()
+        .config(
+            Config::default()
+                .shutdown_timeout(Duration::from_secs(5))
+                .drain_delay(Duration::from_secs(3)),
+        )
+        .build()
+        .unwrap_err();
+    assert!(
+        squeezed
+            .to_string()
+            .contains("no time is left to stop components"),
+        "{squeezed}"
+    );
+    let node = App::builder()
+        .add_with(
+            Named("db", vec![]),
+            Options::new().stop_timeout(Duration::ZERO),
+        )
+        .build();
+    assert_eq!(
+        node.unwrap_err().to_string(),
+        "invalid configuration: the stop timeout of `db` must be greater than zero"
+    );
 }
 
 #[test]
 fn a_valid_graph_has_a_plan() {
-    let app = build(&[("http", &["db", "cache"]), ("db", &["metrics"]), ("cache", &["metrics"]), ("metrics", &[])]).unwrap();
+    let app = build(&[
+        ("http", &["db", "cache"]),
+        ("db", &["metrics"]),
+        ("cache", &["metrics"]),
+        ("metrics", &[]),
+    ])
+    .unwrap();
     assert_eq!(app.plan().start_order(), ["metrics", "db", "cache", "http"]);
-    assert_eq!(app.plan().levels(), vec![vec!["metrics"], vec!["db", "cache"], vec!["http"]]);
+    assert_eq!(
+        app.plan().levels(),
+        vec![vec!["metrics"], vec!["db", "cache"], vec!["http"]]
+    );
 }
 
 /// `run()` reports build errors as errors; nothing starts.
 #[test]
 fn run_returns_the_build_error() {
-    let err = App::builder().add(Named("a", vec!["b"])).add(Named("b", vec!["a"])).run_smol().unwrap_err();
-    assert_eq!(format!("{err:?}"), "dependency cycle: a -> b -> a", "Debug is readable when main returns it");
+    let err = App::builder()
+        .add(Named("a", vec!["b"]))
+        .add(Named("b", vec!["a"]))
+        .run_smol()
+        .unwrap_err();
+    assert_eq!(
+        format!("{err:?}"),
+        "dependency cycle: a -> b -> a",
+        "Debug is readable when main returns it"
+    );
 }

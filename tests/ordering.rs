@@ -11,8 +11,17 @@ use lifecycle::Trigger;
 async fn run_graph(h: &Harness, names: &[&str], edges: &[(&str, &str)]) -> Report {
     let mut builder = App::builder();
     for &name in names {
-        let dependencies: Vec<&str> = edges.iter().filter(|(a, _)| *a == name).map(|(_, b)| *b).collect();
-        builder = builder.add(h.probe(name).after(&dependencies).start(Act::Sleep(ms(20))).stop(Act::Sleep(ms(20))));
+        let dependencies: Vec<&str> = edges
+            .iter()
+            .filter(|(a, _)| *a == name)
+            .map(|(_, b)| *b)
+            .collect();
+        builder = builder.add(
+            h.probe(name)
+                .after(&dependencies)
+                .start(Act::Sleep(ms(20)))
+                .stop(Act::Sleep(ms(20))),
+        );
     }
     let app = builder.build().unwrap();
     h.shutdown_after(ms(500), app.handle());
@@ -29,17 +38,35 @@ async fn diamond(h: Harness) {
     let report = run_graph(
         &h,
         &["http", "db", "cache", "metrics"],
-        &[("http", "db"), ("http", "cache"), ("db", "metrics"), ("cache", "metrics")],
+        &[
+            ("http", "db"),
+            ("http", "cache"),
+            ("db", "metrics"),
+            ("cache", "metrics"),
+        ],
     )
     .await;
     let order: Vec<&str> = report.components.iter().map(|c| c.name.as_str()).collect();
-    assert_eq!(order, ["metrics", "db", "cache", "http"], "the report lists components in start order");
-    assert_eq!(h.log.names(What::Flushed), ["http", "cache", "db", "metrics"], "flush runs in reverse order");
+    assert_eq!(
+        order,
+        ["metrics", "db", "cache", "http"],
+        "the report lists components in start order"
+    );
+    assert_eq!(
+        h.log.names(What::Flushed),
+        ["http", "cache", "db", "metrics"],
+        "flush runs in reverse order"
+    );
 }
 
 async fn chain(h: Harness) {
     let names = ["e", "d", "c", "b", "a"];
-    run_graph(&h, &names, &[("e", "d"), ("d", "c"), ("c", "b"), ("b", "a")]).await;
+    run_graph(
+        &h,
+        &names,
+        &[("e", "d"), ("d", "c"), ("c", "b"), ("b", "a")],
+    )
+    .await;
     assert_eq!(h.log.names(What::Started), ["a", "b", "c", "d", "e"]);
     assert_eq!(h.log.names(What::Stopped), ["e", "d", "c", "b", "a"]);
 }
@@ -55,7 +82,12 @@ async fn wide_fan_out(h: Harness) {
 }
 
 async fn disconnected_parts(h: Harness) {
-    run_graph(&h, &["a2", "a1", "b2", "b1", "lonely"], &[("a2", "a1"), ("b2", "b1")]).await;
+    run_graph(
+        &h,
+        &["a2", "a1", "b2", "b1", "lonely"],
+        &[("a2", "a1"), ("b2", "b1")],
+    )
+    .await;
 }
 
 /// db and cache both depend on metrics and take 200 ms each to start; http needs both.
@@ -63,19 +95,52 @@ async fn disconnected_parts(h: Harness) {
 async fn independent_nodes_overlap(h: Harness) {
     let work = ms(200);
     let app = App::builder()
-        .add(h.probe("metrics").start(Act::Sleep(work)).stop(Act::Sleep(work)))
-        .add(h.probe("db").after(&["metrics"]).start(Act::Sleep(work)).stop(Act::Sleep(work)))
-        .add(h.probe("cache").after(&["metrics"]).start(Act::Sleep(work)).stop(Act::Sleep(work)))
-        .add(h.probe("http").after(&["db", "cache"]).start(Act::Sleep(work)).stop(Act::Sleep(work)))
+        .add(
+            h.probe("metrics")
+                .start(Act::Sleep(work))
+                .stop(Act::Sleep(work)),
+        )
+        .add(
+            h.probe("db")
+                .after(&["metrics"])
+                .start(Act::Sleep(work))
+                .stop(Act::Sleep(work)),
+        )
+        .add(
+            h.probe("cache")
+                .after(&["metrics"])
+                .start(Act::Sleep(work))
+                .stop(Act::Sleep(work)),
+        )
+        .add(
+            h.probe("http")
+                .after(&["db", "cache"])
+                .start(Act::Sleep(work))
+                .stop(Act::Sleep(work)),
+        )
         .build()
         .unwrap();
     h.shutdown_after(ms(1000), app.handle());
     let report = h.run(app).await;
     assert_eq!(report.exit_code(), 0, "{report}");
-    let (db, cache) = (h.log.time("db", What::StartBegan).unwrap(), h.log.time("cache", What::StartBegan).unwrap());
-    assert!(db.abs_diff(cache) < ms(50), "db and cache start together: {db:?} vs {cache:?}");
-    assert!(report.startup >= ms(600) && report.startup < ms(780), "startup {:?} tracks the critical path", report.startup);
-    assert!(report.shutdown >= ms(600) && report.shutdown < ms(780), "shutdown {:?} tracks the critical path", report.shutdown);
+    let (db, cache) = (
+        h.log.time("db", What::StartBegan).unwrap(),
+        h.log.time("cache", What::StartBegan).unwrap(),
+    );
+    assert!(
+        db.abs_diff(cache) < ms(50),
+        "db and cache start together: {db:?} vs {cache:?}"
+    );
+    assert!(
+        report.startup >= ms(600) && report.startup < ms(780),
+        "startup {:?} tracks the critical path",
+        report.startup
+    );
+    assert!(
+        report.shutdown >= ms(600) && report.shutdown < ms(780),
+        "shutdown {:?} tracks the critical path",
+        report.shutdown
+    );
 }
 
 /// Fifty independent nodes of 100 ms each start in about 100 ms, not 5 s.
@@ -88,7 +153,18 @@ async fn wide_graph_starts_in_critical_path_time(h: Harness) {
     h.shutdown_after(ms(400), app.handle());
     let report = h.run(app).await;
     assert_eq!(report.exit_code(), 0, "{report}");
-    assert!(report.startup >= ms(100) && report.startup < ms(300), "startup took {:?}", report.startup);
+    assert!(
+        report.startup >= ms(100) && report.startup < ms(300),
+        "startup took {:?}",
+        report.startup
+    );
 }
 
-scenarios!(diamond, chain, wide_fan_out, disconnected_parts, independent_nodes_overlap, wide_graph_starts_in_critical_path_time);
+scenarios!(
+    diamond,
+    chain,
+    wide_fan_out,
+    disconnected_parts,
+    independent_nodes_overlap,
+    wide_graph_starts_in_critical_path_time
+);

@@ -41,7 +41,11 @@ fn run_smol_blocks_until_exit() {
     let counter = Arc::new(AtomicUsize::new(0));
     let report = app(&counter).run_smol().unwrap();
     assert_eq!(report.exit_code(), 0);
-    assert_eq!(counter.load(Ordering::SeqCst), 11, "started once and stopped once");
+    assert_eq!(
+        counter.load(Ordering::SeqCst),
+        11,
+        "started once and stopped once"
+    );
 }
 
 #[test]
@@ -66,7 +70,10 @@ fn run_tokio_blocks_until_exit() {
 async fn run_async_inside_tokio_main() {
     let counter = Arc::new(AtomicUsize::new(0));
     // Spawnable: the run future is Send.
-    let report = tokio::spawn(app(&counter).run_async()).await.unwrap().unwrap();
+    let report = tokio::spawn(app(&counter).run_async())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(report.exit_code(), 0);
     assert_eq!(counter.load(Ordering::SeqCst), 11);
 }

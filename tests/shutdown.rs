@@ -11,7 +11,10 @@ use lifecycle::{Outcome, Signal, Trigger};
 async fn hung_stop_is_cancelled_and_the_rest_goes_on(h: Harness) {
     let app = App::builder()
         .add(h.probe("a"))
-        .add_with(h.probe("b").after(&["a"]).stop(Act::Hang), Options::new().stop_timeout(ms(300)))
+        .add_with(
+            h.probe("b").after(&["a"]).stop(Act::Hang),
+            Options::new().stop_timeout(ms(300)),
+        )
         .add(h.probe("c").stop(Act::Sleep(ms(50))))
         .build()
         .unwrap();
@@ -19,15 +22,36 @@ async fn hung_stop_is_cancelled_and_the_rest_goes_on(h: Harness) {
     let report = h.run(app).await;
 
     assert_eq!(report.exit_code(), 1, "{report}");
-    assert_eq!(report.component("b").unwrap().stop.outcome, Outcome::TimedOut(ms(300)));
-    assert_eq!(h.log.count("b", What::StopDropped), 1, "the hung stop's future was dropped");
+    assert_eq!(
+        report.component("b").unwrap().stop.outcome,
+        Outcome::TimedOut(ms(300))
+    );
+    assert_eq!(
+        h.log.count("b", What::StopDropped),
+        1,
+        "the hung stop's future was dropped"
+    );
     assert_eq!(h.log.names(What::Stopped), ["c", "a"]);
     let b_gave_up = h.log.time("b", What::StopDropped).unwrap();
-    assert!(h.log.time("a", What::StopBegan).unwrap() >= b_gave_up, "a waits for its dependent b, hung or not");
+    assert!(
+        h.log.time("a", What::StopBegan).unwrap() >= b_gave_up,
+        "a waits for its dependent b, hung or not"
+    );
     let flushed = h.log.names(What::Flushed);
-    assert_eq!(flushed.len(), 3, "flush runs after a hung stop, for every started node: {flushed:?}");
-    assert!(h.log.position("b", What::Flushed) < h.log.position("a", What::Flushed), "flush in reverse order");
-    assert!(report.shutdown >= ms(300) && report.shutdown < ms(600), "{:?}", report.shutdown);
+    assert_eq!(
+        flushed.len(),
+        3,
+        "flush runs after a hung stop, for every started node: {flushed:?}"
+    );
+    assert!(
+        h.log.position("b", What::Flushed) < h.log.position("a", What::Flushed),
+        "flush in reverse order"
+    );
+    assert!(
+        report.shutdown >= ms(300) && report.shutdown < ms(600),
+        "{:?}",
+        report.shutdown
+    );
     assert_eq!(report.failures(), ["stop of b timed out after 300ms"]);
 }
 
@@ -43,11 +67,26 @@ async fn stop_and_flush_faults_are_reported(h: Harness) {
     let report = h.run(app).await;
 
     assert_eq!(report.exit_code(), 1);
-    assert_eq!(report.component("c").unwrap().stop.outcome, Outcome::Failed("stop of c refused".into()));
-    assert_eq!(report.component("b").unwrap().stop.outcome, Outcome::Panicked("stop of b exploded".into()));
-    assert_eq!(report.component("c").unwrap().flush.outcome, Outcome::Failed("flush of c refused".into()));
-    assert_eq!(report.component("a").unwrap().flush.outcome, Outcome::Panicked("flush of a exploded".into()));
-    assert_eq!(report.component("a").unwrap().stop.outcome, Outcome::Completed);
+    assert_eq!(
+        report.component("c").unwrap().stop.outcome,
+        Outcome::Failed("stop of c refused".into())
+    );
+    assert_eq!(
+        report.component("b").unwrap().stop.outcome,
+        Outcome::Panicked("stop of b exploded".into())
+    );
+    assert_eq!(
+        report.component("c").unwrap().flush.outcome,
+        Outcome::Failed("flush of c refused".into())
+    );
+    assert_eq!(
+        report.component("a").unwrap().flush.outcome,
+        Outcome::Panicked("flush of a exploded".into())
+    );
+    assert_eq!(
+        report.component("a").unwrap().stop.outcome,
+        Outcome::Completed
+    );
     assert_eq!(h.log.names(What::Flushed), ["b"]);
     assert_eq!(
         report.failures(),
@@ -59,7 +98,10 @@ async fn stop_and_flush_faults_are_reported(h: Harness) {
         ]
     );
     let table = report.to_string();
-    assert!(table.contains("PANICKED") && table.contains("FAILED"), "{table}");
+    assert!(
+        table.contains("PANICKED") && table.contains("FAILED"),
+        "{table}"
+    );
 }
 
 /// Stops and flushes that all hang: the whole shutdown still ends within its budget,
@@ -81,17 +123,28 @@ async fn shutdown_stays_within_budget(h: Harness) {
     h.shutdown_after(ms(50), app.handle());
     let report = h.run(app).await;
 
-    assert!(report.shutdown >= ms(1000) && report.shutdown < ms(1150), "shutdown took {:?}", report.shutdown);
+    assert!(
+        report.shutdown >= ms(1000) && report.shutdown < ms(1150),
+        "shutdown took {:?}",
+        report.shutdown
+    );
     for name in ["b", "c"] {
         // Each stop gets what is left of the 700 ms stop phase (budget minus flush reserve).
         let outcome = &report.component(name).unwrap().stop.outcome;
-        assert!(matches!(outcome, Outcome::TimedOut(given) if *given > ms(650) && *given <= ms(700)), "{outcome:?}");
+        assert!(
+            matches!(outcome, Outcome::TimedOut(given) if *given > ms(650) && *given <= ms(700)),
+            "{outcome:?}"
+        );
     }
     // a's stop began only when b's timed out, at the end of the stop phase.
     assert!(report.component("a").unwrap().stop.outcome == Outcome::Completed);
     let c_flush = &report.component("c").unwrap().flush;
     assert!(matches!(c_flush.outcome, Outcome::TimedOut(_)), "{report}");
-    assert!(c_flush.took >= ms(290), "the flush got its reserve: {:?}", c_flush.took);
+    assert!(
+        c_flush.took >= ms(290),
+        "the flush got its reserve: {:?}",
+        c_flush.took
+    );
     assert_eq!(report.exit_code(), 1);
 }
 
@@ -114,8 +167,14 @@ async fn drain_delay_comes_before_the_first_stop(h: Harness) {
     let (report, token_fired) = futures_util::future::join(h.run(app), watcher).await;
     let token_at = token_fired - origin;
     let stop_at = h.log.time("http", What::StopBegan).unwrap();
-    assert!(token_at >= ms(100) && token_at < ms(200), "token fired at {token_at:?}");
-    assert!(stop_at >= token_at + ms(400), "stop began at {stop_at:?}, before the drain delay ended");
+    assert!(
+        token_at >= ms(100) && token_at < ms(200),
+        "token fired at {token_at:?}"
+    );
+    assert!(
+        stop_at >= token_at + ms(400),
+        "stop began at {stop_at:?}, before the drain delay ended"
+    );
     assert_eq!(report.exit_code(), 0, "{report}");
 }
 
@@ -124,7 +183,11 @@ async fn drain_delay_comes_before_the_first_stop(h: Harness) {
 async fn second_signal_during_drain(h: Harness) {
     let app = App::builder()
         .add(h.probe("http"))
-        .config(Config::default().drain_delay(ms(5000)).shutdown_timeout(ms(20000)))
+        .config(
+            Config::default()
+                .drain_delay(ms(5000))
+                .shutdown_timeout(ms(20000)),
+        )
         .build()
         .unwrap();
     h.signal_after(ms(50), Signal::Terminate);
@@ -132,7 +195,10 @@ async fn second_signal_during_drain(h: Harness) {
     let report = h.run(app).await;
     assert_eq!(report.exit_code(), 130, "{report}");
     assert_eq!(report.forced_by, Some(Signal::Interrupt));
-    assert_eq!(report.component("http").unwrap().stop.outcome, Outcome::Skipped);
+    assert_eq!(
+        report.component("http").unwrap().stop.outcome,
+        Outcome::Skipped
+    );
     assert_eq!(h.log.names(What::Flushed), ["http"]);
     assert!(report.shutdown < ms(500), "{:?}", report.shutdown);
 }
@@ -151,19 +217,36 @@ async fn second_signal_during_stop(h: Harness) {
     let report = h.run(app).await;
     assert_eq!(report.exit_code(), 143, "{report}");
     assert_eq!(report.trigger, Trigger::Signal(Signal::Terminate));
-    assert_eq!(report.component("http").unwrap().stop.outcome, Outcome::Completed);
-    assert_eq!(report.component("cache").unwrap().stop.outcome, Outcome::Cancelled);
-    assert_eq!(report.component("db").unwrap().stop.outcome, Outcome::Skipped);
+    assert_eq!(
+        report.component("http").unwrap().stop.outcome,
+        Outcome::Completed
+    );
+    assert_eq!(
+        report.component("cache").unwrap().stop.outcome,
+        Outcome::Cancelled
+    );
+    assert_eq!(
+        report.component("db").unwrap().stop.outcome,
+        Outcome::Skipped
+    );
     assert_eq!(h.log.count("cache", What::StopDropped), 1);
     assert_eq!(h.log.names(What::Flushed), ["http", "cache", "db"]);
-    assert!(report.shutdown < ms(500), "the slow stop was not awaited: {:?}", report.shutdown);
+    assert!(
+        report.shutdown < ms(500),
+        "the slow stop was not awaited: {:?}",
+        report.shutdown
+    );
     assert!(h.log.position("http", What::Stopped) < h.log.position("cache", What::StopBegan));
     assert_eq!(h.log.count("db", What::StopBegan), 0);
 }
 
 /// More shutdown requests change nothing; nothing is stopped twice.
 async fn repeated_requests_are_idempotent(h: Harness) {
-    let app = App::builder().add(h.probe("a")).add(h.probe("b").after(&["a"]).stop(Act::Sleep(ms(100)))).build().unwrap();
+    let app = App::builder()
+        .add(h.probe("a"))
+        .add(h.probe("b").after(&["a"]).stop(Act::Sleep(ms(100))))
+        .build()
+        .unwrap();
     for delay in [50, 60, 120, 130] {
         h.shutdown_after(ms(delay), app.handle());
     }

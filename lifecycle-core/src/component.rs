@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use crate::error::BoxError;
 use crate::runtime::Runtime;
 use crate::shutdown::{ShutdownHandle, ShutdownToken};
-use crate::task::{Spawner, TaskOutput};
+use crate::task::Spawner;
 
 /// A part of an application with a lifecycle: a database pool, a cache, an HTTP server,
 /// a metrics exporter.
@@ -116,14 +116,39 @@ impl StartContext {
         &self.name
     }
 
-    /// Spawns a tracked task: cancelled when the component has stopped; an error or
-    /// panic in it while the app runs triggers shutdown, naming this component.
+    /// Spawns a tracked task: cancelled when the component has stopped; a panic in it
+    /// while the app runs triggers shutdown, naming this component.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use lifecycle_core::{StartContext, BoxError};
+    /// # use std::time::Duration;
+    /// # fn start(ctx: &StartContext) {
+    /// let runtime = ctx.runtime().clone();
+    /// ctx.spawn(async move {
+    ///     loop {
+    ///         runtime.sleep(Duration::from_secs(10)).await;
+    ///         // refresh a cache, export metrics...
+    ///     }
+    /// });
+    /// # }
+    /// ```
     pub fn spawn<F>(&self, task: F)
     where
-        F: Future + Send + 'static,
-        F::Output: TaskOutput,
+        F: Future<Output = ()> + Send + 'static,
     {
         self.spawner.spawn(task)
+    }
+
+    /// Spawns a tracked task that can fail: an error it returns, or a panic, while the
+    /// app runs triggers shutdown naming this component.
+    pub fn spawn_fallible<F, E>(&self, task: F)
+    where
+        F: Future<Output = Result<(), E>> + Send + 'static,
+        E: Into<BoxError>,
+    {
+        self.spawner.spawn_fallible(task)
     }
 
     /// A cloneable spawner for tracked tasks, to keep beyond `start` (for example in an

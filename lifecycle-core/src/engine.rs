@@ -391,10 +391,14 @@ impl Run<'_> {
                 runtime: self.runtime.clone(),
                 deadline,
             };
-            let outcome = run_hook(&*self.runtime, began, deadline, node.component.flush(&ctx))
-                .instrument(tracing::info_span!("flush", component = %node.name))
-                .await;
-            log_step("flush", &outcome, self.runtime.now() - began);
+            let runtime = &*self.runtime;
+            let outcome = async {
+                let outcome = run_hook(runtime, began, deadline, node.component.flush(&ctx)).await;
+                log_step("flush", &outcome, runtime.now() - began);
+                outcome
+            }
+            .instrument(tracing::info_span!("flush", component = %node.name))
+            .await;
             self.reports[i].flush = step(self.origin, began, self.runtime.now(), outcome);
         }
     }

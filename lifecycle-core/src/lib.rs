@@ -51,4 +51,4 @@ pub use graph::Plan;
 pub use report::{ComponentReport, Outcome, Report, Step, Trigger};
 pub use runtime::{Runtime, Signal};
 pub use shutdown::{ShutdownHandle, ShutdownToken};
-pub use task::{Spawner, TaskOutput};
+pub use task::Spawner;

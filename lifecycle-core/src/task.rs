@@ -59,24 +59,6 @@ impl Drop for Alive {
     }
 }
 
-/// What a tracked task may return: `()` or `Result<(), E>` for any error `E`.
-pub trait TaskOutput: Send + 'static {
-    /// Converts the output into the result the engine records.
-    fn into_result(self) -> Result<(), BoxError>;
-}
-
-impl TaskOutput for () {
-    fn into_result(self) -> Result<(), BoxError> {
-        Ok(())
-    }
-}
-
-impl<E: Into<BoxError> + Send + 'static> TaskOutput for Result<(), E> {
-    fn into_result(self) -> Result<(), BoxError> {
-        self.map_err(Into::into)
-    }
-}
-
 /// Spawns tracked tasks for one component. Cheap to clone and `'static`, so an accept
 /// loop can keep one and spawn a task per connection.
 ///
@@ -93,11 +75,24 @@ pub struct Spawner {
 }
 
 impl Spawner {
-    /// Spawns `task` on the app's runtime, tracked under this component.
+    /// Spawns `task` on the app's runtime, tracked under this component. A panic in it
+    /// triggers shutdown. For a task that can fail, see [`spawn_fallible`](Self::spawn_fallible).
     pub fn spawn<F>(&self, task: F)
     where
-        F: Future + Send + 'static,
-        F::Output: TaskOutput,
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.spawn_fallible(async move {
+            task.await;
+            Ok::<(), BoxError>(())
+        })
+    }
+
+    /// Spawns `task` on the app's runtime, tracked under this component. An error it
+    /// returns, or a panic, triggers shutdown naming this component.
+    pub fn spawn_fallible<F, E>(&self, task: F)
+    where
+        F: Future<Output = Result<(), E>> + Send + 'static,
+        E: Into<BoxError>,
     {
         if self.tasks.cancel.is_set() {
             return;
@@ -111,11 +106,8 @@ impl Spawner {
             let cancelled = std::pin::pin!(tasks.cancel.wait());
             let task = std::pin::pin!(AssertUnwindSafe(task).catch_unwind());
             let outcome = match select(cancelled, task).await {
-                Either::Left(_) => return,
-                Either::Right((Ok(output), _)) => match output.into_result() {
-                    Ok(()) => return,
-                    Err(error) => Outcome::Failed(error_chain(&*error)),
-                },
+                Either::Left(_) | Either::Right((Ok(Ok(())), _)) => return,
+                Either::Right((Ok(Err(error)), _)) => Outcome::Failed(error_chain(&*error.into())),
                 Either::Right((Err(panic), _)) => Outcome::Panicked(panic_message(&*panic)),
             };
             drop(alive);

@@ -44,9 +44,20 @@ impl Harness {
     fn new(inner: Arc<dyn Runtime>) -> Self {
         let (signals, receiver) = unbounded();
         let origin = inner.now();
-        let runtime: Arc<dyn Runtime> = Arc::new(TestRuntime { inner, signals: Mutex::new(Some(receiver)) });
-        let log = Log { runtime: runtime.clone(), origin, entries: Arc::default() };
-        Harness { runtime, signals, log }
+        let runtime: Arc<dyn Runtime> = Arc::new(TestRuntime {
+            inner,
+            signals: Mutex::new(Some(receiver)),
+        });
+        let log = Log {
+            runtime: runtime.clone(),
+            origin,
+            entries: Arc::default(),
+        };
+        Harness {
+            runtime,
+            signals,
+            log,
+        }
     }
 
     /// Sends `signal` to the app after `delay`.
@@ -84,7 +95,9 @@ impl Harness {
 
     /// Runs `app` on this harness's runtime.
     pub async fn run(&self, app: App) -> Report {
-        app.run_on(self.runtime.clone()).await.expect("the app runs")
+        app.run_on(self.runtime.clone())
+            .await
+            .expect("the app runs")
     }
 
     /// A scriptable component named `name`, logging to this harness's log.
@@ -102,13 +115,20 @@ impl Harness {
 }
 
 pub fn on_smol<F: Future<Output = ()>>(scenario: impl FnOnce(Harness) -> F) {
-    smol::block_on(scenario(Harness::new(Arc::new(lifecycle::SmolRuntime::new()))))
+    smol::block_on(scenario(Harness::new(Arc::new(
+        lifecycle::SmolRuntime::new(),
+    ))))
 }
 
 #[cfg(feature = "tokio")]
 pub fn on_tokio<F: Future<Output = ()>>(scenario: impl FnOnce(Harness) -> F) {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap();
-    runtime.block_on(async { scenario(Harness::new(Arc::new(lifecycle::TokioRuntime::new()))).await })
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    runtime
+        .block_on(async { scenario(Harness::new(Arc::new(lifecycle::TokioRuntime::new()))).await })
 }
 
 /// Delegates to a real runtime, except that signals come from the test.
@@ -119,7 +139,9 @@ struct TestRuntime {
 
 impl fmt::Debug for TestRuntime {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TestRuntime").field("inner", &self.inner).finish()
+        f.debug_struct("TestRuntime")
+            .field("inner", &self.inner)
+            .finish()
     }
 }
 
@@ -134,7 +156,12 @@ impl Runtime for TestRuntime {
         self.inner.now()
     }
     fn signals(&self) -> io::Result<SignalStream> {
-        let receiver = self.signals.lock().unwrap().take().expect("signals are registered once");
+        let receiver = self
+            .signals
+            .lock()
+            .unwrap()
+            .take()
+            .expect("signals are registered once");
         Ok(Box::pin(receiver))
     }
 }
@@ -190,7 +217,11 @@ pub struct Log {
 impl Log {
     pub fn push(&self, name: &str, what: What) {
         let at = self.runtime.now() - self.origin;
-        self.entries.lock().unwrap().push(Entry { at, name: name.to_owned(), what });
+        self.entries.lock().unwrap().push(Entry {
+            at,
+            name: name.to_owned(),
+            what,
+        });
     }
 
     pub fn entries(&self) -> Vec<Entry> {
@@ -199,21 +230,33 @@ impl Log {
 
     /// Names that logged `what`, in the order they did.
     pub fn names(&self, what: What) -> Vec<String> {
-        self.entries().into_iter().filter(|e| e.what == what).map(|e| e.name).collect()
+        self.entries()
+            .into_iter()
+            .filter(|e| e.what == what)
+            .map(|e| e.name)
+            .collect()
     }
 
     /// When `name` logged `what` (the first time).
     pub fn time(&self, name: &str, what: What) -> Option<Duration> {
-        self.entries().into_iter().find(|e| e.name == name && e.what == what).map(|e| e.at)
+        self.entries()
+            .into_iter()
+            .find(|e| e.name == name && e.what == what)
+            .map(|e| e.at)
     }
 
     /// Index of the first `what` of `name` in the log.
     pub fn position(&self, name: &str, what: What) -> Option<usize> {
-        self.entries().iter().position(|e| e.name == name && e.what == what)
+        self.entries()
+            .iter()
+            .position(|e| e.name == name && e.what == what)
     }
 
     pub fn count(&self, name: &str, what: What) -> usize {
-        self.entries().iter().filter(|e| e.name == name && e.what == what).count()
+        self.entries()
+            .iter()
+            .filter(|e| e.name == name && e.what == what)
+            .count()
     }
 }
 
@@ -230,7 +273,8 @@ pub struct Probe {
 
 impl Probe {
     pub fn after(mut self, dependencies: &[&str]) -> Self {
-        self.dependencies.extend(dependencies.iter().map(|d| d.to_string()));
+        self.dependencies
+            .extend(dependencies.iter().map(|d| d.to_string()));
         self
     }
     pub fn start(mut self, act: Act) -> Self {
@@ -250,8 +294,19 @@ impl Probe {
         self
     }
 
-    async fn act(&self, runtime: &Arc<dyn Runtime>, act: &Act, hook: &str, dropped: What) -> Result<(), BoxError> {
-        let guard = DropLog { log: self.log.clone(), name: self.name.clone(), what: dropped, armed: true };
+    async fn act(
+        &self,
+        runtime: &Arc<dyn Runtime>,
+        act: &Act,
+        hook: &str,
+        dropped: What,
+    ) -> Result<(), BoxError> {
+        let guard = DropLog {
+            log: self.log.clone(),
+            name: self.name.clone(),
+            what: dropped,
+            armed: true,
+        };
         let result = match act {
             Act::Ok => Ok(()),
             Act::Sleep(duration) => {
@@ -303,8 +358,13 @@ impl Component for Probe {
         self.log.push(&self.name, What::StartBegan);
         if let Some(task) = self.task.clone() {
             let runtime = ctx.runtime().clone();
-            let guard = DropLog { log: self.log.clone(), name: self.name.clone(), what: What::TaskDropped, armed: true };
-            ctx.spawn(async move {
+            let guard = DropLog {
+                log: self.log.clone(),
+                name: self.name.clone(),
+                what: What::TaskDropped,
+                armed: true,
+            };
+            ctx.spawn_fallible(async move {
                 let _guard = guard;
                 match task {
                     TaskAct::Forever => std::future::pending().await,
@@ -319,20 +379,23 @@ impl Component for Probe {
                 }
             });
         }
-        self.act(ctx.runtime(), &self.start, "start", What::StartDropped).await?;
+        self.act(ctx.runtime(), &self.start, "start", What::StartDropped)
+            .await?;
         self.log.push(&self.name, What::Started);
         Ok(())
     }
 
     async fn stop(&mut self, ctx: &StopContext) -> Result<(), BoxError> {
         self.log.push(&self.name, What::StopBegan);
-        self.act(ctx.runtime(), &self.stop, "stop", What::StopDropped).await?;
+        self.act(ctx.runtime(), &self.stop, "stop", What::StopDropped)
+            .await?;
         self.log.push(&self.name, What::Stopped);
         Ok(())
     }
 
     async fn flush(&mut self, ctx: &FlushContext) -> Result<(), BoxError> {
-        self.act(ctx.runtime(), &self.flush, "flush", What::FlushDropped).await?;
+        self.act(ctx.runtime(), &self.flush, "flush", What::FlushDropped)
+            .await?;
         self.log.push(&self.name, What::Flushed);
         Ok(())
     }
@@ -345,11 +408,22 @@ impl Component for Probe {
 pub fn assert_ordering(log: &Log, edges: &[(&str, &str)]) {
     for &(a, b) in edges {
         if let Some(began) = log.position(a, What::StartBegan) {
-            let started = log.position(b, What::Started).unwrap_or_else(|| panic!("{a} began starting but {b} never started"));
-            assert!(started < began, "{a} began starting before its dependency {b} started");
+            let started = log
+                .position(b, What::Started)
+                .unwrap_or_else(|| panic!("{a} began starting but {b} never started"));
+            assert!(
+                started < began,
+                "{a} began starting before its dependency {b} started"
+            );
         }
-        if let (Some(stopped), Some(began)) = (log.position(a, What::Stopped), log.position(b, What::StopBegan)) {
-            assert!(stopped < began, "{b} began stopping before its dependent {a} stopped");
+        if let (Some(stopped), Some(began)) = (
+            log.position(a, What::Stopped),
+            log.position(b, What::StopBegan),
+        ) {
+            assert!(
+                stopped < began,
+                "{b} began stopping before its dependent {a} stopped"
+            );
         }
     }
     let started = log.names(What::Started);
@@ -357,9 +431,14 @@ pub fn assert_ordering(log: &Log, edges: &[(&str, &str)]) {
     stopped.sort();
     let mut expected = started.clone();
     expected.sort();
-    assert_eq!(stopped, expected, "exactly the started components stop, once each");
+    assert_eq!(
+        stopped, expected,
+        "exactly the started components stop, once each"
+    );
     let entries = log.entries();
-    let last_stop = entries.iter().rposition(|e| matches!(e.what, What::Stopped | What::StopDropped));
+    let last_stop = entries
+        .iter()
+        .rposition(|e| matches!(e.what, What::Stopped | What::StopDropped));
     let first_flush = entries.iter().position(|e| e.what == What::Flushed);
     if let (Some(stop), Some(flush)) = (last_stop, first_flush) {
         assert!(stop < flush, "a flush ran before the last stop ended");
