@@ -249,20 +249,13 @@ impl fmt::Display for Report {
                 None => String::new(),
             }
         )?;
-        writeln!(
-            f,
-            "{:width$}  {:16}  {:16}  {:16}",
-            "component", "start", "stop", "flush"
-        )?;
+        let mut row = |name: &str, start: &str, stop: &str, flush: &str| {
+            let line = format!("{name:width$}  {start:16}  {stop:16}  {flush}");
+            writeln!(f, "{}", line.trim_end())
+        };
+        row("component", "start", "stop", "flush")?;
         for c in &self.components {
-            writeln!(
-                f,
-                "{:width$}  {:16}  {:16}  {:16}",
-                c.name,
-                cell(&c.start),
-                cell(&c.stop),
-                cell(&c.flush)
-            )?;
+            row(&c.name, &cell(&c.start), &cell(&c.stop), &cell(&c.flush))?;
         }
         for failure in self.failures() {
             writeln!(f, "  {failure}")?;
@@ -273,4 +266,60 @@ impl fmt::Display for Report {
 
 fn millis(duration: Duration) -> String {
     format!("{}ms", duration.as_millis())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(outcome: Outcome, took: u64) -> Step {
+        Step {
+            outcome,
+            began: Some(Duration::ZERO),
+            took: Duration::from_millis(took),
+        }
+    }
+
+    #[test]
+    fn table_and_exit_code() {
+        let mut report = Report {
+            components: vec![
+                ComponentReport {
+                    name: "db".into(),
+                    start: step(Outcome::Completed, 300),
+                    stop: step(Outcome::TimedOut(Duration::from_secs(5)), 5000),
+                    flush: step(Outcome::Completed, 0),
+                    task_failures: vec![],
+                },
+                ComponentReport {
+                    name: "http".into(),
+                    start: step(Outcome::Completed, 100),
+                    stop: step(Outcome::Completed, 200),
+                    flush: Step::NOT_RUN,
+                    task_failures: vec![Outcome::Failed("accept failed".into())],
+                },
+            ],
+            trigger: Trigger::Signal(Signal::Terminate),
+            reached_running: true,
+            forced_by: None,
+            startup: Duration::from_millis(400),
+            shutdown: Duration::from_millis(5200),
+        };
+        assert_eq!(
+            report.to_string(),
+            "shutdown by SIGTERM: exit code 1, startup 400ms, shutdown 5200ms\n\
+             component  start             stop              flush\n\
+             db         ok 300ms          TIMED OUT 5000ms  ok 0ms\n\
+             http       ok 100ms          ok 200ms          -\n\
+            \x20 stop of db timed out after 5s\n\
+            \x20 task of http failed: accept failed\n"
+        );
+        assert_eq!(report.exit_code(), 1);
+        report.forced_by = Some(Signal::Interrupt);
+        assert_eq!(report.exit_code(), 130, "a forced exit wins over failures");
+        report.components.truncate(0);
+        report.forced_by = None;
+        assert_eq!(report.exit_code(), 0);
+        assert!(report.is_clean());
+    }
 }
