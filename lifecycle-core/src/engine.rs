@@ -212,11 +212,7 @@ impl Run<'_> {
         let now = self.runtime.now();
         for (i, began) in began.iter().enumerate() {
             if let Some(began) = *began {
-                self.reports[i].start = Step {
-                    outcome: Outcome::Cancelled,
-                    began: Some(began - self.origin),
-                    took: now - began,
-                };
+                self.reports[i].start = step(self.origin, began, now, Outcome::Cancelled);
             }
         }
         drop(slots);
@@ -332,11 +328,7 @@ impl Run<'_> {
         let now = self.runtime.now();
         for (i, slot) in slots.iter().enumerate() {
             if let Some(began) = began[i] {
-                self.reports[i].stop = Step {
-                    outcome: Outcome::Cancelled,
-                    began: Some(began - self.origin),
-                    took: now - began,
-                };
+                self.reports[i].stop = step(self.origin, began, now, Outcome::Cancelled);
             } else if slot.is_some() && started[i] {
                 self.reports[i].stop = Step {
                     outcome: Outcome::Skipped,

@@ -49,8 +49,8 @@ impl ShutdownToken {
 ///
 /// A request is handled like `SIGTERM`: readiness off, drain, stop, flush, exit code 0
 /// if everything went well. Requests after the first change nothing (only a second
-/// *signal* forces an early exit). A request before `run` makes the app stop as soon as
-/// it starts; a request after the app exited is ignored.
+/// *signal* forces an early exit). A request before `run` aborts the start at once, like a
+/// signal during startup; a request after the app exited is ignored.
 #[derive(Debug, Clone)]
 pub struct ShutdownHandle {
     pub(crate) notices: UnboundedSender<Notice>,

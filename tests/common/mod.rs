@@ -70,7 +70,7 @@ impl Harness {
         }));
     }
 
-    /// Sends `signal` as soon as `name` logs `what`, then again `then` later if given.
+    /// Sends `signal` as soon as `name` logs `what`.
     pub fn signal_when(&self, name: &str, what: What, signal: Signal) {
         let runtime = self.runtime.clone();
         let signals = self.signals.clone();
