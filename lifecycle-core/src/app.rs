@@ -10,9 +10,10 @@ use crate::config::{Config, Options, Timeouts};
 use crate::engine::{self, Node};
 use crate::error::{BuildError, Error};
 use crate::graph::Plan;
+use crate::health::{HealthMonitor, Shared};
 use crate::report::Report;
 use crate::runtime::Runtime;
-use crate::shutdown::{Notice, ShutdownHandle, ShutdownToken};
+use crate::shutdown::{InFlight, Notice, ShutdownHandle, ShutdownToken};
 use crate::task::TaskSet;
 
 /// Collects components and configuration; [`build`](Builder::build) validates them into
@@ -61,33 +62,56 @@ impl Builder {
     /// cycle (printed whole, `a -> b -> a`), or a zero or inconsistent timeout.
     pub fn build(self) -> Result<App, BuildError> {
         self.config.validate()?;
-        let specs: Vec<(String, Vec<String>)> = self
+        let entries: Vec<(Box<dyn Component>, Options)> = self
             .entries
+            .into_iter()
+            .map(|(component, options)| {
+                let options = component.options().merge(options);
+                (component, options)
+            })
+            .collect();
+        let first: Vec<&str> = entries
+            .iter()
+            .filter(|(_, options)| options.before_all)
+            .map(|(component, _)| component.name())
+            .collect();
+        let specs: Vec<(String, Vec<String>)> = entries
             .iter()
             .map(|(component, options)| {
                 let mut dependencies: Vec<String> = component
                     .dependencies()
                     .into_iter()
+                    .chain(options.dependencies.iter().map(String::as_str))
                     .map(str::to_owned)
                     .collect();
-                dependencies.extend(options.dependencies.iter().cloned());
+                if !options.before_all {
+                    dependencies.extend(first.iter().map(|&name| name.to_owned()));
+                }
                 (component.name().to_owned(), dependencies)
             })
             .collect();
         let plan = Plan::new(&specs)?;
-        let nodes = self
-            .entries
+        let nodes = entries
             .into_iter()
             .zip(specs)
             .map(|((component, options), (name, _))| {
                 Ok(Node {
                     timeouts: Timeouts::resolve(&name, &options, &self.config)?,
+                    critical: options.critical.unwrap_or(true),
                     name: name.into(),
                     component,
                     tasks: Arc::new(TaskSet::default()),
+                    in_flight: InFlight::new(),
                 })
             })
             .collect::<Result<Vec<Node>, BuildError>>()?;
+        let health = Arc::new(Shared::new(
+            nodes.iter().map(|node| node.name.clone()).collect(),
+            nodes.iter().map(|node| node.critical).collect(),
+            plan.order().to_vec(),
+            self.config.health_check_timeout,
+            self.config.health_cache_ttl,
+        ));
         let (sender, notices) = mpsc::unbounded();
         let handle = ShutdownHandle {
             notices: sender,
@@ -99,6 +123,7 @@ impl Builder {
             config: self.config,
             handle,
             notices,
+            health: HealthMonitor(health),
         })
     }
 }
@@ -113,6 +138,7 @@ pub struct App {
     config: Config,
     handle: ShutdownHandle,
     notices: UnboundedReceiver<Notice>,
+    health: HealthMonitor,
 }
 
 impl fmt::Debug for App {
@@ -148,6 +174,12 @@ impl App {
         self.handle.clone()
     }
 
+    /// The app's health: phase, readiness, liveness, checks, and a subscription to their
+    /// changes. Take it before running; it follows the run.
+    pub fn health(&self) -> HealthMonitor {
+        self.health.clone()
+    }
+
     /// Runs the app on `runtime`: registers the termination signals, starts the
     /// components, runs until a trigger, drains, stops, flushes, and returns the
     /// [`Report`] (also logged through `tracing`).
@@ -164,6 +196,7 @@ impl App {
             &mut self.nodes,
             self.handle,
             self.notices,
+            self.health.0,
         )
         .await
     }

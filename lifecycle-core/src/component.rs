@@ -7,9 +7,11 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 
+use crate::config::Options;
 use crate::error::BoxError;
+use crate::health::HealthMonitor;
 use crate::runtime::Runtime;
-use crate::shutdown::{ShutdownHandle, ShutdownToken};
+use crate::shutdown::{InFlight, ShutdownHandle, ShutdownToken};
 use crate::task::Spawner;
 
 /// A part of an application with a lifecycle: a database pool, a cache, an HTTP server,
@@ -67,6 +69,14 @@ pub trait Component: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// Options this component declares for itself: timeouts that suit it, whether it is
+    /// [`critical`](Options::critical), [`before_all`](Options::before_all). Options given
+    /// at registration ([`Builder::add_with`](crate::Builder::add_with)) override these.
+    /// The default declares nothing.
+    fn options(&self) -> Options {
+        Options::new()
+    }
+
     /// Makes the component ready for its dependents: bind the listener, connect the
     /// pool. Long-running work (an accept loop, a ticker) goes to
     /// [`StartContext::spawn`], not into this future, which must return.
@@ -76,7 +86,9 @@ pub trait Component: Send + Sync + 'static {
     /// Should return by [`StopContext::deadline`]; the engine drops the future there.
     async fn stop(&mut self, ctx: &StopContext) -> Result<(), BoxError>;
 
-    /// The component's health. The default is [`Health::Up`].
+    /// The component's health, checked while the app runs (see [`HealthMonitor`]): under
+    /// the check timeout, concurrently with the other components' checks, and cached
+    /// briefly. Keep it cheap (a ping, a pool's state). The default is [`Health::Up`].
     async fn health(&self) -> Health {
         Health::Up
     }
@@ -107,6 +119,8 @@ pub struct StartContext {
     pub(crate) name: Arc<str>,
     pub(crate) spawner: Spawner,
     pub(crate) handle: ShutdownHandle,
+    pub(crate) health: HealthMonitor,
+    pub(crate) in_flight: InFlight,
     pub(crate) deadline: Instant,
 }
 
@@ -172,6 +186,18 @@ impl StartContext {
         &self.spawner.runtime
     }
 
+    /// The app's health: phase, readiness, liveness, checks.
+    pub fn health(&self) -> HealthMonitor {
+        self.health.clone()
+    }
+
+    /// This component's in-flight counter: take a guard per request or job, and wait
+    /// for it in `stop` ([`StopContext::in_flight`] is the same counter). Its arrivals
+    /// are what ends the drain early on a quiet period.
+    pub fn in_flight(&self) -> InFlight {
+        self.in_flight.clone()
+    }
+
     /// When the engine gives up on this start.
     pub fn deadline(&self) -> Instant {
         self.deadline
@@ -193,6 +219,7 @@ impl fmt::Debug for StartContext {
 pub struct StopContext {
     pub(crate) name: Arc<str>,
     pub(crate) runtime: Arc<dyn Runtime>,
+    pub(crate) in_flight: InFlight,
     pub(crate) deadline: Instant,
 }
 
@@ -209,6 +236,24 @@ impl StopContext {
     /// The app's runtime: sleep on its clock.
     pub fn runtime(&self) -> &Arc<dyn Runtime> {
         &self.runtime
+    }
+
+    /// This component's in-flight counter (the one from [`StartContext::in_flight`]).
+    ///
+    /// ```
+    /// # use lifecycle_core::{BoxError, StopContext};
+    /// # use std::time::Duration;
+    /// # async fn stop(ctx: &StopContext) -> Result<(), BoxError> {
+    /// // Let requests in flight finish, keeping 100 ms to force-close what is left.
+    /// let margin = ctx.deadline() - Duration::from_millis(100);
+    /// if !ctx.in_flight().wait_idle_until(&**ctx.runtime(), margin).await {
+    ///     // close the remaining connections
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn in_flight(&self) -> &InFlight {
+        &self.in_flight
     }
 
     /// When the engine drops this hook's future: `min(the component's timeout, what is

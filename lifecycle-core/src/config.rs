@@ -9,8 +9,11 @@ use crate::error::BuildError;
 /// One shutdown budget ([`shutdown_timeout`](Config::shutdown_timeout), 25 s by default,
 /// inside Kubernetes' default 30 s grace period) is split in three, in this order:
 ///
-/// 1. the [`drain_delay`](Config::drain_delay) (none by default), during which every
-///    component keeps serving so load balancers can stop routing to the process;
+/// 1. the [`drain_delay`](Config::drain_delay), during which every component keeps
+///    serving so load balancers can stop routing to the process: none by default on a
+///    laptop, 5 s by default in Kubernetes (when `KUBERNETES_SERVICE_HOST` is set), so
+///    endpoints and the kube-proxy rules drop the pod before anything stops accepting;
+///    it can end early on a [quiet period](Config::drain_quiet_period);
 /// 2. the stop phase, which gets whatever the drain and the flush reserve leave;
 /// 3. the [`flush_reserve`](Config::flush_reserve) (3 s by default), which no earlier
 ///    phase can eat, so logs and metrics produced by the shutdown itself get out.
@@ -38,17 +41,31 @@ pub struct Config {
     pub(crate) start_timeout: Duration,
     pub(crate) stop_timeout: Duration,
     pub(crate) flush_timeout: Duration,
+    pub(crate) drain_quiet_period: Option<Duration>,
+    pub(crate) health_check_timeout: Duration,
+    pub(crate) health_cache_ttl: Duration,
 }
+
+/// The drain delay used when none is configured: 5 s in Kubernetes, none elsewhere.
+const KUBERNETES_DRAIN_DELAY: Duration = Duration::from_secs(5);
 
 impl Default for Config {
     fn default() -> Self {
+        let in_kubernetes = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
         Config {
             shutdown_timeout: Duration::from_secs(25),
-            drain_delay: Duration::ZERO,
+            drain_delay: if in_kubernetes {
+                KUBERNETES_DRAIN_DELAY
+            } else {
+                Duration::ZERO
+            },
             flush_reserve: Duration::from_secs(3),
             start_timeout: Duration::from_secs(30),
             stop_timeout: Duration::from_secs(10),
             flush_timeout: Duration::from_secs(2),
+            drain_quiet_period: None,
+            health_check_timeout: Duration::from_millis(500),
+            health_cache_ttl: Duration::from_secs(1),
         }
     }
 }
@@ -60,10 +77,35 @@ impl Config {
         self
     }
 
-    /// How long components keep serving after the trigger before the first stop
-    /// (default zero).
+    /// How long components keep serving after the trigger (readiness is already false)
+    /// before the first stop: 5 s when `KUBERNETES_SERVICE_HOST` is set, else zero.
+    /// A second signal ends it at once.
     pub fn drain_delay(mut self, delay: Duration) -> Self {
         self.drain_delay = delay;
+        self
+    }
+
+    /// Ends the drain delay early once no new work has arrived for `quiet` (none by
+    /// default: the drain lasts its whole delay). Arrivals are the guards taken on the
+    /// components' [`InFlight`](crate::InFlight) counters
+    /// ([`StartContext::in_flight`](crate::StartContext::in_flight)); the drain ends at
+    /// the first quiet period, counted from the trigger, with none.
+    pub fn drain_quiet_period(mut self, quiet: Duration) -> Self {
+        self.drain_quiet_period = Some(quiet);
+        self
+    }
+
+    /// How long one component's health check may take before it counts as down,
+    /// "timed out" (default 500 ms, inside Kubernetes' default 1 s probe timeout).
+    pub fn health_check_timeout(mut self, timeout: Duration) -> Self {
+        self.health_check_timeout = timeout;
+        self
+    }
+
+    /// How long health check results are reused before a probe runs them again (default
+    /// 1 s), so a storm of probes costs one round of checks. Zero checks on every probe.
+    pub fn health_cache_ttl(mut self, ttl: Duration) -> Self {
+        self.health_cache_ttl = ttl;
         self
     }
 
@@ -107,6 +149,7 @@ impl Config {
             ("start_timeout", self.start_timeout),
             ("stop_timeout", self.stop_timeout),
             ("flush_timeout", self.flush_timeout),
+            ("health_check_timeout", self.health_check_timeout),
         ] {
             if value.is_zero() {
                 return invalid(format!("{name} must be greater than zero"));
@@ -118,6 +161,9 @@ impl Config {
                  or no time is left to stop components",
                 self.drain_delay, self.flush_reserve, self.shutdown_timeout
             ));
+        }
+        if self.drain_quiet_period.is_some_and(|quiet| quiet.is_zero()) {
+            return invalid("drain_quiet_period must be greater than zero".to_owned());
         }
         Ok(())
     }
@@ -142,6 +188,8 @@ pub struct Options {
     pub(crate) start_timeout: Option<Duration>,
     pub(crate) stop_timeout: Option<Duration>,
     pub(crate) flush_timeout: Option<Duration>,
+    pub(crate) critical: Option<bool>,
+    pub(crate) before_all: bool,
 }
 
 impl Options {
@@ -174,9 +222,38 @@ impl Options {
         self
     }
 
+    /// Whether this component being down takes the app's health down (and readiness
+    /// with it), or only degrades it. Components are critical by default.
+    pub fn critical(mut self, critical: bool) -> Self {
+        self.critical = Some(critical);
+        self
+    }
+
+    /// Starts this component before every other one (which all depend on it), so it
+    /// stops after all of them: for what must work during the whole lifecycle, like the
+    /// probe server.
+    pub fn before_all(mut self) -> Self {
+        self.before_all = true;
+        self
+    }
+
     /// The dependencies added by these options.
     pub fn dependencies(&self) -> &[String] {
         &self.dependencies
+    }
+
+    /// These options, overridden by `other` where it sets something; dependencies of
+    /// both are kept.
+    pub(crate) fn merge(mut self, other: Options) -> Options {
+        self.dependencies.extend(other.dependencies);
+        Options {
+            dependencies: self.dependencies,
+            start_timeout: other.start_timeout.or(self.start_timeout),
+            stop_timeout: other.stop_timeout.or(self.stop_timeout),
+            flush_timeout: other.flush_timeout.or(self.flush_timeout),
+            critical: other.critical.or(self.critical),
+            before_all: self.before_all || other.before_all,
+        }
     }
 }
 

@@ -22,9 +22,10 @@ use crate::component::{Component, StartContext, StopContext};
 use crate::config::{Config, Timeouts};
 use crate::error::{error_chain, panic_message, BoxError, Error};
 use crate::graph::Plan;
+use crate::health::{ComponentState, Phase, Shared};
 use crate::report::{ComponentReport, Outcome, Report, Step, Trigger};
 use crate::runtime::{timeout_at, Runtime, Signal};
-use crate::shutdown::{Notice, ShutdownHandle};
+use crate::shutdown::{InFlight, Notice, ShutdownHandle};
 use crate::task::{Spawner, TaskSet};
 
 /// One component with what the engine keeps about it.
@@ -32,7 +33,9 @@ pub(crate) struct Node {
     pub(crate) name: Arc<str>,
     pub(crate) component: Box<dyn Component>,
     pub(crate) timeouts: Timeouts,
+    pub(crate) critical: bool,
     pub(crate) tasks: Arc<TaskSet>,
+    pub(crate) in_flight: InFlight,
 }
 
 /// Something that reached the engine from outside the hooks.
@@ -51,6 +54,7 @@ struct Run<'a> {
     runtime: Arc<dyn Runtime>,
     plan: &'a Plan,
     handle: ShutdownHandle,
+    health: Arc<Shared>,
     events: Events,
     origin: Instant,
     reports: Vec<ComponentReport>,
@@ -66,6 +70,7 @@ pub(crate) async fn run(
     nodes: &mut [Node],
     handle: ShutdownHandle,
     notices: UnboundedReceiver<Notice>,
+    health: Arc<Shared>,
 ) -> Result<Report, Error> {
     // Signals are registered before the first start, so a SIGTERM during startup is
     // handled as a shutdown, never as the default (immediate death).
@@ -74,6 +79,7 @@ pub(crate) async fn run(
         .chain(stream::pending())
         .boxed();
     let origin = runtime.now();
+    health.set_runtime(runtime.clone());
     let mut run = Run {
         reports: nodes
             .iter()
@@ -89,6 +95,7 @@ pub(crate) async fn run(
         runtime,
         plan,
         handle,
+        health,
         events,
         origin,
         forced_by: None,
@@ -104,10 +111,17 @@ pub(crate) async fn run(
     let trigger = match started {
         Ok(()) => {
             tracing::info!(took = ?startup, "running");
-            run.wait_for_trigger().await
+            run.health.set_phase(Phase::Running);
+            run.wait_for_trigger(nodes).await
         }
         Err(trigger) => trigger,
     };
+    // Readiness goes false first, before anything else reacts to the trigger.
+    run.health.set_phase(if reached_running {
+        Phase::Draining
+    } else {
+        Phase::Stopping
+    });
     run.handle.token.trigger();
     let triggered = run.runtime.now();
     tracing::info!(trigger = %trigger, "shutting down");
@@ -117,10 +131,11 @@ pub(crate) async fn run(
     let stop_end = budget_end - config.flush_reserve;
     if reached_running && !config.drain_delay.is_zero() {
         let drain_end = (triggered + config.drain_delay).min(stop_end);
-        run.drain(drain_end)
+        run.drain(nodes, drain_end, config.drain_quiet_period)
             .instrument(tracing::info_span!("drain"))
             .await;
     }
+    run.health.set_phase(Phase::Stopping);
     run.stop(nodes, stop_end)
         .instrument(tracing::info_span!("stop"))
         .await;
@@ -128,6 +143,7 @@ pub(crate) async fn run(
         Some(_) => (run.runtime.now() + config.flush_reserve).min(budget_end),
         None => budget_end,
     };
+    run.health.set_phase(Phase::Flushing);
     run.flush(nodes, flush_end)
         .instrument(tracing::info_span!("flush"))
         .await;
@@ -150,6 +166,7 @@ pub(crate) async fn run(
     } else {
         tracing::warn!("exited with code {}\n{report}", report.exit_code());
     }
+    run.health.set_phase(Phase::Exited);
     Ok(report)
 }
 
@@ -175,6 +192,7 @@ impl Run<'_> {
             for i in ready.drain(..) {
                 let node = slots[i].take().expect("a node becomes ready once");
                 began[i] = Some(self.runtime.now());
+                self.health.set_state(i, ComponentState::Starting);
                 in_flight.push(self.start_node(i, node));
             }
             if in_flight.is_empty() {
@@ -187,6 +205,7 @@ impl Run<'_> {
                     self.reports[i].start = step;
                     began[i] = None;
                     if outcome != Outcome::Completed {
+                        self.health.set_state(i, ComponentState::Failed);
                         tracing::warn!(component = plan.name(i), "start {outcome}");
                         break Trigger::StartFailed {
                             component: plan.name(i).to_owned(),
@@ -194,6 +213,7 @@ impl Run<'_> {
                         };
                     }
                     self.started[i] = true;
+                    self.health.set_state(i, ComponentState::Running);
                     for &dependent in plan.dependents(i) {
                         waiting[dependent] -= 1;
                         if waiting[dependent] == 0 {
@@ -213,6 +233,7 @@ impl Run<'_> {
         for (i, began) in began.iter().enumerate() {
             if let Some(began) = *began {
                 self.reports[i].start = step(self.origin, began, now, Outcome::Cancelled);
+                self.health.set_state(i, ComponentState::Stopped);
             }
         }
         drop(slots);
@@ -238,6 +259,8 @@ impl Run<'_> {
                 notices: self.handle.notices.clone(),
             },
             handle: self.handle.clone(),
+            health: crate::HealthMonitor(self.health.clone()),
+            in_flight: node.in_flight.clone(),
             deadline,
         };
         let span = tracing::info_span!("start", component = %node.name);
@@ -252,19 +275,51 @@ impl Run<'_> {
         )
     }
 
-    /// Waits for the first trigger while the app runs.
-    async fn wait_for_trigger(&mut self) -> Trigger {
-        let event = self.events.next().await.expect("events never end");
-        self.trigger_of(event)
+    /// Waits for the first trigger while the app runs, running the health checks that
+    /// monitors ask for (a trigger drops a round in progress).
+    async fn wait_for_trigger(&mut self, nodes: &[Node]) -> Trigger {
+        let health = self.health.clone();
+        let runtime = self.runtime.clone();
+        health.request_checks(); // the first round, so readiness is known at once
+        loop {
+            let checks = async {
+                health.checks_requested().await;
+                let components = nodes.iter().map(|node| &*node.component);
+                health.run_checks(&*runtime, components).await;
+            };
+            // Events first: a trigger is never delayed by checks.
+            match select(self.events.next(), std::pin::pin!(checks)).await {
+                Either::Left((event, _)) => {
+                    return self.trigger_of(event.expect("events never end"))
+                }
+                Either::Right(((), _)) => {}
+            }
+        }
     }
 
-    /// Keeps every component serving until `until`, or until a signal forces the exit.
-    async fn drain(&mut self, until: Instant) {
-        tracing::info!(until = ?until.saturating_duration_since(self.runtime.now()), "draining");
-        let mut sleep = self.runtime.sleep_until(until);
+    /// Keeps every component serving until `until`, until no work has arrived for a
+    /// `quiet` period, or until a signal forces the exit.
+    async fn drain(&mut self, nodes: &[Node], until: Instant, quiet: Option<Duration>) {
+        tracing::info!(delay = ?until.saturating_duration_since(self.runtime.now()), "draining");
+        let arrivals = || {
+            nodes.iter().fold(0u32, |sum, node| {
+                sum.wrapping_add(node.in_flight.arrivals())
+            })
+        };
+        let mut seen = arrivals();
         loop {
-            match select(&mut sleep, self.events.next()).await {
-                Either::Left(_) => return,
+            let now = self.runtime.now();
+            let wake = quiet.map_or(until, |quiet| (now + quiet).min(until));
+            match select(self.runtime.sleep_until(wake), self.events.next()).await {
+                Either::Left(_) if wake >= until => return,
+                Either::Left(_) => {
+                    let now_seen = arrivals();
+                    if now_seen == seen {
+                        tracing::info!(quiet = ?quiet, "no new work for a quiet period: drain ends early");
+                        return;
+                    }
+                    seen = now_seen;
+                }
                 Either::Right((event, _)) => {
                     if self.during_shutdown(event.expect("events never end")) {
                         return;
@@ -297,6 +352,7 @@ impl Run<'_> {
             for i in ready.drain(..) {
                 let node = slots[i].take().expect("a node becomes ready once");
                 began[i] = Some(self.runtime.now());
+                self.health.set_state(i, ComponentState::Stopping);
                 in_flight.push(self.stop_node(i, node, stop_end));
             }
             if in_flight.is_empty() {
@@ -305,6 +361,14 @@ impl Run<'_> {
             // Events first: a signal is never starved by hooks that keep completing.
             match select(self.events.next(), in_flight.next()).await {
                 Either::Right((Some((i, step)), _)) => {
+                    self.health.set_state(
+                        i,
+                        if step.outcome.is_failure() {
+                            ComponentState::Failed
+                        } else {
+                            ComponentState::Stopped
+                        },
+                    );
                     self.reports[i].stop = step;
                     began[i] = None;
                     for &dependency in plan.dependencies(i) {
@@ -329,6 +393,7 @@ impl Run<'_> {
         for (i, slot) in slots.iter().enumerate() {
             if let Some(began) = began[i] {
                 self.reports[i].stop = step(self.origin, began, now, Outcome::Cancelled);
+                self.health.set_state(i, ComponentState::Failed);
             } else if slot.is_some() && started[i] {
                 self.reports[i].stop = Step {
                     outcome: Outcome::Skipped,
@@ -351,6 +416,7 @@ impl Run<'_> {
         let ctx = StopContext {
             name: node.name.clone(),
             runtime: runtime.clone(),
+            in_flight: node.in_flight.clone(),
             deadline,
         };
         let span = tracing::info_span!("stop", component = %node.name);
@@ -381,6 +447,7 @@ impl Run<'_> {
             let ctx = StopContext {
                 name: node.name.clone(),
                 runtime: self.runtime.clone(),
+                in_flight: node.in_flight.clone(),
                 deadline,
             };
             let runtime = &*self.runtime;

@@ -36,6 +36,7 @@ mod config;
 mod engine;
 mod error;
 mod graph;
+mod health;
 mod report;
 pub mod runtime;
 mod shutdown;
@@ -48,7 +49,11 @@ pub use component::{Component, FlushContext, Health, StartContext, StopContext};
 pub use config::{Config, Options};
 pub use error::{BoxError, BuildError, Error};
 pub use graph::Plan;
+pub use health::{
+    aggregate, ComponentHealth, ComponentState, HealthMonitor, HealthSubscription, Phase, Snapshot,
+    Status,
+};
 pub use report::{ComponentReport, Outcome, Report, Step, Trigger};
 pub use runtime::{Runtime, Signal};
-pub use shutdown::{ShutdownHandle, ShutdownToken};
+pub use shutdown::{InFlight, InFlightGuard, OwnedInFlightGuard, ShutdownHandle, ShutdownToken};
 pub use task::Spawner;

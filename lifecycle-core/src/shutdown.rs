@@ -1,11 +1,14 @@
-//! Triggering shutdown from code, and learning that it has begun.
+//! Triggering shutdown from code, learning that it has begun, and counting the work in
+//! flight that a stop waits for.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use futures_channel::mpsc::UnboundedSender;
 
 use crate::report::Outcome;
-use crate::sync::Flag;
+use crate::runtime::{timeout_at, Runtime};
+use crate::sync::{wait_until, AtomicU64, Event, Flag, Ordering};
 
 /// What the engine hears from handles and tracked tasks while it runs.
 #[derive(Debug)]
@@ -67,5 +70,194 @@ impl ShutdownHandle {
     /// A token that resolves when shutdown begins, whatever triggered it.
     pub fn token(&self) -> ShutdownToken {
         self.token.clone()
+    }
+}
+
+/// The in-flight unit: the low 32 bits of the state count the work in flight.
+const ONE: u64 = 1;
+/// The arrival unit: the high 32 bits count (wrapping) every guard ever taken.
+const ARRIVAL: u64 = 1 << 32;
+const IN_FLIGHT_MASK: u64 = ARRIVAL - 1;
+
+#[derive(Debug, Default)]
+struct InFlightState {
+    /// Arrivals in the high half, work in flight in the low half: one atomic add counts
+    /// both, so taking a guard costs one atomic operation.
+    state: AtomicU64,
+    idle: Event,
+}
+
+/// Counts work in flight (requests, jobs, queries) so that a component's `stop` can wait
+/// for it to finish, with a deadline.
+///
+/// Take a guard when the work arrives and drop it when the work is done: one atomic
+/// operation each. [`wait_idle`](InFlight::wait_idle) completes once nothing is in flight.
+/// Cheap to clone; clones share the count.
+///
+/// Each component gets one from [`StartContext::in_flight`](crate::StartContext::in_flight)
+/// (the same one is in its [`StopContext`](crate::StopContext::in_flight)); the arrivals
+/// on those are what the drain's quiet period
+/// ([`Config::drain_quiet_period`](crate::Config::drain_quiet_period)) watches.
+///
+/// # Examples
+///
+/// ```
+/// use lifecycle_core::InFlight;
+///
+/// let in_flight = InFlight::new();
+/// let request = in_flight.enter_owned(); // a request arrives; move the guard into its task
+/// assert_eq!(in_flight.count(), 1);
+/// drop(request); // the response is written
+/// assert_eq!(in_flight.count(), 0);
+/// # futures_executor::block_on(in_flight.wait_idle());
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct InFlight(Arc<InFlightState>);
+
+impl InFlight {
+    /// A counter with nothing in flight.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Counts one piece of work in flight until the guard is dropped.
+    pub fn enter(&self) -> InFlightGuard<'_> {
+        self.0.enter();
+        InFlightGuard(&self.0)
+    }
+
+    /// Like [`enter`](InFlight::enter), with a guard that owns a reference to the counter,
+    /// to move into a spawned task.
+    pub fn enter_owned(&self) -> OwnedInFlightGuard {
+        self.0.enter();
+        OwnedInFlightGuard(self.0.clone())
+    }
+
+    /// How much work is in flight now.
+    pub fn count(&self) -> usize {
+        (self.0.state.load(Ordering::Acquire) & IN_FLIGHT_MASK) as usize
+    }
+
+    /// Guards taken so far, wrapping at 2^32: it changes whenever work arrives.
+    pub(crate) fn arrivals(&self) -> u32 {
+        (self.0.state.load(Ordering::Acquire) >> 32) as u32
+    }
+
+    /// Completes once nothing is in flight (at once if nothing is).
+    pub async fn wait_idle(&self) {
+        wait_until(&self.0.idle, || self.count() == 0).await
+    }
+
+    /// Waits for nothing to be in flight, until `deadline` at the latest. Returns whether
+    /// the work finished (`false`: the deadline came first, work is still in flight).
+    ///
+    /// A stop typically calls this with its [`StopContext::deadline`](crate::StopContext::deadline)
+    /// minus a margin, then force-closes what is left.
+    pub async fn wait_idle_until(&self, runtime: &dyn Runtime, deadline: Instant) -> bool {
+        timeout_at(runtime, deadline, self.wait_idle())
+            .await
+            .is_ok()
+    }
+}
+
+impl InFlightState {
+    fn enter(&self) {
+        self.state.fetch_add(ARRIVAL + ONE, Ordering::AcqRel);
+    }
+
+    fn leave(&self) {
+        if self.state.fetch_sub(ONE, Ordering::AcqRel) & IN_FLIGHT_MASK == ONE {
+            self.idle.notify(usize::MAX);
+        }
+    }
+}
+
+/// Work in flight on an [`InFlight`], until dropped.
+#[derive(Debug)]
+#[must_use = "the work counts as in flight only while the guard is alive"]
+pub struct InFlightGuard<'a>(&'a InFlightState);
+
+impl Drop for InFlightGuard<'_> {
+    fn drop(&mut self) {
+        self.0.leave();
+    }
+}
+
+/// Work in flight on an [`InFlight`], until dropped; `'static`, to move into a task.
+#[derive(Debug)]
+#[must_use = "the work counts as in flight only while the guard is alive"]
+pub struct OwnedInFlightGuard(Arc<InFlightState>);
+
+impl Drop for OwnedInFlightGuard {
+    fn drop(&mut self) {
+        self.0.leave();
+    }
+}
+
+/// Models of the token and the in-flight counter: `RUSTFLAGS="--cfg loom" cargo test -p
+/// lifecycle-core --lib --release loom`.
+#[cfg(all(test, loom))]
+mod loom {
+    use loom::future::block_on;
+    use loom::thread;
+
+    use super::{InFlight, ShutdownToken};
+
+    #[test]
+    fn loom_token_wakes_a_waiter_triggered_from_another_thread() {
+        loom::model(|| {
+            let token = ShutdownToken::default();
+            let trigger = token.clone();
+            let other = thread::spawn(move || assert!(trigger.trigger()));
+            block_on(token.wait());
+            assert!(token.is_triggered());
+            other.join().unwrap();
+            assert!(!token.trigger(), "a second trigger is not the first");
+        });
+    }
+
+    #[test]
+    fn loom_token_wakes_two_waiters() {
+        loom::model(|| {
+            let token = ShutdownToken::default();
+            let waiter = token.clone();
+            let other = thread::spawn(move || block_on(waiter.wait()));
+            token.trigger();
+            block_on(token.wait());
+            other.join().unwrap();
+        });
+    }
+
+    #[test]
+    fn loom_wait_idle_sees_the_last_guard_dropped_on_other_threads() {
+        loom::model(|| {
+            let in_flight = InFlight::new();
+            let first = in_flight.enter_owned();
+            let second = in_flight.enter_owned();
+            let one = thread::spawn(move || drop(first));
+            let two = thread::spawn(move || drop(second));
+            block_on(in_flight.wait_idle());
+            assert_eq!(in_flight.count(), 0);
+            one.join().unwrap();
+            two.join().unwrap();
+        });
+    }
+
+    #[test]
+    fn loom_concurrent_guards_are_all_counted() {
+        loom::model(|| {
+            let in_flight = InFlight::new();
+            let workers: Vec<_> = (0..2)
+                .map(|_| {
+                    let in_flight = in_flight.clone();
+                    thread::spawn(move || drop(in_flight.enter()))
+                })
+                .collect();
+            for worker in workers {
+                worker.join().unwrap();
+            }
+            assert_eq!(in_flight.count(), 0);
+            assert_eq!(in_flight.arrivals(), 2);
+        });
     }
 }

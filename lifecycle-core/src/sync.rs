@@ -1,9 +1,15 @@
-//! A one-shot flag that tasks can await: the primitive under the shutdown token and
-//! the cancellation of tracked tasks.
+//! The synchronisation primitives of the crate, in one place so that `--cfg loom` can
+//! swap them for loom's models, and the one-shot [`Flag`] built on them.
+//!
+//! Everything lock-free in the crate (the shutdown token, the in-flight counter, task
+//! cancellation) imports its atomics from here. `event-listener` follows the same cfg.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+#[cfg(loom)]
+pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+#[cfg(not(loom))]
+pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
-use event_listener::Event;
+pub(crate) use event_listener::Event;
 
 /// A flag that goes from unset to set once, waking everyone waiting for it.
 #[derive(Debug, Default)]
@@ -28,17 +34,24 @@ impl Flag {
 
     /// Completes once the flag is set.
     pub(crate) async fn wait(&self) {
-        // Check, listen, re-check: a `set` between the first check and `listen` is seen
-        // by the second check, so no notification is lost.
-        loop {
-            if self.is_set() {
-                return;
-            }
-            let listener = self.event.listen();
-            if self.is_set() {
-                return;
-            }
-            listener.await;
+        wait_until(&self.event, || self.is_set()).await
+    }
+}
+
+/// Completes once `done()` holds, waking on `event`.
+///
+/// Check, listen, re-check: a change between the first check and `listen` is seen by the
+/// second check, so no notification is lost. Whoever makes `done()` true must notify
+/// `event` after doing so.
+pub(crate) async fn wait_until(event: &Event, done: impl Fn() -> bool) {
+    loop {
+        if done() {
+            return;
         }
+        let listener = event.listen();
+        if done() {
+            return;
+        }
+        listener.await;
     }
 }

@@ -3,10 +3,8 @@
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use event_listener::Event;
 use futures_channel::mpsc::UnboundedSender;
 use futures_util::future::{select, Either};
 use futures_util::FutureExt;
@@ -15,7 +13,7 @@ use crate::error::{error_chain, panic_message, BoxError};
 use crate::report::Outcome;
 use crate::runtime::Runtime;
 use crate::shutdown::Notice;
-use crate::sync::Flag;
+use crate::sync::{wait_until, AtomicUsize, Event, Flag, Ordering};
 
 /// The live tracked tasks of one component.
 #[derive(Debug, Default)]
@@ -34,16 +32,7 @@ impl TaskSet {
 
     /// Completes once no task of the set is alive.
     pub(crate) async fn idle(&self) {
-        loop {
-            if self.live.load(Ordering::Acquire) == 0 {
-                return;
-            }
-            let listener = self.idle.listen();
-            if self.live.load(Ordering::Acquire) == 0 {
-                return;
-            }
-            listener.await;
-        }
+        wait_until(&self.idle, || self.live.load(Ordering::Acquire) == 0).await
     }
 }
 

@@ -1,0 +1,635 @@
+//! Health: per-component checks, their aggregate, readiness and liveness, and the app's
+//! lifecycle phase, readable from code and served by the probe server.
+//!
+//! Checks run on demand (a probe, [`HealthMonitor::snapshot`]) and only while the app is
+//! [`Running`](Phase::Running): the engine runs every component's
+//! [`health`](crate::Component::health) concurrently, each under the check timeout, and
+//! caches the results for the cache TTL, so a storm of probes costs one round of checks.
+//! Outside `Running` readiness is false whatever the checks say, so none are run.
+
+use std::fmt::{self, Write as _};
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use futures_util::FutureExt;
+
+use crate::component::{Component, Health};
+use crate::error::panic_message;
+use crate::runtime::{timeout_at, Runtime};
+use crate::sync::{wait_until, AtomicBool, AtomicU64, AtomicU8, Event, Ordering};
+
+/// The severity of a [`Health`], and the aggregate over all components.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Status {
+    /// Working normally.
+    Up,
+    /// Working, impaired.
+    Degraded,
+    /// Not working.
+    Down,
+}
+
+impl Status {
+    /// `"up"`, `"degraded"` or `"down"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Up => "up",
+            Status::Degraded => "degraded",
+            Status::Down => "down",
+        }
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Health {
+    /// The status without the reason.
+    pub fn status(&self) -> Status {
+        match self {
+            Health::Up => Status::Up,
+            Health::Degraded(_) => Status::Degraded,
+            Health::Down(_) => Status::Down,
+        }
+    }
+
+    /// Why the component is degraded or down.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            Health::Up => None,
+            Health::Degraded(reason) | Health::Down(reason) => Some(reason),
+        }
+    }
+}
+
+/// Aggregates component health: any critical component down makes the app
+/// [`Down`](Status::Down); any non-critical one down, or any degraded, makes it
+/// [`Degraded`](Status::Degraded); otherwise it is [`Up`](Status::Up).
+///
+/// # Examples
+///
+/// ```
+/// use lifecycle_core::{aggregate, Health, Status};
+///
+/// let cache_down = Health::Down("connection refused".into());
+/// // A non-critical cache that is down degrades the app; a critical one takes it down.
+/// assert_eq!(aggregate([(false, &cache_down), (true, &Health::Up)]), Status::Degraded);
+/// assert_eq!(aggregate([(true, &cache_down), (true, &Health::Up)]), Status::Down);
+/// ```
+pub fn aggregate<'a>(checks: impl IntoIterator<Item = (bool, &'a Health)>) -> Status {
+    checks
+        .into_iter()
+        .map(|(critical, health)| match health.status() {
+            Status::Down if !critical => Status::Degraded,
+            status => status,
+        })
+        .max()
+        .unwrap_or(Status::Up)
+}
+
+macro_rules! state_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal,)* }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum $name {
+            $($(#[$vmeta])* $variant,)*
+        }
+
+        impl $name {
+            const ALL: &'static [$name] = &[$($name::$variant,)*];
+
+            /// The lower-case name, as in the probe server's JSON.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)*
+                }
+            }
+
+            fn from_u8(value: u8) -> Self {
+                Self::ALL[usize::from(value)]
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+state_enum! {
+    /// Where the app is in its lifecycle.
+    Phase {
+        /// Components are starting; not ready.
+        Starting = "starting",
+        /// Every component has started; ready unless the aggregate health is down.
+        Running = "running",
+        /// Shutdown was triggered; everything keeps serving while load balancers stop
+        /// routing here. Not ready.
+        Draining = "draining",
+        /// Components are stopping, in reverse order.
+        Stopping = "stopping",
+        /// Components are flushing.
+        Flushing = "flushing",
+        /// The app has exited.
+        Exited = "exited",
+    }
+}
+
+state_enum! {
+    /// Where one component is in its lifecycle.
+    ComponentState {
+        /// Waiting for its dependencies.
+        Pending = "pending",
+        /// Its start is running.
+        Starting = "starting",
+        /// Started.
+        Running = "running",
+        /// Its stop is running.
+        Stopping = "stopping",
+        /// Stopped (or never started, once the app is shutting down).
+        Stopped = "stopped",
+        /// Its start or stop failed, panicked or timed out.
+        Failed = "failed",
+    }
+}
+
+/// The health of one component in a [`Snapshot`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComponentHealth {
+    /// The component's name.
+    pub name: Arc<str>,
+    /// Whether it being down takes the app down (see [`aggregate`]).
+    pub critical: bool,
+    /// Where it is in its lifecycle.
+    pub state: ComponentState,
+    /// Its last check, if one has run.
+    pub health: Option<Health>,
+    /// How long that check took.
+    pub latency: Option<Duration>,
+}
+
+/// The app's health at one moment: phase, aggregate, readiness, liveness, and each
+/// component's last check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Where the app is in its lifecycle.
+    pub phase: Phase,
+    /// The aggregate of the last checks ([`aggregate`]); `None` before the first check.
+    pub status: Option<Status>,
+    /// Whether the app should receive traffic: it is running and not down.
+    pub ready: bool,
+    /// Whether the engine responds (it answered the last health check in time).
+    pub live: bool,
+    /// How long ago the checks ran.
+    pub age: Option<Duration>,
+    /// Every component, in start order.
+    pub components: Vec<ComponentHealth>,
+}
+
+impl Snapshot {
+    /// The snapshot as JSON: `phase`, `status`, `ready`, `live`, and with `details`, a
+    /// `components` array (`name`, `critical`, `state`, `status`, `reason`, `latency_ms`).
+    pub fn to_json(&self, details: bool) -> String {
+        let mut json = format!(
+            r#"{{"phase":"{}","status":{},"ready":{},"live":{}"#,
+            self.phase,
+            json_status(self.status),
+            self.ready,
+            self.live
+        );
+        if details {
+            json.push_str(r#","components":["#);
+            for (i, component) in self.components.iter().enumerate() {
+                if i > 0 {
+                    json.push(',');
+                }
+                json.push_str(r#"{"name":"#);
+                push_json_string(&mut json, &component.name);
+                let _ = write!(
+                    json,
+                    r#","critical":{},"state":"{}","status":{},"reason":"#,
+                    component.critical,
+                    component.state,
+                    json_status(component.health.as_ref().map(Health::status)),
+                );
+                match component.health.as_ref().and_then(Health::reason) {
+                    Some(reason) => push_json_string(&mut json, reason),
+                    None => json.push_str("null"),
+                }
+                match component.latency {
+                    Some(latency) => {
+                        let _ = write!(
+                            json,
+                            r#","latency_ms":{:.3}}}"#,
+                            latency.as_secs_f64() * 1e3
+                        );
+                    }
+                    None => json.push_str(r#","latency_ms":null}"#),
+                }
+            }
+            json.push(']');
+        }
+        json.push('}');
+        json
+    }
+}
+
+fn json_status(status: Option<Status>) -> String {
+    status.map_or_else(|| "null".to_owned(), |status| format!(r#""{status}""#))
+}
+
+fn push_json_string(json: &mut String, text: &str) {
+    json.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => json.push_str("\\\""),
+            '\\' => json.push_str("\\\\"),
+            '\n' => json.push_str("\\n"),
+            '\r' => json.push_str("\\r"),
+            '\t' => json.push_str("\\t"),
+            c if u32::from(c) < 0x20 => {
+                let _ = write!(json, "\\u{:04x}", u32::from(c));
+            }
+            c => json.push(c),
+        }
+    }
+    json.push('"');
+}
+
+/// The results of one round of checks.
+#[derive(Debug)]
+struct Checks {
+    at: Instant,
+    status: Status,
+    results: Vec<(Health, Duration)>,
+}
+
+/// What the engine and every [`HealthMonitor`] share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    names: Box<[Arc<str>]>,
+    critical: Box<[bool]>,
+    /// The start order, for snapshots.
+    order: Box<[usize]>,
+    phase: AtomicU8,
+    states: Box<[AtomicU8]>,
+    checks: Mutex<Option<Checks>>,
+    /// Bumped on every change of phase, component state or checks.
+    version: AtomicU64,
+    changed: Event,
+    /// Set by a monitor that needs fresh checks; taken by the engine.
+    wanted: AtomicBool,
+    want: Event,
+    /// Set when the engine did not answer a check in time; cleared when it does.
+    stalled: AtomicBool,
+    runtime: OnceLock<Arc<dyn Runtime>>,
+    check_timeout: Duration,
+    cache_ttl: Duration,
+}
+
+impl Shared {
+    pub(crate) fn new(
+        names: Vec<Arc<str>>,
+        critical: Vec<bool>,
+        order: Vec<usize>,
+        check_timeout: Duration,
+        cache_ttl: Duration,
+    ) -> Self {
+        let states = names
+            .iter()
+            .map(|_| AtomicU8::new(ComponentState::Pending as u8))
+            .collect();
+        Shared {
+            names: names.into(),
+            critical: critical.into(),
+            order: order.into(),
+            phase: AtomicU8::new(Phase::Starting as u8),
+            states,
+            checks: Mutex::new(None),
+            version: AtomicU64::new(0),
+            changed: Event::new(),
+            wanted: AtomicBool::new(false),
+            want: Event::new(),
+            stalled: AtomicBool::new(false),
+            runtime: OnceLock::new(),
+            check_timeout,
+            cache_ttl,
+        }
+    }
+
+    pub(crate) fn set_runtime(&self, runtime: Arc<dyn Runtime>) {
+        let _ = self.runtime.set(runtime);
+    }
+
+    fn bump(&self) {
+        self.version.fetch_add(1, Ordering::AcqRel);
+        self.changed.notify(usize::MAX);
+    }
+
+    pub(crate) fn set_phase(&self, phase: Phase) {
+        self.phase.store(phase as u8, Ordering::Release);
+        self.bump();
+    }
+
+    pub(crate) fn set_state(&self, node: usize, state: ComponentState) {
+        self.states[node].store(state as u8, Ordering::Release);
+        self.bump();
+    }
+
+    fn phase(&self) -> Phase {
+        Phase::from_u8(self.phase.load(Ordering::Acquire))
+    }
+
+    /// Asks the engine for a round of checks.
+    pub(crate) fn request_checks(&self) {
+        if !self.wanted.swap(true, Ordering::AcqRel) {
+            self.want.notify(1);
+        }
+    }
+
+    /// Completes when a monitor asks for checks, and takes the request.
+    pub(crate) async fn checks_requested(&self) {
+        wait_until(&self.want, || self.wanted.load(Ordering::Acquire)).await;
+        self.wanted.store(false, Ordering::Release);
+    }
+
+    /// Runs every component's check concurrently, each under the check timeout, and
+    /// publishes the results. A check that panics or hangs reports `Down`.
+    pub(crate) async fn run_checks<'a>(
+        &self,
+        runtime: &dyn Runtime,
+        components: impl IntoIterator<Item = &'a dyn Component>,
+    ) {
+        let timeout = self.check_timeout;
+        let results = join_all(components.into_iter().map(|component| async move {
+            let began = runtime.now();
+            let check = AssertUnwindSafe(component.health()).catch_unwind();
+            let health = match timeout_at(runtime, began + timeout, check).await {
+                Ok(Ok(health)) => health,
+                Ok(Err(panic)) => {
+                    Health::Down(format!("health check panicked: {}", panic_message(&*panic)))
+                }
+                Err(_) => Health::Down(format!("health check timed out after {timeout:?}")),
+            };
+            (health, runtime.now() - began)
+        }))
+        .await;
+        let status = aggregate(
+            self.critical
+                .iter()
+                .zip(&results)
+                .map(|(&critical, (health, _))| (critical, health)),
+        );
+        *self.checks.lock().unwrap_or_else(|e| e.into_inner()) = Some(Checks {
+            at: runtime.now(),
+            status,
+            results,
+        });
+        self.stalled.store(false, Ordering::Release);
+        self.bump();
+    }
+
+    fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
+    async fn changed_since(&self, version: u64) {
+        wait_until(&self.changed, || self.version() != version).await
+    }
+}
+
+/// Reads the app's health from code: phase, readiness, liveness, per-component checks;
+/// and subscribes to changes. Cheap to clone.
+///
+/// Get one from [`App::health`](crate::App::health) before running, or from
+/// [`StartContext::health`](crate::StartContext::health) inside a component (the probe
+/// server does).
+#[derive(Debug, Clone)]
+pub struct HealthMonitor(pub(crate) Arc<Shared>);
+
+impl HealthMonitor {
+    /// Where the app is in its lifecycle.
+    pub fn phase(&self) -> Phase {
+        self.0.phase()
+    }
+
+    /// Whether the process and its engine respond: `false` once the engine failed to
+    /// answer a health check within twice the check timeout (a component blocking the
+    /// engine's thread), until it answers again. It does not depend on the components'
+    /// health: a dead database makes the app unready, not dead.
+    pub fn is_live(&self) -> bool {
+        !self.0.stalled.load(Ordering::Acquire)
+    }
+
+    /// Whether the app should receive traffic: it is [`Running`](Phase::Running) and the
+    /// aggregate health is not [`Down`](Status::Down). Runs the checks if the cached ones
+    /// are older than the cache TTL. False while starting and from the first moment of
+    /// shutdown, without running any check.
+    pub async fn is_ready(&self) -> bool {
+        self.refresh().await;
+        self.ready_now()
+    }
+
+    fn ready_now(&self) -> bool {
+        let checks = self.0.checks.lock().unwrap_or_else(|e| e.into_inner());
+        self.0.phase() == Phase::Running
+            && checks
+                .as_ref()
+                .is_some_and(|checks| checks.status != Status::Down)
+    }
+
+    /// The health now, running the checks first if the app is running and the cached
+    /// ones are older than the cache TTL.
+    pub async fn snapshot(&self) -> Snapshot {
+        self.refresh().await;
+        self.cached()
+    }
+
+    /// The health as last checked, without running any check.
+    pub fn cached(&self) -> Snapshot {
+        let shared = &*self.0;
+        let ready = self.ready_now();
+        let now = shared.runtime.get().map(|runtime| runtime.now());
+        let checks = shared.checks.lock().unwrap_or_else(|e| e.into_inner());
+        let components = shared
+            .order
+            .iter()
+            .map(|&i| {
+                let result = checks.as_ref().map(|checks| &checks.results[i]);
+                ComponentHealth {
+                    name: shared.names[i].clone(),
+                    critical: shared.critical[i],
+                    state: ComponentState::from_u8(shared.states[i].load(Ordering::Acquire)),
+                    health: result.map(|(health, _)| health.clone()),
+                    latency: result.map(|&(_, latency)| latency),
+                }
+            })
+            .collect();
+        Snapshot {
+            phase: shared.phase(),
+            status: checks.as_ref().map(|checks| checks.status),
+            ready,
+            live: self.is_live(),
+            age: checks
+                .as_ref()
+                .zip(now)
+                .map(|(checks, now)| now.saturating_duration_since(checks.at)),
+            components,
+        }
+    }
+
+    /// Subscribes to changes of phase, component state and checks.
+    pub fn subscribe(&self) -> HealthSubscription {
+        HealthSubscription {
+            monitor: self.clone(),
+            seen: self.0.version(),
+        }
+    }
+
+    /// Makes the cached checks fresh, if the app is running: asks the engine for a round
+    /// of checks and waits for it, or for the phase to change. If the engine does not
+    /// answer within twice the check timeout, marks it stalled (not live) and returns.
+    async fn refresh(&self) {
+        let shared = &*self.0;
+        let Some(runtime) = shared.runtime.get() else {
+            return; // not running yet
+        };
+        let asked = runtime.now();
+        let patience = asked + 2 * shared.check_timeout;
+        loop {
+            let version = shared.version();
+            if shared.phase() != Phase::Running || self.fresh(asked) {
+                return;
+            }
+            shared.request_checks();
+            if timeout_at(&**runtime, patience, shared.changed_since(version))
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    "the engine did not answer a health check within {:?}: is a component blocking its thread?",
+                    2 * shared.check_timeout
+                );
+                shared.stalled.store(true, Ordering::Release);
+                return;
+            }
+        }
+    }
+
+    /// Whether the cached checks answer a question asked at `asked`: they ran since, or
+    /// they are younger than the cache TTL.
+    fn fresh(&self, asked: Instant) -> bool {
+        let checks = self.0.checks.lock().unwrap_or_else(|e| e.into_inner());
+        checks.as_ref().is_some_and(|checks| {
+            checks.at >= asked || asked.saturating_duration_since(checks.at) < self.0.cache_ttl
+        })
+    }
+}
+
+/// Changes of an app's health, from [`HealthMonitor::subscribe`].
+#[derive(Debug)]
+pub struct HealthSubscription {
+    monitor: HealthMonitor,
+    seen: u64,
+}
+
+impl HealthSubscription {
+    /// Waits for the next change of phase, component state or checks since the last
+    /// call (or since subscribing), and returns the health after it. Changes that come
+    /// in a burst are seen as one.
+    pub async fn changed(&mut self) -> Snapshot {
+        self.monitor.0.changed_since(self.seen).await;
+        self.seen = self.monitor.0.version();
+        self.monitor.cached()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aggregation_table() {
+        let up = Health::Up;
+        let degraded = Health::Degraded("slow".into());
+        let down = Health::Down("gone".into());
+        // (critical, health of one component, next to a critical Up one) -> aggregate
+        let table = [
+            (true, &up, Status::Up),
+            (true, &degraded, Status::Degraded),
+            (true, &down, Status::Down),
+            (false, &up, Status::Up),
+            (false, &degraded, Status::Degraded),
+            (false, &down, Status::Degraded),
+        ];
+        for (critical, health, expected) in table {
+            assert_eq!(
+                aggregate([(critical, health), (true, &Health::Up)]),
+                expected,
+                "critical={critical} health={health:?}"
+            );
+        }
+        assert_eq!(aggregate([]), Status::Up, "no components: up");
+        assert_eq!(
+            aggregate([(false, &down), (true, &degraded), (true, &down)]),
+            Status::Down,
+            "the worst wins"
+        );
+    }
+
+    #[test]
+    fn phases_round_trip_through_their_numbers() {
+        for &phase in Phase::ALL {
+            assert_eq!(Phase::from_u8(phase as u8), phase);
+        }
+        for &state in ComponentState::ALL {
+            assert_eq!(ComponentState::from_u8(state as u8), state);
+        }
+    }
+
+    #[test]
+    fn json_escapes_reasons_and_names_null_when_unchecked() {
+        let snapshot = Snapshot {
+            phase: Phase::Running,
+            status: Some(Status::Down),
+            ready: false,
+            live: true,
+            age: None,
+            components: vec![
+                ComponentHealth {
+                    name: "db".into(),
+                    critical: true,
+                    state: ComponentState::Running,
+                    health: Some(Health::Down("said \"no\"\n".into())),
+                    latency: Some(Duration::from_micros(1500)),
+                },
+                ComponentHealth {
+                    name: "cache".into(),
+                    critical: false,
+                    state: ComponentState::Pending,
+                    health: None,
+                    latency: None,
+                },
+            ],
+        };
+        assert_eq!(
+            snapshot.to_json(false),
+            r#"{"phase":"running","status":"down","ready":false,"live":true}"#
+        );
+        assert_eq!(
+            snapshot.to_json(true),
+            concat!(
+                r#"{"phase":"running","status":"down","ready":false,"live":true,"components":["#,
+                r#"{"name":"db","critical":true,"state":"running","status":"down","reason":"said \"no\"\n","latency_ms":1.500},"#,
+                r#"{"name":"cache","critical":false,"state":"pending","status":null,"reason":null,"latency_ms":null}]}"#
+            )
+        );
+    }
+}
