@@ -61,6 +61,11 @@ pub use lifecycle_smol::SmolRuntime;
 #[cfg(feature = "tokio")]
 pub use lifecycle_tokio::TokioRuntime;
 
+#[cfg(feature = "http")]
+pub mod probe;
+#[cfg(feature = "http")]
+pub use probe::ProbeServer;
+
 /// Everything a component author and an app's `main` need.
 pub mod prelude {
     pub use crate::{

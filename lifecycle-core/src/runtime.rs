@@ -99,13 +99,21 @@ impl fmt::Display for Signal {
 }
 
 /// The error of [`timeout_at`]: the deadline passed first.
-#[derive(Debug)]
-pub(crate) struct Elapsed;
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Elapsed;
+
+impl fmt::Display for Elapsed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("deadline elapsed")
+    }
+}
+
+impl std::error::Error for Elapsed {}
 
 /// Runs `future` until it completes or `deadline` passes, whichever comes first; on the
 /// deadline the future is dropped (cancelled). The future is polled before the timer, so
 /// one that is ready is never reported as timed out.
-pub(crate) async fn timeout_at<F: Future>(
+pub async fn timeout_at<F: Future>(
     runtime: &dyn Runtime,
     deadline: Instant,
     future: F,

@@ -42,6 +42,7 @@ pub struct Harness {
 
 impl Harness {
     fn new(inner: Arc<dyn Runtime>) -> Self {
+        laptop();
         let (signals, receiver) = unbounded();
         let origin = inner.now();
         let runtime: Arc<dyn Runtime> = Arc::new(TestRuntime {
@@ -112,6 +113,11 @@ impl Harness {
             log: self.log.clone(),
         }
     }
+}
+
+/// The scenarios assume a laptop: in Kubernetes the default drain delay is 5 s.
+pub fn laptop() {
+    std::env::remove_var("KUBERNETES_SERVICE_HOST");
 }
 
 pub fn on_smol<F: Future<Output = ()>>(scenario: impl FnOnce(Harness) -> F) {

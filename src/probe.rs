@@ -1,0 +1,372 @@
+//! The probe server (cargo feature `http`): liveness, readiness and health over HTTP, for
+//! Kubernetes probes and load balancer health checks.
+//!
+//! | request | answer |
+//! |---|---|
+//! | `GET`/`HEAD /health/live` | 200 while the engine responds, else 503; `{"live":true,"phase":"running"}` |
+//! | `GET`/`HEAD /health/ready` | 200 when the app is running and not down, else 503; `{"ready":true,"phase":"running"}` |
+//! | `GET`/`HEAD /health` | 503 when the aggregate is down, else 200; the [`Snapshot`](crate::Snapshot) as JSON, per component only with [`details`](ProbeServer::details) |
+//! | another path | 404 |
+//! | another method | 405 |
+//! | a malformed request | 400, and the connection is closed |
+//!
+//! The server is a component that starts before every other one and stops after all of
+//! them ([`Options::before_all`]), so it answers during the whole shutdown: readiness
+//! turns 503 at the trigger while liveness stays 200.
+//!
+//! It serves with hyper on the app's runtime: tokio's sockets inside a tokio runtime,
+//! `async-io`'s (smol's) otherwise.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use async_io::Async;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use smol_hyper::rt::FuturesIo;
+
+use crate::runtime::{BoxFuture, Runtime};
+use crate::{
+    async_trait, BoxError, Component, HealthMonitor, Options, Spawner, StartContext, Status,
+    StopContext,
+};
+
+/// The address the probe server binds by default.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:9000";
+
+/// How long a client may take to send a request's headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A component serving `/health/live`, `/health/ready` and `/health` (see the [module
+/// docs](self)). It is named `probes`.
+///
+/// # Examples
+///
+/// ```no_run
+/// use lifecycle::prelude::*;
+/// use lifecycle::ProbeServer;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let report = App::builder()
+///     .add(ProbeServer::bind("0.0.0.0:9000")?.details(true))
+///     // .add(db).add(http)
+///     .run()?;
+/// std::process::exit(report.exit_code());
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct ProbeServer {
+    listener: Option<TcpListener>,
+    addr: SocketAddr,
+    details: bool,
+}
+
+impl ProbeServer {
+    /// Binds the server's socket now, so a bad or busy address fails before anything
+    /// starts; it accepts once the app starts. [`DEFAULT_ADDR`] is `127.0.0.1:9000`.
+    ///
+    /// # Errors
+    ///
+    /// The error of binding `addr`, with the address in its message.
+    pub fn bind(addr: impl ToSocketAddrs + std::fmt::Debug) -> io::Result<Self> {
+        let listener = TcpListener::bind(&addr).map_err(|error| {
+            io::Error::new(
+                error.kind(),
+                format!("the probe server cannot bind {addr:?}: {error}"),
+            )
+        })?;
+        Self::from_listener(listener)
+    }
+
+    /// Serves on a socket that is already listening (socket activation, tests).
+    ///
+    /// # Errors
+    ///
+    /// If the socket's address cannot be read.
+    pub fn from_listener(listener: TcpListener) -> io::Result<Self> {
+        Ok(ProbeServer {
+            addr: listener.local_addr()?,
+            listener: Some(listener),
+            details: false,
+        })
+    }
+
+    /// Whether `/health` lists every component with its state, status, reason and
+    /// check latency (default: off, only the aggregate). Turn it on where the port is
+    /// not public: reasons can name internal hosts.
+    pub fn details(mut self, enabled: bool) -> Self {
+        self.details = enabled;
+        self
+    }
+
+    /// The address the server listens on (useful after binding port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+#[async_trait]
+impl Component for ProbeServer {
+    fn name(&self) -> &str {
+        "probes"
+    }
+
+    fn options(&self) -> Options {
+        Options::new().before_all()
+    }
+
+    async fn start(&mut self, ctx: &StartContext) -> Result<(), BoxError> {
+        let listener = self
+            .listener
+            .take()
+            .ok_or("the probe server's socket is gone: it was started before")?;
+        let listener = Listener::new(listener)?;
+        let server = Server {
+            monitor: ctx.health(),
+            details: self.details,
+            http: {
+                let mut http = http1::Builder::new();
+                http.timer(RuntimeTimer(ctx.runtime().clone()))
+                    .header_read_timeout(HEADER_READ_TIMEOUT);
+                http
+            },
+        };
+        tracing::info!(addr = %self.addr, "probe server listening");
+        ctx.spawn(server.accept_loop(listener, ctx.spawner(), ctx.runtime().clone()));
+        Ok(())
+    }
+
+    /// Nothing to do: the engine cancels the accept loop and the connections once this
+    /// returns, which closes the socket. The probe server stops last.
+    async fn stop(&mut self, _ctx: &StopContext) -> Result<(), BoxError> {
+        Ok(())
+    }
+}
+
+struct Server {
+    monitor: HealthMonitor,
+    details: bool,
+    http: http1::Builder,
+}
+
+impl Server {
+    async fn accept_loop(self, listener: Listener, spawner: Spawner, runtime: Arc<dyn Runtime>) {
+        let server = Arc::new(self);
+        loop {
+            match listener.accept().await {
+                Ok(stream) => {
+                    let handler = server.clone();
+                    let connection = server.http.serve_connection(
+                        FuturesIo::new(stream),
+                        service_fn(move |request| handler.clone().respond(request)),
+                    );
+                    // A failed connection (a malformed request, a reset) concerns its
+                    // client only: plain `spawn`, so it never triggers shutdown.
+                    spawner.spawn(async move {
+                        if let Err(error) = connection.await {
+                            tracing::debug!(%error, "probe connection failed");
+                        }
+                    });
+                }
+                Err(error) => {
+                    // Out of file descriptors, most likely: wait for some to be freed.
+                    tracing::warn!(%error, "the probe server cannot accept");
+                    runtime.sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    async fn respond(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+    ) -> Result<Response<Full<Bytes>>, Infallible> {
+        if !matches!(*request.method(), Method::GET | Method::HEAD) {
+            let mut response = json(
+                StatusCode::METHOD_NOT_ALLOWED,
+                r#"{"error":"method not allowed"}"#.to_owned(),
+            );
+            response
+                .headers_mut()
+                .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+            return Ok(response);
+        }
+        let monitor = &self.monitor;
+        Ok(match request.uri().path() {
+            "/health/live" => {
+                let live = monitor.is_live();
+                json(
+                    up_if(live),
+                    format!(r#"{{"live":{live},"phase":"{}"}}"#, monitor.phase()),
+                )
+            }
+            "/health/ready" => {
+                let ready = monitor.is_ready().await;
+                json(
+                    up_if(ready),
+                    format!(r#"{{"ready":{ready},"phase":"{}"}}"#, monitor.phase()),
+                )
+            }
+            "/health" => {
+                let snapshot = monitor.snapshot().await;
+                json(
+                    up_if(snapshot.status != Some(Status::Down)),
+                    snapshot.to_json(self.details),
+                )
+            }
+            _ => json(StatusCode::NOT_FOUND, r#"{"error":"not found"}"#.to_owned()),
+        })
+    }
+}
+
+fn up_if(up: bool) -> StatusCode {
+    if up {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
+}
+
+fn json(status: StatusCode, mut body: String) -> Response<Full<Bytes>> {
+    body.push('\n');
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// A listening socket on the app's runtime: tokio's inside a tokio runtime, async-io's
+/// otherwise (async-io drives its own reactor, so it works under any executor).
+enum Listener {
+    Async(Async<TcpListener>),
+    #[cfg(feature = "tokio")]
+    Tokio(tokio::net::TcpListener),
+}
+
+impl Listener {
+    fn new(listener: TcpListener) -> io::Result<Self> {
+        #[cfg(feature = "tokio")]
+        if tokio::runtime::Handle::try_current().is_ok() {
+            listener.set_nonblocking(true)?;
+            return Ok(Listener::Tokio(tokio::net::TcpListener::from_std(
+                listener,
+            )?));
+        }
+        Ok(Listener::Async(Async::new(listener)?))
+    }
+
+    async fn accept(&self) -> io::Result<Stream> {
+        match self {
+            Listener::Async(listener) => Ok(Stream::Async(listener.accept().await?.0)),
+            #[cfg(feature = "tokio")]
+            Listener::Tokio(listener) => Ok(Stream::Tokio(listener.accept().await?.0)),
+        }
+    }
+}
+
+/// An accepted connection, as `futures-io` streams for hyper's adapter.
+enum Stream {
+    Async(Async<TcpStream>),
+    #[cfg(feature = "tokio")]
+    Tokio(tokio::net::TcpStream),
+}
+
+impl futures_io::AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Async(stream) => Pin::new(stream).poll_read(cx, buf),
+            #[cfg(feature = "tokio")]
+            Stream::Tokio(stream) => {
+                let mut buf = tokio::io::ReadBuf::new(buf);
+                match tokio::io::AsyncRead::poll_read(Pin::new(stream), cx, &mut buf) {
+                    Poll::Ready(Ok(())) => Poll::Ready(Ok(buf.filled().len())),
+                    Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+}
+
+impl futures_io::AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Async(stream) => Pin::new(stream).poll_write(cx, buf),
+            #[cfg(feature = "tokio")]
+            Stream::Tokio(stream) => tokio::io::AsyncWrite::poll_write(Pin::new(stream), cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Async(stream) => Pin::new(stream).poll_flush(cx),
+            #[cfg(feature = "tokio")]
+            Stream::Tokio(stream) => tokio::io::AsyncWrite::poll_flush(Pin::new(stream), cx),
+        }
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Async(stream) => Pin::new(stream).poll_close(cx),
+            #[cfg(feature = "tokio")]
+            Stream::Tokio(stream) => tokio::io::AsyncWrite::poll_shutdown(Pin::new(stream), cx),
+        }
+    }
+}
+
+/// hyper's timer (for the header read timeout) on the app's runtime.
+#[derive(Debug, Clone)]
+struct RuntimeTimer(Arc<dyn Runtime>);
+
+impl hyper::rt::Timer for RuntimeTimer {
+    fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        self.sleep_until(self.0.now() + duration)
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        Box::pin(SyncSleep(Mutex::new(self.0.sleep_until(deadline))))
+    }
+
+    fn now(&self) -> Instant {
+        self.0.now()
+    }
+}
+
+/// The runtime's sleep, made `Sync` as hyper asks, by a mutex that is never contended.
+struct SyncSleep(Mutex<BoxFuture<()>>);
+
+impl Future for SyncSleep {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let sleep = self
+            .get_mut()
+            .0
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner());
+        sleep.as_mut().poll(cx)
+    }
+}
+
+impl hyper::rt::Sleep for SyncSleep {}
