@@ -3,72 +3,15 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{ms, Harness, What};
+use common::{ms, Check, Checked, Harness, What};
 use futures_util::future::join;
 use lifecycle::prelude::*;
 use lifecycle::runtime::Runtime;
 use lifecycle::{ComponentState, HealthMonitor, Phase, Status};
-
-/// How a [`Checked`] component's health check behaves.
-#[derive(Clone)]
-enum Check {
-    Report(Arc<Mutex<Health>>),
-    Hang,
-    Panic,
-}
-
-/// A component with a scriptable health check that counts its calls.
-struct Checked {
-    name: &'static str,
-    check: Check,
-    calls: Arc<AtomicUsize>,
-}
-
-impl Checked {
-    fn new(name: &'static str, health: Health) -> (Self, Arc<Mutex<Health>>, Arc<AtomicUsize>) {
-        let health = Arc::new(Mutex::new(health));
-        let calls = Arc::new(AtomicUsize::new(0));
-        let component = Checked {
-            name,
-            check: Check::Report(health.clone()),
-            calls: calls.clone(),
-        };
-        (component, health, calls)
-    }
-
-    fn failing(name: &'static str, check: Check) -> Self {
-        Checked {
-            name,
-            check,
-            calls: Arc::default(),
-        }
-    }
-}
-
-#[async_trait]
-impl Component for Checked {
-    fn name(&self) -> &str {
-        self.name
-    }
-    async fn start(&mut self, _: &StartContext) -> Result<(), BoxError> {
-        Ok(())
-    }
-    async fn stop(&mut self, _: &StopContext) -> Result<(), BoxError> {
-        Ok(())
-    }
-    async fn health(&self) -> Health {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        match &self.check {
-            Check::Report(health) => health.lock().unwrap().clone(),
-            Check::Hang => std::future::pending().await,
-            Check::Panic => panic!("the check exploded"),
-        }
-    }
-}
 
 /// Waits until the app reaches `phase`.
 async fn reach(monitor: &HealthMonitor, phase: Phase) {

@@ -6,6 +6,7 @@
 use std::fmt;
 use std::future::Future;
 use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -448,5 +449,62 @@ pub fn assert_ordering(log: &Log, edges: &[(&str, &str)]) {
     let first_flush = entries.iter().position(|e| e.what == What::Flushed);
     if let (Some(stop), Some(flush)) = (last_stop, first_flush) {
         assert!(stop < flush, "a flush ran before the last stop ended");
+    }
+}
+
+/// How a [`Checked`] component's health check behaves.
+#[derive(Clone)]
+pub enum Check {
+    Report(Arc<Mutex<Health>>),
+    Hang,
+    Panic,
+}
+
+/// A component with a scriptable health check that counts its calls.
+pub struct Checked {
+    pub name: &'static str,
+    pub check: Check,
+    pub calls: Arc<AtomicUsize>,
+}
+
+impl Checked {
+    pub fn new(name: &'static str, health: Health) -> (Self, Arc<Mutex<Health>>, Arc<AtomicUsize>) {
+        let health = Arc::new(Mutex::new(health));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let component = Checked {
+            name,
+            check: Check::Report(health.clone()),
+            calls: calls.clone(),
+        };
+        (component, health, calls)
+    }
+
+    pub fn failing(name: &'static str, check: Check) -> Self {
+        Checked {
+            name,
+            check,
+            calls: Arc::default(),
+        }
+    }
+}
+
+#[async_trait]
+impl Component for Checked {
+    fn name(&self) -> &str {
+        self.name
+    }
+    async fn start(&mut self, _: &StartContext) -> Result<(), BoxError> {
+        Ok(())
+    }
+    async fn stop(&mut self, _: &StopContext) -> Result<(), BoxError> {
+        Ok(())
+    }
+    async fn health(&self) -> Health {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        match &self.check {
+            Check::Report(health) => health.lock().unwrap().clone(),
+            Check::Hang => std::future::pending().await,
+            Check::Panic => panic!("the check exploded"),
+        }
     }
 }
