@@ -48,6 +48,12 @@
 //! runtime (tokio wins when both are on, unless `LIFECYCLE_RUNTIME=smol` is set, or
 //! [`Run::run_smol`] / [`Run::run_tokio`] is called). [`Run::run_async`] runs inside a
 //! runtime you already have: tokio's if called in a tokio context, else smol's.
+//!
+//! # Features
+//!
+//! - `smol` (default), `tokio`: the runtimes.
+//! - `http`: [`ProbeServer`](probe::ProbeServer), serving liveness, readiness and health
+//!   over HTTP on either runtime.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 

@@ -57,13 +57,13 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// use lifecycle::prelude::*;
 /// use lifecycle::ProbeServer;
 ///
-/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let report = App::builder()
-///     .add(ProbeServer::bind("0.0.0.0:9000")?.details(true))
-///     // .add(db).add(http)
-///     .run()?;
-/// std::process::exit(report.exit_code());
-/// # }
+/// fn main() -> Result<Report, Box<dyn std::error::Error>> {
+///     let report = App::builder()
+///         .add(ProbeServer::bind("0.0.0.0:9000")?.details(true))
+///         // .add(db).add(http)
+///         .run()?;
+///     Ok(report)
+/// }
 /// ```
 #[derive(Debug)]
 pub struct ProbeServer {

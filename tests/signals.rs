@@ -79,6 +79,7 @@ impl Demo {
     fn spawn(runtime: &'static str, env: &[(&str, &str)]) -> Demo {
         let mut child = Command::new(example_binary())
             .env("LIFECYCLE_RUNTIME", runtime)
+            .env_remove("KUBERNETES_SERVICE_HOST") // no default drain delay
             .env("RUST_LOG", "info")
             .envs(env.iter().copied())
             .stdin(Stdio::null())

@@ -14,8 +14,12 @@
 //!   request or a failed tracked task during startup) aborts the start: nothing new
 //!   starts, starts in flight are dropped, and exactly the components that had started
 //!   are stopped in reverse order with a fresh budget, then flushed.
+//! - **Running**: readiness ([`HealthMonitor::is_ready`]) is true while the aggregate of
+//!   the components' [`health`](Component::health) checks is not down.
 //! - **Trigger**: a signal, a [`ShutdownHandle::shutdown`], or a tracked task that errors
-//!   or panics. The [`ShutdownToken`] resolves at once; the drain delay follows.
+//!   or panics. Readiness goes false and the [`ShutdownToken`] resolves at once; the
+//!   drain delay follows, during which everything keeps serving; it can end early once
+//!   no work has arrived on the components' [`InFlight`] counters for a quiet period.
 //! - **Stop**: a component stops once all its dependents have stopped, under
 //!   `min(its stop timeout, what is left of the budget minus the flush reserve)`. A stop
 //!   that errors, panics or times out is recorded, its future dropped and its tracked
