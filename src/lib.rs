@@ -52,7 +52,7 @@
 //! # Features
 //!
 //! - `smol` (default), `tokio`: the runtimes.
-//! - `http`: [`ProbeServer`](probe::ProbeServer), serving liveness, readiness and health
+//! - `http`: `ProbeServer` (module `probe`), serving liveness, readiness and health
 //!   over HTTP on either runtime.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
