@@ -400,6 +400,8 @@ impl Run<'_> {
                     began: None,
                     took: Duration::ZERO,
                 };
+                // Its tasks are cancelled below: nothing of it runs any more.
+                self.health.set_state(i, ComponentState::Stopped);
             }
         }
         drop(slots);

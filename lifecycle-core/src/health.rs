@@ -145,7 +145,8 @@ state_enum! {
 state_enum! {
     /// Where one component is in its lifecycle.
     ComponentState {
-        /// Waiting for its dependencies.
+        /// Not started: waiting for its dependencies, or never started because the
+        /// start was aborted.
         Pending = "pending",
         /// Its start is running.
         Starting = "starting",
@@ -153,7 +154,7 @@ state_enum! {
         Running = "running",
         /// Its stop is running.
         Stopping = "stopping",
-        /// Stopped (or never started, once the app is shutting down).
+        /// Stopped, or its start was cancelled when the start was aborted.
         Stopped = "stopped",
         /// Its start or stop failed, panicked or timed out.
         Failed = "failed",
