@@ -377,7 +377,81 @@ fn probes_answer_throughout_the_stop_phase(rt: Rt) {
     assert_eq!(report.exit_code(), 0, "{report}");
 }
 
+/// A component whose health check blocks the engine's thread once asked to.
+struct Blocking {
+    block: Arc<AtomicBool>,
+}
+
+#[async_trait]
+impl Component for Blocking {
+    fn name(&self) -> &str {
+        "blocking"
+    }
+    async fn start(&mut self, _: &StartContext) -> Result<(), BoxError> {
+        Ok(())
+    }
+    async fn stop(&mut self, _: &StopContext) -> Result<(), BoxError> {
+        Ok(())
+    }
+    async fn health(&self) -> Health {
+        if self.block.swap(false, Ordering::SeqCst) {
+            thread::sleep(ms(1500)); // the bug liveness exists to catch
+        }
+        Health::Up
+    }
+}
+
+/// A health check that blocks the engine's thread makes the app not live (and not
+/// ready) until the engine answers again; the probes themselves never block.
+fn a_blocked_engine_is_not_live(rt: Rt) {
+    let (probes, client) = probes();
+    let block = Arc::new(AtomicBool::new(false));
+    let app = App::builder()
+        .add(probes)
+        .add(Blocking {
+            block: block.clone(),
+        })
+        .config(
+            Config::default()
+                .health_check_timeout(ms(200))
+                .health_cache_ttl(ms(0)),
+        )
+        .build()
+        .unwrap();
+    let handle = app.handle();
+    let running = spawn_app(rt, app);
+    client.wait_for("/health/ready", |status, _| status == 200);
+
+    block.store(true, Ordering::SeqCst);
+    let asked = Instant::now();
+    let (status, body) = client.get("/health/ready");
+    assert!(
+        asked.elapsed() < ms(1200),
+        "the probe waited {:?}",
+        asked.elapsed()
+    );
+    assert_eq!(
+        (status, body.trim()),
+        (503, r#"{"ready":false,"phase":"running"}"#)
+    );
+    let (status, body) = client.get("/health/live");
+    assert_eq!(
+        (status, body.trim()),
+        (503, r#"{"live":false,"phase":"running"}"#)
+    );
+
+    client.wait_for("/health/ready", |status, _| status == 200);
+    assert_eq!(
+        client.get("/health/live").0,
+        200,
+        "live again once the engine answers"
+    );
+    handle.shutdown();
+    assert_eq!(running.join().unwrap().exit_code(), 0);
+}
+
 on_both_runtimes!(
+    a_blocked_engine_is_not_live,
     endpoints_answer_by_phase,
     readiness_flips_at_the_trigger_while_a_slow_request_completes,
     probes_answer_throughout_the_stop_phase,

@@ -184,7 +184,7 @@ pub struct Snapshot {
     pub phase: Phase,
     /// The aggregate of the last checks ([`aggregate`]); `None` before the first check.
     pub status: Option<Status>,
-    /// Whether the app should receive traffic: it is running and not down.
+    /// Whether the app should receive traffic: it is running, not down, and live.
     pub ready: bool,
     /// Whether the engine responds (it answered the last health check in time).
     pub live: bool,
@@ -429,8 +429,9 @@ impl HealthMonitor {
         !self.0.stalled.load(Ordering::Acquire)
     }
 
-    /// Whether the app should receive traffic: it is [`Running`](Phase::Running) and the
-    /// aggregate health is not [`Down`](Status::Down). Runs the checks if the cached ones
+    /// Whether the app should receive traffic: it is [`Running`](Phase::Running), the
+    /// aggregate health is not [`Down`](Status::Down), and the engine responds
+    /// ([`is_live`](HealthMonitor::is_live)). Runs the checks if the cached ones
     /// are older than the cache TTL. False while starting and from the first moment of
     /// shutdown, without running any check.
     pub async fn is_ready(&self) -> bool {
@@ -441,6 +442,7 @@ impl HealthMonitor {
     fn ready_now(&self) -> bool {
         let checks = self.0.checks.lock().unwrap_or_else(|e| e.into_inner());
         self.0.phase() == Phase::Running
+            && self.is_live()
             && checks
                 .as_ref()
                 .is_some_and(|checks| checks.status != Status::Down)
