@@ -208,6 +208,46 @@ async fn second_signal_during_drain(h: Harness) {
     assert!(report.shutdown < ms(500), "{:?}", report.shutdown);
 }
 
+/// A component with a tracked task whose stop sends a second signal, then returns.
+struct SignalsWhileStopping<F> {
+    send: F,
+}
+
+#[async_trait]
+impl<F: Fn(Signal) + Send + Sync + 'static> Component for SignalsWhileStopping<F> {
+    fn name(&self) -> &str {
+        "http"
+    }
+    async fn start(&mut self, ctx: &StartContext) -> Result<(), BoxError> {
+        ctx.spawn(std::future::pending());
+        Ok(())
+    }
+    async fn stop(&mut self, _: &StopContext) -> Result<(), BoxError> {
+        (self.send)(Signal::Terminate);
+        Ok(())
+    }
+}
+
+/// Found by the property test: a second signal that arrives after a stop's hook
+/// returned, while the engine waits for the component's tracked tasks to be dropped,
+/// forces the exit, but the stop is reported as it ended (ok), not "cancelled".
+async fn second_signal_after_a_stop_hook_ended(h: Harness) {
+    let app = App::builder()
+        .add(SignalsWhileStopping {
+            send: h.signaller(),
+        })
+        .build()
+        .unwrap();
+    h.signal_after(ms(50), Signal::Terminate);
+    let report = h.run(app).await;
+    assert_eq!(report.exit_code(), 143, "{report}");
+    assert_eq!(
+        report.component("http").unwrap().stop.outcome,
+        Outcome::Completed,
+        "{report}"
+    );
+}
+
 /// A second signal during the stops: the stop in flight is dropped, the stops not
 /// begun are skipped, the flush runs for every started node, exit 143.
 async fn second_signal_during_stop(h: Harness) {
@@ -262,6 +302,7 @@ async fn repeated_requests_are_idempotent(h: Harness) {
 }
 
 scenarios!(
+    second_signal_after_a_stop_hook_ended,
     hung_stop_is_cancelled_and_the_rest_goes_on,
     stop_and_flush_faults_are_reported,
     shutdown_stays_within_budget,

@@ -8,7 +8,7 @@
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures_channel::mpsc::UnboundedReceiver;
@@ -344,6 +344,10 @@ impl Run<'_> {
             .copied()
             .filter(|&i| started[i] && waiting[i] == 0)
             .collect();
+        // The hooks' own outcomes, kept apart from the stop futures, which go on to wait
+        // for the tracked tasks: a forced exit that drops a stop future after its hook
+        // ended still reports how the hook ended.
+        let hooks_ended: Vec<OnceLock<Step>> = nodes.iter().map(|_| OnceLock::new()).collect();
         let mut slots: Vec<Option<&mut Node>> = nodes.iter_mut().map(Some).collect();
         let mut in_flight: FuturesUnordered<HookFuture<'_>> = FuturesUnordered::new();
         let mut began: Vec<Option<Instant>> = vec![None; slots.len()];
@@ -353,7 +357,7 @@ impl Run<'_> {
                 let node = slots[i].take().expect("a node becomes ready once");
                 began[i] = Some(self.runtime.now());
                 self.health.set_state(i, ComponentState::Stopping);
-                in_flight.push(self.stop_node(i, node, stop_end));
+                in_flight.push(self.stop_node(i, node, stop_end, &hooks_ended[i]));
             }
             if in_flight.is_empty() {
                 return;
@@ -361,14 +365,7 @@ impl Run<'_> {
             // Events first: a signal is never starved by hooks that keep completing.
             match select(self.events.next(), in_flight.next()).await {
                 Either::Right((Some((i, step)), _)) => {
-                    self.health.set_state(
-                        i,
-                        if step.outcome.is_failure() {
-                            ComponentState::Failed
-                        } else {
-                            ComponentState::Stopped
-                        },
-                    );
+                    self.health.set_state(i, stopped_state(&step.outcome));
                     self.reports[i].stop = step;
                     began[i] = None;
                     for &dependency in plan.dependencies(i) {
@@ -392,8 +389,12 @@ impl Run<'_> {
         let now = self.runtime.now();
         for (i, slot) in slots.iter().enumerate() {
             if let Some(began) = began[i] {
-                self.reports[i].stop = step(self.origin, began, now, Outcome::Cancelled);
-                self.health.set_state(i, ComponentState::Failed);
+                let stop = hooks_ended[i]
+                    .get()
+                    .cloned()
+                    .unwrap_or_else(|| step(self.origin, began, now, Outcome::Cancelled));
+                self.health.set_state(i, stopped_state(&stop.outcome));
+                self.reports[i].stop = stop;
             } else if slot.is_some() && started[i] {
                 self.reports[i].stop = Step {
                     outcome: Outcome::Skipped,
@@ -410,7 +411,13 @@ impl Run<'_> {
         }
     }
 
-    fn stop_node<'n>(&self, i: usize, node: &'n mut Node, stop_end: Instant) -> HookFuture<'n> {
+    fn stop_node<'n>(
+        &self,
+        i: usize,
+        node: &'n mut Node,
+        stop_end: Instant,
+        hook_ended: &'n OnceLock<Step>,
+    ) -> HookFuture<'n> {
         let runtime = self.runtime.clone();
         let origin = self.origin;
         let began = runtime.now();
@@ -425,6 +432,7 @@ impl Run<'_> {
         Box::pin(
             async move {
                 let outcome = run_hook(&*runtime, began, deadline, node.component.stop(&ctx)).await;
+                let _ = hook_ended.set(step(origin, began, runtime.now(), outcome.clone()));
                 // Whatever the stop left running is cancelled now; give the tasks until
                 // the same deadline to be dropped.
                 node.tasks.cancel();
@@ -511,6 +519,15 @@ where
         Ok(Ok(Err(error))) => Outcome::Failed(error_chain(&*error)),
         Ok(Err(panic)) => Outcome::Panicked(panic_message(&*panic)),
         Err(_) => Outcome::TimedOut(deadline.saturating_duration_since(began)),
+    }
+}
+
+/// A component's state after its stop ended with `outcome`.
+fn stopped_state(outcome: &Outcome) -> ComponentState {
+    if outcome.is_failure() {
+        ComponentState::Failed
+    } else {
+        ComponentState::Stopped
     }
 }
 

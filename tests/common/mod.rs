@@ -72,6 +72,15 @@ impl Harness {
         }));
     }
 
+    /// A function that sends a signal to the app at once, for a component to call
+    /// from inside a hook.
+    pub fn signaller(&self) -> impl Fn(Signal) + Send + Sync + 'static {
+        let signals = self.signals.clone();
+        move |signal| {
+            let _ = signals.unbounded_send(signal);
+        }
+    }
+
     /// Sends `signal` as soon as `name` logs `what`.
     pub fn signal_when(&self, name: &str, what: What, signal: Signal) {
         let runtime = self.runtime.clone();
