@@ -139,6 +139,19 @@ fn bad_configuration_is_refused() {
             .contains("no time is left to stop components"),
         "{squeezed}"
     );
+    for (config, message) in [
+        (
+            Config::default().drain_quiet_period(Duration::ZERO),
+            "invalid configuration: drain_quiet_period must be greater than zero",
+        ),
+        (
+            Config::default().health_check_timeout(Duration::ZERO),
+            "invalid configuration: health_check_timeout must be greater than zero",
+        ),
+    ] {
+        let error = App::builder().config(config).build().unwrap_err();
+        assert_eq!(error.to_string(), message);
+    }
     let node = App::builder()
         .add_with(
             Named("db", vec![]),

@@ -636,3 +636,45 @@ mod tests {
         );
     }
 }
+
+/// Models of the monitor-engine handshake: `RUSTFLAGS="--cfg loom" cargo test -p
+/// lifecycle-core --lib --release loom`.
+#[cfg(all(test, loom))]
+mod loom {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use loom::future::block_on;
+    use loom::thread;
+
+    use super::{Phase, Shared};
+
+    fn shared() -> Arc<Shared> {
+        let second = Duration::from_secs(1);
+        Arc::new(Shared::new(vec![], vec![], vec![], second, second))
+    }
+
+    #[test]
+    fn loom_the_engine_sees_a_request_for_checks() {
+        loom::model(|| {
+            let shared = shared();
+            let monitor = shared.clone();
+            let probe = thread::spawn(move || monitor.request_checks());
+            block_on(shared.checks_requested());
+            probe.join().unwrap();
+        });
+    }
+
+    #[test]
+    fn loom_a_waiting_monitor_sees_the_phase_change() {
+        loom::model(|| {
+            let shared = shared();
+            let version = shared.version();
+            let engine = shared.clone();
+            let trigger = thread::spawn(move || engine.set_phase(Phase::Draining));
+            block_on(shared.changed_since(version));
+            assert_eq!(shared.phase(), Phase::Draining);
+            trigger.join().unwrap();
+        });
+    }
+}

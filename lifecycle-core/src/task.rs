@@ -104,3 +104,45 @@ impl Spawner {
         }));
     }
 }
+
+/// Models of task tracking: `RUSTFLAGS="--cfg loom" cargo test -p lifecycle-core --lib
+/// --release loom`.
+#[cfg(all(test, loom))]
+mod loom {
+    use std::sync::Arc;
+
+    use loom::future::block_on;
+    use loom::thread;
+
+    use super::{Alive, Ordering, TaskSet};
+
+    #[test]
+    fn loom_idle_sees_the_last_task_end_on_other_threads() {
+        loom::model(|| {
+            let tasks = Arc::new(TaskSet::default());
+            tasks.live.fetch_add(2, Ordering::AcqRel);
+            let ends: Vec<_> = (0..2)
+                .map(|_| {
+                    let alive = Alive(tasks.clone());
+                    thread::spawn(move || drop(alive))
+                })
+                .collect();
+            block_on(tasks.idle());
+            assert_eq!(tasks.live.load(Ordering::Acquire), 0);
+            for end in ends {
+                end.join().unwrap();
+            }
+        });
+    }
+
+    #[test]
+    fn loom_cancel_reaches_a_task_waiting_on_another_thread() {
+        loom::model(|| {
+            let tasks = Arc::new(TaskSet::default());
+            let waiting = tasks.clone();
+            let task = thread::spawn(move || block_on(waiting.cancel.wait()));
+            tasks.cancel();
+            task.join().unwrap();
+        });
+    }
+}
