@@ -223,22 +223,28 @@ struct Fuzz {
     origin: std::time::Instant,
 }
 
-/// Logs `Dropped` (or `TaskDropped`) if dropped while armed.
+/// Logs `what` (`Dropped` or `TaskDropped`) if dropped while armed.
 struct Armed {
-    fuzz: Option<(Log, Arc<dyn Runtime>, std::time::Instant, usize, What)>,
+    log: Log,
+    runtime: Arc<dyn Runtime>,
+    origin: std::time::Instant,
+    node: usize,
+    what: What,
+    armed: bool,
 }
 
 impl Armed {
     fn disarm(mut self) {
-        self.fuzz = None;
+        self.armed = false;
     }
 }
 
 impl Drop for Armed {
     fn drop(&mut self) {
-        if let Some((log, runtime, origin, node, what)) = self.fuzz.take() {
-            let at = runtime.now() - origin;
-            log.lock().unwrap().push(Event { at, node, what });
+        if self.armed {
+            let at = self.runtime.now() - self.origin;
+            let (node, what) = (self.node, self.what);
+            self.log.lock().unwrap().push(Event { at, node, what });
         }
     }
 }
@@ -254,13 +260,12 @@ impl Fuzz {
 
     fn armed(&self, what: What) -> Armed {
         Armed {
-            fuzz: Some((
-                self.log.clone(),
-                self.runtime.clone(),
-                self.origin,
-                self.id,
-                what,
-            )),
+            log: self.log.clone(),
+            runtime: self.runtime.clone(),
+            origin: self.origin,
+            node: self.id,
+            what,
+            armed: true,
         }
     }
 
@@ -398,11 +403,11 @@ fn verify(case: &Case, scale: Scale, events: &[Event], report: &Report, triggere
         }
     }
     let forced = report.forced_by.is_some();
-    for i in 0..n {
+    for (i, &started_i) in started.iter().enumerate() {
         // Every started component stops at most once, exactly once unless forced;
         // nothing else stops.
         let stops = count(i, &|w| w == What::Began(Hook::Stop));
-        if started[i] {
+        if started_i {
             assert!(stops <= 1, "n{i} stopped {stops} times");
             if !forced {
                 assert_eq!(stops, 1, "started n{i} never stopped");
@@ -473,7 +478,7 @@ fn verify(case: &Case, scale: Scale, events: &[Event], report: &Report, triggere
     }
 
     // The report says what the log says.
-    for i in 0..n {
+    for (i, &started_i) in started.iter().enumerate() {
         let r = report_of(i);
         for (hook, step) in [
             (Hook::Start, &r.start),
