@@ -493,9 +493,7 @@ fn verify(case: &Case, scale: Scale, events: &[Event], report: &Report, triggere
             let dropped = position(i, What::Dropped(hook)).is_some();
             let ok = match (&step.outcome, began, end, dropped) {
                 (Outcome::NotRun, false, None, false) => true,
-                (Outcome::Skipped, false, None, false) => {
-                    forced && hook == Hook::Stop && started[i]
-                }
+                (Outcome::Skipped, false, None, false) => forced && hook == Hook::Stop && started_i,
                 (Outcome::Completed, true, Some(End::Ok), false) => true,
                 (Outcome::Failed(_), true, Some(End::Err), false) => true,
                 (Outcome::Panicked(_), true, Some(End::Panic), false) => true,
