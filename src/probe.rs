@@ -10,9 +10,10 @@
 //! | another method | 405 |
 //! | a malformed request | 400, and the connection is closed |
 //!
-//! The server is a component that starts before every other one and stops after all of
-//! them ([`Options::before_all`]), so it answers during the whole shutdown: readiness
-//! turns 503 at the trigger while liveness stays 200.
+//! The server is a component that starts before every other one ([`Options::before_all`])
+//! and closes in its flush, the last of all, so it answers during the whole shutdown:
+//! readiness turns 503 at the trigger while liveness stays 200, through the drain, the
+//! stops and the other flushes.
 //!
 //! It serves with hyper on the app's runtime: tokio's sockets inside a tokio runtime,
 //! `async-io`'s (smol's) otherwise.
@@ -28,6 +29,8 @@ use std::time::{Duration, Instant};
 
 use async_io::Async;
 use bytes::Bytes;
+use futures_channel::oneshot;
+use futures_util::future::{select, Either, FutureExt, Shared};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE};
@@ -38,11 +41,12 @@ use smol_hyper::rt::FuturesIo;
 
 use crate::runtime::{BoxFuture, Runtime};
 use crate::{
-    async_trait, BoxError, Component, HealthMonitor, Options, Spawner, StartContext, Status,
+    async_trait, BoxError, Component, FlushContext, HealthMonitor, Options, StartContext, Status,
     StopContext,
 };
 
-/// The address the probe server binds by default.
+/// The usual address of the probe server on a laptop. In Kubernetes bind
+/// `0.0.0.0:9000`: the kubelet probes the pod's IP, not the loopback.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:9000";
 
 /// How long a client may take to send a request's headers.
@@ -70,7 +74,14 @@ pub struct ProbeServer {
     listener: Option<TcpListener>,
     addr: SocketAddr,
     details: bool,
+    /// Dropping it closes the server: the accept loop and every connection end.
+    close: Option<oneshot::Sender<()>>,
+    /// Completes once the accept loop has ended and the socket is closed.
+    closed: Option<oneshot::Receiver<()>>,
 }
+
+/// Completes when the server is closed; cheap to clone.
+type Closed = Shared<oneshot::Receiver<()>>;
 
 impl ProbeServer {
     /// Binds the server's socket now, so a bad or busy address fails before anything
@@ -99,6 +110,8 @@ impl ProbeServer {
             addr: listener.local_addr()?,
             listener: Some(listener),
             details: false,
+            close: None,
+            closed: None,
         })
     }
 
@@ -143,13 +156,34 @@ impl Component for ProbeServer {
             },
         };
         tracing::info!(addr = %self.addr, "probe server listening");
-        ctx.spawn(server.accept_loop(listener, ctx.spawner(), ctx.runtime().clone()));
+        // Not tracked tasks: those end with the component's stop, and probes must be
+        // answered until the flush. The flush (or dropping the server) closes them.
+        let (close, closing) = oneshot::channel();
+        let (ended, closed) = oneshot::channel();
+        self.close = Some(close);
+        self.closed = Some(closed);
+        let runtime = ctx.runtime().clone();
+        runtime.spawn(Box::pin(server.accept_loop(
+            listener,
+            runtime.clone(),
+            closing.shared(),
+            ended,
+        )));
         Ok(())
     }
 
-    /// Nothing to do: the engine cancels the accept loop and the connections once this
-    /// returns, which closes the socket. The probe server stops last.
+    /// Nothing to do yet: the server keeps answering probes until its flush.
     async fn stop(&mut self, _ctx: &StopContext) -> Result<(), BoxError> {
+        Ok(())
+    }
+
+    /// Closes the server: it stops accepting and drops its connections. This is the
+    /// last flush (the probe server started first).
+    async fn flush(&mut self, _ctx: &FlushContext) -> Result<(), BoxError> {
+        self.close = None;
+        if let Some(closed) = self.closed.take() {
+            let _ = closed.await; // the accept loop dropped its end: the socket is closed
+        }
         Ok(())
     }
 }
@@ -161,23 +195,39 @@ struct Server {
 }
 
 impl Server {
-    async fn accept_loop(self, listener: Listener, spawner: Spawner, runtime: Arc<dyn Runtime>) {
+    async fn accept_loop(
+        self,
+        listener: Listener,
+        runtime: Arc<dyn Runtime>,
+        closed: Closed,
+        ended: oneshot::Sender<()>,
+    ) {
         let server = Arc::new(self);
         loop {
-            match listener.accept().await {
+            let accepted = match select(std::pin::pin!(listener.accept()), closed.clone()).await {
+                Either::Left((accepted, _)) => Some(accepted),
+                Either::Right(_) => None,
+            };
+            let Some(accepted) = accepted else {
+                drop(listener); // closes the socket
+                drop(ended); // then tells the flush
+                return;
+            };
+            match accepted {
                 Ok(stream) => {
                     let handler = server.clone();
                     let connection = server.http.serve_connection(
                         FuturesIo::new(stream),
                         service_fn(move |request| handler.clone().respond(request)),
                     );
-                    // A failed connection (a malformed request, a reset) concerns its
-                    // client only: plain `spawn`, so it never triggers shutdown.
-                    spawner.spawn(async move {
-                        if let Err(error) = connection.await {
+                    let closed = closed.clone();
+                    runtime.spawn(Box::pin(async move {
+                        // A failed connection (a malformed request, a reset) concerns
+                        // its client only.
+                        if let Either::Left((Err(error), _)) = select(connection, closed).await {
                             tracing::debug!(%error, "probe connection failed");
                         }
-                    });
+                    }));
                 }
                 Err(error) => {
                     // Out of file descriptors, most likely: wait for some to be freed.
@@ -212,10 +262,12 @@ impl Server {
                 )
             }
             "/health/ready" => {
-                let ready = monitor.is_ready().await;
+                // One snapshot, so readiness and phase agree.
+                let snapshot = monitor.snapshot().await;
+                let (ready, phase) = (snapshot.ready, snapshot.phase);
                 json(
                     up_if(ready),
-                    format!(r#"{{"ready":{ready},"phase":"{}"}}"#, monitor.phase()),
+                    format!(r#"{{"ready":{ready},"phase":"{phase}"}}"#),
                 )
             }
             "/health" => {

@@ -194,3 +194,49 @@ fn run_returns_the_build_error() {
         "Debug is readable when main returns it"
     );
 }
+
+/// A component that declares itself `before_all`, as the probe server does.
+struct First;
+
+#[async_trait]
+impl Component for First {
+    fn name(&self) -> &str {
+        "first"
+    }
+    fn options(&self) -> Options {
+        Options::new().before_all()
+    }
+    async fn start(&mut self, _: &StartContext) -> Result<(), BoxError> {
+        Ok(())
+    }
+    async fn stop(&mut self, _: &StopContext) -> Result<(), BoxError> {
+        Ok(())
+    }
+}
+
+#[test]
+fn before_all_starts_first_stops_last_and_can_be_undone() {
+    let app = App::builder()
+        .add(Named("db", vec![]))
+        .add(Named("http", vec!["db"]))
+        .add(First)
+        .build()
+        .unwrap();
+    assert_eq!(app.plan().start_order(), ["first", "db", "http"]);
+    assert_eq!(app.plan().stop_order(), ["http", "db", "first"]);
+
+    let app = App::builder()
+        .add(Named("db", vec![]))
+        .add_with(First, Options::new().not_before_all())
+        .build()
+        .unwrap();
+    assert_eq!(app.plan().levels(), [vec!["db", "first"]]);
+
+    // A before_all component that depends on another one is a cycle.
+    let error = App::builder()
+        .add(Named("db", vec![]))
+        .add_with(First, Options::new().depends_on("db"))
+        .build()
+        .unwrap_err();
+    assert!(error.to_string().contains("cycle"), "{error}");
+}

@@ -7,7 +7,7 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -102,11 +102,12 @@ impl Client {
     }
 }
 
-/// A component whose start and stop take a while.
+/// A component whose start, stop and flush take a while.
 struct Slow {
     name: &'static str,
     start: Duration,
     stop: Duration,
+    flush: Duration,
 }
 
 #[async_trait]
@@ -122,6 +123,23 @@ impl Component for Slow {
         ctx.runtime().sleep(self.stop).await;
         Ok(())
     }
+    async fn flush(&mut self, ctx: &FlushContext) -> Result<(), BoxError> {
+        ctx.runtime().sleep(self.flush).await;
+        Ok(())
+    }
+}
+
+/// Sends `request` on a fresh connection and reads the whole answer (the server closes
+/// after it: `Connection: close`).
+fn raw(addr: SocketAddr, request: &[u8]) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(request).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer
 }
 
 /// Every endpoint, by phase: unready while starting, ready when running, 503 once a
@@ -142,6 +160,7 @@ fn endpoints_answer_by_phase(rt: Rt) {
             name: "slow",
             start: ms(800),
             stop: ms(0),
+            flush: ms(0),
         })
         .config(
             Config::default()
@@ -183,15 +202,33 @@ fn endpoints_answer_by_phase(rt: Rt) {
         "{body}"
     );
 
-    let (status, body) = client.try_call("HEAD", "/health/ready").unwrap();
-    assert_eq!((status, body.as_str()), (200, ""), "HEAD has no body");
+    let get = raw(
+        addr,
+        b"GET /health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    let head = raw(
+        addr,
+        b"HEAD /health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    let (get_head, get_body) = get.split_once("\r\n\r\n").unwrap();
+    let (head_head, head_body) = head.split_once("\r\n\r\n").unwrap();
+    assert!(head_head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(head_body, "", "HEAD has no body");
+    assert!(!get_body.is_empty());
+    let length = |head: &str| {
+        head.lines()
+            .find_map(|line| line.strip_prefix("content-length: "))
+            .map(str::to_owned)
+    };
+    assert_eq!(
+        length(head_head),
+        length(get_head),
+        "HEAD announces GET's length"
+    );
     assert_eq!(client.get("/nope").0, 404);
     assert_eq!(client.try_call("POST", "/health/ready").unwrap().0, 405);
 
-    let mut raw = TcpStream::connect(addr).unwrap();
-    raw.write_all(b"NONSENSE\x01 / \r\n\r\n").unwrap();
-    let mut answer = String::new();
-    raw.read_to_string(&mut answer).unwrap();
+    let answer = raw(addr, b"NONSENSE\x01 / \r\n\r\n");
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     assert_eq!(
         client.get("/health/live").0,
@@ -220,6 +257,8 @@ fn endpoints_answer_by_phase(rt: Rt) {
 struct App1 {
     listener: Option<TcpListener>,
     closing: Arc<AtomicBool>,
+    /// How much work was in flight when the stop began.
+    in_flight_at_stop: Arc<AtomicUsize>,
 }
 
 impl App1 {
@@ -229,6 +268,7 @@ impl App1 {
         let app = App1 {
             listener: Some(listener),
             closing: Arc::default(),
+            in_flight_at_stop: Arc::default(),
         };
         (app, addr)
     }
@@ -275,6 +315,8 @@ impl Component for App1 {
         Ok(())
     }
     async fn stop(&mut self, ctx: &StopContext) -> Result<(), BoxError> {
+        self.in_flight_at_stop
+            .store(ctx.in_flight().count(), Ordering::SeqCst);
         let runtime = ctx.runtime().clone();
         if !ctx
             .in_flight()
@@ -294,6 +336,7 @@ impl Component for App1 {
 fn readiness_flips_at_the_trigger_while_a_slow_request_completes(rt: Rt) {
     let (probes, client) = probes();
     let (app_component, app_addr) = App1::bind();
+    let in_flight_at_stop = app_component.in_flight_at_stop.clone();
     let app_client = Client::new(app_addr);
     let app = App::builder()
         .add(probes)
@@ -338,10 +381,15 @@ fn readiness_flips_at_the_trigger_while_a_slow_request_completes(rt: Rt) {
     assert_eq!(report.exit_code(), 0, "{report}");
     let stop = &report.component("app").unwrap().stop;
     assert_eq!(stop.outcome, lifecycle::Outcome::Completed);
+    assert_eq!(
+        in_flight_at_stop.load(Ordering::SeqCst),
+        1,
+        "the stop began with the slow request in flight, and waited for it"
+    );
 }
 
-/// While the components stop, the probes answer: liveness 200 and readiness 503 with
-/// the phase, until the probe server itself stops last.
+/// While the components stop and flush, the probes answer: liveness 200 and readiness
+/// 503 with the phase, until the probe server itself closes in the last flush.
 fn probes_answer_throughout_the_stop_phase(rt: Rt) {
     let (probes, client) = probes();
     let app = App::builder()
@@ -349,7 +397,8 @@ fn probes_answer_throughout_the_stop_phase(rt: Rt) {
         .add(Slow {
             name: "db",
             start: ms(0),
-            stop: ms(1500),
+            stop: ms(1000),
+            flush: ms(1000),
         })
         .build()
         .unwrap();
@@ -358,9 +407,10 @@ fn probes_answer_throughout_the_stop_phase(rt: Rt) {
     client.wait_for("/health/ready", |status, _| status == 200);
 
     handle.shutdown();
-    let mut stopping = 0;
+    let (mut stopping, mut flushing) = (0, 0);
     while let Ok((live, body)) = client.try_call("GET", "/health/live") {
         assert_eq!(live, 200, "liveness holds until exit: {body}");
+        flushing += usize::from(body.contains("flushing"));
         if body.contains("stopping") {
             stopping += 1;
             if let Ok((ready, body)) = client.try_call("GET", "/health/ready") {
@@ -370,8 +420,8 @@ fn probes_answer_throughout_the_stop_phase(rt: Rt) {
         thread::sleep(ms(20));
     }
     assert!(
-        stopping >= 10,
-        "only {stopping} probes answered during the 1.5 s stop phase"
+        stopping >= 10 && flushing >= 10,
+        "only {stopping} probes answered during the 1 s stop phase, {flushing} during the 1 s flush"
     );
     let report = running.join().unwrap();
     assert_eq!(report.exit_code(), 0, "{report}");

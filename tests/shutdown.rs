@@ -240,10 +240,16 @@ async fn second_signal_after_a_stop_hook_ended(h: Harness) {
         .unwrap();
     h.signal_after(ms(50), Signal::Terminate);
     let report = h.run(app).await;
-    assert_eq!(report.exit_code(), 143, "{report}");
     assert_eq!(
         report.component("http").unwrap().stop.outcome,
         Outcome::Completed,
+        "{report}"
+    );
+    // On tokio's single thread the engine always sees the second signal before the
+    // task is dropped; on smol another thread may drop it first, and then the stop
+    // ends before the signal is read.
+    assert!(
+        report.exit_code() == 143 || report.forced_by.is_none(),
         "{report}"
     );
 }

@@ -72,7 +72,7 @@ impl Builder {
             .collect();
         let first: Vec<&str> = entries
             .iter()
-            .filter(|(_, options)| options.before_all)
+            .filter(|(_, options)| options.before_all == Some(true))
             .map(|(component, _)| component.name())
             .collect();
         let specs: Vec<(String, Vec<String>)> = entries
@@ -84,7 +84,7 @@ impl Builder {
                     .chain(options.dependencies.iter().map(String::as_str))
                     .map(str::to_owned)
                     .collect();
-                if !options.before_all {
+                if options.before_all != Some(true) {
                     dependencies.extend(first.iter().map(|&name| name.to_owned()));
                 }
                 (component.name().to_owned(), dependencies)

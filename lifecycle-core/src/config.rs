@@ -189,7 +189,7 @@ pub struct Options {
     pub(crate) stop_timeout: Option<Duration>,
     pub(crate) flush_timeout: Option<Duration>,
     pub(crate) critical: Option<bool>,
-    pub(crate) before_all: bool,
+    pub(crate) before_all: Option<bool>,
 }
 
 impl Options {
@@ -233,7 +233,14 @@ impl Options {
     /// stops after all of them: for what must work during the whole lifecycle, like the
     /// probe server.
     pub fn before_all(mut self) -> Self {
-        self.before_all = true;
+        self.before_all = Some(true);
+        self
+    }
+
+    /// Undoes [`before_all`](Options::before_all), for a component that declares it
+    /// itself: it then starts as its own dependencies allow.
+    pub fn not_before_all(mut self) -> Self {
+        self.before_all = Some(false);
         self
     }
 
@@ -252,7 +259,7 @@ impl Options {
             stop_timeout: other.stop_timeout.or(self.stop_timeout),
             flush_timeout: other.flush_timeout.or(self.flush_timeout),
             critical: other.critical.or(self.critical),
-            before_all: self.before_all || other.before_all,
+            before_all: other.before_all.or(self.before_all),
         }
     }
 }

@@ -38,6 +38,18 @@ pub(crate) struct Node {
     pub(crate) in_flight: InFlight,
 }
 
+impl Node {
+    /// The context of this node's stop or flush.
+    fn stop_context(&self, runtime: Arc<dyn Runtime>, deadline: Instant) -> StopContext {
+        StopContext {
+            name: self.name.clone(),
+            runtime,
+            in_flight: self.in_flight.clone(),
+            deadline,
+        }
+    }
+}
+
 /// Something that reached the engine from outside the hooks.
 enum Event {
     Signal(Signal),
@@ -280,7 +292,7 @@ impl Run<'_> {
     async fn wait_for_trigger(&mut self, nodes: &[Node]) -> Trigger {
         let health = self.health.clone();
         let runtime = self.runtime.clone();
-        health.request_checks(); // the first round, so readiness is known at once
+        health.request_checks(runtime.now()); // the first round, so readiness is known at once
         loop {
             let checks = async {
                 health.checks_requested().await;
@@ -422,12 +434,7 @@ impl Run<'_> {
         let origin = self.origin;
         let began = runtime.now();
         let deadline = (began + node.timeouts.stop).min(stop_end);
-        let ctx = StopContext {
-            name: node.name.clone(),
-            runtime: runtime.clone(),
-            in_flight: node.in_flight.clone(),
-            deadline,
-        };
+        let ctx = node.stop_context(runtime.clone(), deadline);
         let span = tracing::info_span!("stop", component = %node.name);
         Box::pin(
             async move {
@@ -454,12 +461,7 @@ impl Run<'_> {
             let node = &mut nodes[i];
             let began = self.runtime.now();
             let deadline = (began + node.timeouts.flush).min(flush_end);
-            let ctx = StopContext {
-                name: node.name.clone(),
-                runtime: self.runtime.clone(),
-                in_flight: node.in_flight.clone(),
-                deadline,
-            };
+            let ctx = node.stop_context(self.runtime.clone(), deadline);
             let runtime = &*self.runtime;
             let outcome = async {
                 let outcome = run_hook(runtime, began, deadline, node.component.flush(&ctx)).await;

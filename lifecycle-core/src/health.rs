@@ -267,10 +267,22 @@ fn push_json_string(json: &mut String, text: &str) {
 /// The results of one round of checks.
 #[derive(Debug)]
 struct Checks {
+    /// When the round ended: it answers every request made before.
     at: Instant,
     status: Status,
     results: Vec<(Health, Duration)>,
 }
+
+/// The rounds of checks: the last results, and the oldest request not answered yet.
+#[derive(Debug, Default)]
+struct Rounds {
+    last: Option<Checks>,
+    pending_since: Option<Instant>,
+}
+
+/// How long past the check timeout a round may take before the engine counts as not
+/// responding: short enough that a probe is answered within Kubernetes' default 1 s.
+const ENGINE_GRACE: Duration = Duration::from_millis(250);
 
 /// What the engine and every [`HealthMonitor`] share.
 #[derive(Debug)]
@@ -281,15 +293,13 @@ pub(crate) struct Shared {
     order: Box<[usize]>,
     phase: AtomicU8,
     states: Box<[AtomicU8]>,
-    checks: Mutex<Option<Checks>>,
+    rounds: Mutex<Rounds>,
     /// Bumped on every change of phase, component state or checks.
     version: AtomicU64,
     changed: Event,
-    /// Set by a monitor that needs fresh checks; taken by the engine.
+    /// Set by a monitor that needs fresh checks; cleared by the round that answers it.
     wanted: AtomicBool,
     want: Event,
-    /// Set when the engine did not answer a check in time; cleared when it does.
-    stalled: AtomicBool,
     runtime: OnceLock<Arc<dyn Runtime>>,
     check_timeout: Duration,
     cache_ttl: Duration,
@@ -313,12 +323,11 @@ impl Shared {
             order: order.into(),
             phase: AtomicU8::new(Phase::Starting as u8),
             states,
-            checks: Mutex::new(None),
+            rounds: Mutex::default(),
             version: AtomicU64::new(0),
             changed: Event::new(),
             wanted: AtomicBool::new(false),
             want: Event::new(),
-            stalled: AtomicBool::new(false),
             runtime: OnceLock::new(),
             check_timeout,
             cache_ttl,
@@ -348,17 +357,22 @@ impl Shared {
         Phase::from_u8(self.phase.load(Ordering::Acquire))
     }
 
-    /// Asks the engine for a round of checks.
-    pub(crate) fn request_checks(&self) {
+    fn rounds(&self) -> std::sync::MutexGuard<'_, Rounds> {
+        self.rounds.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Asks the engine for a round of checks, at `now`.
+    pub(crate) fn request_checks(&self, now: Instant) {
+        self.rounds().pending_since.get_or_insert(now);
         if !self.wanted.swap(true, Ordering::AcqRel) {
             self.want.notify(1);
         }
     }
 
-    /// Completes when a monitor asks for checks, and takes the request.
+    /// Completes when a monitor has asked for checks. The request stays until a round
+    /// has answered it.
     pub(crate) async fn checks_requested(&self) {
         wait_until(&self.want, || self.wanted.load(Ordering::Acquire)).await;
-        self.wanted.store(false, Ordering::Release);
     }
 
     /// Runs every component's check concurrently, each under the check timeout, and
@@ -388,12 +402,16 @@ impl Shared {
                 .zip(&results)
                 .map(|(&critical, (health, _))| (critical, health)),
         );
-        *self.checks.lock().unwrap_or_else(|e| e.into_inner()) = Some(Checks {
+        let mut rounds = self.rounds();
+        rounds.last = Some(Checks {
             at: runtime.now(),
             status,
             results,
         });
-        self.stalled.store(false, Ordering::Release);
+        // Every request made until now is answered by this round (it ended after it).
+        rounds.pending_since = None;
+        self.wanted.store(false, Ordering::Release);
+        drop(rounds);
         self.bump();
     }
 
@@ -421,12 +439,13 @@ impl HealthMonitor {
         self.0.phase()
     }
 
-    /// Whether the process and its engine respond: `false` once the engine failed to
-    /// answer a health check within twice the check timeout (a component blocking the
-    /// engine's thread), until it answers again. It does not depend on the components'
-    /// health: a dead database makes the app unready, not dead.
+    /// Whether the process and its engine respond: `false` while the app runs and a
+    /// round of health checks has been waiting longer than the check timeout plus 250 ms
+    /// (a component blocking the engine's thread), `true` again once the engine
+    /// answers. It does not depend on the components' health: a dead database makes
+    /// the app unready, not dead.
     pub fn is_live(&self) -> bool {
-        !self.0.stalled.load(Ordering::Acquire)
+        self.0.live(&self.0.rounds())
     }
 
     /// Whether the app should receive traffic: it is [`Running`](Phase::Running), the
@@ -440,12 +459,7 @@ impl HealthMonitor {
     }
 
     fn ready_now(&self) -> bool {
-        let checks = self.0.checks.lock().unwrap_or_else(|e| e.into_inner());
-        self.0.phase() == Phase::Running
-            && self.is_live()
-            && checks
-                .as_ref()
-                .is_some_and(|checks| checks.status != Status::Down)
+        self.0.ready(&self.0.rounds())
     }
 
     /// The health now, running the checks first if the app is running and the cached
@@ -458,9 +472,9 @@ impl HealthMonitor {
     /// The health as last checked, without running any check.
     pub fn cached(&self) -> Snapshot {
         let shared = &*self.0;
-        let ready = self.ready_now();
         let now = shared.runtime.get().map(|runtime| runtime.now());
-        let checks = shared.checks.lock().unwrap_or_else(|e| e.into_inner());
+        let rounds = shared.rounds();
+        let checks = &rounds.last;
         let components = shared
             .order
             .iter()
@@ -478,8 +492,8 @@ impl HealthMonitor {
         Snapshot {
             phase: shared.phase(),
             status: checks.as_ref().map(|checks| checks.status),
-            ready,
-            live: self.is_live(),
+            ready: shared.ready(&rounds),
+            live: shared.live(&rounds),
             age: checks
                 .as_ref()
                 .zip(now)
@@ -497,42 +511,61 @@ impl HealthMonitor {
     }
 
     /// Makes the cached checks fresh, if the app is running: asks the engine for a round
-    /// of checks and waits for it, or for the phase to change. If the engine does not
-    /// answer within twice the check timeout, marks it stalled (not live) and returns.
+    /// of checks and waits for it, or for the phase to change, at most the check timeout
+    /// plus a grace (then the engine counts as not live, and the cached checks answer).
     async fn refresh(&self) {
         let shared = &*self.0;
         let Some(runtime) = shared.runtime.get() else {
             return; // not running yet
         };
         let asked = runtime.now();
-        let patience = asked + 2 * shared.check_timeout;
+        let patience = shared.check_timeout + ENGINE_GRACE;
         loop {
             let version = shared.version();
-            if shared.phase() != Phase::Running || self.fresh(asked) {
+            if shared.phase() != Phase::Running || shared.fresh(asked) {
                 return;
             }
-            shared.request_checks();
-            if timeout_at(&**runtime, patience, shared.changed_since(version))
+            shared.request_checks(asked);
+            let answered = shared.changed_since(version);
+            if timeout_at(&**runtime, asked + patience, answered)
                 .await
                 .is_err()
             {
                 tracing::warn!(
-                    "the engine did not answer a health check within {:?}: is a component blocking its thread?",
-                    2 * shared.check_timeout
+                    "the engine did not answer a health check within {patience:?}: is a component blocking its thread?",
                 );
-                shared.stalled.store(true, Ordering::Release);
                 return;
             }
         }
     }
+}
 
-    /// Whether the cached checks answer a question asked at `asked`: they ran since, or
-    /// they are younger than the cache TTL.
+impl Shared {
+    /// Whether the last round answers a question asked at `asked`: it ended since, or
+    /// it is younger than the cache TTL.
     fn fresh(&self, asked: Instant) -> bool {
-        let checks = self.0.checks.lock().unwrap_or_else(|e| e.into_inner());
-        checks.as_ref().is_some_and(|checks| {
-            checks.at >= asked || asked.saturating_duration_since(checks.at) < self.0.cache_ttl
+        self.rounds().last.as_ref().is_some_and(|checks| {
+            checks.at >= asked || asked.saturating_duration_since(checks.at) < self.cache_ttl
         })
+    }
+
+    /// Liveness, from the rounds (locked by the caller, so a snapshot is consistent).
+    fn live(&self, rounds: &Rounds) -> bool {
+        let (Some(runtime), Some(since)) = (self.runtime.get(), rounds.pending_since) else {
+            return true;
+        };
+        self.phase() != Phase::Running
+            || runtime.now().saturating_duration_since(since) <= self.check_timeout + ENGINE_GRACE
+    }
+
+    /// Readiness, from the rounds (locked by the caller).
+    fn ready(&self, rounds: &Rounds) -> bool {
+        self.phase() == Phase::Running
+            && self.live(rounds)
+            && rounds
+                .last
+                .as_ref()
+                .is_some_and(|checks| checks.status != Status::Down)
     }
 }
 
@@ -659,7 +692,7 @@ mod loom {
         loom::model(|| {
             let shared = shared();
             let monitor = shared.clone();
-            let probe = thread::spawn(move || monitor.request_checks());
+            let probe = thread::spawn(move || monitor.request_checks(std::time::Instant::now()));
             block_on(shared.checks_requested());
             probe.join().unwrap();
         });
