@@ -100,6 +100,15 @@ impl ProbeServer {
         Self::from_listener(listener)
     }
 
+    /// Binds [`DEFAULT_ADDR`], `127.0.0.1:9000`.
+    ///
+    /// # Errors
+    ///
+    /// The error of binding it (the port is taken, most likely).
+    pub fn bind_default() -> io::Result<Self> {
+        Self::bind(DEFAULT_ADDR)
+    }
+
     /// Serves on a socket that is already listening (socket activation, tests).
     ///
     /// # Errors
