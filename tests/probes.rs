@@ -83,6 +83,12 @@ impl Client {
         Ok((status, response.into_string().unwrap()))
     }
 
+    /// GETs `path` and asserts the status and the (trimmed) body.
+    fn expect(&self, path: &str, status: u16, body: &str) {
+        let (got, text) = self.get(path);
+        assert_eq!((got, text.trim()), (status, body), "GET {path}");
+    }
+
     fn get(&self, path: &str) -> (u16, String) {
         self.try_call("GET", path)
             .unwrap_or_else(|error| panic!("GET {path}: {error}"))
@@ -172,16 +178,12 @@ fn endpoints_answer_by_phase(rt: Rt) {
     let handle = app.handle();
     let running = spawn_app(rt, app);
 
-    let (status, body) = client.get("/health/ready");
-    assert_eq!(
-        (status, body.trim()),
-        (503, r#"{"ready":false,"phase":"starting"}"#)
+    client.expect(
+        "/health/ready",
+        503,
+        r#"{"ready":false,"phase":"starting"}"#,
     );
-    let (status, body) = client.get("/health/live");
-    assert_eq!(
-        (status, body.trim()),
-        (200, r#"{"live":true,"phase":"starting"}"#)
-    );
+    client.expect("/health/live", 200, r#"{"live":true,"phase":"starting"}"#);
 
     client.wait_for("/health/ready", |status, _| status == 200);
     thread::sleep(ms(250)); // past the TTL: the next probe runs the checks, one hanging
@@ -474,21 +476,10 @@ fn a_blocked_engine_is_not_live(rt: Rt) {
 
     block.store(true, Ordering::SeqCst);
     let asked = Instant::now();
-    let (status, body) = client.get("/health/ready");
-    assert!(
-        asked.elapsed() < ms(1200),
-        "the probe waited {:?}",
-        asked.elapsed()
-    );
-    assert_eq!(
-        (status, body.trim()),
-        (503, r#"{"ready":false,"phase":"running"}"#)
-    );
-    let (status, body) = client.get("/health/live");
-    assert_eq!(
-        (status, body.trim()),
-        (503, r#"{"live":false,"phase":"running"}"#)
-    );
+    client.expect("/health/ready", 503, r#"{"ready":false,"phase":"running"}"#);
+    let waited = asked.elapsed();
+    assert!(waited < ms(1200), "the probe waited {waited:?}");
+    client.expect("/health/live", 503, r#"{"live":false,"phase":"running"}"#);
 
     client.wait_for("/health/ready", |status, _| status == 200);
     assert_eq!(

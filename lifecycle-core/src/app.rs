@@ -91,13 +91,16 @@ impl Builder {
             })
             .collect();
         let plan = Plan::new(&specs)?;
+        let critical: Vec<bool> = entries
+            .iter()
+            .map(|(_, options)| options.critical.unwrap_or(true))
+            .collect();
         let nodes = entries
             .into_iter()
             .zip(specs)
             .map(|((component, options), (name, _))| {
                 Ok(Node {
                     timeouts: Timeouts::resolve(&name, &options, &self.config)?,
-                    critical: options.critical.unwrap_or(true),
                     name: name.into(),
                     component,
                     tasks: Arc::new(TaskSet::default()),
@@ -107,7 +110,7 @@ impl Builder {
             .collect::<Result<Vec<Node>, BuildError>>()?;
         let health = Arc::new(Shared::new(
             nodes.iter().map(|node| node.name.clone()).collect(),
-            nodes.iter().map(|node| node.critical).collect(),
+            critical,
             plan.order().to_vec(),
             self.config.health_check_timeout,
             self.config.health_cache_ttl,

@@ -33,7 +33,6 @@ pub(crate) struct Node {
     pub(crate) name: Arc<str>,
     pub(crate) component: Box<dyn Component>,
     pub(crate) timeouts: Timeouts,
-    pub(crate) critical: bool,
     pub(crate) tasks: Arc<TaskSet>,
     pub(crate) in_flight: InFlight,
 }

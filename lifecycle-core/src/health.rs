@@ -128,7 +128,8 @@ state_enum! {
     Phase {
         /// Components are starting; not ready.
         Starting = "starting",
-        /// Every component has started; ready unless the aggregate health is down.
+        /// Every component has started; ready unless the aggregate health is down or
+        /// the engine does not respond.
         Running = "running",
         /// Shutdown was triggered; everything keeps serving while load balancers stop
         /// routing here. Not ready.
