@@ -1,4 +1,4 @@
-//! Budgets and timeouts.
+//! Budgets and timeouts, in code and from `LIFECYCLE_*` environment variables.
 
 use std::time::Duration;
 
@@ -133,6 +133,80 @@ impl Config {
         self
     }
 
+    /// The defaults, overridden by the `LIFECYCLE_*` environment variables that are set.
+    ///
+    /// | variable | setter |
+    /// |---|---|
+    /// | `LIFECYCLE_SHUTDOWN_TIMEOUT` | [`shutdown_timeout`](Config::shutdown_timeout) |
+    /// | `LIFECYCLE_DRAIN_DELAY` | [`drain_delay`](Config::drain_delay) |
+    /// | `LIFECYCLE_DRAIN_QUIET_PERIOD` | [`drain_quiet_period`](Config::drain_quiet_period) |
+    /// | `LIFECYCLE_FLUSH_RESERVE` | [`flush_reserve`](Config::flush_reserve) |
+    /// | `LIFECYCLE_START_TIMEOUT` | [`start_timeout`](Config::start_timeout) |
+    /// | `LIFECYCLE_STOP_TIMEOUT` | [`stop_timeout`](Config::stop_timeout) |
+    /// | `LIFECYCLE_FLUSH_TIMEOUT` | [`flush_timeout`](Config::flush_timeout) |
+    /// | `LIFECYCLE_HEALTH_CHECK_TIMEOUT` | [`health_check_timeout`](Config::health_check_timeout) |
+    /// | `LIFECYCLE_HEALTH_CACHE_TTL` | [`health_cache_ttl`](Config::health_cache_ttl) |
+    ///
+    /// Values are durations as [`parse_duration`] reads them: `500ms`, `5s`, `2m`.
+    ///
+    /// The precedence is: the defaults, then the environment, then code. Setters called
+    /// on the returned `Config` win over the environment, so a program applies its
+    /// command-line flags after this call. Per-component [`Options`] win over all three.
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError::InvalidConfig`] naming the variable and its value when a value is
+    /// not a duration, is negative, zero (except `LIFECYCLE_DRAIN_DELAY`, where zero
+    /// means no drain) or longer than an hour.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lifecycle_core::Config;
+    ///
+    /// // With LIFECYCLE_DRAIN_DELAY=2s in the environment, this is a 2 s drain; a flag
+    /// // given on the command line would override it with a setter.
+    /// let config = Config::from_env()?.shutdown_timeout(Duration::from_secs(20));
+    /// # Ok::<(), lifecycle_core::BuildError>(())
+    /// ```
+    pub fn from_env() -> Result<Self, BuildError> {
+        Self::from_vars(|name| std::env::var_os(name))
+    }
+
+    /// [`from_env`](Config::from_env), reading variables through `var`.
+    pub(crate) fn from_vars(
+        var: impl Fn(&str) -> Option<std::ffi::OsString>,
+    ) -> Result<Self, BuildError> {
+        type Setter = fn(Config, Duration) -> Config;
+        const VARIABLES: [(&str, Setter, bool); 9] = [
+            ("SHUTDOWN_TIMEOUT", Config::shutdown_timeout, false),
+            ("DRAIN_DELAY", Config::drain_delay, true),
+            ("DRAIN_QUIET_PERIOD", Config::drain_quiet_period, false),
+            ("FLUSH_RESERVE", Config::flush_reserve, false),
+            ("START_TIMEOUT", Config::start_timeout, false),
+            ("STOP_TIMEOUT", Config::stop_timeout, false),
+            ("FLUSH_TIMEOUT", Config::flush_timeout, false),
+            ("HEALTH_CHECK_TIMEOUT", Config::health_check_timeout, false),
+            ("HEALTH_CACHE_TTL", Config::health_cache_ttl, false),
+        ];
+        let mut config = Config::default();
+        for (suffix, set, zero_allowed) in VARIABLES {
+            let name = format!("LIFECYCLE_{suffix}");
+            let Some(value) = var(&name) else { continue };
+            let invalid = |why: &str| {
+                BuildError::InvalidConfig(format!("{name}={value:?} is invalid: {why}"))
+            };
+            let text = value.to_str().ok_or_else(|| invalid("it is not UTF-8"))?;
+            let duration = parse_duration(text).map_err(|why| invalid(&why))?;
+            if duration.is_zero() && !zero_allowed {
+                return Err(invalid("it must be greater than zero"));
+            }
+            config = set(config, duration);
+        }
+        Ok(config)
+    }
+
     /// The time left for stopping components: the budget minus the drain delay and the
     /// flush reserve.
     pub fn stop_phase(&self) -> Duration {
@@ -167,6 +241,64 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// The longest duration [`parse_duration`] accepts: anything longer is surely a typo
+/// (`25m` meant as `25s`), and would hold a deploy for that long.
+pub const MAX_DURATION: Duration = Duration::from_secs(3600);
+
+/// Reads a duration written for humans: a number and a unit, `ms`, `s`, `m` or `h`
+/// (`500ms`, `5s`, `1.5s`, `2m`); `0` alone is zero.
+///
+/// # Errors
+///
+/// A message saying what is wrong: no unit, an unknown unit, a negative value, not a
+/// number, or more than [`MAX_DURATION`] (an hour).
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use lifecycle_core::config::parse_duration;
+///
+/// assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+/// assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+/// assert!(parse_duration("5").unwrap_err().contains("unit"));
+/// assert!(parse_duration("-1s").unwrap_err().contains("negative"));
+/// ```
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    const EXAMPLES: &str = "write a number and a unit, like 500ms, 5s or 2m";
+    let text = text.trim();
+    if text == "0" {
+        return Ok(Duration::ZERO);
+    }
+    if text.starts_with('-') {
+        return Err("a duration cannot be negative".to_owned());
+    }
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let seconds_per_unit = match unit.trim() {
+        "ms" => 0.001,
+        "s" => 1.0,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        "" if number.is_empty() => return Err(format!("it is empty; {EXAMPLES}")),
+        "" => return Err(format!("it has no unit; {EXAMPLES}")),
+        other => return Err(format!("`{other}` is not a unit (ms, s, m, h); {EXAMPLES}")),
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("`{number}` is not a number; {EXAMPLES}"))?;
+    let seconds = value * seconds_per_unit;
+    if seconds > MAX_DURATION.as_secs_f64() {
+        return Err(format!(
+            "it is longer than {}h, surely a mistake",
+            MAX_DURATION.as_secs() / 3600
+        ));
+    }
+    Ok(Duration::from_secs_f64(seconds))
 }
 
 /// Per-component options given at registration with `Builder::add_with`: extra
@@ -295,5 +427,79 @@ impl Timeouts {
             }
         }
         Ok(timeouts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use std::ffi::OsString;
+
+    fn from(vars: &[(&str, &str)]) -> Result<Config, BuildError> {
+        let vars: HashMap<String, OsString> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), OsString::from(v)))
+            .collect();
+        Config::from_vars(|name| vars.get(name).cloned())
+    }
+
+    #[test]
+    fn durations() {
+        let ms = Duration::from_millis;
+        for (text, expected) in [
+            ("0", ms(0)),
+            ("500ms", ms(500)),
+            (" 5s ", ms(5000)),
+            ("0.25s", ms(250)),
+            ("2m", ms(120_000)),
+            ("1h", ms(3_600_000)),
+        ] {
+            assert_eq!(parse_duration(text), Ok(expected), "{text}");
+        }
+        for (text, complaint) in [
+            ("", "empty"),
+            ("5", "no unit"),
+            ("5x", "`x` is not a unit"),
+            ("-5s", "negative"),
+            ("..s", "not a number"),
+            ("2h", "longer than 1h"),
+        ] {
+            let error = parse_duration(text).unwrap_err();
+            assert!(error.contains(complaint), "{text:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn environment_overrides_defaults_and_code_overrides_environment() {
+        let config = from(&[
+            ("LIFECYCLE_DRAIN_DELAY", "2s"),
+            ("LIFECYCLE_STOP_TIMEOUT", "750ms"),
+        ])
+        .unwrap();
+        assert_eq!(config.drain_delay, Duration::from_secs(2));
+        assert_eq!(config.stop_timeout, Duration::from_millis(750));
+        assert_eq!(config.shutdown_timeout, Config::default().shutdown_timeout);
+        let config = config.drain_delay(Duration::from_secs(1));
+        assert_eq!(config.drain_delay, Duration::from_secs(1));
+        assert!(
+            from(&[("LIFECYCLE_DRAIN_DELAY", "0")]).is_ok(),
+            "zero drain is no drain"
+        );
+    }
+
+    #[test]
+    fn bad_values_name_the_variable_and_the_value() {
+        for (name, value, complaint) in [
+            ("LIFECYCLE_SHUTDOWN_TIMEOUT", "25", "no unit"),
+            ("LIFECYCLE_STOP_TIMEOUT", "0", "greater than zero"),
+            ("LIFECYCLE_FLUSH_RESERVE", "-3s", "negative"),
+            ("LIFECYCLE_START_TIMEOUT", "10d", "not a unit"),
+            ("LIFECYCLE_DRAIN_DELAY", "90m", "longer than"),
+        ] {
+            let error = from(&[(name, value)]).unwrap_err().to_string();
+            assert!(error.contains(&format!("{name}=\"{value}\"")), "{error}");
+            assert!(error.contains(complaint), "{error}");
+        }
     }
 }

@@ -36,7 +36,7 @@
 
 mod app;
 mod component;
-mod config;
+pub mod config;
 mod engine;
 mod error;
 mod graph;
