@@ -52,8 +52,9 @@
 //! # Features
 //!
 //! - `smol` (default), `tokio`: the runtimes.
-//! - `http`: `ProbeServer` (module `probe`), serving liveness, readiness and health
-//!   over HTTP on either runtime.
+//! - `http` (default): `ProbeServer` (module `probe`), serving liveness, readiness,
+//!   health and your own endpoints (`/metrics`) over HTTP on either runtime; and the
+//!   runtime-neutral sockets of module `net`.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
@@ -67,6 +68,8 @@ pub use lifecycle_smol::SmolRuntime;
 #[cfg(feature = "tokio")]
 pub use lifecycle_tokio::TokioRuntime;
 
+#[cfg(feature = "http")]
+pub mod net;
 #[cfg(feature = "http")]
 pub mod probe;
 #[cfg(feature = "http")]

@@ -6,6 +6,7 @@
 //! | `GET`/`HEAD /health/live` | 200 while the engine responds, else 503; `{"live":true,"phase":"running"}` |
 //! | `GET`/`HEAD /health/ready` | 200 when the app is running and not down, else 503; `{"ready":true,"phase":"running"}` |
 //! | `GET`/`HEAD /health` | 503 when the aggregate is down, else 200; the [`Snapshot`](crate::Snapshot) as JSON, per component only with [`details`](ProbeServer::details) |
+//! | `GET`/`HEAD` a path added with [`endpoint`](ProbeServer::endpoint) | 200 and what its function renders (`/metrics`) |
 //! | another path | 404 |
 //! | another method | 405 |
 //! | a malformed request | 400, and the connection is closed |
@@ -19,15 +20,12 @@
 //! `async-io`'s (smol's) otherwise.
 
 use std::convert::Infallible;
-use std::future::Future;
+use std::fmt;
 use std::io;
-use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::Duration;
 
-use async_io::Async;
 use bytes::Bytes;
 use futures_channel::oneshot;
 use futures_util::future::{select, Either, FutureExt, Shared};
@@ -37,9 +35,9 @@ use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use smol_hyper::rt::FuturesIo;
 
-use crate::runtime::{BoxFuture, Runtime};
+use crate::net::{Listener, RuntimeTimer};
+use crate::runtime::Runtime;
 use crate::{
     async_trait, BoxError, Component, FlushContext, HealthMonitor, Options, StartContext, Status,
     StopContext,
@@ -74,6 +72,7 @@ pub struct ProbeServer {
     listener: Option<TcpListener>,
     addr: SocketAddr,
     details: bool,
+    endpoints: Vec<Endpoint>,
     /// Dropping it closes the server: the accept loop and every connection end.
     close: Option<oneshot::Sender<()>>,
     /// Completes once the accept loop has ended and the socket is closed.
@@ -119,6 +118,7 @@ impl ProbeServer {
             addr: listener.local_addr()?,
             listener: Some(listener),
             details: false,
+            endpoints: Vec::new(),
             close: None,
             closed: None,
         })
@@ -129,6 +129,38 @@ impl ProbeServer {
     /// not public: reasons can name internal hosts.
     pub fn details(mut self, enabled: bool) -> Self {
         self.details = enabled;
+        self
+    }
+
+    /// Serves `GET path` with 200, `content_type` and what `render` returns, rendered
+    /// anew for each request: a Prometheus scrape endpoint on the probe port, for
+    /// example, answered through the whole shutdown like the probes.
+    ///
+    /// ```no_run
+    /// # fn render_metrics() -> String { String::new() }
+    /// let probes = lifecycle::ProbeServer::bind_default()?
+    ///     .endpoint("/metrics", "text/plain; version=0.0.4", render_metrics);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If `path` does not begin with `/`, or is one of the probe paths.
+    pub fn endpoint(
+        mut self,
+        path: &str,
+        content_type: &'static str,
+        render: impl Fn() -> String + Send + Sync + 'static,
+    ) -> Self {
+        assert!(
+            path.starts_with('/') && !matches!(path, "/health" | "/health/live" | "/health/ready"),
+            "a probe server endpoint must begin with `/` and not be a probe path: {path:?}"
+        );
+        self.endpoints.push(Endpoint {
+            path: path.to_owned(),
+            content_type: HeaderValue::from_static(content_type),
+            render: Arc::new(render),
+        });
         self
     }
 
@@ -153,13 +185,14 @@ impl Component for ProbeServer {
             .listener
             .take()
             .ok_or("the probe server's socket is gone: it was started before")?;
-        let listener = Listener::new(listener)?;
+        let listener = Listener::from_std(listener)?;
         let server = Server {
             monitor: ctx.health(),
             details: self.details,
+            endpoints: self.endpoints.clone(),
             http: {
                 let mut http = http1::Builder::new();
-                http.timer(RuntimeTimer(ctx.runtime().clone()))
+                http.timer(RuntimeTimer::new(ctx.runtime().clone()))
                     .header_read_timeout(HEADER_READ_TIMEOUT);
                 http
             },
@@ -197,9 +230,27 @@ impl Component for ProbeServer {
     }
 }
 
+/// A path served with what a function renders.
+#[derive(Clone)]
+struct Endpoint {
+    path: String,
+    content_type: HeaderValue,
+    render: Arc<dyn Fn() -> String + Send + Sync>,
+}
+
+impl fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("path", &self.path)
+            .field("content_type", &self.content_type)
+            .finish_non_exhaustive()
+    }
+}
+
 struct Server {
     monitor: HealthMonitor,
     details: bool,
+    endpoints: Vec<Endpoint>,
     http: http1::Builder,
 }
 
@@ -223,10 +274,10 @@ impl Server {
                 return;
             };
             match accepted {
-                Ok(stream) => {
+                Ok((stream, _)) => {
                     let handler = server.clone();
                     let connection = server.http.serve_connection(
-                        FuturesIo::new(stream),
+                        stream.into_hyper(),
                         service_fn(move |request| handler.clone().respond(request)),
                     );
                     let closed = closed.clone();
@@ -286,7 +337,16 @@ impl Server {
                     snapshot.to_json(self.details),
                 )
             }
-            _ => json(StatusCode::NOT_FOUND, r#"{"error":"not found"}"#.to_owned()),
+            path => match self.endpoints.iter().find(|e| e.path == path) {
+                Some(endpoint) => {
+                    let mut response = Response::new(Full::new(Bytes::from((endpoint.render)())));
+                    let headers = response.headers_mut();
+                    headers.insert(CONTENT_TYPE, endpoint.content_type.clone());
+                    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                    response
+                }
+                None => json(StatusCode::NOT_FOUND, r#"{"error":"not found"}"#.to_owned()),
+            },
         })
     }
 }
@@ -308,126 +368,3 @@ fn json(status: StatusCode, mut body: String) -> Response<Full<Bytes>> {
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
-
-/// A listening socket on the app's runtime: tokio's inside a tokio runtime, async-io's
-/// otherwise (async-io drives its own reactor, so it works under any executor).
-enum Listener {
-    Async(Async<TcpListener>),
-    #[cfg(feature = "tokio")]
-    Tokio(tokio::net::TcpListener),
-}
-
-impl Listener {
-    fn new(listener: TcpListener) -> io::Result<Self> {
-        #[cfg(feature = "tokio")]
-        if tokio::runtime::Handle::try_current().is_ok() {
-            listener.set_nonblocking(true)?;
-            return Ok(Listener::Tokio(tokio::net::TcpListener::from_std(
-                listener,
-            )?));
-        }
-        Ok(Listener::Async(Async::new(listener)?))
-    }
-
-    async fn accept(&self) -> io::Result<Stream> {
-        match self {
-            Listener::Async(listener) => Ok(Stream::Async(listener.accept().await?.0)),
-            #[cfg(feature = "tokio")]
-            Listener::Tokio(listener) => Ok(Stream::Tokio(listener.accept().await?.0)),
-        }
-    }
-}
-
-/// An accepted connection, as `futures-io` streams for hyper's adapter.
-enum Stream {
-    Async(Async<TcpStream>),
-    #[cfg(feature = "tokio")]
-    Tokio(tokio::net::TcpStream),
-}
-
-impl futures_io::AsyncRead for Stream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Async(stream) => Pin::new(stream).poll_read(cx, buf),
-            #[cfg(feature = "tokio")]
-            Stream::Tokio(stream) => {
-                let mut buf = tokio::io::ReadBuf::new(buf);
-                match tokio::io::AsyncRead::poll_read(Pin::new(stream), cx, &mut buf) {
-                    Poll::Ready(Ok(())) => Poll::Ready(Ok(buf.filled().len())),
-                    Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
-                    Poll::Pending => Poll::Pending,
-                }
-            }
-        }
-    }
-}
-
-impl futures_io::AsyncWrite for Stream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Async(stream) => Pin::new(stream).poll_write(cx, buf),
-            #[cfg(feature = "tokio")]
-            Stream::Tokio(stream) => tokio::io::AsyncWrite::poll_write(Pin::new(stream), cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Async(stream) => Pin::new(stream).poll_flush(cx),
-            #[cfg(feature = "tokio")]
-            Stream::Tokio(stream) => tokio::io::AsyncWrite::poll_flush(Pin::new(stream), cx),
-        }
-    }
-
-    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Async(stream) => Pin::new(stream).poll_close(cx),
-            #[cfg(feature = "tokio")]
-            Stream::Tokio(stream) => tokio::io::AsyncWrite::poll_shutdown(Pin::new(stream), cx),
-        }
-    }
-}
-
-/// hyper's timer (for the header read timeout) on the app's runtime.
-#[derive(Debug, Clone)]
-struct RuntimeTimer(Arc<dyn Runtime>);
-
-impl hyper::rt::Timer for RuntimeTimer {
-    fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
-        self.sleep_until(self.0.now() + duration)
-    }
-
-    fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
-        Box::pin(SyncSleep(Mutex::new(self.0.sleep_until(deadline))))
-    }
-
-    fn now(&self) -> Instant {
-        self.0.now()
-    }
-}
-
-/// The runtime's sleep, made `Sync` as hyper asks, by a mutex that is never contended.
-struct SyncSleep(Mutex<BoxFuture<()>>);
-
-impl Future for SyncSleep {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let sleep = self
-            .get_mut()
-            .0
-            .get_mut()
-            .unwrap_or_else(|e| e.into_inner());
-        sleep.as_mut().poll(cx)
-    }
-}
-
-impl hyper::rt::Sleep for SyncSleep {}

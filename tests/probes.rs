@@ -150,9 +150,18 @@ fn raw(addr: SocketAddr, request: &[u8]) -> String {
 
 /// Every endpoint, by phase: unready while starting, ready when running, 503 once a
 /// critical check is down; a hanging check does not block a probe; HEAD, 404, 405 and
-/// a malformed request (400) are answered and the server keeps serving.
+/// a malformed request (400) are answered and the server keeps serving; an added
+/// endpoint is rendered anew for each request.
 fn endpoints_answer_by_phase(rt: Rt) {
     let (probes, client) = probes();
+    let scrapes = Arc::new(AtomicUsize::new(0));
+    let counter = scrapes.clone();
+    let probes = probes.endpoint("/metrics", "text/plain; version=0.0.4", move || {
+        format!(
+            "scrapes_total {}\n",
+            counter.fetch_add(1, Ordering::SeqCst) + 1
+        )
+    });
     let addr = probes.local_addr();
     let (db, db_health, _) = Checked::new("db", Health::Up);
     let app = App::builder()
@@ -227,6 +236,8 @@ fn endpoints_answer_by_phase(rt: Rt) {
         length(get_head),
         "HEAD announces GET's length"
     );
+    client.expect("/metrics", 200, "scrapes_total 1");
+    client.expect("/metrics", 200, "scrapes_total 2");
     assert_eq!(client.get("/nope").0, 404);
     assert_eq!(client.try_call("POST", "/health/ready").unwrap().0, 405);
 

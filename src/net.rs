@@ -1,0 +1,270 @@
+//! Sockets on the app's runtime (cargo feature `http`), for components that serve or
+//! connect over TCP and must work on smol and on tokio alike.
+//!
+//! A [`Listener`] made inside a tokio runtime uses tokio's sockets; anywhere else it uses
+//! `async-io`'s, which drive their own reactor and so work under any executor (smol's
+//! among them). [`Stream`] is a `futures-io` stream either way, [`Stream::into_hyper`]
+//! adapts it for hyper, and [`RuntimeTimer`] gives hyper the app's clock.
+//!
+//! ```no_run
+//! # async fn serve(ctx: &lifecycle::StartContext) -> std::io::Result<()> {
+//! use lifecycle::net::Listener;
+//!
+//! let listener = Listener::bind("127.0.0.1:8080")?; // inside start: on the app's runtime
+//! let (stream, peer) = listener.accept().await?;
+//! // hyper::server::conn::http1::Builder::new().serve_connection(stream.into_hyper(), service)
+//! # Ok(()) }
+//! ```
+
+use std::future::Future;
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use async_io::Async;
+use smol_hyper::rt::FuturesIo;
+
+use crate::runtime::{BoxFuture, Runtime};
+
+/// Whether sockets made now should be tokio's: inside a tokio runtime (with the `tokio`
+/// feature on).
+fn in_tokio() -> bool {
+    #[cfg(feature = "tokio")]
+    return tokio::runtime::Handle::try_current().is_ok();
+    #[cfg(not(feature = "tokio"))]
+    false
+}
+
+/// A listening TCP socket on the app's runtime: tokio's inside a tokio runtime, async-io's
+/// otherwise. Make it where it is used (in a component's `start`): the runtime is chosen
+/// when it is made.
+#[derive(Debug)]
+pub struct Listener(ListenerKind);
+
+#[derive(Debug)]
+enum ListenerKind {
+    Async(Async<TcpListener>),
+    #[cfg(feature = "tokio")]
+    Tokio(tokio::net::TcpListener),
+}
+
+impl Listener {
+    /// Binds `addr` and listens.
+    ///
+    /// # Errors
+    ///
+    /// The error of binding, with the address in its message.
+    pub fn bind(addr: impl ToSocketAddrs + std::fmt::Debug) -> io::Result<Self> {
+        let listener = TcpListener::bind(&addr).map_err(|error| {
+            io::Error::new(error.kind(), format!("cannot bind {addr:?}: {error}"))
+        })?;
+        Self::from_std(listener)
+    }
+
+    /// Takes a socket that is already listening (bound early so a busy port fails before
+    /// anything starts, or passed by systemd).
+    ///
+    /// # Errors
+    ///
+    /// If the socket cannot be made non-blocking or registered with the reactor.
+    pub fn from_std(listener: TcpListener) -> io::Result<Self> {
+        #[cfg(feature = "tokio")]
+        if in_tokio() {
+            listener.set_nonblocking(true)?;
+            return Ok(Listener(ListenerKind::Tokio(
+                tokio::net::TcpListener::from_std(listener)?,
+            )));
+        }
+        Ok(Listener(ListenerKind::Async(Async::new(listener)?)))
+    }
+
+    /// Waits for the next connection.
+    ///
+    /// # Errors
+    ///
+    /// The operating system's error (out of file descriptors, most likely); the
+    /// listener can still be used.
+    pub async fn accept(&self) -> io::Result<(Stream, SocketAddr)> {
+        match &self.0 {
+            ListenerKind::Async(listener) => {
+                let (stream, peer) = listener.accept().await?;
+                Ok((Stream(StreamKind::Async(stream)), peer))
+            }
+            #[cfg(feature = "tokio")]
+            ListenerKind::Tokio(listener) => {
+                let (stream, peer) = listener.accept().await?;
+                Ok((Stream(StreamKind::Tokio(stream)), peer))
+            }
+        }
+    }
+
+    /// The address the socket listens on.
+    ///
+    /// # Errors
+    ///
+    /// The operating system's error.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        match &self.0 {
+            ListenerKind::Async(listener) => listener.get_ref().local_addr(),
+            #[cfg(feature = "tokio")]
+            ListenerKind::Tokio(listener) => listener.local_addr(),
+        }
+    }
+}
+
+/// A TCP connection on the app's runtime, as a `futures-io` stream.
+#[derive(Debug)]
+pub struct Stream(StreamKind);
+
+#[derive(Debug)]
+enum StreamKind {
+    Async(Async<TcpStream>),
+    #[cfg(feature = "tokio")]
+    Tokio(tokio::net::TcpStream),
+}
+
+impl Stream {
+    /// Connects to `addr` (the first of its addresses that answers).
+    ///
+    /// # Errors
+    ///
+    /// The error of resolving or connecting, with the address in its message.
+    pub async fn connect(addr: impl ToSocketAddrs + std::fmt::Debug) -> io::Result<Self> {
+        let context = |error: io::Error| {
+            io::Error::new(error.kind(), format!("cannot connect to {addr:?}: {error}"))
+        };
+        let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
+        for resolved in addr.to_socket_addrs().map_err(context)? {
+            #[cfg(feature = "tokio")]
+            if in_tokio() {
+                match tokio::net::TcpStream::connect(resolved).await {
+                    Ok(stream) => return Ok(Stream(StreamKind::Tokio(stream))),
+                    Err(error) => last = error,
+                }
+                continue;
+            }
+            match Async::<TcpStream>::connect(resolved).await {
+                Ok(stream) => return Ok(Stream(StreamKind::Async(stream))),
+                Err(error) => last = error,
+            }
+        }
+        Err(context(last))
+    }
+
+    /// This stream as hyper's I/O.
+    pub fn into_hyper(self) -> FuturesIo<Stream> {
+        FuturesIo::new(self)
+    }
+
+    /// The address of the other end.
+    ///
+    /// # Errors
+    ///
+    /// The operating system's error.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        match &self.0 {
+            StreamKind::Async(stream) => stream.get_ref().peer_addr(),
+            #[cfg(feature = "tokio")]
+            StreamKind::Tokio(stream) => stream.peer_addr(),
+        }
+    }
+}
+
+impl futures_io::AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        match &mut self.get_mut().0 {
+            StreamKind::Async(stream) => Pin::new(stream).poll_read(cx, buf),
+            #[cfg(feature = "tokio")]
+            StreamKind::Tokio(stream) => {
+                let mut buf = tokio::io::ReadBuf::new(buf);
+                match tokio::io::AsyncRead::poll_read(Pin::new(stream), cx, &mut buf) {
+                    Poll::Ready(Ok(())) => Poll::Ready(Ok(buf.filled().len())),
+                    Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+}
+
+impl futures_io::AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match &mut self.get_mut().0 {
+            StreamKind::Async(stream) => Pin::new(stream).poll_write(cx, buf),
+            #[cfg(feature = "tokio")]
+            StreamKind::Tokio(stream) => {
+                tokio::io::AsyncWrite::poll_write(Pin::new(stream), cx, buf)
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().0 {
+            StreamKind::Async(stream) => Pin::new(stream).poll_flush(cx),
+            #[cfg(feature = "tokio")]
+            StreamKind::Tokio(stream) => tokio::io::AsyncWrite::poll_flush(Pin::new(stream), cx),
+        }
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().0 {
+            StreamKind::Async(stream) => Pin::new(stream).poll_close(cx),
+            #[cfg(feature = "tokio")]
+            StreamKind::Tokio(stream) => tokio::io::AsyncWrite::poll_shutdown(Pin::new(stream), cx),
+        }
+    }
+}
+
+/// hyper's timer on the app's runtime and clock, for `header_read_timeout` and the like.
+#[derive(Debug, Clone)]
+pub struct RuntimeTimer(Arc<dyn Runtime>);
+
+impl RuntimeTimer {
+    /// A timer on `runtime` (from `StartContext::runtime`).
+    pub fn new(runtime: Arc<dyn Runtime>) -> Self {
+        RuntimeTimer(runtime)
+    }
+}
+
+impl hyper::rt::Timer for RuntimeTimer {
+    fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        self.sleep_until(self.0.now() + duration)
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        Box::pin(SyncSleep(Mutex::new(self.0.sleep_until(deadline))))
+    }
+
+    fn now(&self) -> Instant {
+        self.0.now()
+    }
+}
+
+/// The runtime's sleep, made `Sync` as hyper asks, by a mutex that is never contended.
+struct SyncSleep(Mutex<BoxFuture<()>>);
+
+impl Future for SyncSleep {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let sleep = self
+            .get_mut()
+            .0
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner());
+        sleep.as_mut().poll(cx)
+    }
+}
+
+impl hyper::rt::Sleep for SyncSleep {}
