@@ -29,13 +29,10 @@ use smol_hyper::rt::FuturesIo;
 
 use crate::runtime::{BoxFuture, Runtime};
 
-/// Whether sockets made now should be tokio's: inside a tokio runtime (with the `tokio`
-/// feature on).
+/// Whether sockets made now should be tokio's: inside a tokio runtime.
+#[cfg(feature = "tokio")]
 fn in_tokio() -> bool {
-    #[cfg(feature = "tokio")]
-    return tokio::runtime::Handle::try_current().is_ok();
-    #[cfg(not(feature = "tokio"))]
-    false
+    tokio::runtime::Handle::try_current().is_ok()
 }
 
 /// A listening TCP socket on the app's runtime: tokio's inside a tokio runtime, async-io's

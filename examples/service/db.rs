@@ -1,0 +1,139 @@
+//! `db`: SQLite through sqlx (on tokio inside a tokio runtime, else on smol). Its stop
+//! waits for the queries in flight, then closes the pool.
+
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use lifecycle::prelude::*;
+use lifecycle::InFlight;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+
+/// What the other components use: set when `db` has started, which is before any of
+/// its dependents starts.
+#[derive(Clone, Default)]
+pub struct Database(Arc<OnceLock<Open>>);
+
+struct Open {
+    pool: SqlitePool,
+    in_flight: InFlight,
+}
+
+impl Database {
+    fn open(&self) -> &Open {
+        self.0
+            .get()
+            .expect("the database is used only by components that depend on `db`")
+    }
+
+    /// Records a piece of work; returns its row id.
+    pub async fn record_work(&self, ms: u64) -> Result<i64, sqlx::Error> {
+        let open = self.open();
+        let _query = open.in_flight.enter();
+        sqlx::query_scalar("INSERT INTO work (ms) VALUES (?) RETURNING id")
+            .bind(ms as i64)
+            .fetch_one(&open.pool)
+            .await
+    }
+
+    /// How many rows of work there are.
+    pub async fn rows(&self) -> Result<i64, sqlx::Error> {
+        let open = self.open();
+        let _query = open.in_flight.enter();
+        sqlx::query_scalar("SELECT COUNT(*) FROM work")
+            .fetch_one(&open.pool)
+            .await
+    }
+}
+
+pub struct Db {
+    path: PathBuf,
+    database: Database,
+}
+
+impl Db {
+    pub fn new(path: PathBuf) -> (Db, Database) {
+        let database = Database::default();
+        let db = Db {
+            path,
+            database: database.clone(),
+        };
+        (db, database)
+    }
+}
+
+#[async_trait]
+impl Component for Db {
+    fn name(&self) -> &str {
+        "db"
+    }
+
+    fn dependencies(&self) -> Vec<&str> {
+        vec!["logs", "metrics"]
+    }
+
+    async fn start(&mut self, ctx: &StartContext) -> Result<(), BoxError> {
+        let options = SqliteConnectOptions::new()
+            .filename(&self.path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(|e| format!("cannot open {}: {e}", self.path.display()))?;
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS work (
+                id INTEGER PRIMARY KEY,
+                ms INTEGER NOT NULL,
+                at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+            )",
+        )
+        .execute(&pool)
+        .await?;
+        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM work")
+            .fetch_one(&pool)
+            .await?;
+        tracing::info!(file = %self.path.display(), rows, "database open");
+        let open = Open {
+            pool,
+            in_flight: ctx.in_flight(),
+        };
+        if self.database.0.set(open).is_err() {
+            return Err("the database was opened twice".into());
+        }
+        Ok(())
+    }
+
+    async fn stop(&mut self, ctx: &StopContext) -> Result<(), BoxError> {
+        let Some(open) = self.database.0.get() else {
+            return Ok(());
+        };
+        let waiting = open.in_flight.count();
+        if !open
+            .in_flight
+            .wait_idle_until(&**ctx.runtime(), ctx.deadline())
+            .await
+        {
+            return Err(format!(
+                "{} queries still running at the deadline",
+                open.in_flight.count()
+            )
+            .into());
+        }
+        open.pool.close().await;
+        tracing::info!(waited_for = waiting, "database closed");
+        Ok(())
+    }
+
+    async fn health(&self) -> Health {
+        let Some(open) = self.database.0.get() else {
+            return Health::Down("not open".into());
+        };
+        match sqlx::query("SELECT 1").execute(&open.pool).await {
+            Ok(_) => Health::Up,
+            Err(error) => Health::Down(error.to_string()),
+        }
+    }
+}
