@@ -190,11 +190,19 @@ impl Handler {
     ) -> Result<Response<Full<Bytes>>, Infallible> {
         let _request = self.requests.enter();
         let began = Instant::now();
-        let (path, (status, body)) = match (request.method(), request.uri().path()) {
-            (&Method::GET, "/work") => ("/work", self.work(request.uri().query()).await),
-            (&Method::GET, "/stats") => ("/stats", self.stats().await),
-            (_, "/work" | "/stats") => ("other", error(StatusCode::METHOD_NOT_ALLOWED, "use GET")),
-            _ => ("other", error(StatusCode::NOT_FOUND, "not found")),
+        let path = match request.uri().path() {
+            "/work" => "/work",
+            "/stats" => "/stats",
+            _ => "other",
+        };
+        // Counted on arrival: a request received and never answered shows as the
+        // difference with http_requests_total.
+        metrics::counter!("http_requests_received_total", "path" => path).increment(1);
+        let (status, body) = match (request.method(), path) {
+            (&Method::GET, "/work") => self.work(request.uri().query()).await,
+            (&Method::GET, "/stats") => self.stats().await,
+            (_, "/work" | "/stats") => error(StatusCode::METHOD_NOT_ALLOWED, "use GET"),
+            _ => error(StatusCode::NOT_FOUND, "not found"),
         };
         let draining = self.draining.is_triggered();
         metrics::counter!("http_requests_total", "path" => path, "status" => status.as_str().to_owned())

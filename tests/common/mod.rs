@@ -3,6 +3,8 @@
 //! smol (real clock, generous bounds) and on tokio (paused, virtual clock).
 #![allow(dead_code)]
 
+pub mod child;
+
 use std::fmt;
 use std::future::Future;
 use std::io;

@@ -1,0 +1,216 @@
+//! An example binary run as a child process: built once per test run with the test's
+//! own features, its stdout read line by line, signalled with `kill`, killed if the test
+//! fails before it exits.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How long to wait for an expected line or for the exit: generous, so a slow machine
+/// passes and a hang fails instead of blocking the test run.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// The runtimes compiled into this test, each as `LIFECYCLE_RUNTIME` names it.
+pub fn runtimes() -> Vec<&'static str> {
+    [
+        cfg!(feature = "smol").then_some("smol"),
+        cfg!(feature = "tokio").then_some("tokio"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+/// The example `name`, built once per test run with this test's features (a binary
+/// left by another build may have other features, or be stale).
+pub fn example_binary(name: &str) -> PathBuf {
+    static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
+    let mut built = BUILT.get_or_init(Default::default).lock().unwrap();
+    if let Some(path) = built.get(name) {
+        return path.clone();
+    }
+    let features: Vec<&str> = [
+        cfg!(feature = "smol").then_some("smol"),
+        cfg!(feature = "tokio").then_some("tokio"),
+        cfg!(feature = "http").then_some("http"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    // target/<profile>/deps/<test>-<hash> -> target/<profile>
+    let profile_dir = std::env::current_exe()
+        .expect("the test binary's path")
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test binary is in target/<profile>/deps")
+        .to_path_buf();
+    let mut build = Command::new(env!("CARGO"));
+    build
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args([
+            "build",
+            "--quiet",
+            "--example",
+            name,
+            "--no-default-features",
+        ])
+        .args(["--features", &features.join(",")]);
+    if profile_dir.file_name().is_some_and(|dir| dir == "release") {
+        build.arg("--release");
+    }
+    let status = build.status().expect("running cargo build");
+    assert!(
+        status.success(),
+        "cargo build --example {name} failed: {status}"
+    );
+    let binary = profile_dir.join("examples").join(name);
+    assert!(binary.exists(), "{} was not built", binary.display());
+    built.insert(name.to_owned(), binary.clone());
+    binary
+}
+
+/// A running example.
+pub struct Process {
+    label: String,
+    child: Child,
+    lines: Receiver<String>,
+    /// Every stdout line received so far, in order.
+    pub stdout: Vec<String>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Process {
+    /// Runs example `name` on `runtime` with `args`, `RUST_LOG=info` and `env`, and no
+    /// Kubernetes (so no default drain delay).
+    pub fn spawn(name: &str, runtime: &str, args: &[&str], env: &[(&str, &str)]) -> Process {
+        let mut child = Command::new(example_binary(name))
+            .args(args)
+            .env("LIFECYCLE_RUNTIME", runtime)
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning the example {name}: {e}"));
+        let (sender, lines) = mpsc::channel();
+        let stdout = child.stdout.take().expect("piped stdout");
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let mut pipe = child.stderr.take().expect("piped stderr");
+        let sink = stderr.clone();
+        thread::spawn(move || {
+            let mut buffer = [0; 4096];
+            while let Ok(n @ 1..) = pipe.read(&mut buffer) {
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buffer[..n]));
+            }
+        });
+        Process {
+            label: format!("{name} on {runtime}"),
+            child,
+            lines,
+            stdout: Vec::new(),
+            stderr,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Reads stdout until a line matches `wanted`, and returns it.
+    pub fn wait_for_line(&mut self, what: &str, wanted: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            match self
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(line) => {
+                    self.stdout.push(line.clone());
+                    if wanted(&line) {
+                        return line;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    self.fail(&format!("no line {what} within {PATIENCE:?}"))
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.fail(&format!("stdout closed before a line {what}"))
+                }
+            }
+        }
+    }
+
+    /// Reads stdout until the line `expected` arrives.
+    pub fn wait_for(&mut self, expected: &str) {
+        self.wait_for_line(&format!("{expected:?}"), |line| line == expected);
+    }
+
+    /// Sends a signal (`"TERM"`, `"INT"`) with the `kill` command.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{name}"), self.child.id().to_string()])
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -{name} failed: {status}");
+    }
+
+    /// Waits for the process to exit and for the rest of its stdout; returns its status
+    /// and when it exited.
+    pub fn wait_for_exit(&mut self) -> (ExitStatus, Instant) {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("waiting for the example") {
+                let exited = Instant::now();
+                // The reader thread ends at EOF, which follows the exit.
+                while let Ok(line) = self.lines.recv_timeout(PATIENCE) {
+                    self.stdout.push(line);
+                }
+                return (status, exited);
+            }
+            if Instant::now() >= deadline {
+                self.fail(&format!("still running after {PATIENCE:?}"));
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// What the process wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Fails the test, showing the process's output.
+    pub fn fail(&self, problem: &str) -> ! {
+        panic!(
+            "[{}] {problem}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.label,
+            self.stdout.join("\n"),
+            self.stderr.lock().unwrap()
+        );
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        // A no-op once the child has exited and been reaped.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

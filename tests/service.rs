@@ -1,0 +1,457 @@
+//! End to end: the `service` example as a child process on each runtime, real HTTP
+//! clients on keep-alive connections, a real SIGTERM. Nothing accepted may be lost:
+//! every request the server read gets a complete 200, the rows in SQLite equal the 200s,
+//! idle keep-alive connections do not hold the stop, and the log file and the metrics
+//! snapshot written at flush hold the report and the drain's counts.
+#![cfg(all(unix, feature = "http", any(feature = "smol", feature = "tokio")))]
+
+mod common;
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::child::{runtimes, Process};
+
+/// The service with its data in a fresh directory, removed at the end.
+struct Service {
+    process: Process,
+    app: SocketAddr,
+    data: PathBuf,
+}
+
+impl Service {
+    fn start(runtime: &str, flags: &[&str]) -> Service {
+        static RUNS: AtomicUsize = AtomicUsize::new(0);
+        let data = std::env::temp_dir().join(format!(
+            "lifecycle-service-{}-{}",
+            std::process::id(),
+            RUNS.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&data);
+        let data_dir = data.to_str().expect("a UTF-8 temp dir").to_owned();
+        let mut args = vec![
+            "--addr",
+            "127.0.0.1:0",
+            "--health-addr",
+            "127.0.0.1:0",
+            "--data-dir",
+            &data_dir,
+        ];
+        args.extend_from_slice(flags);
+        let mut process = Process::spawn("service", runtime, &args, &[]);
+        let line = process.wait_for_line("app listening", |l| l.contains("app listening"));
+        let app = address_in(&line);
+        process.wait_for_line("running", |l| l.contains("lifecycle_core::engine: running"));
+        Service { process, app, data }
+    }
+
+    fn file(&self, name: &str) -> String {
+        std::fs::read_to_string(self.data.join(name))
+            .unwrap_or_else(|e| self.process.fail(&format!("reading {name}: {e}")))
+    }
+
+    /// Rows in the `work` table, read from the database file after the exit.
+    fn rows(&self) -> i64 {
+        use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+        let path = self.data.join("service.db");
+        ::smol::block_on(async {
+            let pool = SqlitePoolOptions::new()
+                .connect_with(SqliteConnectOptions::new().filename(&path).read_only(true))
+                .await
+                .expect("opening the service's database");
+            let rows = sqlx::query_scalar("SELECT COUNT(*) FROM work")
+                .fetch_one(&pool)
+                .await
+                .expect("counting rows");
+            pool.close().await;
+            rows
+        })
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.data);
+    }
+}
+
+/// The address after `addr=` in a log line.
+fn address_in(line: &str) -> SocketAddr {
+    let (_, rest) = line.split_once("addr=").expect("a line with addr=");
+    rest.split_whitespace()
+        .next()
+        .and_then(|addr| addr.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+}
+
+/// A complete HTTP/1.1 response.
+#[derive(Debug)]
+struct Response {
+    status: u16,
+    /// The `Connection: close` header was present.
+    close: bool,
+    body: String,
+}
+
+/// What became of a request.
+#[derive(Debug)]
+enum Answer {
+    Complete(Response),
+    /// The connection was closed before a byte of the answer: the server never read the
+    /// request (a connection it had closed, or one still in its backlog when the
+    /// listener closed). A client retries these.
+    NotAccepted,
+}
+
+/// One keep-alive connection, spoken to by hand so every byte is accounted for.
+struct Connection {
+    reader: BufReader<TcpStream>,
+}
+
+impl Connection {
+    fn open(addr: SocketAddr) -> io::Result<Connection> {
+        let stream = TcpStream::connect(addr)?;
+        stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+        Ok(Connection {
+            reader: BufReader::new(stream),
+        })
+    }
+
+    /// Sends `GET path` and reads the answer. `Err` is a broken answer: a hang (the read
+    /// timeout) or a connection closed halfway.
+    fn get(&mut self, path: &str) -> io::Result<Answer> {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n");
+        if self.reader.get_mut().write_all(request.as_bytes()).is_err() {
+            return Ok(Answer::NotAccepted);
+        }
+        let mut status_line = String::new();
+        match self.reader.read_line(&mut status_line) {
+            Ok(0) => return Ok(Answer::NotAccepted),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Ok(Answer::NotAccepted),
+            Err(e) => return Err(e),
+            Ok(_) => {}
+        }
+        let status = status_line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| io::Error::other(format!("bad status line {status_line:?}")))?;
+        let (mut length, mut close) = (0, false);
+        loop {
+            let mut header = String::new();
+            if self.reader.read_line(&mut header)? == 0 {
+                return Err(io::Error::other("closed in the middle of the headers"));
+            }
+            let header = header.trim_end().to_ascii_lowercase();
+            if header.is_empty() {
+                break;
+            }
+            if let Some(value) = header.strip_prefix("content-length:") {
+                length = value.trim().parse().map_err(io::Error::other)?;
+            }
+            if header == "connection: close" {
+                close = true;
+            }
+        }
+        let mut body = vec![0; length];
+        self.reader.read_exact(&mut body)?;
+        Ok(Answer::Complete(Response {
+            status,
+            close,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        }))
+    }
+
+    /// Whether the server closes this (idle) connection within `within`.
+    fn closed_within(&mut self, within: Duration) -> bool {
+        let stream = self.reader.get_mut();
+        stream.set_read_timeout(Some(within)).unwrap();
+        let mut byte = [0];
+        matches!(stream.read(&mut byte), Ok(0))
+            || matches!(stream.read(&mut byte), Err(e) if e.kind() == io::ErrorKind::ConnectionReset)
+    }
+}
+
+/// What one load client saw.
+#[derive(Debug, Default)]
+struct Tally {
+    ok: usize,
+    not_accepted: usize,
+    failures: Vec<String>,
+}
+
+/// A client on keep-alive connections, mixing fast and slow work, until the server
+/// refuses connections. It opens a new connection when the server says
+/// `Connection: close`.
+fn load_client(addr: SocketAddr, id: usize, refused: Arc<AtomicBool>) -> Tally {
+    let mut tally = Tally::default();
+    let mut connection = None;
+    for n in 0.. {
+        let conn = match connection.as_mut() {
+            Some(conn) => conn,
+            None => match Connection::open(addr) {
+                Ok(conn) => connection.insert(conn),
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                    refused.store(true, Ordering::SeqCst);
+                    return tally;
+                }
+                Err(e) => {
+                    tally.failures.push(format!("connect: {e}"));
+                    return tally;
+                }
+            },
+        };
+        // One request in four is slow (300-800 ms), so some are in flight at the stop.
+        let ms = if (n + id) % 4 == 0 {
+            300 + (n * 37 + id * 101) % 500
+        } else {
+            5
+        };
+        match conn.get(&format!("/work?ms={ms}")) {
+            Ok(Answer::Complete(response))
+                if response.status == 200 && response.body.contains(r#""id":"#) =>
+            {
+                tally.ok += 1;
+                if response.close {
+                    connection = None;
+                }
+            }
+            Ok(Answer::Complete(response)) => {
+                tally.failures.push(format!("ms={ms}: {response:?}"));
+                connection = None;
+            }
+            Ok(Answer::NotAccepted) => {
+                tally.not_accepted += 1;
+                connection = None;
+            }
+            Err(e) => {
+                tally.failures.push(format!("ms={ms}: broken answer: {e}"));
+                connection = None;
+            }
+        }
+    }
+    tally
+}
+
+/// The value of the metric line starting with `series ` in a Prometheus text snapshot.
+fn metric(snapshot: &str, series: &str) -> Option<f64> {
+    snapshot.lines().find_map(|line| {
+        line.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// Scenarios 1 and 4 of the issue: SIGTERM under load from keep-alive clients.
+fn sigterm_under_load_loses_nothing(runtime: &str) {
+    const CLIENTS: usize = 12;
+    let budget = Duration::from_secs(10);
+    let mut service = Service::start(
+        runtime,
+        &["--drain-delay", "1s", "--shutdown-timeout", "10s"],
+    );
+    let refused = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|id| {
+            let (addr, refused) = (service.app, refused.clone());
+            thread::spawn(move || load_client(addr, id, refused))
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(1000));
+    service.process.signal("TERM");
+    let signalled = Instant::now();
+    let (status, exited) = service.process.wait_for_exit();
+    let tallies: Vec<Tally> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+
+    let took = exited - signalled;
+    assert_eq!(status.code(), Some(0), "[{runtime}] {status}");
+    assert!(
+        took < budget,
+        "[{runtime}] exited {took:?} after SIGTERM, over its budget"
+    );
+    let failures: Vec<&String> = tallies.iter().flat_map(|t| &t.failures).collect();
+    assert!(
+        failures.is_empty(),
+        "[{runtime}] requests broken or refused: {failures:#?}"
+    );
+    let ok: usize = tallies.iter().map(|t| t.ok).sum();
+    let not_accepted: usize = tallies.iter().map(|t| t.not_accepted).sum();
+    assert!(
+        ok > CLIENTS * 5,
+        "[{runtime}] only {ok} requests went through"
+    );
+    assert!(
+        refused.load(Ordering::SeqCst),
+        "the clients ended on a refused connection"
+    );
+    assert_eq!(
+        service.rows(),
+        ok as i64,
+        "[{runtime}] rows in the database vs 200s counted by the clients ({not_accepted} not accepted)"
+    );
+
+    let log = service.file("service.log");
+    assert!(
+        log.contains("shutdown by SIGTERM: exit code 0"),
+        "[{runtime}] the log file ends without the report:\n{log}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.starts_with("http ") && l.contains("ok")),
+        "[{runtime}] the report's table is not in the log file:\n{log}"
+    );
+    let snapshot = service.file("metrics.prom");
+    let received = metric(&snapshot, r#"http_requests_received_total{path="/work"}"#);
+    assert_eq!(
+        received,
+        Some(ok as f64),
+        "[{runtime}] requests the server read vs complete 200s the clients got; final snapshot:\n{snapshot}"
+    );
+    let served = metric(
+        &snapshot,
+        r#"http_requests_total{path="/work",status="200"}"#,
+    );
+    assert_eq!(
+        served,
+        Some(ok as f64),
+        "[{runtime}] final snapshot:\n{snapshot}"
+    );
+    let drained = metric(
+        &snapshot,
+        r#"http_requests_during_shutdown_total{path="/work"}"#,
+    );
+    assert!(
+        drained.is_some_and(|n| n >= 1.0),
+        "[{runtime}] the snapshot lacks the requests served while draining:\n{snapshot}"
+    );
+}
+
+/// Scenario 2: an idle keep-alive connection is closed at once when the stop begins,
+/// while a slow request on another connection completes; a request sent on a keep-alive
+/// connection while draining is answered with `Connection: close`.
+fn keep_alive_connections_do_not_hold_the_stop(runtime: &str) {
+    let drain = Duration::from_millis(1500);
+    let mut service = Service::start(runtime, &["--drain-delay", "1500ms"]);
+    let keep_alive = |conn: &mut Connection| match conn.get("/work?ms=0").unwrap() {
+        Answer::Complete(r) if r.status == 200 && !r.close => {}
+        other => panic!("[{runtime}] a keep-alive request got {other:?}"),
+    };
+    let mut idle = Connection::open(service.app).unwrap();
+    keep_alive(&mut idle);
+    let mut reused = Connection::open(service.app).unwrap();
+    keep_alive(&mut reused);
+    let addr = service.app;
+    let slow = thread::spawn(move || {
+        let mut conn = Connection::open(addr).unwrap();
+        let answer = conn.get("/work?ms=3000");
+        (answer, Instant::now())
+    });
+    thread::sleep(Duration::from_millis(200)); // the slow request is in flight
+    service.process.signal("TERM");
+    let signalled = Instant::now();
+
+    thread::sleep(Duration::from_millis(300)); // draining
+    match reused.get("/work?ms=10").unwrap() {
+        Answer::Complete(r) if r.status == 200 && r.close => {}
+        other => service.process.fail(&format!(
+            "a request while draining should get a 200 with Connection: close, got {other:?}"
+        )),
+    }
+    assert!(
+        reused.closed_within(Duration::from_secs(2)),
+        "[{runtime}] the server kept the connection after Connection: close"
+    );
+    assert!(
+        idle.closed_within(drain + Duration::from_secs(1)),
+        "[{runtime}] the idle keep-alive connection was not closed when the stop began"
+    );
+    let idle_closed = Instant::now();
+    let (answer, slow_done) = slow.join().unwrap();
+    match answer {
+        Ok(Answer::Complete(r)) if r.status == 200 && r.close => {}
+        other => service.process.fail(&format!(
+            "the slow request should complete with Connection: close, got {other:?}"
+        )),
+    }
+    assert!(
+        idle_closed < slow_done,
+        "[{runtime}] the idle connection was closed only after the slow request ended"
+    );
+    assert!(
+        idle_closed - signalled >= drain - Duration::from_millis(100),
+        "[{runtime}] the idle connection was closed during the drain, before the stop"
+    );
+    let (status, _) = service.process.wait_for_exit();
+    assert_eq!(status.code(), Some(0), "[{runtime}] {status}");
+}
+
+/// Bad flags and variables are refused before anything starts, naming what is wrong.
+#[test]
+fn bad_configuration_is_refused_with_exit_code_2() {
+    let runtime = runtimes()[0];
+    for (flags, env, expected) in [
+        (
+            &["--drain-delay", "5x"][..],
+            &[][..],
+            r#"--drain-delay "5x" is invalid"#,
+        ),
+        (
+            &["--addr", "localhost"][..],
+            &[][..],
+            r#"--addr "localhost" is not an address"#,
+        ),
+        (&["--bogus"][..], &[][..], r#"unknown flag "--bogus""#),
+        (
+            &[][..],
+            &[("LIFECYCLE_SHUTDOWN_TIMEOUT", "0s")][..],
+            r#"LIFECYCLE_SHUTDOWN_TIMEOUT="0s" is invalid"#,
+        ),
+        (
+            &["--drain-delay", "30s"][..],
+            &[][..],
+            "must be less than shutdown_timeout",
+        ),
+    ] {
+        let mut process = Process::spawn("service", runtime, flags, env);
+        let (status, _) = process.wait_for_exit();
+        let stderr = process.stderr();
+        assert_eq!(
+            status.code(),
+            Some(2),
+            "{flags:?} {env:?}: {status}\n{stderr}"
+        );
+        assert!(stderr.contains(expected), "{flags:?} {env:?}: {stderr}");
+    }
+}
+
+macro_rules! on_each_runtime {
+    ($($scenario:ident),* $(,)?) => {
+        #[cfg(feature = "smol")]
+        mod smol {
+            $(#[test]
+            fn $scenario() {
+                super::$scenario("smol");
+            })*
+        }
+
+        #[cfg(feature = "tokio")]
+        mod tokio {
+            $(#[test]
+            fn $scenario() {
+                super::$scenario("tokio");
+            })*
+        }
+    };
+}
+
+on_each_runtime!(
+    sigterm_under_load_loses_nothing,
+    keep_alive_connections_do_not_hold_the_stop,
+);
