@@ -4,177 +4,39 @@
 //! the report) and exit code checked.
 #![cfg(all(unix, any(feature = "smol", feature = "tokio")))]
 
-use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::thread;
+mod common;
+
+use std::process::ExitStatus;
 use std::time::{Duration, Instant};
+
+use common::child::Process;
 
 const EXAMPLE: &str = "02_dependency_graph";
 const COMPONENTS: [&str; 4] = ["metrics", "db", "cache", "http"];
-/// How long to wait for any expected line or for the exit: generous, so a slow machine
-/// passes and a hang fails instead of blocking the test run.
-const PATIENCE: Duration = Duration::from_secs(20);
 
-/// The example binary, built once per test run with this test's runtime features (a
-/// binary left by another build may have other features or be stale).
-fn example_binary() -> &'static Path {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        let features: Vec<&str> = [
-            cfg!(feature = "smol").then_some("smol"),
-            cfg!(feature = "tokio").then_some("tokio"),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
-        // target/<profile>/deps/signals-<hash> -> target/<profile>
-        let profile_dir = std::env::current_exe()
-            .expect("the test binary's path")
-            .parent()
-            .and_then(Path::parent)
-            .expect("the test binary is in target/<profile>/deps")
-            .to_path_buf();
-        let mut build = Command::new(env!("CARGO"));
-        build
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .args([
-                "build",
-                "--quiet",
-                "--example",
-                EXAMPLE,
-                "--no-default-features",
-            ])
-            .args(["--features", &features.join(",")]);
-        if profile_dir
-            .file_name()
-            .is_some_and(|name| name == "release")
-        {
-            build.arg("--release");
-        }
-        let status = build.status().expect("running cargo build");
-        assert!(
-            status.success(),
-            "cargo build --example {EXAMPLE} failed: {status}"
-        );
-        let binary = profile_dir.join("examples").join(EXAMPLE);
-        assert!(binary.exists(), "{} was not built", binary.display());
-        binary
-    })
-}
-
-/// The example running as a child process, killed if the test fails before it exits.
-struct Demo {
-    runtime: &'static str,
-    child: Child,
-    lines: Receiver<String>,
-    /// Every stdout line received so far, in order.
-    stdout: Vec<String>,
-    stderr: Arc<Mutex<String>>,
-}
+/// The example running as a child process.
+struct Demo(Process);
 
 impl Demo {
     fn spawn(runtime: &'static str, env: &[(&str, &str)]) -> Demo {
-        let mut child = Command::new(example_binary())
-            .env("LIFECYCLE_RUNTIME", runtime)
-            .env_remove("KUBERNETES_SERVICE_HOST") // no default drain delay
-            .env("RUST_LOG", "info")
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawning the example");
-        let (sender, lines) = mpsc::channel();
-        let stdout = child.stdout.take().expect("piped stdout");
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if sender.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let mut pipe = child.stderr.take().expect("piped stderr");
-        let sink = stderr.clone();
-        thread::spawn(move || {
-            let mut buffer = [0; 4096];
-            while let Ok(n @ 1..) = pipe.read(&mut buffer) {
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buffer[..n]));
-            }
-        });
-        Demo {
-            runtime,
-            child,
-            lines,
-            stdout: Vec::new(),
-            stderr,
-        }
+        Demo(Process::spawn(EXAMPLE, runtime, &[], env))
     }
 
-    /// Reads stdout until the line `expected` arrives.
     fn wait_for(&mut self, expected: &str) {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            match self
-                .lines
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            {
-                Ok(line) => {
-                    let found = line == expected;
-                    self.stdout.push(line);
-                    if found {
-                        return;
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => {
-                    self.fail(&format!("no line {expected:?} within {PATIENCE:?}"))
-                }
-                Err(RecvTimeoutError::Disconnected) => {
-                    self.fail(&format!("stdout closed before the line {expected:?}"))
-                }
-            }
-        }
+        self.0.wait_for(expected);
     }
 
-    /// Sends a signal (`"TERM"`, `"INT"`) with the `kill` command.
     fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([format!("-{name}"), self.child.id().to_string()])
-            .status()
-            .expect("running kill");
-        assert!(status.success(), "kill -{name} failed: {status}");
+        self.0.signal(name);
     }
 
-    /// Waits for the process to exit; returns its status and when it exited.
     fn wait_for_exit(&mut self) -> (ExitStatus, Instant) {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("waiting for the example") {
-                let exited = Instant::now();
-                // The reader thread ends at EOF, which follows the exit.
-                while let Ok(line) = self.lines.recv_timeout(PATIENCE) {
-                    self.stdout.push(line);
-                }
-                return (status, exited);
-            }
-            if Instant::now() >= deadline {
-                self.fail(&format!(
-                    "still running {PATIENCE:?} after it was signalled"
-                ));
-            }
-            thread::sleep(Duration::from_millis(5));
-        }
+        self.0.wait_for_exit()
     }
 
     /// The position of `line` in stdout; fails if it is absent or appears twice.
     fn position(&self, line: &str) -> usize {
-        let mut found = self.stdout.iter().enumerate().filter(|(_, l)| *l == line);
+        let mut found = self.0.stdout.iter().enumerate().filter(|(_, l)| *l == line);
         match (found.next(), found.next()) {
             (Some((i, _)), None) => i,
             (None, _) => self.fail(&format!("no line {line:?}")),
@@ -183,7 +45,7 @@ impl Demo {
     }
 
     fn has(&self, line: &str) -> bool {
-        self.stdout.iter().any(|l| l == line)
+        self.0.stdout.iter().any(|l| l == line)
     }
 
     /// Asserts that `earlier` was printed before `later`.
@@ -196,6 +58,7 @@ impl Demo {
     /// Asserts that some line of the report starts with `prefix` and contains `part`.
     fn assert_report_line(&self, prefix: &str, part: &str) {
         if !self
+            .0
             .stdout
             .iter()
             .any(|l| l.starts_with(prefix) && l.contains(part))
@@ -205,20 +68,7 @@ impl Demo {
     }
 
     fn fail(&self, problem: &str) -> ! {
-        panic!(
-            "[{}] {problem}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            self.runtime,
-            self.stdout.join("\n"),
-            self.stderr.lock().unwrap()
-        );
-    }
-}
-
-impl Drop for Demo {
-    fn drop(&mut self) {
-        // A no-op once the child has exited and been reaped.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.0.fail(problem)
     }
 }
 

@@ -3,72 +3,22 @@
 //! signals, restarted, and its database then read here: every job done exactly once.
 #![cfg(all(unix, any(feature = "smol", feature = "tokio")))]
 
-use std::io::{BufRead, BufReader, Read};
+mod common;
+
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::process::{Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::child::{example_binary, Process};
 
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::SqlitePool;
 
 const EXAMPLE: &str = "worker";
-/// How long to wait for an expected line or for an exit: generous, so a slow machine
-/// passes and a hang fails instead of blocking the test run.
-const PATIENCE: Duration = Duration::from_secs(30);
 /// How many runs with `--exit-when-empty` may be needed to empty the queue.
 const MAX_RESTARTS: usize = 5;
-
-/// The example binary, built once per test run with this test's features (a binary
-/// left by another build may have other features or be stale).
-fn example_binary() -> &'static Path {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        let features: Vec<&str> = [
-            cfg!(feature = "smol").then_some("smol"),
-            cfg!(feature = "tokio").then_some("tokio"),
-            cfg!(feature = "http").then_some("http"),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
-        // target/<profile>/deps/worker-<hash> -> target/<profile>
-        let profile_dir = std::env::current_exe()
-            .expect("the test binary's path")
-            .parent()
-            .and_then(Path::parent)
-            .expect("the test binary is in target/<profile>/deps")
-            .to_path_buf();
-        let mut build = Command::new(env!("CARGO"));
-        build
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .args([
-                "build",
-                "--quiet",
-                "--example",
-                EXAMPLE,
-                "--no-default-features",
-            ])
-            .args(["--features", &features.join(",")]);
-        if profile_dir
-            .file_name()
-            .is_some_and(|name| name == "release")
-        {
-            build.arg("--release");
-        }
-        let status = build.status().expect("running cargo build");
-        assert!(
-            status.success(),
-            "cargo build --example {EXAMPLE} failed: {status}"
-        );
-        let binary = profile_dir.join("examples").join(EXAMPLE);
-        assert!(binary.exists(), "{} was not built", binary.display());
-        binary
-    })
-}
 
 /// A fresh data directory under the system's temp dir, removed when dropped (kept, and
 /// named, if the test is failing).
@@ -144,108 +94,39 @@ fn count(jobs: &[Job], state: &str) -> usize {
 }
 
 /// The example running as a child process, killed if the test fails before it exits.
-struct Worker {
-    label: String,
-    child: Child,
-    lines: Receiver<String>,
-    /// Every stdout line received so far, in order.
-    stdout: Vec<String>,
-    stderr: Arc<Mutex<String>>,
-}
+struct Worker(Process);
 
 impl Worker {
     fn spawn(runtime: &str, dir: &DataDir, args: &[&str], env: &[(&str, &str)]) -> Worker {
-        let mut child = Command::new(example_binary())
-            .args(["--data-dir", dir.path()])
-            .args(args)
-            .env("LIFECYCLE_RUNTIME", runtime)
-            .env_remove("KUBERNETES_SERVICE_HOST") // no default drain delay
-            .env("RUST_LOG", "info,worker=debug") // a line per job claimed and done
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawning the example");
-        let (sender, lines) = mpsc::channel();
-        let stdout = child.stdout.take().expect("piped stdout");
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if sender.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let mut pipe = child.stderr.take().expect("piped stderr");
-        let sink = stderr.clone();
-        thread::spawn(move || {
-            let mut buffer = [0; 4096];
-            while let Ok(n @ 1..) = pipe.read(&mut buffer) {
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buffer[..n]));
-            }
-        });
-        Worker {
-            label: format!("{runtime}: worker {}", args.join(" ")),
-            child,
-            lines,
-            stdout: Vec::new(),
-            stderr,
-        }
+        let mut all = vec!["--data-dir", dir.path()];
+        all.extend_from_slice(args);
+        let mut env = env.to_vec();
+        env.push(("RUST_LOG", "info,worker=debug")); // a line per job claimed and done
+        Worker(Process::spawn(EXAMPLE, runtime, &all, &env))
     }
 
     /// Reads stdout until `n` lines containing `part` have arrived in all.
     fn wait_for_lines(&mut self, part: &str, n: usize) {
-        let deadline = Instant::now() + PATIENCE;
         while self.lines_with(part) < n {
-            match self
-                .lines
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            {
-                Ok(line) => self.stdout.push(line),
-                Err(RecvTimeoutError::Timeout) => self.fail(&format!(
-                    "fewer than {n} lines {part:?} within {PATIENCE:?}"
-                )),
-                Err(RecvTimeoutError::Disconnected) => {
-                    self.fail(&format!("stdout closed before {n} lines {part:?}"))
-                }
-            }
+            self.0
+                .wait_for_line(&format!("{part:?} (the {n}th)"), |l| l.contains(part));
         }
     }
 
     fn lines_with(&self, part: &str) -> usize {
-        self.stdout.iter().filter(|l| l.contains(part)).count()
+        self.0.stdout.iter().filter(|l| l.contains(part)).count()
     }
 
-    /// Sends a signal (`"TERM"`, `"KILL"`) with the `kill` command.
     fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([format!("-{name}"), self.child.id().to_string()])
-            .status()
-            .expect("running kill");
-        assert!(status.success(), "kill -{name} failed: {status}");
+        self.0.signal(name);
     }
 
-    /// Waits for the process to exit; returns its status and when it exited.
     fn wait_for_exit(&mut self) -> (ExitStatus, Instant) {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("waiting for the example") {
-                let exited = Instant::now();
-                // The reader thread ends at EOF, which follows the exit.
-                while let Ok(line) = self.lines.recv_timeout(PATIENCE) {
-                    self.stdout.push(line);
-                }
-                return (status, exited);
-            }
-            if Instant::now() >= deadline {
-                self.fail(&format!("still running after {PATIENCE:?}"));
-            }
-            thread::sleep(Duration::from_millis(5));
-        }
+        self.0.wait_for_exit()
+    }
+
+    fn fail(&self, problem: &str) -> ! {
+        self.0.fail(problem)
     }
 
     /// Waits for the exit and checks it was clean (code 0, the report says so).
@@ -255,7 +136,7 @@ impl Worker {
             self.fail(&format!("exited with {status}, not 0"));
         }
         let report = format!("shutdown by {trigger}: exit code 0");
-        if !self.stdout.iter().any(|l| l.starts_with(&report)) {
+        if !self.0.stdout.iter().any(|l| l.starts_with(&report)) {
             self.fail(&format!("no report line {report:?}"));
         }
         exited
@@ -264,29 +145,12 @@ impl Worker {
     /// The counts of the exit line `worker: completed N jobs, released M`.
     fn summary(&self) -> (usize, usize) {
         const PREFIX: &str = "worker: completed ";
-        let parsed = self.stdout.iter().find_map(|line| {
+        let parsed = self.0.stdout.iter().find_map(|line| {
             let rest = &line[line.find(PREFIX)? + PREFIX.len()..];
             let (completed, rest) = rest.split_once(" jobs, released ")?;
             Some((completed.parse().ok()?, rest.trim().parse().ok()?))
         });
         parsed.unwrap_or_else(|| self.fail("no line \"worker: completed N jobs, released M\""))
-    }
-
-    fn fail(&self, problem: &str) -> ! {
-        panic!(
-            "[{}] {problem}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            self.label,
-            self.stdout.join("\n"),
-            self.stderr.lock().unwrap()
-        );
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        // A no-op once the child has exited and been reaped.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -460,7 +324,7 @@ fn bad_flags_exit_2_and_name_the_flag() {
         (&["--enqueue"], "--enqueue"),
         (&["--wrokers", "4"], "--wrokers"),
     ] {
-        let output = Command::new(example_binary())
+        let output = Command::new(example_binary(EXAMPLE))
             .args(["--data-dir", dir.path()])
             .args(args)
             .stdin(Stdio::null())
@@ -474,7 +338,7 @@ fn bad_flags_exit_2_and_name_the_flag() {
         );
         assert!(!dir.0.exists(), "{args:?}: the data dir was created");
     }
-    let output = Command::new(example_binary())
+    let output = Command::new(example_binary(EXAMPLE))
         .arg("--help")
         .output()
         .expect("running the example");
