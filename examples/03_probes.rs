@@ -1,7 +1,7 @@
 //! Health probes and the drain: what a load balancer or Kubernetes sees during a deploy.
 //!
-//! Run it with `cargo run --example 03_probes --features http` (add `tokio` to the
-//! features for the tokio runtime). It serves probes on 127.0.0.1:9000 and, on
+//! Run it with `cargo run --example 03_probes` (add `--features tokio` for the tokio
+//! runtime). It serves probes on 127.0.0.1:9000 and, on
 //! 127.0.0.1:8080, a toy app whose `GET /work?ms=N` takes N ms.
 //!
 //! - `curl -i localhost:9000/health/ready` answers 200 once everything has started;
