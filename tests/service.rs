@@ -21,6 +21,7 @@ use common::child::{runtimes, Process};
 struct Service {
     process: Process,
     app: SocketAddr,
+    probes: SocketAddr,
     data: PathBuf,
 }
 
@@ -44,10 +45,19 @@ impl Service {
         ];
         args.extend_from_slice(flags);
         let mut process = Process::spawn("service", runtime, &args, &[]);
+        let line = process.wait_for_line("probe server listening", |l| {
+            l.contains("probe server listening")
+        });
+        let probes = address_in(&line);
         let line = process.wait_for_line("app listening", |l| l.contains("app listening"));
         let app = address_in(&line);
         process.wait_for_line("running", |l| l.contains("lifecycle_core::engine: running"));
-        Service { process, app, data }
+        Service {
+            process,
+            app,
+            probes,
+            data,
+        }
     }
 
     fn file(&self, name: &str) -> String {
@@ -392,6 +402,132 @@ fn keep_alive_connections_do_not_hold_the_stop(runtime: &str) {
     assert_eq!(status.code(), Some(0), "[{runtime}] {status}");
 }
 
+/// `GET path` on a new connection; the complete answer.
+fn get(addr: SocketAddr, path: &str) -> Response {
+    match Connection::open(addr).and_then(|mut conn| conn.get(path)) {
+        Ok(Answer::Complete(response)) => response,
+        other => panic!("GET {path} on {addr}: {other:?}"),
+    }
+}
+
+/// A real Redis server on a free port, killed when dropped; `None` when `redis-server`
+/// is not installed and `LIFECYCLE_REQUIRE_REDIS` is not set (`.ci/run` installs it
+/// and sets it, so there the test cannot be skipped).
+struct Redis {
+    child: std::process::Child,
+    addr: SocketAddr,
+}
+
+impl Redis {
+    fn start() -> Option<Redis> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        let spawned = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn();
+        let child = match spawned {
+            Ok(child) => child,
+            Err(e) if std::env::var_os("LIFECYCLE_REQUIRE_REDIS").is_none() => {
+                eprintln!("SKIPPED: redis-server cannot be run ({e}); install it to test --redis");
+                return None;
+            }
+            Err(e) => panic!("LIFECYCLE_REQUIRE_REDIS is set, but redis-server cannot be run: {e}"),
+        };
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let redis = Redis { child, addr };
+        let give_up = Instant::now() + Duration::from_secs(10);
+        while redis.command("PING") != "+PONG" {
+            assert!(
+                Instant::now() < give_up,
+                "redis-server did not answer on {addr}"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+        Some(redis)
+    }
+
+    /// Sends an inline command; the reply's first line, and the next for a bulk string
+    /// (`"$1 7"`); empty when Redis cannot be reached.
+    fn command(&self, command: &str) -> String {
+        let Ok(mut stream) = TcpStream::connect(self.addr) else {
+            return String::new();
+        };
+        let _ = write!(stream, "{command}\r\n");
+        let mut reader = BufReader::new(stream);
+        let mut first = String::new();
+        let _ = reader.read_line(&mut first);
+        let mut reply = first.trim_end().to_owned();
+        if reply.starts_with('$') && reply != "$-1" {
+            let mut value = String::new();
+            let _ = reader.read_line(&mut value);
+            reply = format!("{reply} {}", value.trim_end());
+        }
+        reply
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// With `--redis`, the cache is a real Redis server. When Redis dies the app is
+/// degraded, not unready (the cache is not critical), `/stats` answers from the
+/// database, and the shutdown is still clean.
+fn redis_cache_degrades_without_taking_readiness(runtime: &str) {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let url = format!("redis://{}", redis.addr);
+    let mut service = Service::start(runtime, &["--redis", &url]);
+    assert_eq!(get(service.app, "/work?ms=0").status, 200);
+    assert!(get(service.app, "/stats")
+        .body
+        .contains(r#""rows":1,"cached":false"#));
+    assert!(get(service.app, "/stats")
+        .body
+        .contains(r#""rows":1,"cached":true"#));
+    assert_eq!(
+        redis.command("GET rows"),
+        "$1 1",
+        "the count is cached in Redis"
+    );
+
+    let _ = redis.child.kill();
+    let _ = redis.child.wait();
+    let stats = get(service.app, "/stats");
+    assert_eq!(stats.status, 200, "{stats:?}");
+    assert!(
+        stats.body.contains(r#""rows":1,"cached":false"#),
+        "{stats:?}"
+    );
+    thread::sleep(Duration::from_millis(1100)); // past the health cache TTL
+    let health = get(service.probes, "/health");
+    assert!(
+        health.body.contains(r#""status":"degraded""#)
+            && health
+                .body
+                .contains(r#"{"name":"cache","critical":false,"state":"running","status":"down""#),
+        "[{runtime}] /health without Redis: {}",
+        health.body
+    );
+    assert_eq!(
+        get(service.probes, "/health/ready").status,
+        200,
+        "degraded is still ready"
+    );
+
+    service.process.signal("TERM");
+    let (status, _) = service.process.wait_for_exit();
+    assert_eq!(status.code(), Some(0), "[{runtime}] {status}");
+}
+
 /// Bad flags and variables are refused before anything starts, naming what is wrong.
 #[test]
 fn bad_configuration_is_refused_with_exit_code_2() {
@@ -454,4 +590,5 @@ macro_rules! on_each_runtime {
 on_each_runtime!(
     sigterm_under_load_loses_nothing,
     keep_alive_connections_do_not_hold_the_stop,
+    redis_cache_degrades_without_taking_readiness,
 );
