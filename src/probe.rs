@@ -176,8 +176,12 @@ impl Component for ProbeServer {
         "probes"
     }
 
+    /// Before all; its stop does nothing, and its flush only closes the socket.
     fn options(&self) -> Options {
-        Options::new().before_all()
+        Options::new()
+            .before_all()
+            .stop_timeout(Duration::from_secs(1))
+            .flush_timeout(Duration::from_millis(500))
     }
 
     async fn start(&mut self, ctx: &StartContext) -> Result<(), BoxError> {

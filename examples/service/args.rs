@@ -19,6 +19,9 @@ usage: service [options]
   --drain-delay DUR        keep serving after the trigger (default 0, 5s in Kubernetes)
   --quiet-period DUR       end the drain once no request came for DUR
   --stop-timeout DUR       each component's stop timeout (default 10s)
+  --explain                print the plan (levels, orders, timeouts, budget, warnings)
+                           and exit
+  --graph dot|mermaid      print the component graph and exit
   --help                   this text
 
 Durations are written 500ms, 5s, 2m. Each LIFECYCLE_* variable (LIFECYCLE_SHUTDOWN_TIMEOUT,
@@ -33,6 +36,16 @@ pub struct Args {
     pub redis: Option<String>,
     /// The environment's `LIFECYCLE_*` values, then the flags.
     pub config: Config,
+    /// Print instead of running.
+    pub print: Option<Print>,
+}
+
+/// What to print instead of running.
+#[derive(Debug, Clone, Copy)]
+pub enum Print {
+    Explain,
+    Dot,
+    Mermaid,
 }
 
 /// Why the command line was refused; `Help` is not an error, but ends the program too.
@@ -52,10 +65,16 @@ impl Args {
             data_dir: PathBuf::from("data"),
             redis: None,
             config: Config::default(),
+            print: None,
         };
         while let Some(flag) = args.next() {
-            if flag == "--help" || flag == "-h" {
-                return Err(Refused::Help);
+            match flag.as_str() {
+                "--help" | "-h" => return Err(Refused::Help),
+                "--explain" => {
+                    parsed.print = Some(Print::Explain);
+                    continue;
+                }
+                _ => {}
             }
             let mut value = || {
                 args.next()
@@ -76,6 +95,17 @@ impl Args {
                 "--addr" => parsed.addr = address(value()?)?,
                 "--health-addr" => parsed.health_addr = address(value()?)?,
                 "--data-dir" => parsed.data_dir = PathBuf::from(value()?),
+                "--graph" => {
+                    parsed.print = Some(match value()?.as_str() {
+                        "dot" => Print::Dot,
+                        "mermaid" => Print::Mermaid,
+                        other => {
+                            return Err(Refused::Invalid(format!(
+                                "--graph {other:?}: write dot or mermaid"
+                            )))
+                        }
+                    })
+                }
                 "--redis" => {
                     let url = value()?;
                     if !url.starts_with("redis://") {

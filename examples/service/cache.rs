@@ -199,7 +199,10 @@ impl Component for CacheComponent {
     }
 
     fn options(&self) -> Options {
-        Options::new().critical(false)
+        Options::new()
+            .critical(false)
+            .stop_timeout(Duration::from_secs(1))
+            .flush_timeout(Duration::from_millis(250))
     }
 
     async fn start(&mut self, ctx: &StartContext) -> Result<(), BoxError> {

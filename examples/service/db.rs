@@ -72,6 +72,13 @@ impl Component for Db {
         vec!["logs", "metrics"]
     }
 
+    /// Stopped after `http`: only stragglers are left to wait for.
+    fn options(&self) -> Options {
+        Options::new()
+            .stop_timeout(Duration::from_secs(5))
+            .flush_timeout(Duration::from_millis(250))
+    }
+
     async fn start(&mut self, ctx: &StartContext) -> Result<(), BoxError> {
         let options = SqliteConnectOptions::new()
             .filename(&self.path)

@@ -89,6 +89,14 @@ impl Component for Http {
         vec!["db", "cache", "metrics"]
     }
 
+    /// With a 5 s drain, `http` 8 s + `db` 5 s + 1 s each for `metrics`, `logs` and the
+    /// probes fit the default 17 s stop phase (`--explain` shows it).
+    fn options(&self) -> Options {
+        Options::new()
+            .stop_timeout(Duration::from_secs(8))
+            .flush_timeout(Duration::from_millis(250))
+    }
+
     async fn start(&mut self, ctx: &StartContext) -> Result<(), BoxError> {
         let listener = Listener::from_std(self.listener.take().ok_or("started twice")?)?;
         let handler = Arc::new(Handler {

@@ -9,6 +9,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use lifecycle::prelude::*;
 use tracing_appender::non_blocking::{NonBlocking, NonBlockingBuilder, WorkerGuard};
@@ -57,6 +58,12 @@ impl Logs {
 impl Component for Logs {
     fn name(&self) -> &str {
         "logs"
+    }
+
+    fn options(&self) -> Options {
+        Options::new()
+            .stop_timeout(Duration::from_secs(1))
+            .flush_timeout(Duration::from_secs(1))
     }
 
     async fn start(&mut self, _: &StartContext) -> Result<(), BoxError> {

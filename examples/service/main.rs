@@ -14,6 +14,9 @@
 //!   process exits 0. `data/service.log` ends with the report, and
 //!   `data/metrics.prom` holds the final counts, the drain's included.
 //!
+//! `--explain` prints the plan (levels, orders, timeouts, the budget split, and warnings
+//! when timeouts cannot fit), `--graph dot` or `--graph mermaid` the graph.
+//!
 //! `--help` lists the flags (addresses, data directory, `--redis URL`, the budget). Bad
 //! values are refused with exit code 2.
 
@@ -29,7 +32,7 @@ use std::process::ExitCode;
 use lifecycle::prelude::*;
 use lifecycle::{BuildError, Error, ProbeServer};
 
-use crate::args::{Args, Refused, USAGE};
+use crate::args::{Args, Print, Refused, USAGE};
 
 fn main() -> ExitCode {
     let args = match Args::parse(std::env::args().skip(1)) {
@@ -56,7 +59,12 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: Args) -> Result<Report, Error> {
+fn run(mut args: Args) -> Result<Report, Error> {
+    if args.print.is_some() {
+        // Only to describe the app: do not take the ports of one that may be running.
+        args.addr.set_port(0);
+        args.health_addr.set_port(0);
+    }
     let io = |error: std::io::Error| Error::Runtime(error);
     std::fs::create_dir_all(&args.data_dir).map_err(|e| {
         io(std::io::Error::new(
@@ -77,7 +85,7 @@ fn run(args: Args) -> Result<Report, Error> {
     let (cache, cache_handle) = cache::CacheComponent::new(args.redis.as_deref());
     let http = http::Http::bind(args.addr, database, cache_handle).map_err(io)?;
 
-    App::builder()
+    let app = App::builder()
         .config(args.config)
         .add(probes)
         .add(logs)
@@ -85,5 +93,17 @@ fn run(args: Args) -> Result<Report, Error> {
         .add(db)
         .add(cache)
         .add(http)
-        .run()
+        .build()?;
+    match args.print {
+        None => app.run(),
+        Some(print) => {
+            let explained = app.explain();
+            match print {
+                Print::Explain => print!("{explained}"),
+                Print::Dot => print!("{}", explained.to_dot()),
+                Print::Mermaid => print!("{}", explained.to_mermaid()),
+            }
+            std::process::exit(0);
+        }
+    }
 }

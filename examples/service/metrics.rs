@@ -46,6 +46,12 @@ impl Component for Metrics {
         vec!["logs"]
     }
 
+    fn options(&self) -> Options {
+        Options::new()
+            .stop_timeout(Duration::from_secs(1))
+            .flush_timeout(Duration::from_millis(500))
+    }
+
     async fn start(&mut self, ctx: &StartContext) -> Result<(), BoxError> {
         let (handle, runtime) = (self.handle.clone(), ctx.runtime().clone());
         ctx.spawn(async move {

@@ -9,6 +9,7 @@ use crate::component::Component;
 use crate::config::{Config, Options, Timeouts};
 use crate::engine::{self, Node};
 use crate::error::{BuildError, Error};
+use crate::explain::Explanation;
 use crate::graph::Plan;
 use crate::health::{HealthMonitor, Shared};
 use crate::report::Report;
@@ -95,6 +96,10 @@ impl Builder {
             .iter()
             .map(|(_, options)| options.critical.unwrap_or(true))
             .collect();
+        let before_all: Vec<bool> = entries
+            .iter()
+            .map(|(_, options)| options.before_all == Some(true))
+            .collect();
         let nodes = entries
             .into_iter()
             .zip(specs)
@@ -110,7 +115,7 @@ impl Builder {
             .collect::<Result<Vec<Node>, BuildError>>()?;
         let health = Arc::new(Shared::new(
             nodes.iter().map(|node| node.name.clone()).collect(),
-            critical,
+            critical.clone(),
             plan.order().to_vec(),
             self.config.health_check_timeout,
             self.config.health_cache_ttl,
@@ -120,8 +125,16 @@ impl Builder {
             notices: sender,
             token: ShutdownToken::default(),
         };
+        let explanation = Explanation::new(
+            &plan,
+            &self.config,
+            &nodes.iter().map(|node| node.timeouts).collect::<Vec<_>>(),
+            &critical,
+            &before_all,
+        );
         Ok(App {
             plan,
+            explanation,
             nodes,
             config: self.config,
             handle,
@@ -137,6 +150,7 @@ impl Builder {
 /// adds `run()` (builds a smol or tokio runtime and blocks) and `run_async()`.
 pub struct App {
     plan: Plan,
+    explanation: Explanation,
     nodes: Vec<Node>,
     config: Config,
     handle: ShutdownHandle,
@@ -165,6 +179,37 @@ impl App {
     /// The validated graph: start order, stop order, levels.
     pub fn plan(&self) -> &Plan {
         &self.plan
+    }
+
+    /// The plan explained: levels, start and stop orders, each component's timeouts, the
+    /// longest start and stop paths, the budget split into drain, stop phase and flush
+    /// reserve, and warnings naming the components whose timeouts cannot fit. Print it
+    /// (`Display`), or export the graph with
+    /// [`to_dot`](Explanation::to_dot) and [`to_mermaid`](Explanation::to_mermaid).
+    ///
+    /// ```
+    /// # use lifecycle_core::*;
+    /// # use std::time::Duration;
+    /// # struct C(&'static str, Vec<&'static str>);
+    /// # #[async_trait]
+    /// # impl Component for C {
+    /// #     fn name(&self) -> &str { self.0 }
+    /// #     fn dependencies(&self) -> Vec<&str> { self.1.clone() }
+    /// #     async fn start(&mut self, _: &StartContext) -> Result<(), BoxError> { Ok(()) }
+    /// #     async fn stop(&mut self, _: &StopContext) -> Result<(), BoxError> { Ok(()) }
+    /// # }
+    /// let app = App::builder()
+    ///     .add(C("db", vec![]))
+    ///     .add_with(C("http", vec!["db"]), Options::new().stop_timeout(Duration::from_secs(20)))
+    ///     .build()?;
+    /// let explained = app.explain();
+    /// assert_eq!(explained.stop_order, ["http", "db"]);
+    /// // 20 s for http then 10 s for db do not fit the 22 s stop phase:
+    /// assert!(explained.warnings[0].contains("http -> db add up to 30s"));
+    /// # Ok::<(), BuildError>(())
+    /// ```
+    pub fn explain(&self) -> &Explanation {
+        &self.explanation
     }
 
     /// The budget and default timeouts.

@@ -44,6 +44,7 @@ pub struct Config {
     pub(crate) drain_quiet_period: Option<Duration>,
     pub(crate) health_check_timeout: Duration,
     pub(crate) health_cache_ttl: Duration,
+    pub(crate) grace_period: Option<Duration>,
 }
 
 /// The drain delay used when none is configured: 5 s in Kubernetes, none elsewhere.
@@ -66,6 +67,7 @@ impl Default for Config {
             drain_quiet_period: None,
             health_check_timeout: Duration::from_millis(500),
             health_cache_ttl: Duration::from_secs(1),
+            grace_period: None,
         }
     }
 }
@@ -109,6 +111,15 @@ impl Config {
         self
     }
 
+    /// The deadline after which the process is killed once shutdown begins, when the
+    /// platform has one: Kubernetes' `terminationGracePeriodSeconds`, systemd's
+    /// `TimeoutStopSec`. Not enforced; [`App::explain`](crate::App::explain) warns when
+    /// the budget does not fit in it.
+    pub fn grace_period(mut self, grace: Duration) -> Self {
+        self.grace_period = Some(grace);
+        self
+    }
+
     /// The end of the budget kept for the flush phase (default 3 s).
     pub fn flush_reserve(mut self, reserve: Duration) -> Self {
         self.flush_reserve = reserve;
@@ -146,6 +157,7 @@ impl Config {
     /// | `LIFECYCLE_FLUSH_TIMEOUT` | [`flush_timeout`](Config::flush_timeout) |
     /// | `LIFECYCLE_HEALTH_CHECK_TIMEOUT` | [`health_check_timeout`](Config::health_check_timeout) |
     /// | `LIFECYCLE_HEALTH_CACHE_TTL` | [`health_cache_ttl`](Config::health_cache_ttl) |
+    /// | `LIFECYCLE_GRACE_PERIOD` | [`grace_period`](Config::grace_period) |
     ///
     /// Values are durations as [`parse_duration`] reads them: `500ms`, `5s`, `2m`.
     ///
@@ -179,7 +191,7 @@ impl Config {
         var: impl Fn(&str) -> Option<std::ffi::OsString>,
     ) -> Result<Self, BuildError> {
         type Setter = fn(Config, Duration) -> Config;
-        const VARIABLES: [(&str, Setter, bool); 9] = [
+        const VARIABLES: [(&str, Setter, bool); 10] = [
             ("SHUTDOWN_TIMEOUT", Config::shutdown_timeout, false),
             ("DRAIN_DELAY", Config::drain_delay, true),
             ("DRAIN_QUIET_PERIOD", Config::drain_quiet_period, false),
@@ -189,6 +201,7 @@ impl Config {
             ("FLUSH_TIMEOUT", Config::flush_timeout, false),
             ("HEALTH_CHECK_TIMEOUT", Config::health_check_timeout, false),
             ("HEALTH_CACHE_TTL", Config::health_cache_ttl, false),
+            ("GRACE_PERIOD", Config::grace_period, false),
         ];
         let mut config = Config::default();
         for (suffix, set, zero_allowed) in VARIABLES {

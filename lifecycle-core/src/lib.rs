@@ -39,6 +39,7 @@ mod component;
 pub mod config;
 mod engine;
 mod error;
+mod explain;
 mod graph;
 mod health;
 mod report;
@@ -52,6 +53,7 @@ pub use async_trait::async_trait;
 pub use component::{Component, FlushContext, Health, StartContext, StopContext};
 pub use config::{Config, Options};
 pub use error::{BoxError, BuildError, Error};
+pub use explain::{Explanation, PlannedComponent};
 pub use graph::Plan;
 pub use health::{
     aggregate, ComponentHealth, ComponentState, HealthMonitor, HealthSubscription, Phase, Snapshot,

@@ -1,0 +1,160 @@
+//! `App::explain`: what an operator reads before a deploy, and the graph exports.
+
+use std::time::Duration;
+
+use lifecycle::prelude::*;
+
+/// A component that does nothing, with dependencies.
+struct Node(&'static str, Vec<&'static str>);
+
+#[async_trait]
+impl Component for Node {
+    fn name(&self) -> &str {
+        self.0
+    }
+    fn dependencies(&self) -> Vec<&str> {
+        self.1.clone()
+    }
+    async fn start(&mut self, _: &StartContext) -> Result<(), BoxError> {
+        Ok(())
+    }
+    async fn stop(&mut self, _: &StopContext) -> Result<(), BoxError> {
+        Ok(())
+    }
+}
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+/// probes (before all) <- metrics <- db, cache <- http; db is slow to stop.
+fn service(config: Config) -> App {
+    App::builder()
+        .add_with(Node("probes", vec![]), Options::new().before_all())
+        .add(Node("metrics", vec![]))
+        .add_with(
+            Node("db", vec!["metrics"]),
+            Options::new().stop_timeout(secs(8)).start_timeout(secs(5)),
+        )
+        .add_with(
+            Node("cache", vec!["metrics"]),
+            Options::new().critical(false),
+        )
+        .add_with(
+            Node("http", vec!["db", "cache"]),
+            Options::new().stop_timeout(secs(6)),
+        )
+        .config(config)
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn the_plan_is_explained_and_a_stop_path_over_its_phase_is_named() {
+    let config = Config::default()
+        .shutdown_timeout(secs(25))
+        .drain_delay(secs(5))
+        .grace_period(secs(30));
+    let app = service(config);
+    let explained = app.explain();
+    assert_eq!(
+        explained.stop_order,
+        ["http", "cache", "db", "metrics", "probes"]
+    );
+    assert_eq!(explained.levels.len(), 4);
+    // http 6 s -> cache 10 s (db only 8 s) -> metrics 10 s -> probes 10 s
+    assert_eq!(
+        explained.stop_path.0,
+        ["http", "cache", "metrics", "probes"]
+    );
+    assert_eq!(explained.stop_path.1, secs(36));
+    // The stop path does not fit 17 s; five flushes of 2 s do not fit 3 s.
+    assert_eq!(explained.warnings.len(), 2, "{explained}");
+    assert!(explained.warnings[1].starts_with("the flush timeouts add up to 10s, more than the 3s flush reserve: the last flushes (probes, metrics)"));
+    assert!(
+        explained.warnings[0].starts_with(
+            "the stop timeouts along http -> cache -> metrics -> probes add up to 36s, more than the 17s stop phase (25s budget - 5s drain - 3s flush reserve)"
+        ),
+        "{}",
+        explained.warnings[0]
+    );
+    let text = explained.to_string();
+    for line in [
+        "5 components in 4 levels (each level starts concurrently):",
+        "  0: probes",
+        "  2: db, cache",
+        "start order: probes, metrics, db, cache, http",
+        "stop order:  http, cache, db, metrics, probes (then the flushes, in this order)",
+        "db              5s       8s       2s  depends on metrics",
+        "cache          30s      10s       2s  depends on metrics; not critical",
+        "probes         30s      10s       2s  before all",
+        "longest start: probes -> metrics -> cache -> http (2m at most)",
+        "shutdown budget 25s: drain 5s, stop phase 17s, flush reserve 3s (flushes need up to 10s); grace period 30s",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no line {line:?} in\n{text}");
+    }
+}
+
+#[test]
+fn a_budget_over_the_grace_period_and_slow_flushes_are_warned_about() {
+    let app = App::builder()
+        .add_with(Node("a", vec![]), Options::new().stop_timeout(secs(1)))
+        .add_with(Node("b", vec!["a"]), Options::new().stop_timeout(secs(1)))
+        .config(
+            Config::default()
+                .shutdown_timeout(secs(30))
+                .flush_timeout(secs(2))
+                .flush_reserve(secs(3))
+                .grace_period(secs(30)),
+        )
+        .build()
+        .unwrap();
+    let warnings = &app.explain().warnings;
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(
+        warnings[0].starts_with("the flush timeouts add up to 4s, more than the 3s flush reserve"),
+        "{}",
+        warnings[0]
+    );
+    assert!(
+        warnings[1].starts_with("the 30s shutdown budget does not fit the 30s grace period"),
+        "{}",
+        warnings[1]
+    );
+}
+
+#[test]
+fn the_graph_exports_to_dot_and_mermaid() {
+    let app = service(Config::default());
+    assert_eq!(
+        app.explain().to_dot(),
+        "digraph lifecycle {
+  rankdir=LR;
+  node [shape=box];
+  \"probes\" [label=\"probes\\nstart 30s · stop 10s · flush 2s\", peripheries=2];
+  \"metrics\" [label=\"metrics\\nstart 30s · stop 10s · flush 2s\"];
+  \"db\" [label=\"db\\nstart 5s · stop 8s · flush 2s\"];
+  \"cache\" [label=\"cache\\nstart 30s · stop 10s · flush 2s\", style=dashed];
+  \"http\" [label=\"http\\nstart 30s · stop 6s · flush 2s\"];
+  \"db\" -> \"metrics\";
+  \"cache\" -> \"metrics\";
+  \"http\" -> \"db\";
+  \"http\" -> \"cache\";
+}
+"
+    );
+    assert_eq!(
+        app.explain().to_mermaid(),
+        "flowchart LR
+  n0[[\"probes<br/>start 30s · stop 10s · flush 2s\"]]
+  n1[\"metrics<br/>start 30s · stop 10s · flush 2s\"]
+  n2[\"db<br/>start 5s · stop 8s · flush 2s\"]
+  n3[\"cache<br/>start 30s · stop 10s · flush 2s\"]
+  n4[\"http<br/>start 30s · stop 6s · flush 2s\"]
+  n2 --> n1
+  n3 --> n1
+  n4 --> n2
+  n4 --> n3
+"
+    );
+}
