@@ -528,7 +528,8 @@ fn redis_cache_degrades_without_taking_readiness(runtime: &str) {
     assert_eq!(status.code(), Some(0), "[{runtime}] {status}");
 }
 
-/// Bad flags and variables are refused before anything starts, naming what is wrong.
+/// Bad flags and variables are refused before anything is acquired (no data dir, no
+/// port), naming what is wrong.
 #[test]
 fn bad_configuration_is_refused_with_exit_code_2() {
     let runtime = runtimes()[0];
@@ -555,8 +556,16 @@ fn bad_configuration_is_refused_with_exit_code_2() {
             "must be less than shutdown_timeout",
         ),
     ] {
-        let mut process = Process::spawn("service", runtime, flags, env);
+        let untouched =
+            std::env::temp_dir().join(format!("lifecycle-refused-{}", std::process::id()));
+        let dir = untouched.to_str().unwrap();
+        let args: Vec<&str> = ["--data-dir", dir].iter().chain(flags).copied().collect();
+        let mut process = Process::spawn("service", runtime, &args, env);
         let (status, _) = process.wait_for_exit();
+        assert!(
+            !untouched.exists(),
+            "{flags:?} {env:?}: the data dir was created before the refusal"
+        );
         let stderr = process.stderr();
         assert_eq!(
             status.code(),

@@ -60,6 +60,7 @@ fn main() -> ExitCode {
 }
 
 fn run(mut args: Args) -> Result<Report, Error> {
+    args.config.validate()?; // before taking ports and files
     if args.print.is_some() {
         // Only to describe the app: do not take the ports of one that may be running.
         args.addr.set_port(0);

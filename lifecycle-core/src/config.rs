@@ -228,7 +228,14 @@ impl Config {
             .saturating_sub(self.flush_reserve)
     }
 
-    pub(crate) fn validate(&self) -> Result<(), BuildError> {
+    /// Checks the values together, as `Builder::build` does: every timeout greater than
+    /// zero, and the drain delay plus the flush reserve shorter than the budget. Call it
+    /// to refuse a bad configuration before acquiring anything (ports, files).
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError::InvalidConfig`] saying which value is wrong and why.
+    pub fn validate(&self) -> Result<(), BuildError> {
         let invalid = |message: String| Err(BuildError::InvalidConfig(message));
         for (name, value) in [
             ("shutdown_timeout", self.shutdown_timeout),
