@@ -123,17 +123,29 @@ WRK_PID=
 INFLIGHT_PID=
 FAILED=1 # until the very end
 
-stop_pid() { # pid: SIGTERM, then SIGKILL after 2 s; only processes this script started
-    local pid=$1 i
-    [ -n "$pid" ] || return 0
-    kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 20); do
-        kill -0 "$pid" 2>/dev/null || break
+stop_pids() { # pid...: only processes this script started
+    # SIGTERM; a second one ends an instance's drain delay at once. Whatever is left
+    # after 5 s gets SIGKILL.
+    local pids=() pid i alive
+    for pid in "$@"; do
+        [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && pids+=("$pid")
+    done
+    [ ${#pids[@]} -gt 0 ] || return 0
+    kill -TERM "${pids[@]}" 2>/dev/null || true
+    sleep 0.1
+    kill -TERM "${pids[@]}" 2>/dev/null || true
+    for i in $(seq 50); do
+        alive=0
+        for pid in "${pids[@]}"; do
+            if kill -0 "$pid" 2>/dev/null; then alive=1; fi
+        done
+        [ $alive = 1 ] || break
         sleep 0.1
     done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
+    for pid in "${pids[@]}"; do
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
 }
 
 show_logs() {
@@ -154,11 +166,8 @@ cleanup() {
     local status=$?
     trap - EXIT INT TERM
     set +e
-    stop_pid "$WRK_PID"
-    stop_pid "$INFLIGHT_PID"
-    stop_pid "${PID[1]:-}"
-    stop_pid "${PID[2]:-}"
-    stop_pid "$HAPROXY_PID"
+    stop_pids "$WRK_PID" "$INFLIGHT_PID" "${PID[1]:-}" "${PID[2]:-}"
+    stop_pids "$HAPROXY_PID"
     if [ "$status" != 0 ] || [ "$FAILED" = 1 ]; then
         show_logs
         [ "$status" != 0 ] || status=1

@@ -55,6 +55,11 @@
 //! - `http` (default): `ProbeServer` (module `probe`), serving liveness, readiness,
 //!   health and your own endpoints (`/metrics`) over HTTP on either runtime; and the
 //!   runtime-neutral sockets of module `net`.
+//! - `serde`: `Serialize` for the [`Report`] (`serde_json::to_string(&report)`):
+//!   durations in milliseconds, outcomes with a stable `kind`, and the exit code.
+//! - `systemd` (Unix): module `systemd`, with `SystemdNotify` (`READY=1`, `STOPPING=1`,
+//!   `STATUS=`, watchdog pings, `EXTEND_TIMEOUT_USEC`) and socket activation
+//!   (`LISTEN_FDS`).
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 

@@ -121,7 +121,7 @@ pub(crate) async fn run(
     let reached_running = started.is_ok();
     let trigger = match started {
         Ok(()) => {
-            tracing::info!(took = ?startup, "running");
+            tracing::info!(took = ?startup, "running: {} components started", nodes.len());
             run.health.set_phase(Phase::Running);
             run.wait_for_trigger(nodes).await
         }
@@ -279,7 +279,13 @@ impl Run<'_> {
             async move {
                 let outcome =
                     run_hook(&*runtime, began, deadline, node.component.start(&ctx)).await;
-                log_step("start", &outcome, runtime.now() - began);
+                log_step(
+                    "start",
+                    &node.name,
+                    &outcome,
+                    runtime.now() - began,
+                    deadline - began,
+                );
                 (i, step(origin, began, runtime.now(), outcome))
             }
             .instrument(span),
@@ -443,7 +449,13 @@ impl Run<'_> {
                 // the same deadline to be dropped.
                 node.tasks.cancel();
                 let _ = timeout_at(&*runtime, deadline, node.tasks.idle()).await;
-                log_step("stop", &outcome, runtime.now() - began);
+                log_step(
+                    "stop",
+                    &node.name,
+                    &outcome,
+                    runtime.now() - began,
+                    deadline - began,
+                );
                 (i, step(origin, began, runtime.now(), outcome))
             }
             .instrument(span),
@@ -464,7 +476,13 @@ impl Run<'_> {
             let runtime = &*self.runtime;
             let outcome = async {
                 let outcome = run_hook(runtime, began, deadline, node.component.flush(&ctx)).await;
-                log_step("flush", &outcome, runtime.now() - began);
+                log_step(
+                    "flush",
+                    &node.name,
+                    &outcome,
+                    runtime.now() - began,
+                    deadline - began,
+                );
                 outcome
             }
             .instrument(tracing::info_span!("flush", component = %node.name))
@@ -540,10 +558,15 @@ fn step(origin: Instant, began: Instant, ended: Instant, outcome: Outcome) -> St
     }
 }
 
-fn log_step(step: &str, outcome: &Outcome, took: Duration) {
+/// One line for a step that failed, timed out or used more than half its time, naming the
+/// component and the step (`stop of db timed out after 5s`); a debug line otherwise, so
+/// a healthy run logs its summaries, not a line per step.
+fn log_step(step: &str, name: &str, outcome: &Outcome, took: Duration, allowed: Duration) {
     if outcome.is_failure() {
-        tracing::warn!(?took, "{step} {outcome}");
+        tracing::warn!(?took, "{step} of {name} {outcome}");
+    } else if took > allowed / 2 {
+        tracing::warn!("{step} of {name} was slow: it took {took:?} of the {allowed:?} it had");
     } else {
-        tracing::info!(?took, "{step} {outcome}");
+        tracing::debug!(?took, "{step} of {name} {outcome}");
     }
 }

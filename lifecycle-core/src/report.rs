@@ -280,9 +280,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn table_and_exit_code() {
-        let mut report = Report {
+    /// Two components, one stop timed out, one task failed; SIGTERM.
+    pub(super) fn sample() -> Report {
+        Report {
             components: vec![
                 ComponentReport {
                     name: "db".into(),
@@ -304,7 +304,12 @@ mod tests {
             forced_by: None,
             startup: Duration::from_millis(400),
             shutdown: Duration::from_millis(5200),
-        };
+        }
+    }
+
+    #[test]
+    fn table_and_exit_code() {
+        let mut report = sample();
         assert_eq!(
             report.to_string(),
             "shutdown by SIGTERM: exit code 1, startup 400ms, shutdown 5200ms\n\
@@ -321,5 +326,121 @@ mod tests {
         report.forced_by = None;
         assert_eq!(report.exit_code(), 0);
         assert!(report.is_clean());
+    }
+}
+
+/// The report as JSON (feature `serde`): durations in milliseconds, outcomes as a `kind`
+/// (`completed`, `failed`, `panicked`, `timed_out`, `cancelled`, `skipped`, `not_run`)
+/// and a human `detail`, and the exit code with the rest.
+#[cfg(feature = "serde")]
+mod json {
+    use serde::ser::{Serialize, SerializeStruct, Serializer};
+
+    use super::{ComponentReport, Outcome, Report, Step, Trigger};
+
+    fn ms(duration: std::time::Duration) -> f64 {
+        duration.as_secs_f64() * 1000.0
+    }
+
+    impl Outcome {
+        /// A stable, machine-readable name of the outcome: `completed`, `failed`, ...
+        pub fn kind(&self) -> &'static str {
+            match self {
+                Outcome::NotRun => "not_run",
+                Outcome::Completed => "completed",
+                Outcome::Failed(_) => "failed",
+                Outcome::Panicked(_) => "panicked",
+                Outcome::TimedOut(_) => "timed_out",
+                Outcome::Cancelled => "cancelled",
+                Outcome::Skipped => "skipped",
+            }
+        }
+    }
+
+    impl Serialize for Outcome {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            let mut outcome = serializer.serialize_struct("Outcome", 2)?;
+            outcome.serialize_field("kind", self.kind())?;
+            outcome.serialize_field("detail", &self.to_string())?;
+            outcome.end()
+        }
+    }
+
+    impl Serialize for Step {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            let mut step = serializer.serialize_struct("Step", 3)?;
+            step.serialize_field("outcome", &self.outcome)?;
+            step.serialize_field("began_ms", &self.began.map(ms))?;
+            step.serialize_field("took_ms", &ms(self.took))?;
+            step.end()
+        }
+    }
+
+    impl Serialize for ComponentReport {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            let mut component = serializer.serialize_struct("ComponentReport", 5)?;
+            component.serialize_field("name", &self.name)?;
+            component.serialize_field("start", &self.start)?;
+            component.serialize_field("stop", &self.stop)?;
+            component.serialize_field("flush", &self.flush)?;
+            component.serialize_field("task_failures", &self.task_failures)?;
+            component.end()
+        }
+    }
+
+    impl Serialize for Trigger {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            let (kind, component) = match self {
+                Trigger::Signal(_) => ("signal", None),
+                Trigger::Requested => ("requested", None),
+                Trigger::StartFailed { component, .. } => ("start_failed", Some(component)),
+                Trigger::TaskFailed { component, .. } => ("task_failed", Some(component)),
+            };
+            let mut trigger = serializer.serialize_struct("Trigger", 3)?;
+            trigger.serialize_field("kind", kind)?;
+            trigger.serialize_field("component", &component)?;
+            trigger.serialize_field("detail", &self.to_string())?;
+            trigger.end()
+        }
+    }
+
+    impl Serialize for Report {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            let mut report = serializer.serialize_struct("Report", 8)?;
+            report.serialize_field("exit_code", &self.exit_code())?;
+            report.serialize_field("trigger", &self.trigger)?;
+            report.serialize_field("reached_running", &self.reached_running)?;
+            report.serialize_field("forced_by", &self.forced_by.map(|s| s.name()))?;
+            report.serialize_field("startup_ms", &ms(self.startup))?;
+            report.serialize_field("shutdown_ms", &ms(self.shutdown))?;
+            report.serialize_field("failures", &self.failures())?;
+            report.serialize_field("components", &self.components)?;
+            report.end()
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::super::tests::sample;
+
+        #[test]
+        fn report_as_json() {
+            let json = serde_json::to_value(sample()).unwrap();
+            assert_eq!(json["exit_code"], 1);
+            assert_eq!(json["trigger"]["kind"], "signal");
+            assert_eq!(json["trigger"]["detail"], "SIGTERM");
+            assert_eq!(json["shutdown_ms"], 5200.0);
+            assert_eq!(json["failures"][0], "stop of db timed out after 5s");
+            let db = &json["components"][0];
+            assert_eq!(db["name"], "db");
+            assert_eq!(db["stop"]["outcome"]["kind"], "timed_out");
+            assert_eq!(db["stop"]["outcome"]["detail"], "timed out after 5s");
+            assert_eq!(db["stop"]["took_ms"], 5000.0);
+            assert_eq!(json["components"][1]["flush"]["outcome"]["kind"], "not_run");
+            assert_eq!(
+                json["components"][1]["flush"]["began_ms"],
+                serde_json::Value::Null
+            );
+        }
     }
 }
