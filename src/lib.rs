@@ -77,6 +77,8 @@ pub use lifecycle_tokio::TokioRuntime;
 pub mod net;
 #[cfg(feature = "http")]
 pub mod probe;
+#[cfg(all(unix, feature = "systemd"))]
+pub mod systemd;
 #[cfg(feature = "http")]
 pub use probe::ProbeServer;
 

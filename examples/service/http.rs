@@ -69,6 +69,15 @@ impl Http {
                 format!("cannot bind the app on {addr}: {error}"),
             )
         })?;
+        Http::from_listener(listener, db, cache)
+    }
+
+    /// Serves on a socket already listening (passed by systemd).
+    pub fn from_listener(
+        listener: TcpListener,
+        db: Database,
+        cache: Cache,
+    ) -> std::io::Result<Http> {
         Ok(Http {
             addr: listener.local_addr()?,
             listener: Some(listener),

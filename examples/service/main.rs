@@ -84,9 +84,16 @@ fn run(mut args: Args) -> Result<Report, Error> {
         .endpoint("/metrics", "text/plain; version=0.0.4", metrics.renderer());
     let (db, database) = db::Db::new(args.data_dir.join("service.db"));
     let (cache, cache_handle) = cache::CacheComponent::new(args.redis.as_deref());
-    let http = http::Http::bind(args.addr, database, cache_handle).map_err(io)?;
+    let http = match activated_listener() {
+        Some(listener) => http::Http::from_listener(listener, database, cache_handle),
+        None => http::Http::bind(args.addr, database, cache_handle),
+    }
+    .map_err(io)?;
 
-    let app = App::builder()
+    let builder = App::builder();
+    #[cfg(all(unix, feature = "systemd"))]
+    let builder = builder.add(lifecycle::systemd::SystemdNotify::from_env().map_err(io)?);
+    let app = builder
         .config(args.config)
         .add(probes)
         .add(logs)
@@ -107,4 +114,20 @@ fn run(mut args: Args) -> Result<Report, Error> {
             std::process::exit(0);
         }
     }
+}
+
+/// The app's socket when systemd passed one (socket activation, feature `systemd`): the
+/// one named `http`, or the first.
+fn activated_listener() -> Option<std::net::TcpListener> {
+    #[cfg(all(unix, feature = "systemd"))]
+    match lifecycle::systemd::listeners() {
+        Ok(listeners) => {
+            let (named, others): (Vec<_>, Vec<_>) = listeners
+                .into_iter()
+                .partition(|l| l.name.as_deref() == Some("http"));
+            return named.into_iter().chain(others).next().map(|l| l.listener);
+        }
+        Err(error) => eprintln!("ignoring the sockets passed by systemd: {error}"),
+    }
+    None
 }

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
@@ -122,6 +122,7 @@ pub struct StartContext {
     pub(crate) health: HealthMonitor,
     pub(crate) in_flight: InFlight,
     pub(crate) deadline: Instant,
+    pub(crate) shutdown_budget: Duration,
 }
 
 impl StartContext {
@@ -201,6 +202,13 @@ impl StartContext {
     /// When the engine gives up on this start.
     pub fn deadline(&self) -> Instant {
         self.deadline
+    }
+
+    /// The whole shutdown budget, from the trigger to the exit
+    /// ([`Config::shutdown_timeout`](crate::Config::shutdown_timeout)): what a
+    /// supervisor must be told to wait for.
+    pub fn shutdown_budget(&self) -> Duration {
+        self.shutdown_budget
     }
 }
 

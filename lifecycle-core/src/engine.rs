@@ -71,6 +71,8 @@ struct Run<'a> {
     reports: Vec<ComponentReport>,
     started: Vec<bool>,
     forced_by: Option<Signal>,
+    /// For the start contexts.
+    shutdown_budget: Duration,
 }
 
 /// Runs the app to completion and returns its report.
@@ -110,6 +112,7 @@ pub(crate) async fn run(
         events,
         origin,
         forced_by: None,
+        shutdown_budget: config.shutdown_timeout,
     };
 
     tracing::info!(components = nodes.len(), "starting");
@@ -273,6 +276,7 @@ impl Run<'_> {
             health: crate::HealthMonitor(self.health.clone()),
             in_flight: node.in_flight.clone(),
             deadline,
+            shutdown_budget: self.shutdown_budget,
         };
         let span = tracing::info_span!("start", component = %node.name);
         Box::pin(

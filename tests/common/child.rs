@@ -38,6 +38,8 @@ pub fn example_binary(name: &str) -> PathBuf {
         cfg!(feature = "smol").then_some("smol"),
         cfg!(feature = "tokio").then_some("tokio"),
         cfg!(feature = "http").then_some("http"),
+        cfg!(feature = "serde").then_some("serde"),
+        cfg!(feature = "systemd").then_some("systemd"),
     ]
     .into_iter()
     .flatten()
@@ -88,7 +90,28 @@ impl Process {
     /// Runs example `name` on `runtime` with `args`, `RUST_LOG=info` and `env`, and no
     /// Kubernetes (so no default drain delay).
     pub fn spawn(name: &str, runtime: &str, args: &[&str], env: &[(&str, &str)]) -> Process {
-        let mut child = Command::new(example_binary(name))
+        Self::spawn_wrapped(&[], name, runtime, args, env)
+    }
+
+    /// As [`spawn`](Process::spawn), run by `wrapper` (a program and its first
+    /// arguments, followed by the example's path and `args`), which must `exec` it.
+    pub fn spawn_wrapped(
+        wrapper: &[&str],
+        name: &str,
+        runtime: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Process {
+        let binary = example_binary(name);
+        let mut command = match wrapper.split_first() {
+            None => Command::new(&binary),
+            Some((program, first)) => {
+                let mut command = Command::new(program);
+                command.args(first).arg(&binary);
+                command
+            }
+        };
+        let mut child = command
             .args(args)
             .env("LIFECYCLE_RUNTIME", runtime)
             .env_remove("KUBERNETES_SERVICE_HOST")
