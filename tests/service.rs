@@ -402,6 +402,40 @@ fn keep_alive_connections_do_not_hold_the_stop(runtime: &str) {
     assert_eq!(status.code(), Some(0), "[{runtime}] {status}");
 }
 
+/// A request still running at the app's stop deadline is cut: its connection is closed,
+/// the stop is reported failed (exit code 1), and the process exits at the deadline
+/// instead of waiting for the request.
+fn a_request_over_the_stop_deadline_is_cut(runtime: &str) {
+    let mut service = Service::start(runtime, &["--stop-timeout", "1s"]);
+    let addr = service.app;
+    let slow = thread::spawn(move || Connection::open(addr).unwrap().get("/work?ms=10000"));
+    thread::sleep(Duration::from_millis(300)); // in flight
+    service.process.signal("TERM");
+    let signalled = Instant::now();
+    let (status, exited) = service.process.wait_for_exit();
+    let took = exited - signalled;
+    assert_eq!(status.code(), Some(1), "[{runtime}] {status}");
+    assert!(
+        took < Duration::from_secs(4),
+        "[{runtime}] exited {took:?} after SIGTERM"
+    );
+    let answer = slow.join().unwrap();
+    assert!(
+        !matches!(answer, Ok(Answer::Complete(_))),
+        "[{runtime}] the 10 s request was answered: {answer:?}"
+    );
+    if !service
+        .process
+        .stdout
+        .iter()
+        .any(|l| l.contains("stop of http failed: 1 requests still running at the stop deadline"))
+    {
+        service
+            .process
+            .fail("no line saying the stop of http cut a request");
+    }
+}
+
 /// `GET path` on a new connection; the complete answer.
 fn get(addr: SocketAddr, path: &str) -> Response {
     match Connection::open(addr).and_then(|mut conn| conn.get(path)) {
@@ -600,4 +634,5 @@ on_each_runtime!(
     sigterm_under_load_loses_nothing,
     keep_alive_connections_do_not_hold_the_stop,
     redis_cache_degrades_without_taking_readiness,
+    a_request_over_the_stop_deadline_is_cut,
 );

@@ -18,7 +18,8 @@ usage: service [options]
   --shutdown-timeout DUR   the whole shutdown budget (default 25s)
   --drain-delay DUR        keep serving after the trigger (default 0, 5s in Kubernetes)
   --quiet-period DUR       end the drain once no request came for DUR
-  --stop-timeout DUR       each component's stop timeout (default 10s)
+  --stop-timeout DUR       how long the app's requests in flight may take to finish
+                           once it stops accepting (default 8s); then they are cut
   --explain                print the plan (levels, orders, timeouts, budget, warnings)
                            and exit
   --graph dot|mermaid      print the component graph and exit
@@ -36,6 +37,8 @@ pub struct Args {
     pub redis: Option<String>,
     /// The environment's `LIFECYCLE_*` values, then the flags.
     pub config: Config,
+    /// The `http` component's stop timeout, overriding its own 8 s.
+    pub http_stop_timeout: Option<Duration>,
     /// Print instead of running.
     pub print: Option<Print>,
 }
@@ -66,6 +69,7 @@ impl Args {
             redis: None,
             config: Config::default(),
             print: None,
+            http_stop_timeout: None,
         };
         while let Some(flag) = args.next() {
             match flag.as_str() {
@@ -123,7 +127,7 @@ impl Args {
                     config = config.drain_quiet_period(positive(&flag, duration(value()?)?)?)
                 }
                 "--stop-timeout" => {
-                    config = config.stop_timeout(positive(&flag, duration(value()?)?)?)
+                    parsed.http_stop_timeout = Some(positive(&flag, duration(value()?)?)?)
                 }
                 other => {
                     return Err(Refused::Invalid(format!(

@@ -100,7 +100,13 @@ fn run(mut args: Args) -> Result<Report, Error> {
         .add(metrics)
         .add(db)
         .add(cache)
-        .add(http)
+        .add_with(
+            http,
+            match args.http_stop_timeout {
+                Some(timeout) => Options::new().stop_timeout(timeout),
+                None => Options::new(),
+            },
+        )
         .build()?;
     match args.print {
         None => app.run(),
