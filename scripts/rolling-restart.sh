@@ -24,6 +24,8 @@
 #   ROLLING_BASE_PORT     first port tried (default 18080; see `choose_ports`)
 #   ROLLING_LOG_DIR       where the logs of a failed run are kept
 #                         (default target/rolling-restart-logs)
+#   ROLLING_DRAIN_DELAY_MS  the instances' drain delay (default 2000); 0 shows what a
+#                         restart without a drain does to the requests (it must fail)
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -35,8 +37,8 @@ ROOT=$PWD
 # (about 0.3 s, 1.8 s worst case: see deploy/haproxy.cfg), so HAProxy stops sending new
 # requests before the app stops accepting. Budget 10 s = 2 s drain + 5 s stop phase +
 # 3 s flush reserve (the default), enough for the 2.8 s request in flight below.
-DRAIN_DELAY=2s
-DRAIN_DELAY_MS=2000
+DRAIN_DELAY_MS=${ROLLING_DRAIN_DELAY_MS:-2000}
+DRAIN_DELAY=${DRAIN_DELAY_MS}ms
 SHUTDOWN_TIMEOUT=10s
 SHUTDOWN_TIMEOUT_S=10
 # The request in flight at each SIGTERM: longer than the drain delay, so it is still
@@ -126,7 +128,7 @@ FAILED=1 # until the very end
 stop_pids() { # pid...: only processes this script started
     # SIGTERM; a second one ends an instance's drain delay at once. Whatever is left
     # after 5 s gets SIGKILL.
-    local pids=() pid i alive
+    local pids=() pid alive
     for pid in "$@"; do
         [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && pids+=("$pid")
     done
@@ -134,7 +136,7 @@ stop_pids() { # pid...: only processes this script started
     kill -TERM "${pids[@]}" 2>/dev/null || true
     sleep 0.1
     kill -TERM "${pids[@]}" 2>/dev/null || true
-    for i in $(seq 50); do
+    for _ in $(seq 50); do
         alive=0
         for pid in "${pids[@]}"; do
             if kill -0 "$pid" 2>/dev/null; then alive=1; fi
@@ -155,7 +157,7 @@ show_logs() {
     cp -r "$TMP"/. "$LOG_DIR"/ 2>/dev/null || true
     local f
     echo "--- logs kept in $LOG_DIR" >&2
-    for f in "$LOG_DIR"/app1.out "$LOG_DIR"/app2.out "$LOG_DIR"/haproxy.log "$LOG_DIR"/wrk.out; do
+    for f in "$LOG_DIR"/app1.out "$LOG_DIR"/app2.out "$LOG_DIR"/haproxy.log "$LOG_DIR"/haproxy.err "$LOG_DIR"/wrk.out; do
         [ -f "$f" ] || continue
         echo "--- tail $f" >&2
         tail -n 40 "$f" >&2
@@ -227,6 +229,7 @@ EXIT_FAILURES=0
 INFLIGHT_FAILURES=0
 UNANSWERED=0
 DETECT_MAX_MS=0
+SLOW_DETECTIONS=0
 
 restart_instance() { # n
     local n=$1 t code status=0 detect_ms exit_ms
@@ -246,8 +249,10 @@ restart_instance() { # n
     detect_ms=$(ms_since "$t")
     [ "$detect_ms" -le "$DETECT_MAX_MS" ] || DETECT_MAX_MS=$detect_ms
     log "app$n: DOWN in HAProxy after ${detect_ms} ms (drain delay ${DRAIN_DELAY_MS} ms)"
-    [ "$detect_ms" -lt "$DRAIN_DELAY_MS" ] ||
-        die "HAProxy took ${detect_ms} ms to see app$n DOWN: not less than the drain delay"
+    if [ "$detect_ms" -ge "$DRAIN_DELAY_MS" ]; then
+        SLOW_DETECTIONS=$((SLOW_DETECTIONS + 1))
+        log "app$n: FAILED: HAProxy saw it DOWN only after the drain delay"
+    fi
 
     # Its exit, within the budget (plus a margin for the process teardown).
     while kill -0 "${PID[$n]}" 2>/dev/null; do
@@ -324,9 +329,9 @@ export LB_ADDR="127.0.0.1:$LB_PORT" LB_STATS_ADDR="127.0.0.1:$STATS_PORT"
 export APP1_ADDR="127.0.0.1:${APP_PORT[1]}" APP1_PROBE_PORT="${PROBE_PORT[1]}"
 export APP2_ADDR="127.0.0.1:${APP_PORT[2]}" APP2_PROBE_PORT="${PROBE_PORT[2]}"
 haproxy -c -q -f "$CFG" || die "haproxy rejects $CFG"
-# -db: foreground; -q: its log (stdout, see `log` in the config) is enough, no copy of
-# every server state change on stderr.
-haproxy -db -q -f "$CFG" >"$TMP/haproxy.log" 2>&1 &
+# -db: foreground. Its log goes to stdout (`log stdout` in the config, timestamped);
+# stderr repeats server state changes as warnings, and has any alert.
+haproxy -db -f "$CFG" >"$TMP/haproxy.log" 2>"$TMP/haproxy.err" &
 HAPROXY_PID=$!
 wait_lb_status app1 UP 10
 wait_lb_status app2 UP 10
@@ -394,6 +399,8 @@ problems=()
 [ "$non2xx" = 0 ] || problems+=("$non2xx non-2xx responses")
 [ "$socket_errors" = 0 ] || problems+=("$socket_errors socket errors")
 [ "$RESTARTS" = 2 ] || problems+=("$RESTARTS restarts instead of 2")
+[ "$SLOW_DETECTIONS" = 0 ] ||
+    problems+=("$SLOW_DETECTIONS times HAProxy saw an instance DOWN only after its drain delay")
 [ "$EXIT_FAILURES" = 0 ] || problems+=("$EXIT_FAILURES instances exited badly")
 [ "$INFLIGHT_FAILURES" = 0 ] || problems+=("$INFLIGHT_FAILURES requests in flight at SIGTERM failed")
 [ "$UNANSWERED" = 0 ] || problems+=("$UNANSWERED requests received and never answered")

@@ -85,8 +85,11 @@ impl Component for Db {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .busy_timeout(Duration::from_secs(5));
+        // One connection: SQLite has one writer at a time, and with several connections
+        // concurrent inserts only wait on each other's lock, backing off for up to
+        // hundreds of milliseconds. Queued on one connection they take microseconds.
         let pool = SqlitePoolOptions::new()
-            .max_connections(4)
+            .max_connections(1)
             .connect_with(options)
             .await
             .map_err(|e| format!("cannot open {}: {e}", self.path.display()))?;
