@@ -293,6 +293,9 @@ fn sigterm_under_load_loses_nothing(runtime: &str) {
     );
     let ok: usize = tallies.iter().map(|t| t.ok).sum();
     let not_accepted: usize = tallies.iter().map(|t| t.not_accepted).sum();
+    eprintln!(
+        "[{runtime}] {ok} requests answered 200, {not_accepted} not accepted; exit {took:?} after SIGTERM"
+    );
     assert!(
         ok > CLIENTS * 5,
         "[{runtime}] only {ok} requests went through"
