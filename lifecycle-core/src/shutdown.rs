@@ -91,7 +91,7 @@ struct InFlightState {
 /// for it to finish, with a deadline.
 ///
 /// Take a guard when the work arrives and drop it when the work is done: one atomic
-/// operation each. [`wait_idle`](InFlight::wait_idle) completes once nothing is in flight.
+/// operation each, and a notification of `wait_idle` when the count reaches zero. [`wait_idle`](InFlight::wait_idle) completes once nothing is in flight.
 /// Cheap to clone; clones share the count.
 ///
 /// Each component gets one from [`StartContext::in_flight`](crate::StartContext::in_flight)
