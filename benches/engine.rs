@@ -10,7 +10,7 @@ mod common;
 
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{criterion_group, BatchSize, BenchmarkId, Criterion, Throughput};
 use lifecycle::{
@@ -18,8 +18,8 @@ use lifecycle::{
 };
 
 use common::{
-    assert_clean, build, cell, components, config, criterion_median, human, load_average, median,
-    random_dag, Spec, SEED,
+    assert_clean, build, cell, components, config, criterion_median, human, median, random_dag,
+    Spec, SEED,
 };
 
 const SIZES: [usize; 2] = [1_000, 10_000];
@@ -297,16 +297,5 @@ criterion_group! {
 }
 
 fn main() {
-    let began = Instant::now();
-    println!("load average at the start: {}", load_average());
-    benches();
-    Criterion::default().configure_from_args().final_summary();
-    if std::env::args().any(|arg| arg == "--bench") {
-        summary();
-    }
-    println!(
-        "\n(engine benchmarks took {}; load average at the end: {})",
-        human(began.elapsed()),
-        load_average()
-    );
+    common::criterion_main("engine", benches, summary);
 }

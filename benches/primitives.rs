@@ -28,7 +28,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use common::{cell, criterion_median, human, load_average, ratio};
+use common::{cell, criterion_median, ratio};
 
 const GUARDS: [&str; 4] = [
     "lifecycle_enter",
@@ -339,16 +339,5 @@ criterion_group! {
 }
 
 fn main() {
-    let began = Instant::now();
-    println!("load average at the start: {}", load_average());
-    benches();
-    Criterion::default().configure_from_args().final_summary();
-    if std::env::args().any(|arg| arg == "--bench") {
-        summary();
-    }
-    println!(
-        "\n(primitives benchmarks took {}; load average at the end: {})",
-        human(began.elapsed()),
-        load_average()
-    );
+    common::criterion_main("primitives", benches, summary);
 }

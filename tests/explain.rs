@@ -1,27 +1,11 @@
 //! `App::explain`: what an operator reads before a deploy, and the graph exports.
 
+mod common;
+
 use std::time::Duration;
 
+use common::Named;
 use lifecycle::prelude::*;
-
-/// A component that does nothing, with dependencies.
-struct Node(&'static str, Vec<&'static str>);
-
-#[async_trait]
-impl Component for Node {
-    fn name(&self) -> &str {
-        self.0
-    }
-    fn dependencies(&self) -> Vec<&str> {
-        self.1.clone()
-    }
-    async fn start(&mut self, _: &StartContext) -> Result<(), BoxError> {
-        Ok(())
-    }
-    async fn stop(&mut self, _: &StopContext) -> Result<(), BoxError> {
-        Ok(())
-    }
-}
 
 fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
@@ -30,18 +14,18 @@ fn secs(n: u64) -> Duration {
 /// probes (before all) <- metrics <- db, cache <- http; db is slow to stop.
 fn service(config: Config) -> App {
     App::builder()
-        .add_with(Node("probes", vec![]), Options::new().before_all())
-        .add(Node("metrics", vec![]))
+        .add_with(Named("probes", vec![]), Options::new().before_all())
+        .add(Named("metrics", vec![]))
         .add_with(
-            Node("db", vec!["metrics"]),
+            Named("db", vec!["metrics"]),
             Options::new().stop_timeout(secs(8)).start_timeout(secs(5)),
         )
         .add_with(
-            Node("cache", vec!["metrics"]),
+            Named("cache", vec!["metrics"]),
             Options::new().critical(false),
         )
         .add_with(
-            Node("http", vec!["db", "cache"]),
+            Named("http", vec!["db", "cache"]),
             Options::new().stop_timeout(secs(6)),
         )
         .config(config)
@@ -98,8 +82,8 @@ fn the_plan_is_explained_and_a_stop_path_over_its_phase_is_named() {
 #[test]
 fn a_budget_over_the_grace_period_and_slow_flushes_are_warned_about() {
     let app = App::builder()
-        .add_with(Node("a", vec![]), Options::new().stop_timeout(secs(1)))
-        .add_with(Node("b", vec!["a"]), Options::new().stop_timeout(secs(1)))
+        .add_with(Named("a", vec![]), Options::new().stop_timeout(secs(1)))
+        .add_with(Named("b", vec!["a"]), Options::new().stop_timeout(secs(1)))
         .config(
             Config::default()
                 .shutdown_timeout(secs(30))

@@ -1,28 +1,13 @@
 //! Invalid graphs and configurations are refused at build time with a message that
 //! names the problem.
 
+mod common;
+
 use std::time::Duration;
 
+use common::Named;
 use lifecycle::prelude::*;
 use lifecycle::BuildError;
-
-struct Named(&'static str, Vec<&'static str>);
-
-#[async_trait]
-impl Component for Named {
-    fn name(&self) -> &str {
-        self.0
-    }
-    fn dependencies(&self) -> Vec<&str> {
-        self.1.clone()
-    }
-    async fn start(&mut self, _: &StartContext) -> Result<(), BoxError> {
-        Ok(())
-    }
-    async fn stop(&mut self, _: &StopContext) -> Result<(), BoxError> {
-        Ok(())
-    }
-}
 
 fn build(nodes: &[(&'static str, &[&'static str])]) -> Result<App, BuildError> {
     nodes

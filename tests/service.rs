@@ -613,26 +613,6 @@ fn bad_configuration_is_refused_with_exit_code_2() {
     }
 }
 
-macro_rules! on_each_runtime {
-    ($($scenario:ident),* $(,)?) => {
-        #[cfg(feature = "smol")]
-        mod smol {
-            $(#[test]
-            fn $scenario() {
-                super::$scenario("smol");
-            })*
-        }
-
-        #[cfg(feature = "tokio")]
-        mod tokio {
-            $(#[test]
-            fn $scenario() {
-                super::$scenario("tokio");
-            })*
-        }
-    };
-}
-
 on_each_runtime!(
     sigterm_under_load_loses_nothing,
     keep_alive_connections_do_not_hold_the_stop,

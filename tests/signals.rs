@@ -154,27 +154,6 @@ fn two_sigints_exit_130(runtime: &'static str) {
     second_signal_forces_exit(runtime, "INT", 130);
 }
 
-/// One test per scenario and per runtime compiled in.
-macro_rules! on_each_runtime {
-    ($($scenario:ident),* $(,)?) => {
-        #[cfg(feature = "smol")]
-        mod smol {
-            $(#[test]
-            fn $scenario() {
-                super::$scenario("smol");
-            })*
-        }
-
-        #[cfg(feature = "tokio")]
-        mod tokio {
-            $(#[test]
-            fn $scenario() {
-                super::$scenario("tokio");
-            })*
-        }
-    };
-}
-
 on_each_runtime!(
     sigterm_stops_in_reverse_order,
     sigterm_during_startup_aborts_cleanly,

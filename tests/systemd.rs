@@ -200,26 +200,6 @@ fn serves_a_socket_passed_by_systemd(runtime: &str) {
     assert_eq!(status.code(), Some(0), "[{runtime}] {status}");
 }
 
-macro_rules! on_each_runtime {
-    ($($scenario:ident),* $(,)?) => {
-        #[cfg(feature = "smol")]
-        mod smol {
-            $(#[test]
-            fn $scenario() {
-                super::$scenario("smol");
-            })*
-        }
-
-        #[cfg(feature = "tokio")]
-        mod tokio {
-            $(#[test]
-            fn $scenario() {
-                super::$scenario("tokio");
-            })*
-        }
-    };
-}
-
 on_each_runtime!(
     notifies_ready_watchdog_stopping,
     serves_a_socket_passed_by_systemd

@@ -358,27 +358,6 @@ fn bad_flags_exit_2_and_name_the_flag() {
     }
 }
 
-/// One test per scenario and per runtime compiled in.
-macro_rules! on_each_runtime {
-    ($($scenario:ident),* $(,)?) => {
-        #[cfg(feature = "smol")]
-        mod smol {
-            $(#[test]
-            fn $scenario() {
-                super::$scenario("smol");
-            })*
-        }
-
-        #[cfg(feature = "tokio")]
-        mod tokio {
-            $(#[test]
-            fn $scenario() {
-                super::$scenario("tokio");
-            })*
-        }
-    };
-}
-
 on_each_runtime!(
     sigterm_then_restart_does_every_job_once,
     sigterm_releases_unfinished_jobs,

@@ -315,3 +315,22 @@ pub fn load_average() -> String {
         },
     )
 }
+
+/// The `main` of a criterion benchmark: the load average before and after, criterion's
+/// run and summary, then `summary` (the table with the ratios) when run with `--bench`.
+pub fn criterion_main(name: &str, benches: fn(), summary: fn()) {
+    let began = std::time::Instant::now();
+    println!("load average at the start: {}", load_average());
+    benches();
+    criterion::Criterion::default()
+        .configure_from_args()
+        .final_summary();
+    if std::env::args().any(|arg| arg == "--bench") {
+        summary();
+    }
+    println!(
+        "\n({name} benchmarks took {}; load average at the end: {})",
+        human(began.elapsed()),
+        load_average()
+    );
+}

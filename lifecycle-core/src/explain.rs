@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::config::{Config, Timeouts};
 use crate::graph::Plan;
+use crate::report::name_column;
 
 /// One component as the plan sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,11 +94,13 @@ impl Explanation {
             .collect();
         let order = plan.order();
         let start = longest_path(
+            plan.len(),
             order.iter().copied(),
             |i| plan.dependencies(i),
             |i| timeouts[i].start,
         );
         let stop = longest_path(
+            plan.len(),
             order.iter().rev().copied(),
             |i| plan.dependents(i),
             |i| timeouts[i].stop,
@@ -233,13 +236,7 @@ impl fmt::Display for Explanation {
             "stop order:  {} (then the flushes, in this order)",
             self.stop_order.join(", ")
         )?;
-        let width = self
-            .components
-            .iter()
-            .map(|c| c.name.len())
-            .max()
-            .unwrap_or(0)
-            .max("component".len());
+        let width = name_column(self.components.iter().map(|c| c.name.as_str()));
         writeln!(
             f,
             "{:width$}  {:>7}  {:>7}  {:>7}  notes",
@@ -301,11 +298,11 @@ impl fmt::Display for Explanation {
 /// The heaviest path through `nodes` (visited so that every node comes after all its
 /// `before` nodes), each weighing `weight`; its nodes in visiting order and its weight.
 fn longest_path<'a>(
-    nodes: impl Iterator<Item = usize> + Clone,
+    count: usize,
+    nodes: impl Iterator<Item = usize>,
     before: impl Fn(usize) -> &'a [usize],
     weight: impl Fn(usize) -> Duration,
 ) -> (Vec<usize>, Duration) {
-    let count = nodes.clone().max().map_or(0, |m| m + 1);
     let mut total = vec![Duration::ZERO; count];
     let mut previous = vec![None; count];
     let mut best: Option<usize> = None;

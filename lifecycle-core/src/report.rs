@@ -230,13 +230,7 @@ impl fmt::Display for Report {
                 format!("{kind} {}", millis(step.took))
             }
         };
-        let width = self
-            .components
-            .iter()
-            .map(|c| c.name.len())
-            .max()
-            .unwrap_or(0)
-            .max("component".len());
+        let width = name_column(self.components.iter().map(|c| c.name.as_str()));
         writeln!(
             f,
             "shutdown by {}: exit code {}, startup {}, shutdown {}{}",
@@ -262,6 +256,15 @@ impl fmt::Display for Report {
         }
         Ok(())
     }
+}
+
+/// The width of a table's first column: the longest name, or the header `component`.
+pub(crate) fn name_column<'a>(names: impl Iterator<Item = &'a str>) -> usize {
+    names
+        .map(str::len)
+        .max()
+        .unwrap_or(0)
+        .max("component".len())
 }
 
 fn millis(duration: Duration) -> String {

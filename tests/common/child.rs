@@ -11,6 +11,30 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
+/// Runs each named `fn(runtime: &str)` scenario of the calling file as a test on each
+/// runtime compiled in: `mod smol { #[test] fn name() }`, `mod tokio { ... }`, the
+/// runtime given by the name `LIFECYCLE_RUNTIME` takes.
+#[macro_export]
+macro_rules! on_each_runtime {
+    ($($scenario:ident),* $(,)?) => {
+        #[cfg(feature = "smol")]
+        mod smol {
+            $(#[test]
+            fn $scenario() {
+                super::$scenario("smol");
+            })*
+        }
+
+        #[cfg(feature = "tokio")]
+        mod tokio {
+            $(#[test]
+            fn $scenario() {
+                super::$scenario("tokio");
+            })*
+        }
+    };
+}
+
 /// How long to wait for an expected line or for the exit: generous, so a slow machine
 /// passes and a hang fails instead of blocking the test run.
 pub const PATIENCE: Duration = Duration::from_secs(30);

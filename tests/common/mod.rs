@@ -36,6 +36,25 @@ macro_rules! scenarios {
     };
 }
 
+/// A component that does nothing, named, with dependencies: for graph-shaped tests.
+pub struct Named(pub &'static str, pub Vec<&'static str>);
+
+#[async_trait]
+impl Component for Named {
+    fn name(&self) -> &str {
+        self.0
+    }
+    fn dependencies(&self) -> Vec<&str> {
+        self.1.clone()
+    }
+    async fn start(&mut self, _: &StartContext) -> Result<(), BoxError> {
+        Ok(())
+    }
+    async fn stop(&mut self, _: &StopContext) -> Result<(), BoxError> {
+        Ok(())
+    }
+}
+
 /// What a scenario gets: the runtime to run the app on, and a way to send it signals.
 pub struct Harness {
     pub runtime: Arc<dyn Runtime>,
