@@ -21,6 +21,7 @@ use tracing::Instrument;
 use crate::component::{Component, StartContext, StopContext};
 use crate::config::{Config, Timeouts};
 use crate::error::{error_chain, panic_message, BoxError, Error};
+use crate::gate::Gated;
 use crate::graph::Plan;
 use crate::health::{ComponentState, Phase, Shared};
 use crate::report::{ComponentReport, Outcome, Report, Step, Trigger};
@@ -55,7 +56,8 @@ enum Event {
     Notice(Notice),
 }
 
-type Events = Pin<Box<dyn Stream<Item = Event> + Send>>;
+/// Gated: polled only when it woke, not each time a hook completes.
+type Events = Gated<Pin<Box<dyn Stream<Item = Event> + Send>>>;
 
 /// A hook's future, boxed so the futures of one phase fit in one `FuturesUnordered`.
 type HookFuture<'a> = Pin<Box<dyn Future<Output = (usize, Step)> + Send + 'a>>;
@@ -88,9 +90,11 @@ pub(crate) async fn run(
     // Signals are registered before the first start, so a SIGTERM during startup is
     // handled as a shutdown, never as the default (immediate death).
     let signals = runtime.signals().map_err(Error::Signals)?;
-    let events = stream::select(signals.map(Event::Signal), notices.map(Event::Notice))
-        .chain(stream::pending())
-        .boxed();
+    let events = Gated::new(
+        stream::select(signals.map(Event::Signal), notices.map(Event::Notice))
+            .chain(stream::pending())
+            .boxed(),
+    );
     let origin = runtime.now();
     health.set_runtime(runtime.clone());
     let mut run = Run {

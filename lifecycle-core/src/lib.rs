@@ -40,6 +40,7 @@ pub mod config;
 mod engine;
 mod error;
 mod explain;
+mod gate;
 mod graph;
 mod health;
 mod report;

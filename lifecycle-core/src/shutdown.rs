@@ -73,11 +73,13 @@ impl ShutdownHandle {
     }
 }
 
-/// The in-flight unit: the low 32 bits of the state count the work in flight.
+/// The in-flight unit: the low 31 bits of the state count the work in flight.
 const ONE: u64 = 1;
+/// Set once someone has waited for idle: only then does the last guard's drop notify.
+const WAITED: u64 = 1 << 31;
 /// The arrival unit: the high 32 bits count (wrapping) every guard ever taken.
 const ARRIVAL: u64 = 1 << 32;
-const IN_FLIGHT_MASK: u64 = ARRIVAL - 1;
+const IN_FLIGHT_MASK: u64 = WAITED - 1;
 
 #[derive(Debug, Default)]
 struct InFlightState {
@@ -91,7 +93,8 @@ struct InFlightState {
 /// for it to finish, with a deadline.
 ///
 /// Take a guard when the work arrives and drop it when the work is done: one atomic
-/// operation each, and a notification of `wait_idle` when the count reaches zero. [`wait_idle`](InFlight::wait_idle) completes once nothing is in flight.
+/// operation each. [`wait_idle`](InFlight::wait_idle) completes once nothing is in flight;
+/// once something has waited, the drop that brings the count to zero also notifies.
 /// Cheap to clone; clones share the count.
 ///
 /// Each component gets one from [`StartContext::in_flight`](crate::StartContext::in_flight)
@@ -145,6 +148,8 @@ impl InFlight {
 
     /// Completes once nothing is in flight (at once if nothing is).
     pub async fn wait_idle(&self) {
+        // Before the first listen, so that every drop to zero from then on notifies.
+        self.0.state.fetch_or(WAITED, Ordering::AcqRel);
         wait_until(&self.0.idle, || self.count() == 0).await
     }
 
@@ -166,7 +171,8 @@ impl InFlightState {
     }
 
     fn leave(&self) {
-        if self.state.fetch_sub(ONE, Ordering::AcqRel) & IN_FLIGHT_MASK == ONE {
+        let before = self.state.fetch_sub(ONE, Ordering::AcqRel);
+        if before & (WAITED | IN_FLIGHT_MASK) == WAITED | ONE {
             self.idle.notify(usize::MAX);
         }
     }

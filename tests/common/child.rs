@@ -108,6 +108,8 @@ pub struct Process {
     /// Every stdout line received so far, in order.
     pub stdout: Vec<String>,
     stderr: Arc<Mutex<String>>,
+    /// Reads stderr until EOF; joined once the process has exited.
+    stderr_reader: Option<thread::JoinHandle<()>>,
 }
 
 impl Process {
@@ -159,7 +161,7 @@ impl Process {
         let stderr = Arc::new(Mutex::new(String::new()));
         let mut pipe = child.stderr.take().expect("piped stderr");
         let sink = stderr.clone();
-        thread::spawn(move || {
+        let stderr_reader = thread::spawn(move || {
             let mut buffer = [0; 4096];
             while let Ok(n @ 1..) = pipe.read(&mut buffer) {
                 sink.lock()
@@ -173,6 +175,7 @@ impl Process {
             lines,
             stdout: Vec::new(),
             stderr,
+            stderr_reader: Some(stderr_reader),
         }
     }
 
@@ -218,8 +221,8 @@ impl Process {
         assert!(status.success(), "kill -{name} failed: {status}");
     }
 
-    /// Waits for the process to exit and for the rest of its stdout; returns its status
-    /// and when it exited.
+    /// Waits for the process to exit and for the rest of its stdout and stderr; returns
+    /// its status and when it exited.
     pub fn wait_for_exit(&mut self) -> (ExitStatus, Instant) {
         let deadline = Instant::now() + PATIENCE;
         loop {
@@ -228,6 +231,9 @@ impl Process {
                 // The reader thread ends at EOF, which follows the exit.
                 while let Ok(line) = self.lines.recv_timeout(PATIENCE) {
                     self.stdout.push(line);
+                }
+                if let Some(reader) = self.stderr_reader.take() {
+                    let _ = reader.join();
                 }
                 return (status, exited);
             }
