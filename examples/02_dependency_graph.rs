@@ -14,8 +14,9 @@
 //!   for a second `SIGTERM`).
 //!
 //! `DEMO_SLOW_START_MS` sets how long `db` and `cache` take to start (default 300), to
-//! leave time for a signal during startup: the start is aborted and exactly the
-//! components that had started are stopped.
+//! leave time for a signal during startup: the start is aborted, exactly the
+//! components that had started are stopped, and the process exits 1, the report naming
+//! the starts the signal cancelled.
 //!
 //! Stdout gets one plain line per step (`starting db`, `started db`, `ready`,
 //! `stopping db`, `stopped db`, `flushed metrics`), then the report; logs go to stderr.

@@ -528,7 +528,8 @@ fn verify(case: &Case, scale: Scale, events: &[Event], report: &Report, triggere
     });
     let expected_code = match report.forced_by {
         Some(signal) => 128 + signal.number() as u8,
-        None if faults => 1,
+        // A start aborted (by a fault or by the signal) means the app never ran.
+        None if faults || !all_started => 1,
         None => 0,
     };
     assert_eq!(report.exit_code(), expected_code, "{report}");

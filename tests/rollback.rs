@@ -126,8 +126,8 @@ async fn rollback_gets_a_fresh_budget(h: Harness) {
 }
 
 /// SIGTERM while starting: nothing new starts, the start in flight is cancelled, the
-/// started nodes stop; the app exits cleanly.
-async fn signal_during_start_aborts_cleanly(h: Harness) {
+/// started nodes stop; the app never ran, so it exits 1 naming the cancelled start.
+async fn signal_during_start_aborts_and_exits_1(h: Harness) {
     let app = App::builder()
         .add(h.probe("db"))
         .add(h.probe("cache").after(&["db"]).start(Act::Sleep(ms(1000))))
@@ -137,7 +137,8 @@ async fn signal_during_start_aborts_cleanly(h: Harness) {
     h.signal_when("cache", What::StartBegan, Signal::Terminate);
     let report = h.run(app).await;
     assert_eq!(report.trigger, Trigger::Signal(Signal::Terminate));
-    assert_eq!(report.exit_code(), 0, "{report}");
+    assert_eq!(report.exit_code(), 1, "{report}");
+    assert_eq!(report.failures(), ["start of cache cancelled by SIGTERM"]);
     assert_eq!(
         report.component("cache").unwrap().start.outcome,
         Outcome::Cancelled
@@ -161,8 +162,12 @@ async fn request_before_run(h: Harness) {
     app.handle().shutdown();
     let report = h.run(app).await;
     assert_eq!(report.trigger, Trigger::Requested);
-    assert_eq!(report.exit_code(), 0);
     assert!(!report.reached_running);
+    assert_eq!(
+        report.failures(),
+        ["start of db cancelled by shutdown requested"]
+    );
+    assert_eq!(report.exit_code(), 1);
     // The request is seen before the first start completes: that start is cancelled,
     // and nothing is stopped because nothing started.
     assert_eq!(
@@ -179,6 +184,6 @@ scenarios!(
     start_panic,
     start_timeout,
     rollback_gets_a_fresh_budget,
-    signal_during_start_aborts_cleanly,
+    signal_during_start_aborts_and_exits_1,
     request_before_run,
 );

@@ -92,15 +92,16 @@ fn sigterm_stops_in_reverse_order(runtime: &'static str) {
     demo.assert_report_line("shutdown by SIGTERM", "exit code 0");
 }
 
-/// SIGTERM during startup: the start is aborted, and exactly what started is stopped.
-fn sigterm_during_startup_aborts_cleanly(runtime: &'static str) {
+/// SIGTERM during startup: the start is aborted, exactly what started is stopped, and
+/// the process exits 1 naming the starts it cancelled.
+fn sigterm_during_startup_aborts_and_exits_1(runtime: &'static str) {
     // db and cache take 5 s to start: the signal surely lands while they do.
     let mut demo = Demo::spawn(runtime, &[("DEMO_SLOW_START_MS", "5000")]);
     demo.wait_for("starting db");
     demo.signal("TERM");
     let (status, _) = demo.wait_for_exit();
 
-    assert_eq!(status.code(), Some(0), "[{runtime}] {status}");
+    assert_eq!(status.code(), Some(1), "[{runtime}] {status}");
     for line in ["starting http", "started http", "ready"] {
         if demo.has(line) {
             demo.fail(&format!("{line:?} although startup was aborted"));
@@ -118,7 +119,8 @@ fn sigterm_during_startup_aborts_cleanly(runtime: &'static str) {
     }
     // metrics had started (db was starting), so it is stopped, then flushed.
     demo.assert_before("stopped metrics", "flushed metrics");
-    demo.assert_report_line("shutdown by SIGTERM", "exit code 0");
+    demo.assert_report_line("start aborted by SIGTERM", "exit code 1");
+    demo.assert_report_line("  start of db cancelled by SIGTERM", "");
 }
 
 /// A second signal while `cache` takes 2 s to stop: the process exits at once with
@@ -156,7 +158,7 @@ fn two_sigints_exit_130(runtime: &'static str) {
 
 on_each_runtime!(
     sigterm_stops_in_reverse_order,
-    sigterm_during_startup_aborts_cleanly,
+    sigterm_during_startup_aborts_and_exits_1,
     two_sigterms_exit_143,
     two_sigints_exit_130,
 );

@@ -13,7 +13,8 @@
 //!   its start timeout. A start that errors, panics or times out (or a signal, a shutdown
 //!   request or a failed tracked task during startup) aborts the start: nothing new
 //!   starts, starts in flight are dropped, and exactly the components that had started
-//!   are stopped in reverse order with a fresh budget, then flushed.
+//!   are stopped in reverse order with a fresh budget, then flushed. The app never ran, so
+//!   the exit code is 1, and the report names the cause and the starts it cancelled.
 //! - **Running**: readiness ([`HealthMonitor::is_ready`]) is true while the aggregate of
 //!   the components' [`health`](Component::health) checks is not down.
 //! - **Trigger**: a signal, a [`ShutdownHandle::shutdown`], or a tracked task that errors

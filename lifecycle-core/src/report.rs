@@ -162,7 +162,8 @@ pub struct Report {
 
 impl Report {
     /// The process exit code: `128 + signo` when a second signal forced the exit (143
-    /// for `SIGTERM`, 130 for `SIGINT`), 1 when anything failed or timed out, else 0.
+    /// for `SIGTERM`, 130 for `SIGINT`), 1 when anything failed or timed out or the start
+    /// was aborted (the app never ran), else 0.
     pub fn exit_code(&self) -> u8 {
         if let Some(signal) = self.forced_by {
             return 128 + signal.number() as u8;
@@ -180,8 +181,11 @@ impl Report {
     }
 
     /// One line per fault, naming the component and the step:
-    /// `"stop of db timed out after 5s"`.
+    /// `"stop of db timed out after 5s"`. A start aborted by a signal or a request names
+    /// the starts it cancelled: `"start of db cancelled by SIGTERM"`.
     pub fn failures(&self) -> Vec<String> {
+        let aborted_by =
+            (!self.reached_running && !self.trigger.is_failure()).then_some(&self.trigger);
         let mut failures = Vec::new();
         for component in &self.components {
             for (step, report) in [
@@ -192,6 +196,12 @@ impl Report {
                 if report.outcome.is_failure() {
                     failures.push(format!("{step} of {} {}", component.name, report.outcome));
                 }
+            }
+            if let (Some(trigger), Outcome::Cancelled) = (aborted_by, &component.start.outcome) {
+                failures.push(format!(
+                    "start of {} cancelled by {trigger}",
+                    component.name
+                ));
             }
             for outcome in &component.task_failures {
                 failures.push(format!("task of {} {outcome}", component.name));
@@ -233,7 +243,12 @@ impl fmt::Display for Report {
         let width = name_column(self.components.iter().map(|c| c.name.as_str()));
         writeln!(
             f,
-            "shutdown by {}: exit code {}, startup {}, shutdown {}{}",
+            "{} by {}: exit code {}, startup {}, shutdown {}{}",
+            if self.reached_running {
+                "shutdown"
+            } else {
+                "start aborted"
+            },
             self.trigger,
             self.exit_code(),
             millis(self.startup),
@@ -329,6 +344,31 @@ mod tests {
         report.forced_by = None;
         assert_eq!(report.exit_code(), 0);
         assert!(report.is_clean());
+    }
+
+    #[test]
+    fn a_start_aborted_by_a_signal_names_the_cancelled_starts_and_exits_1() {
+        let mut report = sample();
+        report.reached_running = false;
+        report.components[0].stop = step(Outcome::Completed, 20);
+        report.components[1].start = step(Outcome::Cancelled, 100);
+        report.components[1].stop = Step::NOT_RUN;
+        report.components[1].task_failures.clear();
+        assert_eq!(
+            report.to_string(),
+            "start aborted by SIGTERM: exit code 1, startup 400ms, shutdown 5200ms\n\
+             component  start             stop              flush\n\
+             db         ok 300ms          ok 20ms           ok 0ms\n\
+             http       cancelled 100ms   -                 -\n\
+            \x20 start of http cancelled by SIGTERM\n"
+        );
+        assert_eq!(report.exit_code(), 1);
+        report.reached_running = true;
+        assert_eq!(
+            report.exit_code(),
+            0,
+            "a cancelled start after running is not counted"
+        );
     }
 }
 

@@ -52,8 +52,9 @@ impl ShutdownToken {
 ///
 /// A request is handled like `SIGTERM`: readiness off, drain, stop, flush, exit code 0
 /// if everything went well. Requests after the first change nothing (only a second
-/// *signal* forces an early exit). A request before `run` aborts the start at once, like a
-/// signal during startup; a request after the app exited is ignored.
+/// *signal* forces an early exit). A request before `run` or during startup aborts the
+/// start, like a signal during startup (exit code 1: the app never ran); a request after
+/// the app exited is ignored.
 #[derive(Debug, Clone)]
 pub struct ShutdownHandle {
     pub(crate) notices: UnboundedSender<Notice>,
