@@ -132,10 +132,17 @@ pub trait Run: Sized + Send + 'static {
     ///
     /// # Errors
     ///
-    /// As [`Run::run`].
+    /// As [`Run::run`]; also when called inside a tokio runtime, where blocking is not
+    /// allowed ([`run_async`](Run::run_async) is the call there).
     #[cfg(feature = "tokio")]
     fn run_tokio(self) -> Result<Report, Error> {
         let app = self.into_app()?;
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return Err(Error::Runtime(io::Error::other(
+                "run() and run_tokio() block the thread and cannot be called inside a tokio \
+                 runtime: use `run_async().await` there",
+            )));
+        }
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
@@ -154,7 +161,8 @@ pub trait Run: Sized + Send + 'static {
     /// # Errors
     ///
     /// As [`Run::run`]; also when only the `tokio` feature is on and there is no tokio
-    /// context.
+    /// context, and when the tokio runtime lacks IO or timers (build it with
+    /// `enable_all()`; `#[tokio::main]` does).
     fn run_async(self) -> impl Future<Output = Result<Report, Error>> + Send {
         async move {
             let app = self.into_app()?;

@@ -48,6 +48,15 @@ fn unknown_dependency_names_it_and_suggests_the_closest() {
     assert!(
         matches!(err, BuildError::UnknownDependency { suggestions, .. } if suggestions == ["db1", "db2"])
     );
+    // A component is never suggested as its own dependency.
+    assert_eq!(
+        message(&[("cache", &["cach"]), ("caches", &[])]),
+        "component `cache` depends on `cach`, which was not added; did you mean `caches`?"
+    );
+    assert_eq!(
+        message(&[("cache", &["cach"])]),
+        "component `cache` depends on `cach`, which was not added"
+    );
 }
 
 #[test]
@@ -147,6 +156,64 @@ fn bad_configuration_is_refused() {
         node.unwrap_err().to_string(),
         "invalid configuration: the stop timeout of `db` must be greater than zero"
     );
+}
+
+/// `Duration::MAX` ("no timeout") and anything over an hour is refused at build, naming
+/// the value, rather than overflowing a deadline while the app runs.
+#[test]
+fn durations_over_an_hour_are_refused() {
+    type Setter = fn(Config, Duration) -> Config;
+    let setters: [(&str, Setter); 10] = [
+        ("shutdown_timeout", Config::shutdown_timeout),
+        ("drain_delay", Config::drain_delay),
+        ("drain_quiet_period", Config::drain_quiet_period),
+        ("flush_reserve", Config::flush_reserve),
+        ("start_timeout", Config::start_timeout),
+        ("stop_timeout", Config::stop_timeout),
+        ("flush_timeout", Config::flush_timeout),
+        ("health_check_timeout", Config::health_check_timeout),
+        ("health_cache_ttl", Config::health_cache_ttl),
+        ("grace_period", Config::grace_period),
+    ];
+    for (name, set) in setters {
+        for value in [Duration::MAX, Duration::from_secs(3601)] {
+            let error = App::builder()
+                .config(set(Config::default(), value))
+                .build()
+                .unwrap_err();
+            assert_eq!(
+                error.to_string(),
+                format!(
+                    "invalid configuration: {name} ({value:?}) is longer than the maximum of 1h"
+                )
+            );
+        }
+    }
+    type OptionSetter = fn(Options, Duration) -> Options;
+    let steps: [(&str, OptionSetter); 3] = [
+        ("start", Options::start_timeout),
+        ("stop", Options::stop_timeout),
+        ("flush", Options::flush_timeout),
+    ];
+    for (step, set) in steps {
+        let error = App::builder()
+            .add_with(Named("db", vec![]), set(Options::new(), Duration::MAX))
+            .build()
+            .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "invalid configuration: the {step} timeout of `db` ({:?}) is longer than the maximum of 1h",
+                Duration::MAX
+            )
+        );
+    }
+    let hour = Duration::from_secs(3600);
+    App::builder()
+        .add_with(Named("db", vec![]), Options::new().stop_timeout(hour))
+        .config(Config::default().shutdown_timeout(hour).start_timeout(hour))
+        .build()
+        .expect("exactly an hour is allowed");
 }
 
 #[test]

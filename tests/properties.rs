@@ -89,6 +89,7 @@ struct Scale {
     slack: Duration,
 }
 
+#[cfg(feature = "tokio")]
 const VIRTUAL: Scale = Scale {
     unit: Duration::from_millis(1),
     max_nodes: 300,

@@ -77,3 +77,87 @@ async fn run_async_inside_tokio_main() {
     assert_eq!(report.exit_code(), 0);
     assert_eq!(counter.load(Ordering::SeqCst), 11);
 }
+
+/// Records whether its start ran inside a tokio runtime.
+struct WhichRuntime(Arc<AtomicUsize>);
+
+#[async_trait]
+impl Component for WhichRuntime {
+    fn name(&self) -> &str {
+        "which-runtime"
+    }
+    async fn start(&mut self, ctx: &StartContext) -> Result<(), BoxError> {
+        #[cfg(feature = "tokio")]
+        let on_tokio = tokio::runtime::Handle::try_current().is_ok();
+        #[cfg(not(feature = "tokio"))]
+        let on_tokio = false;
+        self.0.store(1 + usize::from(on_tokio), Ordering::SeqCst);
+        ctx.shutdown_handle().shutdown();
+        Ok(())
+    }
+    async fn stop(&mut self, _: &StopContext) -> Result<(), BoxError> {
+        Ok(())
+    }
+}
+
+/// `run()` takes tokio when it is compiled in, unless `LIFECYCLE_RUNTIME` says otherwise.
+#[test]
+fn run_picks_the_documented_runtime() {
+    let seen = Arc::new(AtomicUsize::new(0));
+    let report = App::builder()
+        .add(WhichRuntime(seen.clone()))
+        .run()
+        .unwrap();
+    assert_eq!(report.exit_code(), 0, "{report}");
+    let expected_tokio = match std::env::var("LIFECYCLE_RUNTIME").as_deref() {
+        Ok("smol") => false,
+        Ok("tokio") => true,
+        _ => cfg!(feature = "tokio"),
+    };
+    assert_eq!(
+        seen.load(Ordering::SeqCst),
+        1 + usize::from(expected_tokio),
+        "1: started on smol, 2: on tokio"
+    );
+}
+
+/// Blocking inside a tokio runtime would panic in tokio; it is an error naming the fix,
+/// and nothing starts.
+#[cfg(feature = "tokio")]
+#[tokio::test]
+async fn run_tokio_inside_a_tokio_runtime_is_an_error() {
+    let counter = Arc::new(AtomicUsize::new(0));
+    let error = app(&counter).run_tokio().unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "could not create the async runtime: run() and run_tokio() block the thread and \
+         cannot be called inside a tokio runtime: use `run_async().await` there"
+    );
+    assert_eq!(counter.load(Ordering::SeqCst), 0);
+}
+
+/// A tokio runtime without IO (signals) or timers is refused before anything starts,
+/// rather than panicking in the middle of a run.
+#[cfg(feature = "tokio")]
+#[test]
+fn run_async_on_a_tokio_runtime_without_io_or_timers_is_an_error() {
+    type Enable = fn(&mut tokio::runtime::Builder) -> &mut tokio::runtime::Builder;
+    let cases: [(Enable, &str); 2] = [
+        (tokio::runtime::Builder::enable_time, "IO"),
+        (tokio::runtime::Builder::enable_io, "time"),
+    ];
+    for (enable, missing) in cases {
+        let mut builder = tokio::runtime::Builder::new_current_thread();
+        let runtime = enable(&mut builder).build().unwrap();
+        let counter = Arc::new(AtomicUsize::new(0));
+        let error = runtime.block_on(app(&counter).run_async()).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "could not register signal handlers: the tokio runtime was built without \
+                 {missing}: build it with `enable_all()`"
+            )
+        );
+        assert_eq!(counter.load(Ordering::SeqCst), 0, "nothing started");
+    }
+}

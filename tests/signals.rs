@@ -136,7 +136,7 @@ fn second_signal_forces_exit(runtime: &'static str, signal: &str, code: i32) {
 
     assert_eq!(status.code(), Some(code), "[{runtime}] {status}");
     let took = exited - second;
-    if took >= Duration::from_millis(1500) {
+    if took >= Duration::from_millis(1000) {
         demo.fail(&format!("exited {took:?} after the second signal"));
     }
     for line in ["stopped cache", "stopping metrics"] {
@@ -162,3 +162,30 @@ on_each_runtime!(
     two_sigterms_exit_143,
     two_sigints_exit_130,
 );
+
+/// `LIFECYCLE_RUNTIME` naming a runtime the program was not built with is refused before
+/// anything starts, saying which ones it was built with.
+#[test]
+fn an_unknown_runtime_is_refused() {
+    let mut demo = Demo::spawn("bogus", &[]);
+    let (status, _) = demo.0.wait_for_exit();
+    assert_eq!(status.code(), Some(1), "{status}");
+    let stderr = demo.0.stderr();
+    let built_with = [
+        cfg!(feature = "smol").then_some("smol"),
+        cfg!(feature = "tokio").then_some("tokio"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect::<Vec<_>>()
+    .join(", ");
+    assert!(
+        stderr.contains(&format!(
+            "LIFECYCLE_RUNTIME=\"bogus\" is not a runtime this program was built with (built with: {built_with})"
+        )),
+        "{stderr}"
+    );
+    if demo.has("starting metrics") {
+        demo.fail("a component started although the runtime was refused");
+    }
+}

@@ -229,8 +229,9 @@ impl Config {
     }
 
     /// Checks the values together, as `Builder::build` does: every timeout greater than
-    /// zero, and the drain delay plus the flush reserve shorter than the budget. Call it
-    /// to refuse a bad configuration before acquiring anything (ports, files).
+    /// zero, every duration at most [`MAX_DURATION`] (an hour), and the drain delay plus
+    /// the flush reserve shorter than the budget. Call it to refuse a bad configuration
+    /// before acquiring anything (ports, files).
     ///
     /// # Errors
     ///
@@ -249,6 +250,22 @@ impl Config {
                 return invalid(format!("{name} must be greater than zero"));
             }
         }
+        for (name, value) in [
+            ("shutdown_timeout", Some(self.shutdown_timeout)),
+            ("drain_delay", Some(self.drain_delay)),
+            ("drain_quiet_period", self.drain_quiet_period),
+            ("flush_reserve", Some(self.flush_reserve)),
+            ("start_timeout", Some(self.start_timeout)),
+            ("stop_timeout", Some(self.stop_timeout)),
+            ("flush_timeout", Some(self.flush_timeout)),
+            ("health_check_timeout", Some(self.health_check_timeout)),
+            ("health_cache_ttl", Some(self.health_cache_ttl)),
+            ("grace_period", self.grace_period),
+        ] {
+            if let Some(message) = value.and_then(|value| too_long(name, value)) {
+                return invalid(message);
+            }
+        }
         if self.drain_delay + self.flush_reserve >= self.shutdown_timeout {
             return invalid(format!(
                 "drain_delay ({:?}) plus flush_reserve ({:?}) must be less than shutdown_timeout ({:?}), \
@@ -263,9 +280,20 @@ impl Config {
     }
 }
 
-/// The longest duration [`parse_duration`] accepts: anything longer is surely a typo
-/// (`25m` meant as `25s`), and would hold a deploy for that long.
+/// The longest duration [`parse_duration`] and [`Config::validate`] accept: anything
+/// longer is surely a typo (`25m` meant as `25s`), and would hold a deploy for that long.
+/// There is no "no timeout" value: nothing may hang forever.
 pub const MAX_DURATION: Duration = Duration::from_secs(3600);
+
+/// The message refusing `value` for `what` if it is longer than [`MAX_DURATION`].
+fn too_long(what: &str, value: Duration) -> Option<String> {
+    (value > MAX_DURATION).then(|| {
+        format!(
+            "{what} ({value:?}) is longer than the maximum of {}h",
+            MAX_DURATION.as_secs() / 3600
+        )
+    })
+}
 
 /// Reads a duration written for humans: a number and a unit, `ms`, `s`, `m` or `h`
 /// (`500ms`, `5s`, `1.5s`, `2m`); `0` alone is zero.
@@ -444,6 +472,9 @@ impl Timeouts {
                 return Err(BuildError::InvalidConfig(format!(
                     "the {step} timeout of `{name}` must be greater than zero"
                 )));
+            }
+            if let Some(message) = too_long(&format!("the {step} timeout of `{name}`"), value) {
+                return Err(BuildError::InvalidConfig(message));
             }
         }
         Ok(timeouts)

@@ -43,7 +43,10 @@ impl Plan {
                     return Err(BuildError::UnknownDependency {
                         component: name.clone(),
                         missing: dep.clone(),
-                        suggestions: closest_names(dep, nodes.iter().map(|(n, _)| n.as_str())),
+                        suggestions: closest_names(
+                            dep,
+                            nodes.iter().map(|(n, _)| n.as_str()).filter(|n| n != name),
+                        ),
                     });
                 };
                 if !dependencies[i].contains(&d) {

@@ -84,10 +84,24 @@ impl Runtime for TokioRuntime {
         tokio::time::Instant::now().into_std()
     }
 
+    /// Registers `SIGTERM` and `SIGINT` (Ctrl-C on Windows). The engine calls this first,
+    /// so it also checks that the runtime has the drivers the engine needs: a runtime
+    /// built without `enable_io` or `enable_time` gives an error here, not a panic later.
     fn signals(&self) -> io::Result<SignalStream> {
         let _guard = self.handle.enter();
-        Ok(Box::pin(Signals::register()?))
+        // tokio panics when a driver is missing; caught here to become an error.
+        std::panic::catch_unwind(|| drop(tokio::time::sleep(std::time::Duration::ZERO)))
+            .map_err(|_| missing_driver("time"))?;
+        let signals =
+            std::panic::catch_unwind(Signals::register).map_err(|_| missing_driver("IO"))??;
+        Ok(Box::pin(signals))
     }
+}
+
+fn missing_driver(driver: &str) -> io::Error {
+    io::Error::other(format!(
+        "the tokio runtime was built without {driver}: build it with `enable_all()`"
+    ))
 }
 
 /// Termination signals, registered when created (unlike `tokio::signal::ctrl_c`, which

@@ -1,6 +1,7 @@
 //! Test support: a scriptable component that records what happens to it, a runtime
 //! wrapper that lets a test send signals, and `scenarios!`, which runs each scenario on
-//! smol (real clock, generous bounds) and on tokio (paused, virtual clock).
+//! smol (real clock, generous bounds), on tokio (paused, virtual clock) and on tokio's
+//! multi-threaded runtime (real clock, as `run()` builds it).
 #![allow(dead_code)]
 
 pub mod child;
@@ -22,7 +23,8 @@ pub fn ms(n: u64) -> Duration {
 }
 
 /// Runs each named `async fn(Harness)` scenario of the calling file as a test on both
-/// runtimes: `mod smol { #[test] fn name() }` and `mod tokio { #[test] fn name() }`.
+/// runtimes: `mod smol { #[test] fn name() }`, `mod tokio` (virtual time) and
+/// `mod tokio_threads` (real time, multi-threaded).
 #[macro_export]
 macro_rules! scenarios {
     ($($name:ident),* $(,)?) => {
@@ -32,6 +34,10 @@ macro_rules! scenarios {
         #[cfg(feature = "tokio")]
         mod tokio {
             $( #[test] fn $name() { $crate::common::on_tokio(super::$name) } )*
+        }
+        #[cfg(feature = "tokio")]
+        mod tokio_threads {
+            $( #[test] fn $name() { $crate::common::on_tokio_threads(super::$name) } )*
         }
     };
 }
@@ -162,6 +168,18 @@ pub fn on_tokio<F: Future<Output = ()>>(scenario: impl FnOnce(Harness) -> F) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .start_paused(true)
+        .build()
+        .unwrap();
+    runtime
+        .block_on(async { scenario(Harness::new(Arc::new(lifecycle::TokioRuntime::new()))).await })
+}
+
+/// On the runtime `run()` builds: tokio, multi-threaded (two workers), real clock.
+#[cfg(feature = "tokio")]
+pub fn on_tokio_threads<F: Future<Output = ()>>(scenario: impl FnOnce(Harness) -> F) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
         .build()
         .unwrap();
     runtime
