@@ -54,7 +54,7 @@ WARMUP_S=3     # load before the first restart
 SETTLE_S=3     # load between a restarted instance being UP and the next restart
 LOG_DIR=${ROLLING_LOG_DIR:-$ROOT/target/rolling-restart-logs}
 
-BIN=$ROOT/target/release/examples/service
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/service
 CFG=$ROOT/deploy/haproxy.cfg
 
 # --- helpers --------------------------------------------------------------------------
