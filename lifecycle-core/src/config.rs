@@ -262,7 +262,7 @@ impl Config {
             ("health_cache_ttl", Some(self.health_cache_ttl)),
             ("grace_period", self.grace_period),
         ] {
-            if let Some(message) = value.and_then(|value| too_long(name, value)) {
+            if let Some(message) = value.and_then(|value| too_long(value, || name.to_owned())) {
                 return invalid(message);
             }
         }
@@ -285,11 +285,13 @@ impl Config {
 /// There is no "no timeout" value: nothing may hang forever.
 pub const MAX_DURATION: Duration = Duration::from_secs(3600);
 
-/// The message refusing `value` for `what` if it is longer than [`MAX_DURATION`].
-fn too_long(what: &str, value: Duration) -> Option<String> {
+/// The message refusing `value` for `what()` if it is longer than [`MAX_DURATION`]
+/// (`what` is only formatted then: this runs for every component at build).
+fn too_long(value: Duration, what: impl FnOnce() -> String) -> Option<String> {
     (value > MAX_DURATION).then(|| {
         format!(
-            "{what} ({value:?}) is longer than the maximum of {}h",
+            "{} ({value:?}) is longer than the maximum of {}h",
+            what(),
             MAX_DURATION.as_secs() / 3600
         )
     })
@@ -473,7 +475,7 @@ impl Timeouts {
                     "the {step} timeout of `{name}` must be greater than zero"
                 )));
             }
-            if let Some(message) = too_long(&format!("the {step} timeout of `{name}`"), value) {
+            if let Some(message) = too_long(value, || format!("the {step} timeout of `{name}`")) {
                 return Err(BuildError::InvalidConfig(message));
             }
         }

@@ -1,8 +1,8 @@
 //! The synchronisation primitives of the crate, in one place so that `--cfg loom` can
 //! swap them for loom's models, and the one-shot [`Flag`] built on them.
 //!
-//! Everything lock-free in the crate (the shutdown token, the in-flight counter, task
-//! cancellation) imports its atomics from here. `event-listener` follows the same cfg.
+//! The shutdown token, the in-flight counter and task tracking import their atomics (and
+//! the flag its mutex) from here. `event-listener` follows the same cfg.
 
 use std::future::Future;
 use std::pin::Pin;
