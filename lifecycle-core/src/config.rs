@@ -237,44 +237,33 @@ impl Config {
     ///
     /// [`BuildError::InvalidConfig`] saying which value is wrong and why.
     pub fn validate(&self) -> Result<(), BuildError> {
-        let invalid = |message: String| Err(BuildError::InvalidConfig(message));
-        for (name, value) in [
-            ("shutdown_timeout", self.shutdown_timeout),
-            ("flush_reserve", self.flush_reserve),
-            ("start_timeout", self.start_timeout),
-            ("stop_timeout", self.stop_timeout),
-            ("flush_timeout", self.flush_timeout),
-            ("health_check_timeout", self.health_check_timeout),
+        // (name, value if set, whether zero is refused)
+        for (name, value, positive) in [
+            ("shutdown_timeout", Some(self.shutdown_timeout), true),
+            ("drain_delay", Some(self.drain_delay), false),
+            ("drain_quiet_period", self.drain_quiet_period, true),
+            ("flush_reserve", Some(self.flush_reserve), true),
+            ("start_timeout", Some(self.start_timeout), true),
+            ("stop_timeout", Some(self.stop_timeout), true),
+            ("flush_timeout", Some(self.flush_timeout), true),
+            (
+                "health_check_timeout",
+                Some(self.health_check_timeout),
+                true,
+            ),
+            ("health_cache_ttl", Some(self.health_cache_ttl), false),
+            ("grace_period", self.grace_period, false),
         ] {
-            if value.is_zero() {
-                return invalid(format!("{name} must be greater than zero"));
-            }
-        }
-        for (name, value) in [
-            ("shutdown_timeout", Some(self.shutdown_timeout)),
-            ("drain_delay", Some(self.drain_delay)),
-            ("drain_quiet_period", self.drain_quiet_period),
-            ("flush_reserve", Some(self.flush_reserve)),
-            ("start_timeout", Some(self.start_timeout)),
-            ("stop_timeout", Some(self.stop_timeout)),
-            ("flush_timeout", Some(self.flush_timeout)),
-            ("health_check_timeout", Some(self.health_check_timeout)),
-            ("health_cache_ttl", Some(self.health_cache_ttl)),
-            ("grace_period", self.grace_period),
-        ] {
-            if let Some(message) = value.and_then(|value| too_long(value, || name.to_owned())) {
-                return invalid(message);
+            if let Some(value) = value {
+                check_duration(value, positive, || name.to_owned())?;
             }
         }
         if self.drain_delay + self.flush_reserve >= self.shutdown_timeout {
-            return invalid(format!(
+            return Err(BuildError::InvalidConfig(format!(
                 "drain_delay ({:?}) plus flush_reserve ({:?}) must be less than shutdown_timeout ({:?}), \
                  or no time is left to stop components",
                 self.drain_delay, self.flush_reserve, self.shutdown_timeout
-            ));
-        }
-        if self.drain_quiet_period.is_some_and(|quiet| quiet.is_zero()) {
-            return invalid("drain_quiet_period must be greater than zero".to_owned());
+            )));
         }
         Ok(())
     }
@@ -285,16 +274,25 @@ impl Config {
 /// There is no "no timeout" value: nothing may hang forever.
 pub const MAX_DURATION: Duration = Duration::from_secs(3600);
 
-/// The message refusing `value` for `what()` if it is longer than [`MAX_DURATION`]
-/// (`what` is only formatted then: this runs for every component at build).
-fn too_long(value: Duration, what: impl FnOnce() -> String) -> Option<String> {
-    (value > MAX_DURATION).then(|| {
+/// Refuses `value` for `what()` if it is zero (when `positive`) or longer than
+/// [`MAX_DURATION`]; `what` is formatted only then, as this runs for every component at
+/// build.
+fn check_duration(
+    value: Duration,
+    positive: bool,
+    what: impl FnOnce() -> String,
+) -> Result<(), BuildError> {
+    let why = if positive && value.is_zero() {
+        "must be greater than zero".to_owned()
+    } else if value > MAX_DURATION {
         format!(
-            "{} ({value:?}) is longer than the maximum of {}h",
-            what(),
+            "({value:?}) is longer than the maximum of {}h",
             MAX_DURATION.as_secs() / 3600
         )
-    })
+    } else {
+        return Ok(());
+    };
+    Err(BuildError::InvalidConfig(format!("{} {why}", what())))
 }
 
 /// Reads a duration written for humans: a number and a unit, `ms`, `s`, `m` or `h`
@@ -470,14 +468,7 @@ impl Timeouts {
             ("stop", timeouts.stop),
             ("flush", timeouts.flush),
         ] {
-            if value.is_zero() {
-                return Err(BuildError::InvalidConfig(format!(
-                    "the {step} timeout of `{name}` must be greater than zero"
-                )));
-            }
-            if let Some(message) = too_long(value, || format!("the {step} timeout of `{name}`")) {
-                return Err(BuildError::InvalidConfig(message));
-            }
+            check_duration(value, true, || format!("the {step} timeout of `{name}`"))?;
         }
         Ok(timeouts)
     }
