@@ -68,6 +68,8 @@ impl Component for Greeter {
 }
 
 fn main() -> Result<Report, lifecycle::Error> {
+    // First, before any setup: a signal from here on is handled, never fatal.
+    lifecycle::signals::catch()?;
     // Logs (and the report the engine logs at exit) go to stderr; RUST_LOG overrides
     // the level.
     tracing_subscriber::fmt()

@@ -160,6 +160,8 @@ fn slow_start() -> Duration {
 }
 
 fn main() -> Result<Report, lifecycle::Error> {
+    // First, before any setup: a signal from here on is handled, never fatal.
+    lifecycle::signals::catch()?;
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -91,7 +91,7 @@ impl Component for Web {
         let in_flight = ctx.in_flight();
         println!("web: waiting for {} requests in flight", in_flight.count());
         let margin = ctx.deadline() - Duration::from_millis(200);
-        if in_flight.wait_idle_until(&**ctx.runtime(), margin).await {
+        if in_flight.wait_idle_until(ctx.runtime(), margin).await {
             println!("web: every request answered");
             Ok(())
         } else {
@@ -101,6 +101,8 @@ impl Component for Web {
 }
 
 fn main() -> Result<Report, Box<dyn std::error::Error>> {
+    // First, before any setup: a signal from here on is handled, never fatal.
+    lifecycle::signals::catch()?;
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),

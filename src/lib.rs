@@ -77,6 +77,7 @@ pub use lifecycle_tokio::TokioRuntime;
 pub mod net;
 #[cfg(feature = "http")]
 pub mod probe;
+pub mod signals;
 #[cfg(all(unix, feature = "systemd"))]
 pub mod systemd;
 #[cfg(feature = "http")]
@@ -125,7 +126,8 @@ pub trait Run: Sized + Send + 'static {
     #[cfg(feature = "smol")]
     fn run_smol(self) -> Result<Report, Error> {
         let app = self.into_app()?;
-        lifecycle_smol::block_on(app.run_on(Arc::new(SmolRuntime::new())))
+        signals::catch()?;
+        lifecycle_smol::block_on(app.run_on(Arc::new(CaughtSignals(SmolRuntime::new()))))
     }
 
     /// Runs the app on a new multi-threaded tokio runtime, blocking the current thread.
@@ -137,6 +139,7 @@ pub trait Run: Sized + Send + 'static {
     #[cfg(feature = "tokio")]
     fn run_tokio(self) -> Result<Report, Error> {
         let app = self.into_app()?;
+        signals::catch()?;
         if tokio::runtime::Handle::try_current().is_ok() {
             return Err(Error::Runtime(io::Error::other(
                 "run() and run_tokio() block the thread and cannot be called inside a tokio \
@@ -147,8 +150,8 @@ pub trait Run: Sized + Send + 'static {
             .enable_all()
             .build()
             .map_err(Error::Runtime)?;
-        let report = runtime.block_on(app.run_on(Arc::new(TokioRuntime::from_handle(
-            runtime.handle().clone(),
+        let report = runtime.block_on(app.run_on(Arc::new(CaughtSignals(
+            TokioRuntime::from_handle(runtime.handle().clone()),
         ))));
         // Tracked tasks were cancelled; do not wait for blocking work left behind.
         runtime.shutdown_timeout(std::time::Duration::from_millis(100));
@@ -218,14 +221,42 @@ fn chosen_runtime() -> Result<RuntimeKind, Error> {
 }
 
 fn ambient_runtime() -> Result<Arc<dyn Runtime>, Error> {
+    signals::catch()?;
     #[cfg(feature = "tokio")]
     if let Ok(runtime) = TokioRuntime::try_current() {
-        return Ok(Arc::new(runtime));
+        return Ok(Arc::new(CaughtSignals(runtime)));
     }
     #[cfg(feature = "smol")]
-    return Ok(Arc::new(SmolRuntime::new()));
+    return Ok(Arc::new(CaughtSignals(SmolRuntime::new())));
     #[allow(unreachable_code)]
     Err(Error::Runtime(io::Error::other(
         "run_async found no runtime: call it inside a tokio runtime, or enable the `smol` feature",
     )))
+}
+
+/// A runtime whose termination signals come from [`signals::catch`], which may have
+/// caught them before the runtime existed.
+#[derive(Debug)]
+struct CaughtSignals<R>(R);
+
+impl<R: Runtime> Runtime for CaughtSignals<R> {
+    fn spawn(&self, future: runtime::BoxFuture<()>) {
+        self.0.spawn(future)
+    }
+
+    fn sleep_until(&self, deadline: std::time::Instant) -> runtime::BoxFuture<()> {
+        self.0.sleep_until(deadline)
+    }
+
+    fn now(&self) -> std::time::Instant {
+        self.0.now()
+    }
+
+    fn signals(&self) -> io::Result<runtime::SignalStream> {
+        if signals::THROUGH_HUB {
+            Ok(signals::subscribe())
+        } else {
+            self.0.signals()
+        }
+    }
 }

@@ -10,7 +10,6 @@ use std::time::Duration;
 use common::{ms, Check, Checked, Harness, What};
 use futures_util::future::join;
 use lifecycle::prelude::*;
-use lifecycle::runtime::Runtime;
 use lifecycle::{ComponentState, HealthMonitor, Phase, Status};
 
 /// Waits until the app reaches `phase`.
@@ -293,10 +292,9 @@ impl Component for Worker {
         Ok(())
     }
     async fn stop(&mut self, ctx: &StopContext) -> Result<(), BoxError> {
-        let runtime: &dyn Runtime = &**ctx.runtime();
         let finished = ctx
             .in_flight()
-            .wait_idle_until(runtime, ctx.deadline() - ms(100))
+            .wait_idle_until(ctx.runtime(), ctx.deadline() - ms(100))
             .await;
         *self.finished.lock().unwrap() = Some(finished);
         Ok(())

@@ -330,10 +330,9 @@ impl Component for App1 {
     async fn stop(&mut self, ctx: &StopContext) -> Result<(), BoxError> {
         self.in_flight_at_stop
             .store(ctx.in_flight().count(), Ordering::SeqCst);
-        let runtime = ctx.runtime().clone();
         if !ctx
             .in_flight()
-            .wait_idle_until(&*runtime, ctx.deadline() - ms(100))
+            .wait_idle_until(ctx.runtime(), ctx.deadline() - ms(100))
             .await
         {
             return Err("requests still in flight at the deadline".into());

@@ -4,14 +4,14 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use futures_util::lock::Mutex as AsyncMutex;
 use lifecycle::net::Stream;
 use lifecycle::prelude::*;
-use lifecycle::runtime::{timeout_at, Runtime};
+use lifecycle::runtime::Runtime;
 
 /// How long one Redis command may take.
 const REDIS_TIMEOUT: Duration = Duration::from_millis(250);
@@ -25,7 +25,7 @@ enum Backend {
     Redis {
         addr: String,
         connection: AsyncMutex<Option<BufReader<Stream>>>,
-        runtime: OnceLock<Arc<dyn Runtime>>,
+        runtime: Arc<dyn Runtime>,
     },
 }
 
@@ -90,9 +90,6 @@ impl Cache {
         else {
             unreachable!("only called for Redis");
         };
-        let runtime = runtime
-            .get()
-            .ok_or_else(|| io::Error::other("not started"))?;
         let mut connection = connection.lock().await;
         let exchange = async {
             if connection.is_none() {
@@ -102,8 +99,8 @@ impl Cache {
             stream.get_mut().write_all(&encode(command)).await?;
             read_reply(stream).await
         };
-        let deadline = runtime.now() + REDIS_TIMEOUT;
-        let reply = timeout_at(&**runtime, deadline, exchange)
+        let reply = runtime
+            .timeout(REDIS_TIMEOUT, exchange)
             .await
             .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "Redis timed out")));
         if reply.is_err() {
@@ -156,35 +153,23 @@ async fn read_reply(stream: &mut BufReader<Stream>) -> io::Result<Option<String>
 }
 
 pub struct CacheComponent {
-    cache: Cache,
+    /// The Redis server's `host:port`; `None` for the in-process cache.
+    redis: Option<String>,
+    cache: Option<Cache>,
 }
 
 impl CacheComponent {
     /// In-process, or on the Redis server of `redis` (`redis://host:port`).
-    pub fn new(redis: Option<&str>) -> (CacheComponent, Cache) {
-        let backend = match redis {
-            None => Backend::Memory(Mutex::default()),
-            Some(url) => {
-                let addr = url.trim_start_matches("redis://").trim_end_matches('/');
-                let addr = if addr.contains(':') {
-                    addr.to_owned()
-                } else {
-                    format!("{addr}:6379")
-                };
-                Backend::Redis {
-                    addr,
-                    connection: AsyncMutex::new(None),
-                    runtime: OnceLock::new(),
-                }
+    pub fn new(redis: Option<&str>) -> CacheComponent {
+        let redis = redis.map(|url| {
+            let addr = url.trim_start_matches("redis://").trim_end_matches('/');
+            if addr.contains(':') {
+                addr.to_owned()
+            } else {
+                format!("{addr}:6379")
             }
-        };
-        let cache = Cache(Arc::new(backend));
-        (
-            CacheComponent {
-                cache: cache.clone(),
-            },
-            cache,
-        )
+        });
+        CacheComponent { redis, cache: None }
     }
 }
 
@@ -200,15 +185,23 @@ impl Component for CacheComponent {
 
     fn options(&self) -> Options {
         Options::new()
+            .provides::<Cache>()
             .critical(false)
             .stop_timeout(Duration::from_secs(1))
             .flush_timeout(Duration::from_millis(250))
     }
 
     async fn start(&mut self, ctx: &StartContext) -> Result<(), BoxError> {
-        if let Backend::Redis { addr, runtime, .. } = &*self.cache.0 {
-            let _ = runtime.set(ctx.runtime().clone());
-            self.cache
+        let cache = Cache(Arc::new(match &self.redis {
+            None => Backend::Memory(Mutex::default()),
+            Some(addr) => Backend::Redis {
+                addr: addr.clone(),
+                connection: AsyncMutex::new(None),
+                runtime: ctx.runtime().clone(),
+            },
+        }));
+        if let Some(addr) = &self.redis {
+            cache
                 .redis(&["PING"])
                 .await
                 .map_err(|e| format!("Redis at {addr}: {e}"))?;
@@ -216,11 +209,16 @@ impl Component for CacheComponent {
         } else {
             tracing::info!("cache in process");
         }
+        ctx.provide(cache.clone());
+        self.cache = Some(cache);
         Ok(())
     }
 
     async fn stop(&mut self, _: &StopContext) -> Result<(), BoxError> {
-        match &*self.cache.0 {
+        let Some(cache) = self.cache.take() else {
+            return Ok(());
+        };
+        match &*cache.0 {
             Backend::Memory(map) => map.lock().unwrap_or_else(|e| e.into_inner()).clear(),
             Backend::Redis { connection, .. } => {
                 if let Some(mut stream) = connection.lock().await.take() {
@@ -233,9 +231,12 @@ impl Component for CacheComponent {
     }
 
     async fn health(&self) -> Health {
-        match &*self.cache.0 {
+        let Some(cache) = &self.cache else {
+            return Health::Down("not started".into());
+        };
+        match &*cache.0 {
             Backend::Memory(_) => Health::Up,
-            Backend::Redis { .. } => match self.cache.redis(&["PING"]).await {
+            Backend::Redis { .. } => match cache.redis(&["PING"]).await {
                 Ok(_) => Health::Up,
                 Err(error) => Health::Down(error.to_string()),
             },

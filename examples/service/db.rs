@@ -2,63 +2,50 @@
 //! waits for the queries in flight, then closes the pool.
 
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use lifecycle::prelude::*;
 use lifecycle::InFlight;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
-/// What the other components use: set when `db` has started, which is before any of
-/// its dependents starts.
-#[derive(Clone, Default)]
-pub struct Database(Arc<OnceLock<Open>>);
-
-struct Open {
+/// What `db` provides to the components that use it: the pool, and the counter of the
+/// queries in flight that its stop waits for.
+#[derive(Clone)]
+pub struct Database {
     pool: SqlitePool,
     in_flight: InFlight,
 }
 
 impl Database {
-    fn open(&self) -> &Open {
-        self.0
-            .get()
-            .expect("the database is used only by components that depend on `db`")
-    }
-
     /// Records a piece of work; returns its row id.
     pub async fn record_work(&self, ms: u64) -> Result<i64, sqlx::Error> {
-        let open = self.open();
-        let _query = open.in_flight.enter();
+        let _query = self.in_flight.enter();
         sqlx::query_scalar("INSERT INTO work (ms) VALUES (?) RETURNING id")
             .bind(ms as i64)
-            .fetch_one(&open.pool)
+            .fetch_one(&self.pool)
             .await
     }
 
     /// How many rows of work there are.
     pub async fn rows(&self) -> Result<i64, sqlx::Error> {
-        let open = self.open();
-        let _query = open.in_flight.enter();
+        let _query = self.in_flight.enter();
         sqlx::query_scalar("SELECT COUNT(*) FROM work")
-            .fetch_one(&open.pool)
+            .fetch_one(&self.pool)
             .await
     }
 }
 
 pub struct Db {
     path: PathBuf,
-    database: Database,
+    database: Option<Database>,
 }
 
 impl Db {
-    pub fn new(path: PathBuf) -> (Db, Database) {
-        let database = Database::default();
-        let db = Db {
+    pub fn new(path: PathBuf) -> Db {
+        Db {
             path,
-            database: database.clone(),
-        };
-        (db, database)
+            database: None,
+        }
     }
 }
 
@@ -75,6 +62,7 @@ impl Component for Db {
     /// Stopped after `http`: only stragglers are left to wait for.
     fn options(&self) -> Options {
         Options::new()
+            .provides::<Database>()
             .stop_timeout(Duration::from_secs(5))
             .flush_timeout(Duration::from_millis(250))
     }
@@ -106,26 +94,21 @@ impl Component for Db {
             .fetch_one(&pool)
             .await?;
         tracing::info!(file = %self.path.display(), rows, "database open");
-        let open = Open {
+        let database = Database {
             pool,
             in_flight: ctx.in_flight(),
         };
-        if self.database.0.set(open).is_err() {
-            return Err("the database was opened twice".into());
-        }
+        ctx.provide(database.clone());
+        self.database = Some(database);
         Ok(())
     }
 
     async fn stop(&mut self, ctx: &StopContext) -> Result<(), BoxError> {
-        let Some(open) = self.database.0.get() else {
+        let Some(open) = self.database.take() else {
             return Ok(());
         };
         let waiting = open.in_flight.count();
-        if !open
-            .in_flight
-            .wait_idle_until(&**ctx.runtime(), ctx.deadline())
-            .await
-        {
+        if ctx.until_deadline(open.in_flight.wait_idle()).await.is_err() {
             return Err(format!(
                 "{} queries still running at the deadline",
                 open.in_flight.count()
@@ -138,7 +121,7 @@ impl Component for Db {
     }
 
     async fn health(&self) -> Health {
-        let Some(open) = self.database.0.get() else {
+        let Some(open) = &self.database else {
             return Health::Down("not open".into());
         };
         match sqlx::query("SELECT 1").execute(&open.pool).await {

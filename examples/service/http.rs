@@ -17,8 +17,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_channel::oneshot;
-use futures_util::future::{select, Either};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONNECTION, CONTENT_TYPE};
@@ -28,8 +26,8 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::server::graceful::GracefulShutdown;
 use lifecycle::net::{Listener, RuntimeTimer};
 use lifecycle::prelude::*;
-use lifecycle::runtime::{timeout_at, Runtime};
-use lifecycle::{InFlight, ShutdownToken};
+use lifecycle::runtime::Runtime;
+use lifecycle::{InFlight, ShutdownToken, Task};
 
 use crate::cache::Cache;
 use crate::db::Database;
@@ -46,43 +44,34 @@ const STATS_TTL: Duration = Duration::from_secs(1);
 pub struct Http {
     listener: Option<TcpListener>,
     addr: SocketAddr,
-    db: Database,
-    cache: Cache,
     running: Option<Running>,
 }
 
 /// What a started server keeps for its stop.
 struct Running {
-    /// Dropping it ends the accept loop, which closes the listener.
-    stop_accepting: oneshot::Sender<()>,
-    accept_ended: oneshot::Receiver<()>,
+    /// Aborting it ends the accept loop, which closes the listener.
+    accept: Task,
     connections: Arc<GracefulShutdown>,
     requests: InFlight,
 }
 
 impl Http {
     /// Binds now, so a busy port fails before anything starts.
-    pub fn bind(addr: SocketAddr, db: Database, cache: Cache) -> std::io::Result<Http> {
+    pub fn bind(addr: SocketAddr) -> std::io::Result<Http> {
         let listener = TcpListener::bind(addr).map_err(|error| {
             std::io::Error::new(
                 error.kind(),
                 format!("cannot bind the app on {addr}: {error}"),
             )
         })?;
-        Http::from_listener(listener, db, cache)
+        Http::from_listener(listener)
     }
 
     /// Serves on a socket already listening (passed by systemd).
-    pub fn from_listener(
-        listener: TcpListener,
-        db: Database,
-        cache: Cache,
-    ) -> std::io::Result<Http> {
+    pub fn from_listener(listener: TcpListener) -> std::io::Result<Http> {
         Ok(Http {
             addr: listener.local_addr()?,
             listener: Some(listener),
-            db,
-            cache,
             running: None,
         })
     }
@@ -94,14 +83,17 @@ impl Component for Http {
         "http"
     }
 
+    /// Using the database and the cache is what makes `http` depend on `db` and `cache`.
     fn dependencies(&self) -> Vec<&str> {
-        vec!["db", "cache", "metrics"]
+        vec!["metrics"]
     }
 
     /// With a 5 s drain, `http` 8 s + `db` 5 s + 1 s each for `metrics`, `logs` and the
     /// probes fit the default 17 s stop phase (`--explain` shows it).
     fn options(&self) -> Options {
         Options::new()
+            .uses::<Database>()
+            .uses::<Cache>()
             .stop_timeout(Duration::from_secs(8))
             .flush_timeout(Duration::from_millis(250))
     }
@@ -109,8 +101,8 @@ impl Component for Http {
     async fn start(&mut self, ctx: &StartContext) -> Result<(), BoxError> {
         let listener = Listener::from_std(self.listener.take().ok_or("started twice")?)?;
         let handler = Arc::new(Handler {
-            db: self.db.clone(),
-            cache: self.cache.clone(),
+            db: ctx.resource()?,
+            cache: ctx.resource()?,
             draining: ctx.shutdown_token(),
             requests: ctx.in_flight(),
             runtime: ctx.runtime().clone(),
@@ -119,17 +111,11 @@ impl Component for Http {
         http.timer(RuntimeTimer::new(ctx.runtime().clone()))
             .header_read_timeout(HEADER_READ_TIMEOUT);
         let connections = Arc::new(GracefulShutdown::new());
-        let (stop_accepting, mut stopped) = oneshot::channel::<()>();
-        let (ended, accept_ended) = oneshot::channel::<()>();
         let (spawner, runtime) = (ctx.spawner(), ctx.runtime().clone());
         let watching = connections.clone();
-        ctx.spawn(async move {
+        let accept = ctx.spawn(async move {
             loop {
-                let accepted = match select(std::pin::pin!(listener.accept()), &mut stopped).await {
-                    Either::Left((accepted, _)) => accepted,
-                    Either::Right(_) => break,
-                };
-                match accepted {
+                match listener.accept().await {
                     Ok((stream, _peer)) => {
                         let handler = handler.clone();
                         let connection = http.serve_connection(
@@ -139,11 +125,11 @@ impl Component for Http {
                         // A tracked task: cancelled (the socket closed) if the stop ends
                         // with it still open.
                         let connection = watching.watch(connection);
-                        spawner.spawn(async move {
+                        drop(spawner.spawn(async move {
                             if let Err(error) = connection.await {
                                 tracing::debug!(%error, "connection failed");
                             }
-                        });
+                        }));
                     }
                     Err(error) => {
                         tracing::warn!(%error, "cannot accept");
@@ -151,13 +137,10 @@ impl Component for Http {
                     }
                 }
             }
-            drop((listener, watching));
-            drop(ended);
         });
         tracing::info!(addr = %self.addr, "app listening");
         self.running = Some(Running {
-            stop_accepting,
-            accept_ended,
+            accept,
             connections,
             requests: ctx.in_flight(),
         });
@@ -168,8 +151,8 @@ impl Component for Http {
         let Some(running) = self.running.take() else {
             return Ok(());
         };
-        drop(running.stop_accepting);
-        let _ = running.accept_ended.await; // the listener is closed
+        running.accept.abort();
+        let _ = running.accept.await; // the loop is dropped: the listener is closed
         let connections = Arc::into_inner(running.connections)
             .ok_or("the accept loop still holds the connections")?;
         tracing::info!(
@@ -181,7 +164,7 @@ impl Component for Http {
             .deadline()
             .checked_sub(REPORT_MARGIN)
             .unwrap_or_else(|| ctx.deadline());
-        match timeout_at(&**ctx.runtime(), deadline, connections.shutdown()).await {
+        match ctx.runtime().timeout_at(deadline, connections.shutdown()).await {
             Ok(()) => Ok(()),
             Err(_) => Err(format!(
                 "{} requests still running at the stop deadline: their connections are force-closed",

@@ -35,6 +35,12 @@ use lifecycle::{BuildError, Error, ProbeServer};
 use crate::args::{Args, Print, Refused, USAGE};
 
 fn main() -> ExitCode {
+    // First, before any setup: a SIGTERM from here on aborts the start (exit 1, the log
+    // says so) instead of killing the process with nothing logged.
+    if let Err(error) = lifecycle::signals::catch() {
+        eprintln!("error: {error}");
+        return ExitCode::FAILURE;
+    }
     let args = match Args::parse(std::env::args().skip(1)) {
         Ok(args) => args,
         Err(Refused::Help) => {
@@ -82,11 +88,11 @@ fn run(mut args: Args) -> Result<Report, Error> {
         .map_err(io)?
         .details(true)
         .endpoint("/metrics", "text/plain; version=0.0.4", metrics.renderer());
-    let (db, database) = db::Db::new(args.data_dir.join("service.db"));
-    let (cache, cache_handle) = cache::CacheComponent::new(args.redis.as_deref());
+    let db = db::Db::new(args.data_dir.join("service.db"));
+    let cache = cache::CacheComponent::new(args.redis.as_deref());
     let http = match activated_listener() {
-        Some(listener) => http::Http::from_listener(listener, database, cache_handle),
-        None => http::Http::bind(args.addr, database, cache_handle),
+        Some(listener) => http::Http::from_listener(listener),
+        None => http::Http::bind(args.addr),
     }
     .map_err(io)?;
 

@@ -7,39 +7,23 @@
 //! job (its `done_count + 1`) is committed at most once per claim.
 
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use lifecycle::prelude::*;
-use lifecycle::runtime::timeout_at;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
 
 /// How long a statement waits for another connection's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The pool, once `db` has started; shared with the components that depend on `db`.
-#[derive(Debug, Clone, Default)]
-pub struct DbHandle(Arc<OnceLock<SqlitePool>>);
-
-impl DbHandle {
-    /// The pool. Only fails when called before `db` has started, which the dependency
-    /// graph rules out for a component that depends on `db`.
-    pub fn pool(&self) -> Result<SqlitePool, BoxError> {
-        self.0
-            .get()
-            .cloned()
-            .ok_or_else(|| "the db component has not started".into())
-    }
-}
-
 /// The database: opens `jobs.db` (WAL mode, so readers never block the writer), creates
-/// the schema, and on stop waits for the queries in flight before closing the pool.
+/// the schema, provides the pool to its dependents, and on stop waits for the queries in
+/// flight before closing the pool.
 #[derive(Debug)]
 pub struct Db {
     path: PathBuf,
     max_connections: u32,
-    handle: DbHandle,
+    pool: Option<SqlitePool>,
 }
 
 impl Db {
@@ -47,12 +31,8 @@ impl Db {
         Db {
             path,
             max_connections,
-            handle: DbHandle::default(),
+            pool: None,
         }
-    }
-
-    pub fn handle(&self) -> DbHandle {
-        self.handle.clone()
     }
 }
 
@@ -62,7 +42,12 @@ impl Component for Db {
         "db"
     }
 
-    async fn start(&mut self, _ctx: &StartContext) -> Result<(), BoxError> {
+    /// The pool, for `workers` (which says it uses one, and so depends on `db`).
+    fn options(&self) -> Options {
+        Options::new().provides::<SqlitePool>()
+    }
+
+    async fn start(&mut self, ctx: &StartContext) -> Result<(), BoxError> {
         let options = SqliteConnectOptions::new()
             .filename(&self.path)
             .create_if_missing(true)
@@ -94,12 +79,13 @@ impl Component for Db {
             .execute(&pool)
             .await?;
         tracing::info!(path = %self.path.display(), "database open");
-        self.handle.0.set(pool).map_err(|_| "db started twice")?;
+        ctx.provide(pool.clone());
+        self.pool = Some(pool);
         Ok(())
     }
 
     async fn stop(&mut self, ctx: &StopContext) -> Result<(), BoxError> {
-        let Some(pool) = self.handle.0.get() else {
+        let Some(pool) = self.pool.take() else {
             return Ok(());
         };
         // `close` refuses new acquires at once, closes the idle connections, then waits
@@ -109,9 +95,7 @@ impl Component for Db {
             connections = pool.size(),
             "closing the pool once the queries in flight are done"
         );
-        let margin = Duration::from_millis(20);
-        let deadline = ctx.deadline().checked_sub(margin).unwrap_or(ctx.deadline());
-        match timeout_at(&**ctx.runtime(), deadline, pool.close()).await {
+        match ctx.until_deadline(pool.close()).await {
             Ok(()) => {
                 tracing::info!("database closed");
                 Ok(())
@@ -126,7 +110,7 @@ impl Component for Db {
     }
 
     async fn health(&self) -> Health {
-        match self.handle.0.get() {
+        match &self.pool {
             Some(pool) if pool.is_closed() => Health::Down("pool closed".into()),
             Some(_) => Health::Up,
             None => Health::Down("not open".into()),

@@ -147,6 +147,8 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String> {
 }
 
 fn main() -> Result<Report, lifecycle::Error> {
+    // First: a SIGTERM from here on aborts the start instead of killing the process.
+    lifecycle::signals::catch()?;
     let flags = match parse(std::env::args_os().skip(1)) {
         Ok(Command::Run(flags)) => flags,
         Ok(Command::Help) => {
@@ -177,7 +179,7 @@ fn main() -> Result<Report, lifecycle::Error> {
     let connections = (flags.settings.workers as u32 + 1).min(8);
     let db = Db::new(flags.data_dir.join("jobs.db"), connections);
     let stats = Arc::new(Stats::default());
-    let workers = Workers::new(db.handle(), flags.settings, stats.clone());
+    let workers = Workers::new(flags.settings, stats.clone());
 
     let report = App::builder()
         // The defaults (25 s budget, stops capped at 10 s), or LIFECYCLE_* variables.

@@ -6,14 +6,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use futures_util::future::{select, Either};
+use futures_util::future::{join_all, select, Either};
 use lifecycle::prelude::*;
 use lifecycle::runtime::Runtime;
-use lifecycle::{InFlight, OwnedInFlightGuard, ShutdownHandle, ShutdownToken};
+use lifecycle::{InFlight, ShutdownHandle, ShutdownToken, Task};
 use smol::channel::{Receiver, Sender};
 use sqlx::SqlitePool;
 
-use crate::db::{self, DbHandle};
+use crate::db;
 
 /// How often an idle worker looks for new jobs.
 const POLL: Duration = Duration::from_millis(100);
@@ -36,10 +36,9 @@ pub struct Settings {
     pub exit_when_empty: bool,
 }
 
-/// The worker loops, as one component that depends on `db`.
+/// The worker loops, as one component that uses the pool `db` provides.
 #[derive(Debug)]
 pub struct Workers {
-    db: DbHandle,
     settings: Settings,
     stats: Arc<Stats>,
     /// Names this process's claims: worker `k` claims as `<run_id>/w<k>`.
@@ -54,17 +53,16 @@ struct Running {
     /// Closed by `stop` when the jobs in progress cannot finish in time: every worker
     /// then abandons its job at once.
     abandon: Sender<()>,
-    /// One guard per live worker loop.
-    loops: InFlight,
+    /// The worker loops, awaited by `stop`.
+    loops: Vec<Task>,
 }
 
 impl Workers {
-    pub fn new(db: DbHandle, settings: Settings, stats: Arc<Stats>) -> Self {
+    pub fn new(settings: Settings, stats: Arc<Stats>) -> Self {
         let since_epoch = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
         Workers {
-            db,
             settings,
             stats,
             // No `%` or `_`: it goes into a LIKE pattern.
@@ -80,12 +78,13 @@ impl Component for Workers {
         "workers"
     }
 
-    fn dependencies(&self) -> Vec<&str> {
-        vec!["db"]
+    /// Using the pool is what makes `workers` start after `db` and stop before it.
+    fn options(&self) -> Options {
+        Options::new().uses::<SqlitePool>()
     }
 
     async fn start(&mut self, ctx: &StartContext) -> Result<(), BoxError> {
-        let pool = self.db.pool()?;
+        let pool: SqlitePool = ctx.resource()?;
         // Single-process assumption: one worker process per database. A job still
         // claimed now was claimed by a process that died without releasing it
         // (SIGKILL, OOM, an exit forced by a second signal), since a process that
@@ -109,7 +108,7 @@ impl Component for Workers {
         );
 
         let (abandon, abandoned) = smol::channel::bounded(1);
-        let loops = InFlight::new();
+        let mut loops = Vec::with_capacity(self.settings.workers);
         for k in 0..self.settings.workers {
             let worker = Worker {
                 name: format!("{}/w{k}", self.run_id),
@@ -120,11 +119,10 @@ impl Component for Workers {
                 abandoned: abandoned.clone(),
                 stats: self.stats.clone(),
                 job: self.settings.job,
-                _alive: loops.enter_owned(),
             };
             // Tracked: an error (the database failing) triggers shutdown, naming
             // `workers`; the loop is cancelled once `stop` has returned.
-            ctx.spawn_fallible(worker.run());
+            loops.push(ctx.spawn_fallible(worker.run()));
         }
         if self.settings.exit_when_empty {
             ctx.spawn_fallible(exit_when_empty(
@@ -148,7 +146,7 @@ impl Component for Workers {
         let Some(running) = self.running.take() else {
             return Ok(());
         };
-        let runtime = &**ctx.runtime();
+        let runtime = ctx.runtime();
         let now = runtime.now();
         let window = ctx.deadline().saturating_duration_since(now);
         // Keep time to release: a fifth of the window, 20 ms to 1 s.
@@ -173,11 +171,9 @@ impl Component for Workers {
         // does not, the release below is safe: `finish` only marks a job done that
         // is still claimed by its worker.
         let loops_by = ctx.deadline().checked_sub(margin / 2).unwrap_or(now);
-        if !running.loops.wait_idle_until(runtime, loops_by).await {
-            tracing::warn!(
-                live = running.loops.count(),
-                "workers still busy at release"
-            );
+        let loops = running.loops.len();
+        if runtime.timeout_at(loops_by, join_all(running.loops)).await.is_err() {
+            tracing::warn!(loops, "workers still busy at release");
         }
         let released = db::release_run(&running.pool, &self.run_id).await?;
         self.stats.released.fetch_add(released, Ordering::Relaxed);
@@ -200,8 +196,6 @@ struct Worker {
     abandoned: Receiver<()>,
     stats: Arc<Stats>,
     job: Duration,
-    /// Counts this loop as live until it ends, however it ends.
-    _alive: OwnedInFlightGuard,
 }
 
 impl Worker {

@@ -13,6 +13,7 @@ use crate::explain::Explanation;
 use crate::graph::Plan;
 use crate::health::{HealthMonitor, Shared};
 use crate::report::Report;
+use crate::resources::{ResourceType, Resources};
 use crate::runtime::Runtime;
 use crate::shutdown::{InFlight, Notice, ShutdownHandle, ShutdownToken};
 use crate::task::TaskSet;
@@ -76,15 +77,18 @@ impl Builder {
             .filter(|(_, options)| options.before_all == Some(true))
             .map(|(component, _)| component.name())
             .collect();
+        let uses = resolve_uses(&entries)?;
         let specs: Vec<(String, Vec<String>)> = entries
             .iter()
-            .map(|(component, options)| {
+            .zip(&uses)
+            .map(|((component, options), uses)| {
                 let mut dependencies: Vec<String> = component
                     .dependencies()
                     .into_iter()
                     .chain(options.dependencies.iter().map(String::as_str))
                     .map(str::to_owned)
                     .collect();
+                dependencies.extend(uses.iter().map(|(_, provider)| provider.clone()));
                 if options.before_all != Some(true) {
                     dependencies.extend(first.iter().map(|&name| name.to_owned()));
                 }
@@ -92,6 +96,18 @@ impl Builder {
             })
             .collect();
         let plan = Plan::new(&specs)?;
+        let resources = Arc::new(Resources::new(
+            specs.iter().map(|(name, _)| Arc::from(name.as_str())).collect(),
+            (0..plan.len()).map(|i| plan.dependencies(i).to_vec()).collect(),
+            entries.iter().map(|(_, options)| options.provides.clone()).collect(),
+            uses.into_iter()
+                .map(|uses| {
+                    uses.into_iter()
+                        .map(|(resource, provider)| (resource, plan.index(&provider)))
+                        .collect()
+                })
+                .collect(),
+        ));
         let critical: Vec<bool> = entries
             .iter()
             .map(|(_, options)| options.critical.unwrap_or(true))
@@ -109,6 +125,7 @@ impl Builder {
                     name: name.into(),
                     component,
                     tasks: Arc::new(TaskSet::default()),
+                    resources: resources.clone(),
                     in_flight: InFlight::new(),
                 })
             })
@@ -142,6 +159,70 @@ impl Builder {
             health: HealthMonitor(health),
         })
     }
+}
+
+/// Resolves each component's declared uses to the name of its provider. A provider
+/// named in `uses_from` that does not exist is left to the graph's validation, which
+/// names it like any unknown dependency.
+fn resolve_uses(
+    entries: &[(Box<dyn Component>, Options)],
+) -> Result<Vec<Vec<(ResourceType, String)>>, BuildError> {
+    let names = |providers: &[usize]| -> Vec<String> {
+        providers.iter().map(|&p| entries[p].0.name().to_owned()).collect()
+    };
+    entries
+        .iter()
+        .map(|(component, options)| {
+            let component = component.name();
+            options
+                .uses
+                .iter()
+                .map(|(resource, from)| {
+                    let providers: Vec<usize> = match from {
+                        Some(from) => entries
+                            .iter()
+                            .position(|(c, _)| c.name() == from)
+                            .into_iter()
+                            .collect(),
+                        None => (0..entries.len())
+                            .filter(|&p| entries[p].1.provides.contains(resource))
+                            .collect(),
+                    };
+                    let provider = match (from, providers.as_slice()) {
+                        (Some(from), []) => return Ok((*resource, from.clone())),
+                        (Some(from), &[p]) if !entries[p].1.provides.contains(resource) => {
+                            return Err(BuildError::ResourceNotProvided {
+                                component: component.to_owned(),
+                                provider: from.clone(),
+                                resource: resource.name().to_owned(),
+                                provided: entries[p]
+                                    .1
+                                    .provides
+                                    .iter()
+                                    .map(|r| r.name().to_owned())
+                                    .collect(),
+                            })
+                        }
+                        (_, [one]) => *one,
+                        (None, []) => {
+                            return Err(BuildError::MissingResource {
+                                component: component.to_owned(),
+                                resource: resource.name().to_owned(),
+                            })
+                        }
+                        (_, many) => {
+                            return Err(BuildError::AmbiguousResource {
+                                component: component.to_owned(),
+                                resource: resource.name().to_owned(),
+                                providers: names(many),
+                            })
+                        }
+                    };
+                    Ok((*resource, entries[provider].0.name().to_owned()))
+                })
+                .collect()
+        })
+        .collect()
 }
 
 /// A validated app, ready to run.

@@ -10,9 +10,10 @@ use async_trait::async_trait;
 use crate::config::Options;
 use crate::error::BoxError;
 use crate::health::HealthMonitor;
-use crate::runtime::Runtime;
+use crate::resources::{ResourceError, Resources};
+use crate::runtime::{timeout_at, Elapsed, Runtime};
 use crate::shutdown::{InFlight, ShutdownHandle, ShutdownToken};
-use crate::task::Spawner;
+use crate::task::{Spawner, Task, TaskSet};
 
 /// A part of an application with a lifecycle: a database pool, a cache, an HTTP server,
 /// a metrics exporter.
@@ -118,6 +119,7 @@ pub enum Health {
 pub struct StartContext {
     pub(crate) name: Arc<str>,
     pub(crate) spawner: Spawner,
+    pub(crate) resources: Arc<Resources>,
     pub(crate) handle: ShutdownHandle,
     pub(crate) health: HealthMonitor,
     pub(crate) in_flight: InFlight,
@@ -131,8 +133,11 @@ impl StartContext {
         &self.name
     }
 
-    /// Spawns a tracked task: cancelled when the component has stopped; a panic in it
-    /// while the app runs triggers shutdown, naming this component.
+    /// Spawns a tracked task: it runs in this component's `task` span, is cancelled when
+    /// the component has stopped (or when the app's run future is dropped), and a panic
+    /// in it while the app runs triggers shutdown, naming this component. The returned
+    /// [`Task`] can be awaited (in `stop`, until the deadline) or aborted; dropping it
+    /// detaches the task.
     ///
     /// # Examples
     ///
@@ -149,7 +154,7 @@ impl StartContext {
     /// });
     /// # }
     /// ```
-    pub fn spawn<F>(&self, task: F)
+    pub fn spawn<F>(&self, task: F) -> Task
     where
         F: Future<Output = ()> + Send + 'static,
     {
@@ -158,12 +163,95 @@ impl StartContext {
 
     /// Spawns a tracked task that can fail: an error it returns, or a panic, while the
     /// app runs triggers shutdown naming this component.
-    pub fn spawn_fallible<F, E>(&self, task: F)
+    pub fn spawn_fallible<F, E>(&self, task: F) -> Task
     where
         F: Future<Output = Result<(), E>> + Send + 'static,
         E: Into<BoxError>,
     {
         self.spawner.spawn_fallible(task)
+    }
+
+    /// Hands `value` to the components that depend on this one, replacing what this
+    /// component provided before. The type must be declared with
+    /// [`Options::provides`]; a start that provides an undeclared type, or does not
+    /// provide a declared one, fails, naming the type. The engine drops its copy once
+    /// this component has stopped.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lifecycle_core::{async_trait, BoxError, Component, Options, StartContext, StopContext};
+    ///
+    /// #[derive(Clone)]
+    /// struct Pool(std::sync::Arc<String>);
+    ///
+    /// struct Db;
+    ///
+    /// #[async_trait]
+    /// impl Component for Db {
+    ///     fn name(&self) -> &str { "db" }
+    ///     fn options(&self) -> Options { Options::new().provides::<Pool>() }
+    ///     async fn start(&mut self, ctx: &StartContext) -> Result<(), BoxError> {
+    ///         ctx.provide(Pool(std::sync::Arc::new("sqlite://data.db".into())));
+    ///         Ok(())
+    ///     }
+    ///     async fn stop(&mut self, _: &StopContext) -> Result<(), BoxError> { Ok(()) }
+    /// }
+    ///
+    /// struct Http { pool: Option<Pool> }
+    ///
+    /// #[async_trait]
+    /// impl Component for Http {
+    ///     fn name(&self) -> &str { "http" }
+    ///     // Using the pool is what makes `http` depend on `db`.
+    ///     fn options(&self) -> Options { Options::new().uses::<Pool>() }
+    ///     async fn start(&mut self, ctx: &StartContext) -> Result<(), BoxError> {
+    ///         self.pool = Some(ctx.resource::<Pool>()?);
+    ///         Ok(())
+    ///     }
+    ///     async fn stop(&mut self, _: &StopContext) -> Result<(), BoxError> { Ok(()) }
+    /// }
+    ///
+    /// let app = lifecycle_core::App::builder().add(Http { pool: None }).add(Db).build()?;
+    /// assert_eq!(app.plan().start_order(), ["db", "http"]);
+    /// # Ok::<(), lifecycle_core::BuildError>(())
+    /// ```
+    pub fn provide<T: Clone + Send + Sync + 'static>(&self, value: T) {
+        self.resources.provide(self.spawner.node, value)
+    }
+
+    /// The `T` provided by a component this one depends on: the provider its
+    /// [`Options::uses`] resolved to, else the one component among its dependencies
+    /// (direct or transitive) that provides a `T`. A clone: keep it for as long as the
+    /// component runs.
+    ///
+    /// # Errors
+    ///
+    /// A [`ResourceError`] naming this component and the type when no dependency provides
+    /// one, or several do ([`resource_from`](StartContext::resource_from) names one).
+    pub fn resource<T: Clone + Send + Sync + 'static>(&self) -> Result<T, ResourceError> {
+        self.resources.get(self.spawner.node, None)
+    }
+
+    /// The `T` provided by `provider`, a component this one depends on (directly or
+    /// transitively), for a type that several dependencies provide.
+    ///
+    /// # Errors
+    ///
+    /// A [`ResourceError`] when `provider` is not a dependency providing a `T`.
+    pub fn resource_from<T: Clone + Send + Sync + 'static>(
+        &self,
+        provider: &str,
+    ) -> Result<T, ResourceError> {
+        self.resources.get(self.spawner.node, Some(provider))
+    }
+
+    /// Runs `future` until this start's [`deadline`](StartContext::deadline); on the
+    /// deadline the future is dropped and [`Elapsed`] returned (the engine would drop the
+    /// whole start there anyway, so this is for work that must end a little earlier, or
+    /// that wants to say what timed out).
+    pub async fn until_deadline<F: Future>(&self, future: F) -> Result<F::Output, Elapsed> {
+        timeout_at(&**self.runtime(), self.deadline, future).await
     }
 
     /// A cloneable spawner for tracked tasks, to keep beyond `start` (for example in an
@@ -228,6 +316,7 @@ pub struct StopContext {
     pub(crate) name: Arc<str>,
     pub(crate) runtime: Arc<dyn Runtime>,
     pub(crate) in_flight: InFlight,
+    pub(crate) tasks: Arc<TaskSet>,
     pub(crate) deadline: Instant,
 }
 
@@ -250,18 +339,30 @@ impl StopContext {
     ///
     /// ```
     /// # use lifecycle_core::{BoxError, StopContext};
-    /// # use std::time::Duration;
     /// # async fn stop(ctx: &StopContext) -> Result<(), BoxError> {
-    /// // Let requests in flight finish, keeping 100 ms to force-close what is left.
-    /// let margin = ctx.deadline() - Duration::from_millis(100);
-    /// if !ctx.in_flight().wait_idle_until(&**ctx.runtime(), margin).await {
-    ///     // close the remaining connections
+    /// // Let requests in flight finish until the deadline.
+    /// if ctx.until_deadline(ctx.in_flight().wait_idle()).await.is_err() {
+    ///     return Err(format!("{} requests still running", ctx.in_flight().count()).into());
     /// }
     /// # Ok(())
     /// # }
     /// ```
     pub fn in_flight(&self) -> &InFlight {
         &self.in_flight
+    }
+
+    /// Runs `future` until this hook's [`deadline`](StopContext::deadline); on the
+    /// deadline the future is dropped and [`Elapsed`] returned, so the hook can still say
+    /// what did not finish before the engine drops it.
+    pub async fn until_deadline<F: Future>(&self, future: F) -> Result<F::Output, Elapsed> {
+        timeout_at(&*self.runtime, self.deadline, future).await
+    }
+
+    /// Waits until every tracked task of this component has ended, until the deadline;
+    /// returns whether they all did. The engine cancels what is left once the stop
+    /// returns: awaiting here is how a stop lets a loop finish its current item.
+    pub async fn wait_for_tasks(&self) -> bool {
+        self.until_deadline(self.tasks.idle()).await.is_ok()
     }
 
     /// When the engine drops this hook's future: `min(the component's timeout, what is

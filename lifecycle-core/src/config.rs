@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::error::BuildError;
+use crate::resources::ResourceType;
 
 /// The shutdown budget and the default per-component timeouts.
 ///
@@ -370,6 +371,8 @@ pub struct Options {
     pub(crate) flush_timeout: Option<Duration>,
     pub(crate) critical: Option<bool>,
     pub(crate) before_all: Option<bool>,
+    pub(crate) provides: Vec<ResourceType>,
+    pub(crate) uses: Vec<(ResourceType, Option<String>)>,
 }
 
 impl Options {
@@ -424,6 +427,46 @@ impl Options {
         self
     }
 
+    /// Declares that the component provides a `T` to its dependents: its start hands the
+    /// value over with [`StartContext::provide`](crate::StartContext::provide) (a start
+    /// that does not fails, naming the type).
+    ///
+    /// ```
+    /// use lifecycle_core::Options;
+    ///
+    /// #[derive(Clone)]
+    /// struct Pool;
+    ///
+    /// let db = Options::new().provides::<Pool>();
+    /// ```
+    pub fn provides<T: Clone + Send + Sync + 'static>(mut self) -> Self {
+        self.provides.push(ResourceType::of::<T>());
+        self
+    }
+
+    /// Declares that the component uses the `T` another component provides: it depends on
+    /// that provider (there is no need to name it), and takes the value in its start with
+    /// [`StartContext::resource`](crate::StartContext::resource).
+    ///
+    /// [`Builder::build`](crate::Builder::build) fails, naming the component and the type,
+    /// when no component or more than one provides a `T`
+    /// ([`uses_from`](Options::uses_from) picks one).
+    pub fn uses<T: Clone + Send + Sync + 'static>(mut self) -> Self {
+        self.uses.push((ResourceType::of::<T>(), None));
+        self
+    }
+
+    /// Like [`uses`](Options::uses), from the component named `provider`, for a type that
+    /// several components provide (two pools, say).
+    pub fn uses_from<T: Clone + Send + Sync + 'static>(
+        mut self,
+        provider: impl Into<String>,
+    ) -> Self {
+        self.uses
+            .push((ResourceType::of::<T>(), Some(provider.into())));
+        self
+    }
+
     /// The dependencies added by these options.
     pub fn dependencies(&self) -> &[String] {
         &self.dependencies
@@ -433,8 +476,12 @@ impl Options {
     /// both are kept.
     pub(crate) fn merge(mut self, other: Options) -> Options {
         self.dependencies.extend(other.dependencies);
+        self.provides.extend(other.provides);
+        self.uses.extend(other.uses);
         Options {
             dependencies: self.dependencies,
+            provides: self.provides,
+            uses: self.uses,
             start_timeout: other.start_timeout.or(self.start_timeout),
             stop_timeout: other.stop_timeout.or(self.stop_timeout),
             flush_timeout: other.flush_timeout.or(self.flush_timeout),

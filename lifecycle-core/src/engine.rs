@@ -25,6 +25,7 @@ use crate::gate::Gated;
 use crate::graph::Plan;
 use crate::health::{ComponentState, Phase, Shared};
 use crate::report::{ComponentReport, Outcome, Report, Step, Trigger};
+use crate::resources::Resources;
 use crate::runtime::{timeout_at, Runtime, Signal};
 use crate::shutdown::{InFlight, Notice, ShutdownHandle};
 use crate::task::{Spawner, TaskSet};
@@ -36,6 +37,7 @@ pub(crate) struct Node {
     pub(crate) timeouts: Timeouts,
     pub(crate) tasks: Arc<TaskSet>,
     pub(crate) in_flight: InFlight,
+    pub(crate) resources: Arc<Resources>,
 }
 
 impl Node {
@@ -45,7 +47,20 @@ impl Node {
             name: self.name.clone(),
             runtime,
             in_flight: self.in_flight.clone(),
+            tasks: self.tasks.clone(),
             deadline,
+        }
+    }
+}
+
+/// Cancels every tracked task when dropped: when the run ends, and when its future is
+/// dropped mid-run (the app's tasks end with the app; stops are not run then).
+struct CancelTasksOnDrop(Vec<Arc<TaskSet>>);
+
+impl Drop for CancelTasksOnDrop {
+    fn drop(&mut self) {
+        for tasks in &self.0 {
+            tasks.cancel();
         }
     }
 }
@@ -90,6 +105,7 @@ pub(crate) async fn run(
     // Signals are registered before the first start, so a SIGTERM during startup is
     // handled as a shutdown, never as the default (immediate death).
     let signals = runtime.signals().map_err(Error::Signals)?;
+    let _cancel_tasks = CancelTasksOnDrop(nodes.iter().map(|node| node.tasks.clone()).collect());
     let events = Gated::new(
         stream::select(signals.map(Event::Signal), notices.map(Event::Notice))
             .chain(stream::pending())
@@ -255,9 +271,10 @@ impl Run<'_> {
             }
         }
         drop(slots);
-        for (node, started) in nodes.iter().zip(&self.started) {
+        for (i, (node, started)) in nodes.iter().zip(&self.started).enumerate() {
             if !started {
                 node.tasks.cancel();
+                node.resources.release(i);
             }
         }
         Err(aborted)
@@ -272,10 +289,12 @@ impl Run<'_> {
             name: node.name.clone(),
             spawner: Spawner {
                 node: i,
+                name: node.name.clone(),
                 tasks: node.tasks.clone(),
                 runtime: runtime.clone(),
                 notices: self.handle.notices.clone(),
             },
+            resources: node.resources.clone(),
             handle: self.handle.clone(),
             health: crate::HealthMonitor(self.health.clone()),
             in_flight: node.in_flight.clone(),
@@ -285,8 +304,16 @@ impl Run<'_> {
         let span = tracing::info_span!("start", component = %node.name);
         Box::pin(
             async move {
-                let outcome =
+                let mut outcome =
                     run_hook(&*runtime, began, deadline, node.component.start(&ctx)).await;
+                if outcome == Outcome::Completed {
+                    if let Err(why) = node.resources.check_provided(i) {
+                        outcome = Outcome::Failed(why);
+                    }
+                }
+                if outcome != Outcome::Completed {
+                    node.resources.release(i);
+                }
                 log_step(
                     "start",
                     &node.name,
@@ -457,6 +484,7 @@ impl Run<'_> {
                 // the same deadline to be dropped.
                 node.tasks.cancel();
                 let _ = timeout_at(&*runtime, deadline, node.tasks.idle()).await;
+                node.resources.release(i);
                 log_step(
                     "stop",
                     &node.name,

@@ -38,9 +38,56 @@ pub enum BuildError {
         /// at the end (`a -> b -> a`: `a` depends on `b`, which depends on `a`).
         cycle: Vec<String>,
     },
+    /// A component uses a resource type that no component provides.
+    #[error(
+        "component `{component}` uses a `{resource}`, which no component provides; the \
+         provider declares it with `Options::provides::<{resource}>()`"
+    )]
+    MissingResource {
+        /// The component that uses the resource.
+        component: String,
+        /// The resource's type.
+        resource: String,
+    },
+    /// A component uses a resource type that several components provide, without naming one.
+    #[error(
+        "component `{component}` uses a `{resource}`, which {} provide; name one with \
+         `Options::uses_from`", crate::resources::names(.providers)
+    )]
+    AmbiguousResource {
+        /// The component that uses the resource.
+        component: String,
+        /// The resource's type.
+        resource: String,
+        /// The components that provide it, in registration order.
+        providers: Vec<String>,
+    },
+    /// A component uses a resource from a named component that does not provide it.
+    #[error(
+        "component `{component}` uses the `{resource}` of `{provider}`, which `{provider}` \
+         does not provide{}", provided_instead(.provided)
+    )]
+    ResourceNotProvided {
+        /// The component that uses the resource.
+        component: String,
+        /// The component it named as the provider.
+        provider: String,
+        /// The resource's type.
+        resource: String,
+        /// What that provider does provide.
+        provided: Vec<String>,
+    },
     /// A configuration value is out of range.
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
+}
+
+fn provided_instead(provided: &[String]) -> String {
+    if provided.is_empty() {
+        " (it provides nothing)".to_owned()
+    } else {
+        format!(" (it provides {})", crate::resources::names(provided))
+    }
 }
 
 fn suggestion(suggestions: &[String]) -> String {

@@ -134,6 +134,14 @@ impl Plan {
         )
     }
 
+    /// The index of the component named `name`, which the plan has validated.
+    pub(crate) fn index(&self, name: &str) -> usize {
+        self.names
+            .iter()
+            .position(|n| n == name)
+            .expect("a name the plan has validated")
+    }
+
     pub(crate) fn name(&self, node: usize) -> &str {
         &self.names[node]
     }

@@ -45,6 +45,7 @@ mod gate;
 mod graph;
 mod health;
 mod report;
+mod resources;
 pub mod runtime;
 mod shutdown;
 mod sync;
@@ -62,6 +63,7 @@ pub use health::{
     Status,
 };
 pub use report::{ComponentReport, Outcome, Report, Step, Trigger};
+pub use resources::{ResourceError, ResourceType};
 pub use runtime::{Runtime, Signal};
 pub use shutdown::{InFlight, InFlightGuard, OwnedInFlightGuard, ShutdownHandle, ShutdownToken};
-pub use task::Spawner;
+pub use task::{Spawner, Task, TaskError};

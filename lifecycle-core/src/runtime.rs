@@ -60,6 +60,40 @@ impl dyn Runtime {
     pub fn sleep(&self, duration: Duration) -> BoxFuture<()> {
         self.sleep_until(self.now() + duration)
     }
+
+    /// Runs `future` until it completes or `deadline` passes on this runtime's clock,
+    /// whichever comes first; on the deadline the future is dropped (cancelled) and
+    /// [`Elapsed`] returned. The future is polled before the timer, so one that is ready
+    /// is never reported as timed out. The contexts' `until_deadline` is this with the
+    /// hook's deadline.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use std::time::Duration;
+    /// # use lifecycle_core::runtime::Runtime;
+    /// # async fn example(runtime: Arc<dyn Runtime>) {
+    /// let slow = runtime.sleep(Duration::from_secs(60));
+    /// assert!(runtime.timeout(Duration::from_millis(1), slow).await.is_err());
+    /// # }
+    /// ```
+    pub async fn timeout_at<F: Future>(
+        &self,
+        deadline: Instant,
+        future: F,
+    ) -> Result<F::Output, Elapsed> {
+        timeout_at(self, deadline, future).await
+    }
+
+    /// [`timeout_at`](#method.timeout_at) `duration` from now.
+    pub async fn timeout<F: Future>(
+        &self,
+        duration: Duration,
+        future: F,
+    ) -> Result<F::Output, Elapsed> {
+        timeout_at(self, self.now() + duration, future).await
+    }
 }
 
 /// A termination signal received by the process.
@@ -98,7 +132,8 @@ impl fmt::Display for Signal {
     }
 }
 
-/// The error of [`timeout_at`]: the deadline passed first.
+/// The error of a timeout (`Runtime::timeout_at`, the contexts' `until_deadline`): the
+/// deadline passed first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Elapsed;
 
@@ -113,7 +148,7 @@ impl std::error::Error for Elapsed {}
 /// Runs `future` until it completes or `deadline` passes, whichever comes first; on the
 /// deadline the future is dropped (cancelled). The future is polled before the timer, so
 /// one that is ready is never reported as timed out.
-pub async fn timeout_at<F: Future>(
+pub(crate) async fn timeout_at<F: Future>(
     runtime: &dyn Runtime,
     deadline: Instant,
     future: F,

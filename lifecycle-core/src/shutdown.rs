@@ -157,10 +157,11 @@ impl InFlight {
     /// Waits for nothing to be in flight, until `deadline` at the latest. Returns whether
     /// the work finished (`false`: the deadline came first, work is still in flight).
     ///
-    /// A stop typically calls this with its [`StopContext::deadline`](crate::StopContext::deadline)
-    /// minus a margin, then force-closes what is left.
-    pub async fn wait_idle_until(&self, runtime: &dyn Runtime, deadline: Instant) -> bool {
-        timeout_at(runtime, deadline, self.wait_idle())
+    /// A stop that waits until its own deadline writes
+    /// `ctx.until_deadline(ctx.in_flight().wait_idle())`; this is for an earlier
+    /// deadline, keeping a margin to force-close what is left.
+    pub async fn wait_idle_until(&self, runtime: &Arc<dyn Runtime>, deadline: Instant) -> bool {
+        timeout_at(&**runtime, deadline, self.wait_idle())
             .await
             .is_ok()
     }

@@ -5,9 +5,14 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use futures_channel::mpsc::UnboundedSender;
-use futures_util::future::{select, Either};
+use futures_channel::oneshot;
+use futures_util::future::{select, AbortHandle, Abortable, Aborted, Either};
 use futures_util::FutureExt;
+use tracing::Instrument;
 
 use crate::error::{error_chain, panic_message, BoxError};
 use crate::report::Outcome;
@@ -51,13 +56,16 @@ impl Drop for Alive {
 /// Spawns tracked tasks for one component. Cheap to clone and `'static`, so an accept
 /// loop can keep one and spawn a task per connection.
 ///
-/// A tracked task that returns an error or panics while the app runs triggers shutdown,
-/// naming the component. When the component has stopped (or its stop timed out), its
-/// remaining tracked tasks are cancelled: dropped at their next wake-up. Tasks spawned
-/// after that are dropped without being polled.
+/// A tracked task runs inside its component's `task` tracing span. A task that returns
+/// an error or panics while the app runs triggers shutdown, naming the component. When
+/// the component has stopped (or its stop timed out), its remaining tracked tasks are
+/// cancelled: dropped at their next wake-up. Tasks spawned after that are dropped
+/// without being polled. When the app's run future is dropped, every tracked task is
+/// cancelled the same way.
 #[derive(Debug, Clone)]
 pub struct Spawner {
     pub(crate) node: usize,
+    pub(crate) name: Arc<str>,
     pub(crate) tasks: Arc<TaskSet>,
     pub(crate) runtime: Arc<dyn Runtime>,
     pub(crate) notices: UnboundedSender<Notice>,
@@ -66,7 +74,9 @@ pub struct Spawner {
 impl Spawner {
     /// Spawns `task` on the app's runtime, tracked under this component. A panic in it
     /// triggers shutdown. For a task that can fail, see [`spawn_fallible`](Self::spawn_fallible).
-    pub fn spawn<F>(&self, task: F)
+    ///
+    /// The returned [`Task`] can be awaited or aborted; dropping it detaches the task.
+    pub fn spawn<F>(&self, task: F) -> Task
     where
         F: Future<Output = ()> + Send + 'static,
     {
@@ -77,32 +87,140 @@ impl Spawner {
     }
 
     /// Spawns `task` on the app's runtime, tracked under this component. An error it
-    /// returns, or a panic, triggers shutdown naming this component.
-    pub fn spawn_fallible<F, E>(&self, task: F)
+    /// returns, or a panic, triggers shutdown naming this component (and is what the
+    /// returned [`Task`] resolves to).
+    pub fn spawn_fallible<F, E>(&self, task: F) -> Task
     where
         F: Future<Output = Result<(), E>> + Send + 'static,
         E: Into<BoxError>,
     {
+        let (ended, result) = oneshot::channel();
+        let (abort, registration) = AbortHandle::new_pair();
+        let handle = Task { result, abort };
         if self.tasks.cancel.is_set() {
-            return;
+            handle.abort();
+            return handle;
         }
         self.tasks.live.fetch_add(1, Ordering::AcqRel);
         let alive = Alive(self.tasks.clone());
         let node = self.node;
         let notices = self.notices.clone();
-        self.runtime.spawn(Box::pin(async move {
-            let tasks = alive.0.clone();
-            let cancelled = std::pin::pin!(tasks.cancel.wait());
-            let task = std::pin::pin!(AssertUnwindSafe(task).catch_unwind());
-            let outcome = match select(cancelled, task).await {
-                Either::Left(_) | Either::Right((Ok(Ok(())), _)) => return,
-                Either::Right((Ok(Err(error)), _)) => Outcome::Failed(error_chain(&*error.into())),
-                Either::Right((Err(panic), _)) => Outcome::Panicked(panic_message(&*panic)),
-            };
-            drop(alive);
-            let _ = notices.unbounded_send(Notice::TaskFailed { node, outcome });
-        }));
+        let span = tracing::info_span!("task", component = %self.name);
+        self.runtime.spawn(Box::pin(
+            async move {
+                let tasks = alive.0.clone();
+                // In a block, so the task is dropped before anyone learns that it ended.
+                let outcome = {
+                let cancelled = std::pin::pin!(tasks.cancel.wait());
+                let task = std::pin::pin!(Abortable::new(
+                    AssertUnwindSafe(task).catch_unwind(),
+                    registration
+                ));
+                match select(cancelled, task).await {
+                    Either::Left(_) | Either::Right((Err(Aborted), _)) => {
+                        Err(TaskError::Cancelled)
+                    }
+                    Either::Right((Ok(Ok(Ok(()))), _)) => Ok(()),
+                    Either::Right((Ok(Ok(Err(error))), _)) => {
+                        Err(TaskError::Failed(error_chain(&*error.into())))
+                    }
+                    Either::Right((Ok(Err(panic)), _)) => {
+                        Err(TaskError::Panicked(panic_message(&*panic)))
+                    }
+                }
+                };
+                let notice = match &outcome {
+                    Ok(()) | Err(TaskError::Cancelled) => None,
+                    Err(TaskError::Failed(error)) => Some(Outcome::Failed(error.clone())),
+                    Err(TaskError::Panicked(panic)) => Some(Outcome::Panicked(panic.clone())),
+                };
+                let _ = ended.send(outcome);
+                drop(alive);
+                if let Some(outcome) = notice {
+                    let _ = notices.unbounded_send(Notice::TaskFailed { node, outcome });
+                }
+            }
+            .instrument(span),
+        ));
+        handle
     }
+}
+
+/// A tracked task, as [`Spawner::spawn`] returns it: await it for how it ended, or
+/// [`abort`](Task::abort) it.
+///
+/// Dropping a `Task` detaches it: the task goes on, still tracked by its component (it
+/// is cancelled when the component stops, as every tracked task is).
+///
+/// # Examples
+///
+/// ```
+/// # use lifecycle_core::{BoxError, StartContext, StopContext, Task};
+/// # struct Worker { task: Option<Task> }
+/// # impl Worker {
+/// async fn start(&mut self, ctx: &StartContext) -> Result<(), BoxError> {
+///     let token = ctx.shutdown_token();
+///     self.task = Some(ctx.spawn(async move {
+///         while !token.is_triggered() {
+///             // take a job, do it
+/// #           break;
+///         }
+///     }));
+///     Ok(())
+/// }
+///
+/// async fn stop(&mut self, ctx: &StopContext) -> Result<(), BoxError> {
+///     // The loop ends its current job once shutdown has begun: wait for it, until the deadline.
+///     if let Some(task) = self.task.take() {
+///         ctx.until_deadline(task).await??;
+///     }
+///     Ok(())
+/// }
+/// # }
+/// ```
+///
+/// # Cancellation safety
+///
+/// Awaiting a `Task` can be dropped and resumed with no effect on the task.
+#[derive(Debug)]
+pub struct Task {
+    result: oneshot::Receiver<Result<(), TaskError>>,
+    abort: AbortHandle,
+}
+
+impl Task {
+    /// Cancels the task: it is dropped at its next wake-up (at once if it has not been
+    /// polled yet), and awaiting it gives [`TaskError::Cancelled`]. Nothing is reported:
+    /// an aborted task is not a failure. Does nothing if the task has ended.
+    pub fn abort(&self) {
+        self.abort.abort();
+    }
+}
+
+impl Future for Task {
+    type Output = Result<(), TaskError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // A sender dropped without a word: the runtime dropped the task.
+        Pin::new(&mut self.result)
+            .poll(cx)
+            .map(|ended| ended.unwrap_or(Err(TaskError::Cancelled)))
+    }
+}
+
+/// How a tracked [`Task`] ended, when not by completing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TaskError {
+    /// The task returned an error (it also triggered shutdown, naming its component).
+    #[error("task failed: {0}")]
+    Failed(String),
+    /// The task panicked (it also triggered shutdown, naming its component).
+    #[error("task panicked: {0}")]
+    Panicked(String),
+    /// The task was cancelled: [`Task::abort`], its component's stop, or the end of the app.
+    #[error("task cancelled")]
+    Cancelled,
 }
 
 /// Models of task tracking: `RUSTFLAGS="--cfg loom" cargo test -p lifecycle-core --lib

@@ -1,5 +1,5 @@
 //! An example binary run as a child process: built once per test run with the test's
-//! own features, its stdout read line by line, signalled with `kill`, killed if the test
+//! own features, its stdout read line by line, signalled (rustix's `kill`), killed if the test
 //! fails before it exits.
 
 use std::collections::HashMap;
@@ -212,13 +212,17 @@ impl Process {
         self.wait_for_line(&format!("{expected:?}"), |line| line == expected);
     }
 
-    /// Sends a signal (`"TERM"`, `"INT"`) with the `kill` command.
+    /// Sends a signal (`"TERM"`, `"INT"`, `"KILL"`).
     pub fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([format!("-{name}"), self.child.id().to_string()])
-            .status()
-            .expect("running kill");
-        assert!(status.success(), "kill -{name} failed: {status}");
+        use rustix::process::{kill_process, Pid, Signal};
+        let signal = match name {
+            "TERM" => Signal::TERM,
+            "INT" => Signal::INT,
+            "KILL" => Signal::KILL,
+            other => panic!("no signal {other} in the tests"),
+        };
+        let pid = Pid::from_raw(self.child.id() as i32).expect("a child's pid is positive");
+        kill_process(pid, signal).unwrap_or_else(|e| panic!("kill -{name} failed: {e}"));
     }
 
     /// Waits for the process to exit and for the rest of its stdout and stderr; returns
@@ -242,6 +246,14 @@ impl Process {
             }
             thread::sleep(Duration::from_millis(5));
         }
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .try_wait()
+            .expect("waiting for the example")
+            .is_none()
     }
 
     /// What the process wrote to stderr so far.

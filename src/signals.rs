@@ -1,0 +1,161 @@
+//! Catching `SIGTERM` and `SIGINT` from the first line of `main`.
+//!
+//! Call [`catch`] before any setup (opening files, binding ports, connecting pools): a
+//! signal that arrives from then on, even before [`Run::run`](crate::Run::run) reaches
+//! the engine, is kept and handed to the app when it runs, which then aborts its start
+//! (exit code 1, the components that had started stopped) instead of dying by the
+//! signal's default action with nothing logged. `run()` calls it too, so an app that
+//! does no setup of its own needs nothing more.
+//!
+//! ```
+//! fn main() -> std::process::ExitCode {
+//!     if let Err(error) = lifecycle::signals::catch() {
+//!         eprintln!("{error}");
+//!         return std::process::ExitCode::FAILURE;
+//!     }
+//!     // ... read the configuration, open the log, bind the ports, then build and run
+//!     // the app: a SIGTERM during all that is not lost.
+//!     # std::process::ExitCode::SUCCESS
+//! }
+//! ```
+//!
+//! # Ignored signals
+//!
+//! A process started with `SIGINT` ignored (a background job of a shell script, `nohup`)
+//! keeps it ignored, as Go and Python programs do: Ctrl-C in the terminal that started
+//! it does not stop it, and `SIGTERM` still does. [`catch_even_if_ignored`] catches it
+//! anyway. `SIGHUP` is never caught, so it keeps whatever disposition the process
+//! started with.
+//!
+//! # How
+//!
+//! Handlers are registered once per process (further calls do nothing), with
+//! signal-hook, whose self-pipe is read by one thread (`lifecycle-signals`) that hands
+//! each signal to every app running at that moment, or keeps it for the next app to run
+//! when none is. The async runtime plays no part, so this works before any runtime
+//! exists and on every runtime. On Windows, Ctrl-C comes through the runtime instead and
+//! these functions do nothing.
+
+use std::sync::{Mutex, OnceLock, PoisonError};
+
+use futures_channel::mpsc::{unbounded, UnboundedSender};
+use lifecycle_core::runtime::{Signal, SignalStream};
+
+use crate::Error;
+
+/// Catches `SIGTERM`, and `SIGINT` unless the process started with it ignored, from now
+/// on. Idempotent: the first call of the process registers, the others return what it
+/// returned.
+///
+/// # Errors
+///
+/// [`Error::Signals`] when the operating system refuses the handlers.
+pub fn catch() -> Result<(), Error> {
+    install(false)
+}
+
+/// Like [`catch`], and catches `SIGINT` even when the process started with it ignored.
+/// Must be the first of the two called: once handlers are registered, this changes
+/// nothing.
+///
+/// # Errors
+///
+/// As [`catch`].
+pub fn catch_even_if_ignored() -> Result<(), Error> {
+    install(true)
+}
+
+/// Signals received, and the apps to hand them to.
+#[derive(Default)]
+struct Hub {
+    /// Received while no app was running: handed to the next one.
+    pending: Vec<Signal>,
+    running: Vec<UnboundedSender<Signal>>,
+}
+
+static HUB: Mutex<Hub> = Mutex::new(Hub {
+    pending: Vec::new(),
+    running: Vec::new(),
+});
+
+fn hub() -> std::sync::MutexGuard<'static, Hub> {
+    // Nothing panics under this lock; a poisoned one is still consistent.
+    HUB.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn deliver(signal: Signal) {
+    let mut hub = hub();
+    hub.running.retain(|app| !app.is_closed());
+    if hub.running.is_empty() {
+        hub.pending.push(signal);
+    }
+    for app in &hub.running {
+        let _ = app.unbounded_send(signal);
+    }
+}
+
+/// The signals for one run: those kept since no app was running, then each one received.
+pub(crate) fn subscribe() -> SignalStream {
+    let (sender, receiver) = unbounded();
+    let mut hub = hub();
+    for signal in hub.pending.drain(..) {
+        let _ = sender.unbounded_send(signal);
+    }
+    hub.running.push(sender);
+    Box::pin(receiver)
+}
+
+/// Whether this process catches signals through [`subscribe`] (Unix), rather than
+/// through the runtime (Windows).
+pub(crate) const THROUGH_HUB: bool = cfg!(unix);
+
+#[cfg(unix)]
+fn install(even_if_ignored: bool) -> Result<(), Error> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+
+    static INSTALLED: OnceLock<Result<(), (std::io::ErrorKind, String)>> = OnceLock::new();
+    let installed = INSTALLED.get_or_init(|| {
+        let mut caught = vec![SIGTERM];
+        if even_if_ignored || !ignored_at_startup(SIGINT) {
+            caught.push(SIGINT);
+        }
+        let mut signals = signal_hook::iterator::Signals::new(&caught).map_err(|e| (e.kind(), e.to_string()))?;
+        std::thread::Builder::new()
+            .name("lifecycle-signals".into())
+            .spawn(move || {
+                for number in signals.forever() {
+                    deliver(if number == SIGINT {
+                        Signal::Interrupt
+                    } else {
+                        Signal::Terminate
+                    });
+                }
+            })
+            .map_err(|e| (e.kind(), e.to_string()))?;
+        Ok(())
+    });
+    installed
+        .clone()
+        .map_err(|(kind, message)| Error::Signals(std::io::Error::new(kind, message)))
+}
+
+#[cfg(not(unix))]
+fn install(_even_if_ignored: bool) -> Result<(), Error> {
+    Ok(())
+}
+
+/// Whether `signal` is ignored now, which before our handlers means it was ignored when
+/// the process started. Linux says so in `/proc/self/status` (`SigIgn`, a hex mask with
+/// bit `n - 1` for signal `n`), which needs no `unsafe` call to `sigaction`; elsewhere
+/// the answer is no.
+#[cfg(unix)]
+fn ignored_at_startup(signal: i32) -> bool {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("SigIgn:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1 << (signal - 1)) != 0)
+}
