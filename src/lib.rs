@@ -239,7 +239,25 @@ fn ambient_runtime() -> Result<Arc<dyn Runtime>, Error> {
 #[derive(Debug)]
 struct CaughtSignals<R>(R);
 
-impl<R: Runtime> Runtime for CaughtSignals<R> {
+/// What the facade checks of a backend before a run.
+trait Backend: Runtime {
+    /// An error when the runtime cannot run the engine (tokio without its time driver).
+    fn check(&self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(feature = "smol")]
+impl Backend for SmolRuntime {}
+
+#[cfg(feature = "tokio")]
+impl Backend for TokioRuntime {
+    fn check(&self) -> io::Result<()> {
+        self.check_drivers()
+    }
+}
+
+impl<R: Backend> Runtime for CaughtSignals<R> {
     fn spawn(&self, future: runtime::BoxFuture<()>) {
         self.0.spawn(future)
     }
@@ -254,6 +272,7 @@ impl<R: Runtime> Runtime for CaughtSignals<R> {
 
     fn signals(&self) -> io::Result<runtime::SignalStream> {
         if signals::THROUGH_HUB {
+            self.0.check()?;
             Ok(signals::subscribe())
         } else {
             self.0.signals()

@@ -119,7 +119,8 @@ fn install(even_if_ignored: bool) -> Result<(), Error> {
         if even_if_ignored || !ignored_at_startup(SIGINT) {
             caught.push(SIGINT);
         }
-        let mut signals = signal_hook::iterator::Signals::new(&caught).map_err(|e| (e.kind(), e.to_string()))?;
+        let mut signals =
+            signal_hook::iterator::Signals::new(&caught).map_err(|e| (e.kind(), e.to_string()))?;
         std::thread::Builder::new()
             .name("lifecycle-signals".into())
             .spawn(move || {

@@ -6,7 +6,7 @@
 mod common;
 
 use std::os::unix::process::ExitStatusExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -25,7 +25,7 @@ fn data_dir(label: &str) -> PathBuf {
     data
 }
 
-fn spawn_service(wrapper: &[&str], runtime: &str, data: &PathBuf) -> Process {
+fn spawn_service(wrapper: &[&str], runtime: &str, data: &Path) -> Process {
     let args = [
         "--addr",
         "127.0.0.1:0",
@@ -77,7 +77,11 @@ fn sigterm_at_any_moment_of_startup(runtime: &str) {
             if code == 1 {
                 let log = std::fs::read_to_string(data.join("service.log")).unwrap_or_default();
                 assert!(
-                    log.contains("start aborted by SIGTERM") || service.stdout.iter().any(|l| l.contains("start aborted by SIGTERM")),
+                    log.contains("start aborted by SIGTERM")
+                        || service
+                            .stdout
+                            .iter()
+                            .any(|l| l.contains("start aborted by SIGTERM")),
                     "{context}: exit 1 without the report saying the start was aborted\n{log}\n{}",
                     service.stdout.join("\n")
                 );
@@ -103,11 +107,17 @@ fn ignored_sigint_stays_ignored(runtime: &str) {
     service.wait_for_line("running", |l| l.contains("lifecycle_core::engine: running"));
     service.signal("INT");
     thread::sleep(Duration::from_millis(300));
-    assert!(service.is_running(), "SIGINT stopped a process that ignored it");
+    assert!(
+        service.is_running(),
+        "SIGINT stopped a process that ignored it"
+    );
     service.signal("TERM");
     let (status, _) = service.wait_for_exit();
     assert_eq!(status.code(), Some(0), "{}", service.stderr());
     let _ = std::fs::remove_dir_all(&data);
 }
 
-on_each_runtime!(sigterm_at_any_moment_of_startup, ignored_sigint_stays_ignored);
+on_each_runtime!(
+    sigterm_at_any_moment_of_startup,
+    ignored_sigint_stays_ignored
+);

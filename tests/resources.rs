@@ -165,7 +165,11 @@ async fn the_value_is_released_after_the_provider_stops(h: Harness) {
         "while a dependent stops, the provider's value is still held (by the engine)"
     );
     let weak = provided.lock().unwrap().clone().unwrap();
-    assert_eq!(weak.strong_count(), 0, "released after the provider stopped");
+    assert_eq!(
+        weak.strong_count(),
+        0,
+        "released after the provider stopped"
+    );
 }
 
 /// A resource is found through a transitive dependency, and `uses_from` picks one of
@@ -249,7 +253,9 @@ async fn a_provider_must_provide_what_it_declares(h: Harness) {
         panic!("the start fails: {report}");
     };
     assert!(
-        why.contains("provided a") && why.contains("Client") && why.contains("without declaring it"),
+        why.contains("provided a")
+            && why.contains("Client")
+            && why.contains("without declaring it"),
         "{why}"
     );
     assert!(got.lock().unwrap().is_empty(), "http never started");
@@ -307,7 +313,12 @@ fn ambiguous_and_wrong_providers_are_build_errors() {
             if component == "http" && providers == &["primary", "replica"]),
         "{error}"
     );
-    assert!(error.to_string().contains("`primary` and `replica` provide"), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("`primary` and `replica` provide"),
+        "{error}"
+    );
 
     let mut user = User::new("http");
     user.from = Some("cache");

@@ -136,14 +136,20 @@ impl Component for Worker {
                 runtime.sleep(item).await; // one item, not interrupted
                 done += 1;
             }
-            events.lock().unwrap().push(format!("loop ended after {done} items"));
+            events
+                .lock()
+                .unwrap()
+                .push(format!("loop ended after {done} items"));
         }));
         Ok(())
     }
     async fn stop(&mut self, ctx: &StopContext) -> Result<(), BoxError> {
         let task = self.task.take().ok_or("never started")?;
         let ended = ctx.until_deadline(task).await;
-        self.events.lock().unwrap().push(format!("stop saw {ended:?}"));
+        self.events
+            .lock()
+            .unwrap()
+            .push(format!("stop saw {ended:?}"));
         ended??;
         Ok(())
     }
@@ -169,7 +175,10 @@ async fn a_stop_awaits_its_task(h: Harness) {
         "the third item, in progress at 250 ms, was finished before the stop returned"
     );
     let stop = &report.component("worker").unwrap().stop;
-    assert!(stop.took >= ms(40), "the stop waited for the item: {report}");
+    assert!(
+        stop.took >= ms(40),
+        "the stop waited for the item: {report}"
+    );
 }
 
 /// A task that outlives the stop deadline: the stop's wait ends at the deadline with an
@@ -294,8 +303,15 @@ async fn a_dropped_run_cancels_its_tasks(h: Harness) {
     }
     let mut dropped = h.log.names(What::TaskDropped);
     dropped.sort();
-    assert_eq!(dropped, ["db", "server"], "every tracked task ended with the app");
-    assert!(h.log.names(What::StopBegan).is_empty(), "a dropped run runs no stop");
+    assert_eq!(
+        dropped,
+        ["db", "server"],
+        "every tracked task ended with the app"
+    );
+    assert!(
+        h.log.names(What::StopBegan).is_empty(),
+        "a dropped run runs no stop"
+    );
 }
 
 scenarios!(

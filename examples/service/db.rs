@@ -108,7 +108,11 @@ impl Component for Db {
             return Ok(());
         };
         let waiting = open.in_flight.count();
-        if ctx.until_deadline(open.in_flight.wait_idle()).await.is_err() {
+        if ctx
+            .until_deadline(open.in_flight.wait_idle())
+            .await
+            .is_err()
+        {
             return Err(format!(
                 "{} queries still running at the deadline",
                 open.in_flight.count()

@@ -172,7 +172,11 @@ impl Component for Workers {
         // is still claimed by its worker.
         let loops_by = ctx.deadline().checked_sub(margin / 2).unwrap_or(now);
         let loops = running.loops.len();
-        if runtime.timeout_at(loops_by, join_all(running.loops)).await.is_err() {
+        if runtime
+            .timeout_at(loops_by, join_all(running.loops))
+            .await
+            .is_err()
+        {
             tracing::warn!(loops, "workers still busy at release");
         }
         let released = db::release_run(&running.pool, &self.run_id).await?;

@@ -97,9 +97,17 @@ impl Builder {
             .collect();
         let plan = Plan::new(&specs)?;
         let resources = Arc::new(Resources::new(
-            specs.iter().map(|(name, _)| Arc::from(name.as_str())).collect(),
-            (0..plan.len()).map(|i| plan.dependencies(i).to_vec()).collect(),
-            entries.iter().map(|(_, options)| options.provides.clone()).collect(),
+            specs
+                .iter()
+                .map(|(name, _)| Arc::from(name.as_str()))
+                .collect(),
+            (0..plan.len())
+                .map(|i| plan.dependencies(i).to_vec())
+                .collect(),
+            entries
+                .iter()
+                .map(|(_, options)| options.provides.clone())
+                .collect(),
             uses.into_iter()
                 .map(|uses| {
                     uses.into_iter()
@@ -168,7 +176,10 @@ fn resolve_uses(
     entries: &[(Box<dyn Component>, Options)],
 ) -> Result<Vec<Vec<(ResourceType, String)>>, BuildError> {
     let names = |providers: &[usize]| -> Vec<String> {
-        providers.iter().map(|&p| entries[p].0.name().to_owned()).collect()
+        providers
+            .iter()
+            .map(|&p| entries[p].0.name().to_owned())
+            .collect()
     };
     entries
         .iter()

@@ -27,6 +27,43 @@ use crate::task::{Spawner, Task, TaskSet};
 /// Hooks must not block the thread (use your runtime's `spawn_blocking` or `unblock`
 /// for blocking work): a hook that blocks the thread cannot be cancelled.
 ///
+/// # Cancellation
+///
+/// A hook's future may be dropped at any `.await`: a start at its own timeout, when
+/// another start fails, or when a signal or shutdown request arrives during startup; a
+/// stop at its deadline or when a second signal forces the exit; every hook when the
+/// app's run future itself is dropped. A component whose start was dropped is not
+/// stopped (it never started), so cleanup that must happen whatever the outcome belongs
+/// in `Drop` of what the start acquired, not in `stop`.
+///
+/// # Timeouts
+///
+/// Each hook runs under a deadline (its context's `deadline()`): the component's own
+/// timeout ([`Options`]), cut shorter by what is left of the shutdown budget for stops
+/// and flushes. At the deadline the future is dropped and the step reported as timed
+/// out. The contexts' `until_deadline` runs part of a hook under the same deadline, so
+/// a hook can say what did not finish.
+///
+/// # Panics
+///
+/// A panic in a hook is caught and reported like an error ("start of db panicked:
+/// ..."); a panic in a start aborts the start like a failure. A panic in a tracked task
+/// triggers shutdown, naming the component.
+///
+/// # Tracked tasks
+///
+/// Work spawned with [`StartContext::spawn`] is the component's: it runs in the
+/// component's span, and once the component's `stop` has returned (or timed out) what
+/// is left of it is cancelled, before the components it depends on begin to stop. A
+/// stop that wants its loops to finish their current item awaits their [`Task`]s (or
+/// [`StopContext::wait_for_tasks`]) before returning.
+///
+/// # Health
+///
+/// [`health`](Component::health) runs under the health check timeout; a check that
+/// times out or panics reports [`Health::Down`], because a component that cannot say it
+/// is well must not be trusted with traffic.
+///
 /// # Examples
 ///
 /// ```

@@ -258,7 +258,10 @@ impl Resources {
                             return Err(ResourceError::Ambiguous {
                                 component: self.names[node].to_string(),
                                 resource,
-                                providers: many.iter().map(|&p| self.names[p].to_string()).collect(),
+                                providers: many
+                                    .iter()
+                                    .map(|&p| self.names[p].to_string())
+                                    .collect(),
                             });
                         }
                     }

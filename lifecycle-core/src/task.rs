@@ -111,23 +111,23 @@ impl Spawner {
                 let tasks = alive.0.clone();
                 // In a block, so the task is dropped before anyone learns that it ended.
                 let outcome = {
-                let cancelled = std::pin::pin!(tasks.cancel.wait());
-                let task = std::pin::pin!(Abortable::new(
-                    AssertUnwindSafe(task).catch_unwind(),
-                    registration
-                ));
-                match select(cancelled, task).await {
-                    Either::Left(_) | Either::Right((Err(Aborted), _)) => {
-                        Err(TaskError::Cancelled)
+                    let cancelled = std::pin::pin!(tasks.cancel.wait());
+                    let task = std::pin::pin!(Abortable::new(
+                        AssertUnwindSafe(task).catch_unwind(),
+                        registration
+                    ));
+                    match select(cancelled, task).await {
+                        Either::Left(_) | Either::Right((Err(Aborted), _)) => {
+                            Err(TaskError::Cancelled)
+                        }
+                        Either::Right((Ok(Ok(Ok(()))), _)) => Ok(()),
+                        Either::Right((Ok(Ok(Err(error))), _)) => {
+                            Err(TaskError::Failed(error_chain(&*error.into())))
+                        }
+                        Either::Right((Ok(Err(panic)), _)) => {
+                            Err(TaskError::Panicked(panic_message(&*panic)))
+                        }
                     }
-                    Either::Right((Ok(Ok(Ok(()))), _)) => Ok(()),
-                    Either::Right((Ok(Ok(Err(error))), _)) => {
-                        Err(TaskError::Failed(error_chain(&*error.into())))
-                    }
-                    Either::Right((Ok(Err(panic)), _)) => {
-                        Err(TaskError::Panicked(panic_message(&*panic)))
-                    }
-                }
                 };
                 let notice = match &outcome {
                     Ok(()) | Err(TaskError::Cancelled) => None,

@@ -88,13 +88,28 @@ impl Runtime for TokioRuntime {
     /// so it also checks that the runtime has the drivers the engine needs: a runtime
     /// built without `enable_io` or `enable_time` gives an error here, not a panic later.
     fn signals(&self) -> io::Result<SignalStream> {
+        self.check_drivers()?;
         let _guard = self.handle.enter();
-        // tokio panics when a driver is missing; caught here to become an error.
-        std::panic::catch_unwind(|| drop(tokio::time::sleep(std::time::Duration::ZERO)))
-            .map_err(|_| missing_driver("time"))?;
         let signals =
             std::panic::catch_unwind(Signals::register).map_err(|_| missing_driver("IO"))??;
         Ok(Box::pin(signals))
+    }
+}
+
+impl TokioRuntime {
+    /// Checks that the runtime has the time driver the engine's timeouts need, so that a
+    /// runtime built without it gives an error before anything starts rather than a
+    /// panic in the middle of a run. [`Runtime::signals`] calls it (and needs the IO
+    /// driver as well, for tokio's signals).
+    ///
+    /// # Errors
+    ///
+    /// Says that the time driver is missing and to build the runtime with `enable_all()`.
+    pub fn check_drivers(&self) -> io::Result<()> {
+        let _guard = self.handle.enter();
+        // tokio panics when a driver is missing; caught here to become an error.
+        std::panic::catch_unwind(|| drop(tokio::time::sleep(std::time::Duration::ZERO)))
+            .map_err(|_| missing_driver("time"))
     }
 }
 
