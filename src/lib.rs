@@ -236,10 +236,12 @@ fn ambient_runtime() -> Result<Arc<dyn Runtime>, Error> {
 
 /// A runtime whose termination signals come from [`signals::catch`], which may have
 /// caught them before the runtime existed.
+#[cfg(any(feature = "smol", feature = "tokio"))]
 #[derive(Debug)]
 struct CaughtSignals<R>(R);
 
 /// What the facade checks of a backend before a run.
+#[cfg(any(feature = "smol", feature = "tokio"))]
 trait Backend: Runtime {
     /// An error when the runtime cannot run the engine (tokio without its time driver).
     fn check(&self) -> io::Result<()> {
@@ -257,6 +259,7 @@ impl Backend for TokioRuntime {
     }
 }
 
+#[cfg(any(feature = "smol", feature = "tokio"))]
 impl<R: Backend> Runtime for CaughtSignals<R> {
     fn spawn(&self, future: runtime::BoxFuture<()>) {
         self.0.spawn(future)
