@@ -95,6 +95,7 @@ fn deliver(signal: Signal) {
 }
 
 /// The signals for one run: those kept since no app was running, then each one received.
+#[cfg(any(feature = "smol", feature = "tokio"))]
 pub(crate) fn subscribe() -> SignalStream {
     let (sender, receiver) = unbounded();
     let mut hub = hub();
@@ -107,6 +108,7 @@ pub(crate) fn subscribe() -> SignalStream {
 
 /// Whether this process catches signals through [`subscribe`] (Unix), rather than
 /// through the runtime (Windows).
+#[cfg(any(feature = "smol", feature = "tokio"))]
 pub(crate) const THROUGH_HUB: bool = cfg!(unix);
 
 #[cfg(unix)]
