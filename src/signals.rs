@@ -38,8 +38,8 @@
 
 use std::sync::{Mutex, OnceLock, PoisonError};
 
-use futures_channel::mpsc::{unbounded, UnboundedSender};
-use lifecycle_core::runtime::{Signal, SignalStream};
+use futures_channel::mpsc::UnboundedSender;
+use lifecycle_core::runtime::Signal;
 
 use crate::Error;
 
@@ -96,8 +96,8 @@ fn deliver(signal: Signal) {
 
 /// The signals for one run: those kept since no app was running, then each one received.
 #[cfg(any(feature = "smol", feature = "tokio"))]
-pub(crate) fn subscribe() -> SignalStream {
-    let (sender, receiver) = unbounded();
+pub(crate) fn subscribe() -> lifecycle_core::runtime::SignalStream {
+    let (sender, receiver) = futures_channel::mpsc::unbounded();
     let mut hub = hub();
     for signal in hub.pending.drain(..) {
         let _ = sender.unbounded_send(signal);
