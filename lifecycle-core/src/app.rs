@@ -328,6 +328,13 @@ impl App {
     ///
     /// [`Error::Signals`] if the signal handlers cannot be registered; nothing has started
     /// then. Everything that happens once components start is in the report.
+    ///
+    /// # Cancellation
+    ///
+    /// Dropping the returned future (a `select!` against something else, a test's
+    /// timeout) drops the hooks in flight and cancels every tracked task of every
+    /// component: the app's tasks end with the app. It runs no stop and no flush and
+    /// produces no report; to shut down gracefully, use [`App::handle`] instead.
     pub async fn run_on(mut self, runtime: Arc<dyn Runtime>) -> Result<Report, Error> {
         engine::run(
             runtime,
