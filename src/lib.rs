@@ -74,6 +74,8 @@ pub use lifecycle_smol::SmolRuntime;
 pub use lifecycle_tokio::TokioRuntime;
 
 #[cfg(feature = "http")]
+pub mod http;
+#[cfg(feature = "http")]
 pub mod net;
 #[cfg(feature = "http")]
 pub mod probe;

@@ -1,0 +1,568 @@
+//! Serving HTTP as a component, with the drain built in (cargo feature `http`).
+//!
+//! [`HttpServer`] serves any tower `Service<Request<Incoming>>` (an axum `Router`, tonic's
+//! routes, `tower::service_fn`) over HTTP/1.1 and HTTP/2 (h2c, prior knowledge) on one
+//! listener, on smol and on tokio, built on hyper-util's `auto` connections. It owns its
+//! accept loop and every connection as the component's tracked tasks, so nothing it
+//! serves outlives its stop, and the components it depends on (the pool its handlers
+//! query) stop only after the last request was finished or cut.
+//!
+//! # The drain
+//!
+//! - From the trigger on (signal, shutdown request), HTTP/1.1 responses carry
+//!   `Connection: close` and HTTP/2 connections get a GOAWAY, so clients reconnect
+//!   (through the load balancer, to another instance) while this one keeps serving.
+//! - At its stop the listener closes; idle keep-alive connections close at once; a
+//!   connection accepted just before, whose first request has not arrived yet, gets
+//!   [`first_request_grace`](HttpServer::first_request_grace) to send it (it is then
+//!   answered, with `Connection: close`); a connection that holds no complete request
+//!   (a half-sent header) is closed without counting as a failure; requests in flight
+//!   finish until the stop deadline.
+//! - At the deadline what is left is force-closed (the engine cancels the connection
+//!   tasks), and the stop fails naming how many requests were cut.
+//!
+//! Every request is counted on the component's in-flight counter from its arrival until
+//! its response body is complete, so the drain's quiet period works with no code of yours.
+//! Handlers reach the [`ShutdownToken`] as a request extension (axum:
+//! `Extension<ShutdownToken>`) to end long responses (SSE, long polls) early.
+//!
+//! # Examples
+//!
+//! ```no_run
+//! use lifecycle::http::HttpServer;
+//! use lifecycle::prelude::*;
+//!
+//! # #[derive(Clone)] struct Pool;
+//! # fn router(pool: Pool) -> MyService { MyService }
+//! # #[derive(Clone)] struct MyService;
+//! # impl tower_service::Service<hyper::Request<hyper::body::Incoming>> for MyService {
+//! #     type Response = hyper::Response<String>;
+//! #     type Error = std::convert::Infallible;
+//! #     type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
+//! #     fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> { std::task::Poll::Ready(Ok(())) }
+//! #     fn call(&mut self, _: hyper::Request<hyper::body::Incoming>) -> Self::Future { std::future::ready(Ok(hyper::Response::new(String::new()))) }
+//! # }
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let http = HttpServer::bind("127.0.0.1:8080")? // a busy port fails here, before anything starts
+//!     .serve_with(|ctx: &StartContext| Ok(router(ctx.resource::<Pool>()?)));
+//! App::builder()
+//!     .add_with(http, Options::new().uses::<Pool>()) // http stops before the pool's provider
+//!     .run()?;
+//! # Ok(()) }
+//! ```
+
+use std::fmt;
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use futures_channel::oneshot;
+use futures_util::future::{select, Either, FutureExt, Shared};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::header::{HeaderValue, CONNECTION};
+use hyper::{Request, Response, Version};
+use hyper_util::server::conn::auto;
+use lifecycle_core::{
+    async_trait, BoxError, Component, InFlight, OwnedInFlightGuard, ShutdownToken,
+    Spawner, StartContext, StopContext, Task,
+};
+
+use crate::net::{Listener, RuntimeTimer, Stream};
+use crate::runtime::Runtime;
+
+/// Builds the service at start, from the start context (resources, the token).
+type Factory = Box<dyn FnOnce(&StartContext) -> Result<Serve, BoxError> + Send + Sync>;
+
+/// Serves one accepted connection until it ends or is dropped.
+type Serve = Arc<dyn Fn(Stream, Arc<Server>) -> crate::runtime::BoxFuture<()> + Send + Sync>;
+
+/// An HTTP server as a component: HTTP/1.1 and HTTP/2 on one listener, the drain built
+/// in (see the [module docs](self)).
+///
+/// # Cancellation, panics and timeouts
+///
+/// A handler's future is dropped when its connection is force-closed at the stop
+/// deadline (or when the app's run future is dropped). A panic in a handler is caught by
+/// hyper's connection as an error and closes that connection; it does not take the app
+/// down. Limits: [`header_read_timeout`](HttpServer::header_read_timeout) (5 s) and
+/// [`max_connections`](HttpServer::max_connections) (10,000); a malformed request gets a
+/// `400` from hyper and its connection is closed.
+pub struct HttpServer {
+    name: String,
+    listener: Option<TcpListener>,
+    addr: SocketAddr,
+    factory: Option<Factory>,
+    header_read_timeout: Duration,
+    max_connections: usize,
+    first_request_grace: Duration,
+    running: Option<Running>,
+}
+
+impl fmt::Debug for HttpServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpServer")
+            .field("name", &self.name)
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a started server keeps for its stop.
+struct Running {
+    accept: Task,
+    server: Arc<Server>,
+    stopping: Option<oneshot::Sender<Instant>>,
+}
+
+/// What every connection of one server shares.
+struct Server {
+    serve: Serve,
+    runtime: Arc<dyn Runtime>,
+    spawner: Spawner,
+    token: ShutdownToken,
+    /// The component's counter: one guard per request, until its body is complete.
+    requests: InFlight,
+    /// One guard per live connection.
+    connections: InFlight,
+    /// Resolves with the stop's deadline when the stop begins.
+    stopping: Shared<oneshot::Receiver<Instant>>,
+    first_request_grace: Duration,
+    builder: auto::Builder<Executor>,
+}
+
+impl HttpServer {
+    /// Binds `addr` now, so that a busy port fails before anything starts. The server
+    /// serves once it has been given a service ([`serve`](HttpServer::serve) or
+    /// [`serve_with`](HttpServer::serve_with)) and the app runs.
+    ///
+    /// # Errors
+    ///
+    /// The error of binding, naming the address.
+    pub fn bind(addr: impl ToSocketAddrs + fmt::Debug) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(&addr).map_err(|error| {
+            std::io::Error::new(error.kind(), format!("cannot bind {addr:?}: {error}"))
+        })?;
+        Self::from_listener(listener)
+    }
+
+    /// Serves on a socket already listening: one passed by systemd (socket activation),
+    /// or bound by the caller.
+    ///
+    /// # Errors
+    ///
+    /// When the socket's address cannot be read (it is not a listening socket).
+    pub fn from_listener(listener: TcpListener) -> std::io::Result<Self> {
+        Ok(HttpServer {
+            name: "http".into(),
+            addr: listener.local_addr()?,
+            listener: Some(listener),
+            factory: None,
+            header_read_timeout: Duration::from_secs(5),
+            max_connections: 10_000,
+            first_request_grace: Duration::from_millis(500),
+            running: None,
+        })
+    }
+
+    /// The address it listens on (the port chosen by the system when bound to port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The component's name (default `http`), for several servers in one app.
+    #[must_use]
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// How long a client may take to send a request's headers (default 5 s): keep it
+    /// shorter than the stop timeout.
+    #[must_use]
+    pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
+        self.header_read_timeout = timeout;
+        self
+    }
+
+    /// How many connections are served at once (default 10,000); the next ones wait in
+    /// the listen queue.
+    #[must_use]
+    pub fn max_connections(mut self, max: usize) -> Self {
+        self.max_connections = max.max(1);
+        self
+    }
+
+    /// At stop, how long a connection that has sent no request yet (accepted just before
+    /// the listener closed) may take to send its first one (default 500 ms, and never past
+    /// the stop deadline).
+    #[must_use]
+    pub fn first_request_grace(mut self, grace: Duration) -> Self {
+        self.first_request_grace = grace;
+        self
+    }
+
+    /// Serves `service`, a tower service: an axum `Router`, tonic's routes,
+    /// `tower::service_fn(...)`.
+    #[must_use]
+    pub fn serve<S, B>(self, service: S) -> Self
+    where
+        S: tower_service::Service<Request<Incoming>, Response = Response<B>>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        B: Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+    {
+        self.serve_with(move |_: &StartContext| Ok(service))
+    }
+
+    /// Serves the tower service `make` builds at start, from the start context: typically
+    /// a router whose state holds resources of its dependencies
+    /// (`ctx.resource::<Pool>()?`). An error fails the start.
+    #[must_use]
+    pub fn serve_with<F, S, B>(mut self, make: F) -> Self
+    where
+        F: FnOnce(&StartContext) -> Result<S, BoxError> + Send + Sync + 'static,
+        S: tower_service::Service<Request<Incoming>, Response = Response<B>>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        B: Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+    {
+        self.factory = Some(Box::new(move |ctx: &StartContext| {
+            let service = make(ctx)?;
+            let serve: Serve = Arc::new(move |stream: Stream, server: Arc<Server>| {
+                let service = service.clone();
+                Box::pin(async move {
+                    let state = Arc::new(ConnState::default());
+                    let hyper_service = Counted {
+                        inner: service,
+                        state: state.clone(),
+                        server: server.clone(),
+                    };
+                    let connection = server
+                        .builder
+                        .serve_connection_with_upgrades(stream.into_hyper(), hyper_service);
+                    drive(connection, &state, &server).await;
+                })
+            });
+            Ok(serve)
+        }));
+        self
+    }
+}
+
+#[async_trait]
+impl Component for HttpServer {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn start(&mut self, ctx: &StartContext) -> Result<(), BoxError> {
+        let factory = self
+            .factory
+            .take()
+            .ok_or("no service to serve: call HttpServer::serve or serve_with")?;
+        let listener = self.listener.take().ok_or("started twice")?;
+        let serve = factory(ctx)?;
+        let listener = Listener::from_std(listener)?;
+        let runtime = ctx.runtime().clone();
+        let executor = Executor(ctx.spawner());
+        let mut builder = auto::Builder::new(executor);
+        builder
+            .http1()
+            .timer(RuntimeTimer::new(runtime.clone()))
+            .header_read_timeout(self.header_read_timeout);
+        builder.http2().timer(RuntimeTimer::new(runtime.clone()));
+        let (stopping, stop_begun) = oneshot::channel();
+        let server = Arc::new(Server {
+            serve,
+            runtime: runtime.clone(),
+            spawner: ctx.spawner(),
+            token: ctx.shutdown_token(),
+            requests: ctx.in_flight(),
+            connections: InFlight::new(),
+            stopping: stop_begun.shared(),
+            first_request_grace: self.first_request_grace,
+            builder,
+        });
+        let accepting = server.clone();
+        let max_connections = self.max_connections;
+        let accept = ctx.spawn(async move {
+            loop {
+                while accepting.connections.count() >= max_connections {
+                    accepting.runtime.sleep(Duration::from_millis(5)).await;
+                }
+                match listener.accept().await {
+                    Ok((stream, _peer)) => {
+                        let alive = accepting.connections.enter_owned();
+                        let connection = (accepting.serve)(stream, accepting.clone());
+                        drop(accepting.spawner.spawn(async move {
+                            connection.await;
+                            drop(alive);
+                        }));
+                    }
+                    Err(error) => {
+                        // Out of file descriptors, most likely: back off, keep the listener.
+                        tracing::warn!(%error, "cannot accept");
+                        accepting.runtime.sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        });
+        tracing::info!(addr = %self.addr, "http listening");
+        self.running = Some(Running {
+            accept,
+            server,
+            stopping: Some(stopping),
+        });
+        Ok(())
+    }
+
+    async fn stop(&mut self, ctx: &StopContext) -> Result<(), BoxError> {
+        let Some(mut running) = self.running.take() else {
+            return Ok(());
+        };
+        running.accept.abort();
+        let _ = running.accept.await; // the loop is dropped: the listener is closed
+        // Kept to report what is cut before the engine cancels the connections.
+        let margin = Duration::from_millis(20);
+        let deadline = ctx.deadline().checked_sub(margin).unwrap_or(ctx.deadline());
+        if let Some(stopping) = running.stopping.take() {
+            let _ = stopping.send(deadline);
+        }
+        let server = &running.server;
+        tracing::info!(
+            connections = server.connections.count(),
+            requests = server.requests.count(),
+            "stopped accepting; closing idle connections, finishing requests in flight"
+        );
+        if ctx
+            .runtime()
+            .timeout_at(deadline, server.connections.wait_idle())
+            .await
+            .is_err()
+        {
+            return Err(format!(
+                "{} requests still running at the stop deadline were cut ({} connections force-closed)",
+                server.requests.count(),
+                server.connections.count()
+            )
+            .into());
+        }
+        Ok(())
+    }
+}
+
+/// What one connection has seen, for its drain.
+#[derive(Default)]
+struct ConnState {
+    /// Requests received (their headers complete).
+    received: AtomicUsize,
+    /// Requests whose response is not complete yet.
+    active: InFlight,
+    http2: AtomicBool,
+}
+
+/// Drives one connection through the drain: serves until the trigger (then GOAWAY for
+/// HTTP/2), then until the stop; then gives a connection without a request in flight a
+/// short grace to deliver one, closes it if it does not, and lets requests in flight
+/// finish.
+async fn drive<C>(connection: C, state: &ConnState, server: &Server)
+where
+    C: GracefulConnection,
+{
+    let mut connection = pin!(connection);
+    if !server.token.is_triggered() {
+        let trigger = pin!(server.token.wait());
+        if let Either::Left(_) = select(connection.as_mut(), trigger).await {
+            return;
+        }
+    }
+    let goaway_sent = state.http2.load(Ordering::Acquire);
+    if goaway_sent {
+        connection.as_mut().graceful_shutdown();
+    }
+    let deadline = match select(connection.as_mut(), server.stopping.clone()).await {
+        Either::Left(_) => return,
+        Either::Right((Ok(deadline), _)) => deadline,
+        Either::Right((Err(_), _)) => server.runtime.now(),
+    };
+    // A request not yet complete is not work in flight: wait a little for one (a client
+    // whose connection was accepted just before the listener closed), else close.
+    let grace_end = (server.runtime.now() + server.first_request_grace).min(deadline);
+    let idle_keep_alive = state.received.load(Ordering::Acquire) > 0;
+    if state.active.count() == 0
+        && !idle_keep_alive
+        && !request_within(connection.as_mut(), state, server, grace_end).await
+    {
+        return;
+    }
+    if !goaway_sent {
+        connection.as_mut().graceful_shutdown();
+    }
+    // Idle keep-alive connections end here at once. One that then reads a new request's
+    // first bytes without completing it holds no work: close it after the grace.
+    if state.active.count() == 0
+        && !request_within(connection.as_mut(), state, server, grace_end).await
+    {
+        return;
+    }
+    let _ = connection.await;
+}
+
+/// Drives `connection` until it ends (`false`), a new request arrives on it (`true`), or
+/// `until` passes with neither (`false`: the caller closes it).
+async fn request_within<C: Future>(
+    connection: Pin<&mut C>,
+    state: &ConnState,
+    server: &Server,
+    until: Instant,
+) -> bool {
+    let seen = state.received.load(Ordering::Acquire);
+    // Polled on a short timer: this runs only during a stop, for at most the grace.
+    let arrives = async {
+        while state.received.load(Ordering::Acquire) == seen {
+            server.runtime.sleep(Duration::from_millis(2)).await;
+        }
+    };
+    let grace = pin!(server.runtime.timeout_at(until, arrives));
+    matches!(select(connection, grace).await, Either::Right((Ok(()), _)))
+}
+
+/// A connection that can be asked to finish what it does and close.
+trait GracefulConnection: Future {
+    fn graceful_shutdown(self: Pin<&mut Self>);
+}
+
+impl<I, S, B> GracefulConnection for auto::UpgradeableConnection<'_, I, S, Executor>
+where
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>>,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        auto::UpgradeableConnection::graceful_shutdown(self)
+    }
+}
+
+/// The user's tower service as hyper's: counts each request, hands it the shutdown
+/// token, and marks responses `Connection: close` once shutdown has begun.
+struct Counted<S> {
+    inner: S,
+    state: Arc<ConnState>,
+    server: Arc<Server>,
+}
+
+impl<S, B> hyper::service::Service<Request<Incoming>> for Counted<S>
+where
+    S: tower_service::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+{
+    type Response = Response<CountedBody<B>>;
+    type Error = BoxError;
+    type Future = crate::runtime::BoxFuture<Result<Self::Response, BoxError>>;
+
+    fn call(&self, mut request: Request<Incoming>) -> Self::Future {
+        let guards = (
+            self.server.requests.enter_owned(),
+            self.state.active.enter_owned(),
+        );
+        self.state.received.fetch_add(1, Ordering::AcqRel);
+        let http1 = request.version() < Version::HTTP_2;
+        if !http1 {
+            self.state.http2.store(true, Ordering::Release);
+        }
+        let token = self.server.token.clone();
+        request.extensions_mut().insert(token.clone());
+        let mut service = self.inner.clone();
+        Box::pin(async move {
+            std::future::poll_fn(|cx| service.poll_ready(cx))
+                .await
+                .map_err(Into::into)?;
+            let response = service.call(request).await.map_err(Into::into)?;
+            let (mut parts, body) = response.into_parts();
+            if http1 && token.is_triggered() {
+                // hyper closes the connection after this response.
+                parts
+                    .headers
+                    .insert(CONNECTION, HeaderValue::from_static("close"));
+            }
+            Ok(Response::from_parts(
+                parts,
+                CountedBody {
+                    inner: Box::pin(body),
+                    guards: Some(guards),
+                },
+            ))
+        })
+    }
+}
+
+/// A response body that counts its request as in flight until the body is complete.
+pub struct CountedBody<B> {
+    inner: Pin<Box<B>>,
+    guards: Option<(OwnedInFlightGuard, OwnedInFlightGuard)>,
+}
+
+impl<B> fmt::Debug for CountedBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CountedBody").finish_non_exhaustive()
+    }
+}
+
+impl<B: Body> Body for CountedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        let frame = self.inner.as_mut().poll_frame(cx);
+        if let Poll::Ready(None) = frame {
+            self.guards = None;
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Runs hyper's HTTP/2 stream tasks as the component's tracked tasks.
+#[derive(Clone)]
+struct Executor(Spawner);
+
+impl<F> hyper::rt::Executor<F> for Executor
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    fn execute(&self, future: F) {
+        drop(self.0.spawn(future));
+    }
+}

@@ -1,0 +1,291 @@
+//! The HTTP component with real clients (HTTP/1.1 over real sockets), on each runtime:
+//! the drain (`Connection: close` from the trigger on), idle keep-alive connections that
+//! never hold the stop, a half-sent request that never fails a clean exit, a connection
+//! accepted just before the listener closed that still gets its request answered, and a
+//! request over the stop deadline that is cut before its dependency stops.
+#![cfg(feature = "http")]
+
+mod common;
+
+use std::convert::Infallible;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use lifecycle::http::HttpServer;
+use lifecycle::prelude::*;
+use lifecycle::{Outcome, ShutdownHandle};
+
+/// `GET /work?ms=N`: N ms of work, then `done`. Sets `dropped` if a request's future is
+/// dropped before it finished.
+#[derive(Clone)]
+struct Work {
+    dropped: Arc<AtomicBool>,
+}
+
+struct DropFlag(Arc<AtomicBool>, bool);
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        if self.1 {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+impl tower_service::Service<Request<Incoming>> for Work {
+    type Response = Response<Full<Bytes>>;
+    type Error = Infallible;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Infallible>> + Send>,
+    >;
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+    fn call(&mut self, request: Request<Incoming>) -> Self::Future {
+        let ms: u64 = request
+            .uri()
+            .query()
+            .and_then(|q| q.strip_prefix("ms="))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        let dropped = self.dropped.clone();
+        Box::pin(async move {
+            let mut flag = DropFlag(dropped, true);
+            async_io::Timer::after(Duration::from_millis(ms)).await;
+            flag.1 = false;
+            Ok(Response::new(Full::new(Bytes::from_static(b"done"))))
+        })
+    }
+}
+
+/// A dependency of `http` that records when its stop began.
+struct Db(Arc<Mutex<Option<(Instant, bool)>>>, Arc<AtomicBool>);
+
+#[async_trait]
+impl Component for Db {
+    fn name(&self) -> &str {
+        "db"
+    }
+    async fn start(&mut self, _: &StartContext) -> Result<(), BoxError> {
+        Ok(())
+    }
+    async fn stop(&mut self, _: &StopContext) -> Result<(), BoxError> {
+        *self.0.lock().unwrap() = Some((Instant::now(), self.1.load(Ordering::SeqCst)));
+        Ok(())
+    }
+}
+
+struct Running {
+    addr: SocketAddr,
+    handle: ShutdownHandle,
+    app: thread::JoinHandle<Report>,
+    db_stop: Arc<Mutex<Option<(Instant, bool)>>>,
+    dropped: Arc<AtomicBool>,
+}
+
+fn start(runtime: &'static str, config: Config, http_stop: Duration) -> Running {
+    let dropped = Arc::new(AtomicBool::new(false));
+    let db_stop = Arc::new(Mutex::new(None));
+    let http = HttpServer::bind("127.0.0.1:0").unwrap().serve(Work {
+        dropped: dropped.clone(),
+    });
+    let addr = http.local_addr();
+    let app = App::builder()
+        .config(config)
+        .add(Db(db_stop.clone(), dropped.clone()))
+        .add_with(
+            http,
+            Options::new().depends_on("db").stop_timeout(http_stop),
+        )
+        .build()
+        .unwrap();
+    let handle = app.handle();
+    let health = app.health();
+    let app = thread::spawn(move || match runtime {
+        "smol" => app.run_smol().unwrap(),
+        _ => run_tokio(app),
+    });
+    let began = Instant::now();
+    while health.phase() != lifecycle::Phase::Running {
+        assert!(began.elapsed() < Duration::from_secs(10), "the app never ran");
+        thread::sleep(Duration::from_millis(2));
+    }
+    Running {
+        addr,
+        handle,
+        app,
+        db_stop,
+        dropped,
+    }
+}
+
+#[cfg(feature = "tokio")]
+fn run_tokio(app: App) -> Report {
+    app.run_tokio().unwrap()
+}
+
+#[cfg(not(feature = "tokio"))]
+fn run_tokio(_: App) -> Report {
+    unreachable!("tokio is not compiled in")
+}
+
+fn laptop(drain: Duration) -> Config {
+    Config::default()
+        .drain_delay(drain)
+        .shutdown_timeout(Duration::from_secs(10))
+}
+
+/// Sends `GET path` on `stream`, reads one response; returns its head and body.
+fn get(stream: &mut TcpStream, path: &str) -> std::io::Result<(String, String)> {
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: test\r\n\r\n")?;
+    read_response(stream)
+}
+
+fn read_response(stream: &mut TcpStream) -> std::io::Result<(String, String)> {
+    let mut data = Vec::new();
+    let mut buffer = [0u8; 1024];
+    loop {
+        let n = stream.read(&mut buffer)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        data.extend_from_slice(&buffer[..n]);
+        let text = String::from_utf8_lossy(&data).to_string();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length = head
+                .lines()
+                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length: ").map(str::to_owned))
+                .and_then(|n| n.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            if body.len() >= length {
+                return Ok((head.to_ascii_lowercase(), body.to_owned()));
+            }
+        }
+    }
+}
+
+fn connect(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+}
+
+/// Keep-alive requests are served; from the trigger on, responses say
+/// `Connection: close` while the drain keeps serving; the idle connection does not hold
+/// the stop.
+fn drain_marks_responses_close(runtime: &'static str) {
+    let running = start(runtime, laptop(Duration::from_millis(500)), Duration::from_secs(5));
+    let mut keep_alive = connect(running.addr);
+    let (head, body) = get(&mut keep_alive, "/work").unwrap();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(!head.contains("connection: close"), "{head}");
+    assert_eq!(body, "done");
+    let mut idle = connect(running.addr);
+    get(&mut idle, "/work").unwrap();
+
+    running.handle.shutdown();
+    thread::sleep(Duration::from_millis(100)); // in the drain
+    let (head, _) = get(&mut keep_alive, "/work?ms=10").unwrap();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("connection: close"), "{head}");
+
+    let stopped = Instant::now();
+    let report = running.app.join().unwrap();
+    assert_eq!(report.exit_code(), 0, "{report}");
+    assert!(
+        stopped.elapsed() < Duration::from_secs(3),
+        "an idle keep-alive connection held the stop: {report}"
+    );
+}
+
+/// Defect: a client that sent half a request header held the stop until its timeout
+/// and made the exit code 1. It holds no work: it is closed, and the exit is clean.
+fn a_half_sent_request_does_not_fail_the_exit(runtime: &'static str) {
+    let running = start(runtime, laptop(Duration::ZERO), Duration::from_secs(3));
+    let mut half = connect(running.addr);
+    half.write_all(b"GET /work?ms=1 HTTP/1.1\r\nHost: x\r\n").unwrap();
+    let mut dribble = connect(running.addr);
+    dribble.write_all(b"GET /wo").unwrap();
+    thread::sleep(Duration::from_millis(50));
+    let stopped = Instant::now();
+    running.handle.shutdown();
+    let report = running.app.join().unwrap();
+    assert_eq!(report.exit_code(), 0, "{report}");
+    assert_eq!(
+        report.component("http").unwrap().stop.outcome,
+        Outcome::Completed,
+        "{report}"
+    );
+    assert!(
+        stopped.elapsed() < Duration::from_secs(2),
+        "the half-sent request held the stop for {:?}",
+        stopped.elapsed()
+    );
+}
+
+/// Defect: a connection accepted just before the listener closed was dropped as idle
+/// before its first request was read. It gets a grace to send it, and an answer.
+fn a_just_accepted_connection_gets_its_answer(runtime: &'static str) {
+    let running = start(runtime, laptop(Duration::ZERO), Duration::from_secs(3));
+    let mut early = connect(running.addr);
+    thread::sleep(Duration::from_millis(50)); // accepted by the server
+    running.handle.shutdown();
+    thread::sleep(Duration::from_millis(100)); // the stop has begun: the listener is closed
+    assert!(
+        TcpStream::connect(running.addr).is_err(),
+        "the listener should be closed by now"
+    );
+    let (head, body) = get(&mut early, "/work?ms=5").expect("an answer, not a reset");
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("connection: close"), "{head}");
+    assert_eq!(body, "done");
+    let report = running.app.join().unwrap();
+    assert_eq!(report.exit_code(), 0, "{report}");
+}
+
+/// Defect: a request over the stop deadline kept running after its dependency stopped.
+/// It is cut at the deadline, reported, and `db` stops only after it was dropped.
+fn a_request_over_the_stop_deadline_is_cut_before_db_stops(runtime: &'static str) {
+    let running = start(runtime, laptop(Duration::ZERO), Duration::from_millis(400));
+    let addr = running.addr;
+    let client = thread::spawn(move || {
+        let mut slow = connect(addr);
+        get(&mut slow, "/work?ms=5000")
+    });
+    thread::sleep(Duration::from_millis(100));
+    let triggered = Instant::now();
+    running.handle.shutdown();
+    let report = running.app.join().unwrap();
+    assert_eq!(report.exit_code(), 1, "{report}");
+    let http_stop = &report.component("http").unwrap().stop.outcome;
+    assert_eq!(
+        *http_stop,
+        Outcome::Failed(
+            "1 requests still running at the stop deadline were cut (1 connections force-closed)"
+                .into()
+        ),
+        "{report}"
+    );
+    let (db_began, handler_dropped) = running.db_stop.lock().unwrap().expect("db stopped");
+    assert!(handler_dropped, "the request still ran when db began to stop");
+    assert!(db_began - triggered < Duration::from_secs(2));
+    assert!(running.dropped.load(Ordering::SeqCst));
+    assert!(client.join().unwrap().is_err(), "the cut request got no response");
+}
+
+on_each_runtime!(
+    drain_marks_responses_close,
+    a_half_sent_request_does_not_fail_the_exit,
+    a_just_accepted_connection_gets_its_answer,
+    a_request_over_the_stop_deadline_is_cut_before_db_stops,
+);
