@@ -379,7 +379,7 @@ fn run_once(binary: &PathBuf, runtime: &str) -> Run {
     let service = Service::spawn(binary, runtime);
     let mut seen = Vec::new();
     let probes = address_in(&service.wait_for("probe server listening", &mut seen));
-    let app = address_in(&service.wait_for("app listening", &mut seen));
+    let app = address_in(&service.wait_for("http listening", &mut seen));
     service.wait_for("lifecycle_core::engine: running", &mut seen);
 
     // The in-flight request: it works for WORK_MS, across the signal. Sent from here,

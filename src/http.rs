@@ -67,8 +67,8 @@ use hyper::header::{HeaderValue, CONNECTION};
 use hyper::{Request, Response, Version};
 use hyper_util::server::conn::auto;
 use lifecycle_core::{
-    async_trait, BoxError, Component, InFlight, OwnedInFlightGuard, ShutdownToken,
-    Spawner, StartContext, StopContext, Task,
+    async_trait, BoxError, Component, InFlight, OwnedInFlightGuard, ShutdownToken, Spawner,
+    StartContext, StopContext, Task,
 };
 
 use crate::net::{Listener, RuntimeTimer, Stream};
@@ -323,7 +323,7 @@ impl Component for HttpServer {
                 }
             }
         });
-        tracing::info!(addr = %self.addr, "http listening");
+        tracing::info!(addr = %self.addr, "{} listening", self.name);
         self.running = Some(Running {
             accept,
             server,
@@ -338,7 +338,7 @@ impl Component for HttpServer {
         };
         running.accept.abort();
         let _ = running.accept.await; // the loop is dropped: the listener is closed
-        // Kept to report what is cut before the engine cancels the connections.
+                                      // Kept to report what is cut before the engine cancels the connections.
         let margin = Duration::from_millis(20);
         let deadline = ctx.deadline().checked_sub(margin).unwrap_or(ctx.deadline());
         if let Some(stopping) = running.stopping.take() {

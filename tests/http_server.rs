@@ -115,7 +115,10 @@ fn start(runtime: &'static str, config: Config, http_stop: Duration) -> Running 
     });
     let began = Instant::now();
     while health.phase() != lifecycle::Phase::Running {
-        assert!(began.elapsed() < Duration::from_secs(10), "the app never ran");
+        assert!(
+            began.elapsed() < Duration::from_secs(10),
+            "the app never ran"
+        );
         thread::sleep(Duration::from_millis(2));
     }
     Running {
@@ -162,7 +165,11 @@ fn read_response(stream: &mut TcpStream) -> std::io::Result<(String, String)> {
         if let Some((head, body)) = text.split_once("\r\n\r\n") {
             let length = head
                 .lines()
-                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length: ").map(str::to_owned))
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length: ")
+                        .map(str::to_owned)
+                })
                 .and_then(|n| n.trim().parse::<usize>().ok())
                 .unwrap_or(0);
             if body.len() >= length {
@@ -184,7 +191,11 @@ fn connect(addr: SocketAddr) -> TcpStream {
 /// `Connection: close` while the drain keeps serving; the idle connection does not hold
 /// the stop.
 fn drain_marks_responses_close(runtime: &'static str) {
-    let running = start(runtime, laptop(Duration::from_millis(500)), Duration::from_secs(5));
+    let running = start(
+        runtime,
+        laptop(Duration::from_millis(500)),
+        Duration::from_secs(5),
+    );
     let mut keep_alive = connect(running.addr);
     let (head, body) = get(&mut keep_alive, "/work").unwrap();
     assert!(head.starts_with("http/1.1 200"), "{head}");
@@ -213,7 +224,8 @@ fn drain_marks_responses_close(runtime: &'static str) {
 fn a_half_sent_request_does_not_fail_the_exit(runtime: &'static str) {
     let running = start(runtime, laptop(Duration::ZERO), Duration::from_secs(3));
     let mut half = connect(running.addr);
-    half.write_all(b"GET /work?ms=1 HTTP/1.1\r\nHost: x\r\n").unwrap();
+    half.write_all(b"GET /work?ms=1 HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
     let mut dribble = connect(running.addr);
     dribble.write_all(b"GET /wo").unwrap();
     thread::sleep(Duration::from_millis(50));
@@ -277,10 +289,16 @@ fn a_request_over_the_stop_deadline_is_cut_before_db_stops(runtime: &'static str
         "{report}"
     );
     let (db_began, handler_dropped) = running.db_stop.lock().unwrap().expect("db stopped");
-    assert!(handler_dropped, "the request still ran when db began to stop");
+    assert!(
+        handler_dropped,
+        "the request still ran when db began to stop"
+    );
     assert!(db_began - triggered < Duration::from_secs(2));
     assert!(running.dropped.load(Ordering::SeqCst));
-    assert!(client.join().unwrap().is_err(), "the cut request got no response");
+    assert!(
+        client.join().unwrap().is_err(),
+        "the cut request got no response"
+    );
 }
 
 on_each_runtime!(

@@ -49,7 +49,7 @@ impl Service {
             l.contains("probe server listening")
         });
         let probes = address_in(&line);
-        let line = process.wait_for_line("app listening", |l| l.contains("app listening"));
+        let line = process.wait_for_line("http listening", |l| l.contains("http listening"));
         let app = address_in(&line);
         process.wait_for_line("running", |l| l.contains("lifecycle_core::engine: running"));
         Service {

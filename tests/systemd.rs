@@ -181,7 +181,7 @@ fn serves_a_socket_passed_by_systemd(runtime: &str) {
     early
         .write_all(b"GET /work?ms=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .unwrap();
-    let listening = service.wait_for_line("app listening", |l| l.contains("app listening"));
+    let listening = service.wait_for_line("http listening", |l| l.contains("http listening"));
     assert!(
         listening.contains(&format!("addr=127.0.0.1:{port}")),
         "[{runtime}] {listening}"

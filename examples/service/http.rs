@@ -1,185 +1,87 @@
-//! `http`: the app, on hyper 1 (connections watched by hyper-util's graceful shutdown).
+//! `http`: the app's routes, served by lifecycle's `HttpServer` (which drains them: see
+//! `lifecycle::http`).
 //!
 //! - `GET /work?ms=N` does N ms of work, writes a row and answers `{"id":..,"ms":N}`;
 //! - `GET /stats` answers `{"rows":..,"cached":..}`, the count cached for a second.
-//!
-//! The drain, as a load balancer needs it:
-//! 1. from the trigger on, every response carries `Connection: close`, so keep-alive
-//!    clients open a new connection, which the balancer sends to another instance;
-//! 2. at stop the listener closes, idle keep-alive connections close at once, and the
-//!    requests in flight finish (their responses also say `Connection: close`);
-//! 3. at the stop deadline whatever is left is force-closed: the engine cancels the
-//!    connection tasks, so no keep-alive connection can keep a stopping server alive.
 
 use std::convert::Infallible;
-use std::net::{SocketAddr, TcpListener};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONNECTION, CONTENT_TYPE};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::server::graceful::GracefulShutdown;
-use lifecycle::net::{Listener, RuntimeTimer};
+use lifecycle::http::HttpServer;
 use lifecycle::prelude::*;
 use lifecycle::runtime::Runtime;
-use lifecycle::{InFlight, ShutdownToken, Task};
+use lifecycle::ShutdownToken;
 
 use crate::cache::Cache;
 use crate::db::Database;
 
 /// The longest work a request may ask for.
 const MAX_WORK: Duration = Duration::from_secs(60);
-/// How long a client may take to send a request's headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// Kept from the stop deadline to report what was cut off before the engine cancels.
-const REPORT_MARGIN: Duration = Duration::from_millis(50);
 /// How long `/stats` trusts the cached count.
 const STATS_TTL: Duration = Duration::from_secs(1);
 
-pub struct Http {
-    listener: Option<TcpListener>,
+/// The `http` component: binds now (a busy port fails before anything starts), or takes
+/// the socket systemd passed; the routes get the database and the cache at start.
+pub fn server(
+    listener: Option<std::net::TcpListener>,
     addr: SocketAddr,
-    running: Option<Running>,
-}
-
-/// What a started server keeps for its stop.
-struct Running {
-    /// Aborting it ends the accept loop, which closes the listener.
-    accept: Task,
-    connections: Arc<GracefulShutdown>,
-    requests: InFlight,
-}
-
-impl Http {
-    /// Binds now, so a busy port fails before anything starts.
-    pub fn bind(addr: SocketAddr) -> std::io::Result<Http> {
-        let listener = TcpListener::bind(addr).map_err(|error| {
-            std::io::Error::new(
-                error.kind(),
-                format!("cannot bind the app on {addr}: {error}"),
-            )
-        })?;
-        Http::from_listener(listener)
-    }
-
-    /// Serves on a socket already listening (passed by systemd).
-    pub fn from_listener(listener: TcpListener) -> std::io::Result<Http> {
-        Ok(Http {
-            addr: listener.local_addr()?,
-            listener: Some(listener),
-            running: None,
-        })
-    }
-}
-
-#[async_trait]
-impl Component for Http {
-    fn name(&self) -> &str {
-        "http"
-    }
-
-    /// Using the database and the cache is what makes `http` depend on `db` and `cache`.
-    fn dependencies(&self) -> Vec<&str> {
-        vec!["metrics"]
-    }
-
-    /// With a 5 s drain, `http` 8 s + `db` 5 s + 1 s each for `metrics`, `logs` and the
-    /// probes fit the default 17 s stop phase (`--explain` shows it).
-    fn options(&self) -> Options {
-        Options::new()
-            .uses::<Database>()
-            .uses::<Cache>()
-            .stop_timeout(Duration::from_secs(8))
-            .flush_timeout(Duration::from_millis(250))
-    }
-
-    async fn start(&mut self, ctx: &StartContext) -> Result<(), BoxError> {
-        let listener = Listener::from_std(self.listener.take().ok_or("started twice")?)?;
-        let handler = Arc::new(Handler {
+) -> std::io::Result<HttpServer> {
+    let server = match listener {
+        Some(listener) => HttpServer::from_listener(listener)?,
+        None => HttpServer::bind(addr)?,
+    };
+    Ok(server.serve_with(|ctx: &StartContext| {
+        Ok(Routes(Arc::new(Handler {
             db: ctx.resource()?,
             cache: ctx.resource()?,
-            draining: ctx.shutdown_token(),
-            requests: ctx.in_flight(),
             runtime: ctx.runtime().clone(),
-        });
-        let mut http = http1::Builder::new();
-        http.timer(RuntimeTimer::new(ctx.runtime().clone()))
-            .header_read_timeout(HEADER_READ_TIMEOUT);
-        let connections = Arc::new(GracefulShutdown::new());
-        let (spawner, runtime) = (ctx.spawner(), ctx.runtime().clone());
-        let watching = connections.clone();
-        let accept = ctx.spawn(async move {
-            loop {
-                match listener.accept().await {
-                    Ok((stream, _peer)) => {
-                        let handler = handler.clone();
-                        let connection = http.serve_connection(
-                            stream.into_hyper(),
-                            service_fn(move |request| handler.clone().respond(request)),
-                        );
-                        // A tracked task: cancelled (the socket closed) if the stop ends
-                        // with it still open.
-                        let connection = watching.watch(connection);
-                        drop(spawner.spawn(async move {
-                            if let Err(error) = connection.await {
-                                tracing::debug!(%error, "connection failed");
-                            }
-                        }));
-                    }
-                    Err(error) => {
-                        tracing::warn!(%error, "cannot accept");
-                        runtime.sleep(Duration::from_millis(100)).await;
-                    }
-                }
-            }
-        });
-        tracing::info!(addr = %self.addr, "app listening");
-        self.running = Some(Running {
-            accept,
-            connections,
-            requests: ctx.in_flight(),
-        });
-        Ok(())
+        })))
+    }))
+}
+
+/// Its options: using the database and the cache is what makes `http` depend on `db` and
+/// `cache`. With a 5 s drain, `http` 8 s + `db` 5 s + 1 s each for `metrics`, `logs` and
+/// the probes fit the default 17 s stop phase (`--explain` shows it).
+pub fn options() -> Options {
+    Options::new()
+        .uses::<Database>()
+        .uses::<Cache>()
+        .depends_on("metrics")
+        .stop_timeout(Duration::from_secs(8))
+        .flush_timeout(Duration::from_millis(250))
+}
+
+/// The routes, as a tower service.
+#[derive(Clone)]
+struct Routes(Arc<Handler>);
+
+impl tower_service::Service<Request<Incoming>> for Routes {
+    type Response = Response<Full<Bytes>>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
     }
 
-    async fn stop(&mut self, ctx: &StopContext) -> Result<(), BoxError> {
-        let Some(running) = self.running.take() else {
-            return Ok(());
-        };
-        running.accept.abort();
-        let _ = running.accept.await; // the loop is dropped: the listener is closed
-        let connections = Arc::into_inner(running.connections)
-            .ok_or("the accept loop still holds the connections")?;
-        tracing::info!(
-            connections = connections.count(),
-            requests = running.requests.count(),
-            "stopped accepting; closing idle connections, finishing requests in flight"
-        );
-        let deadline = ctx
-            .deadline()
-            .checked_sub(REPORT_MARGIN)
-            .unwrap_or_else(|| ctx.deadline());
-        match ctx.runtime().timeout_at(deadline, connections.shutdown()).await {
-            Ok(()) => Ok(()),
-            Err(_) => Err(format!(
-                "{} requests still running at the stop deadline: their connections are force-closed",
-                running.requests.count()
-            )
-            .into()),
-        }
+    fn call(&mut self, request: Request<Incoming>) -> Self::Future {
+        Box::pin(self.0.clone().respond(request))
     }
 }
 
 struct Handler {
     db: Database,
     cache: Cache,
-    draining: ShutdownToken,
-    requests: InFlight,
     runtime: Arc<dyn Runtime>,
 }
 
@@ -188,8 +90,12 @@ impl Handler {
         self: Arc<Self>,
         request: Request<Incoming>,
     ) -> Result<Response<Full<Bytes>>, Infallible> {
-        let _request = self.requests.enter();
         let began = Instant::now();
+        // From the trigger on (the server then also marks responses `Connection: close`).
+        let draining = request
+            .extensions()
+            .get::<ShutdownToken>()
+            .is_some_and(ShutdownToken::is_triggered);
         let path = match request.uri().path() {
             "/work" => "/work",
             "/stats" => "/stats",
@@ -204,7 +110,6 @@ impl Handler {
             (_, "/work" | "/stats") => error(StatusCode::METHOD_NOT_ALLOWED, "use GET"),
             _ => error(StatusCode::NOT_FOUND, "not found"),
         };
-        let draining = self.draining.is_triggered();
         metrics::counter!("http_requests_total", "path" => path, "status" => status.as_str().to_owned())
             .increment(1);
         if draining {
@@ -217,10 +122,6 @@ impl Handler {
         *response.status_mut() = status;
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        if draining {
-            // hyper closes the connection after this response.
-            headers.insert(CONNECTION, HeaderValue::from_static("close"));
-        }
         Ok(response)
     }
 

@@ -72,7 +72,7 @@ fn run(mut args: Args) -> Result<Report, Error> {
         args.addr.set_port(0);
         args.health_addr.set_port(0);
     }
-    let io = |error: std::io::Error| Error::Runtime(error);
+    let io = Error::Setup;
     std::fs::create_dir_all(&args.data_dir).map_err(|e| {
         io(std::io::Error::new(
             e.kind(),
@@ -90,11 +90,7 @@ fn run(mut args: Args) -> Result<Report, Error> {
         .endpoint("/metrics", "text/plain; version=0.0.4", metrics.renderer());
     let db = db::Db::new(args.data_dir.join("service.db"));
     let cache = cache::CacheComponent::new(args.redis.as_deref());
-    let http = match activated_listener() {
-        Some(listener) => http::Http::from_listener(listener),
-        None => http::Http::bind(args.addr),
-    }
-    .map_err(io)?;
+    let http = http::server(activated_listener(), args.addr).map_err(io)?;
 
     let builder = App::builder();
     #[cfg(all(unix, feature = "systemd"))]
@@ -109,8 +105,8 @@ fn run(mut args: Args) -> Result<Report, Error> {
         .add_with(
             http,
             match args.http_stop_timeout {
-                Some(timeout) => Options::new().stop_timeout(timeout),
-                None => Options::new(),
+                Some(timeout) => http::options().stop_timeout(timeout),
+                None => http::options(),
             },
         )
         .build()?;

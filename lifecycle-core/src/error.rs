@@ -118,6 +118,10 @@ pub enum Error {
     /// The async runtime could not be created.
     #[error("could not create the async runtime: {0}")]
     Runtime(#[source] io::Error),
+    /// The app's own setup failed before it ran: a port that cannot be bound, a file that
+    /// cannot be opened (`?` on an `io::Error` in `main` gives this).
+    #[error("setup failed: {0}")]
+    Setup(#[from] io::Error),
 }
 
 impl std::fmt::Debug for Error {

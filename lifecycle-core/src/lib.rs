@@ -36,6 +36,7 @@
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
 mod app;
+mod closures;
 mod component;
 pub mod config;
 mod engine;
@@ -53,6 +54,7 @@ mod task;
 
 pub use app::{App, Builder};
 pub use async_trait::async_trait;
+pub use closures::{Background, Provider};
 pub use component::{Component, FlushContext, Health, StartContext, StopContext};
 pub use config::{Config, Options};
 pub use error::{BoxError, BuildError, Error};

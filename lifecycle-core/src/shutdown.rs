@@ -42,6 +42,18 @@ impl ShutdownToken {
         self.0.wait().await
     }
 
+    /// Like [`wait`](ShutdownToken::wait), owning the token: a `'static` future to move
+    /// into a task.
+    ///
+    /// ```
+    /// # let token = lifecycle_core::ShutdownToken::default();
+    /// let shutdown = token.clone().wait_owned(); // no borrow of `token`
+    /// # drop(shutdown);
+    /// ```
+    pub async fn wait_owned(self) {
+        self.0.wait().await
+    }
+
     pub(crate) fn trigger(&self) -> bool {
         self.0.set()
     }

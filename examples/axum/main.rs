@@ -1,0 +1,56 @@
+//! An axum API on SQLite (sqlx), a background worker that finishes its current item on
+//! shutdown, probes and tracing: the service most Rust teams write, on lifecycle (tokio).
+//!
+//! Run it with `cargo run --example axum --features tokio`, then from another terminal:
+//!
+//! - `curl -X POST localhost:3000/items` queues an item (the worker takes 200 ms each);
+//!   `curl localhost:3000/items` counts them by state;
+//! - `curl localhost:9000/health/ready` is 200 while it serves, 503 from the SIGTERM on;
+//! - `kill -TERM <pid>` (or Ctrl-C): readiness turns 503 at once, the drain lets the load
+//!   balancer notice, `http` stops (requests in flight finish, idle connections close),
+//!   the worker finishes the item it holds, the pool closes, the report is printed and
+//!   the process exits 0. A second Ctrl-C exits at once with 130.
+//!
+//! `plain.rs` is the same service on plain `axum::serve(..).with_graceful_shutdown(..)`;
+//! the README compares the two (the lines between the `orchestration` markers).
+
+mod routes;
+
+use std::time::Duration;
+
+use lifecycle::http::HttpServer;
+use lifecycle::prelude::*;
+use lifecycle::{Background, ProbeServer, Provider};
+use sqlx::SqlitePool;
+
+// --- orchestration: begin
+fn main() -> Result<Report, lifecycle::Error> {
+    lifecycle::signals::catch()?; // first: a SIGTERM during the setup is not lost
+    tracing_subscriber::fmt().init();
+    let db = Provider::new(
+        "db",
+        |_| routes::open("sqlite://axum.db?mode=rwc"),
+        |pool: SqlitePool| async move { pool.close().await },
+    );
+    let worker = Background::new("worker", |ctx| {
+        Ok(routes::work(
+            ctx.resource()?,
+            ctx.shutdown_token().wait_owned(),
+        ))
+    });
+    let http = HttpServer::bind("127.0.0.1:3000")?
+        .serve_with(|ctx: &StartContext| Ok(routes::router(ctx.resource()?)));
+    App::builder()
+        .config(Config::from_env()?)
+        .add(ProbeServer::bind("127.0.0.1:9000")?)
+        .add(db)
+        .add_with(
+            worker,
+            Options::new()
+                .uses::<SqlitePool>()
+                .stop_timeout(Duration::from_secs(5)),
+        )
+        .add_with(http, Options::new().uses::<SqlitePool>())
+        .run()
+}
+// --- orchestration: end

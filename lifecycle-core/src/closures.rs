@@ -1,0 +1,195 @@
+//! Components from closures, for the two shapes most services have: a [`Provider`] that
+//! opens a value at start, hands it to its dependents and closes it at stop (a pool, a
+//! client), and a [`Background`] loop that runs until shutdown and finishes its current
+//! item (a queue worker, a ticker).
+
+use std::fmt;
+use std::future::Future;
+
+use async_trait::async_trait;
+
+use crate::component::{Component, StartContext, StopContext};
+use crate::config::Options;
+use crate::error::BoxError;
+use crate::runtime::BoxFuture;
+use crate::task::{Task, TaskError};
+
+type Open<T> = Box<dyn FnOnce(&StartContext) -> BoxFuture<Result<T, BoxError>> + Send + Sync>;
+type Close<T> = Box<dyn FnMut(T) -> BoxFuture<()> + Send + Sync>;
+
+/// A component that opens a `T` at start, [provides](StartContext::provide) it to the
+/// components that [use](Options::uses) it, and closes it at stop, under the stop
+/// deadline (a close that does not finish by then fails the stop and is dropped).
+///
+/// # Examples
+///
+/// ```
+/// use lifecycle_core::{App, Provider};
+///
+/// #[derive(Clone)]
+/// struct Pool;
+/// impl Pool {
+///     async fn connect(_url: &str) -> Result<Pool, std::io::Error> { Ok(Pool) }
+///     async fn close(self) {}
+/// }
+///
+/// let db = Provider::new("db", |_ctx| Pool::connect("sqlite://data.db"), Pool::close);
+/// let app = App::builder().add(db).build()?;
+/// # Ok::<(), lifecycle_core::BuildError>(())
+/// ```
+pub struct Provider<T> {
+    name: String,
+    open: Option<Open<T>>,
+    close: Close<T>,
+    value: Option<T>,
+}
+
+impl<T: Clone + Send + Sync + 'static> Provider<T> {
+    /// A component named `name` whose start runs `open` (which may take what it needs of
+    /// the start context first: other resources, the runtime) and whose stop runs `close`.
+    /// An error of `open` fails the start.
+    pub fn new<O, OF, E, C, CF>(name: impl Into<String>, open: O, mut close: C) -> Self
+    where
+        O: FnOnce(&StartContext) -> OF + Send + Sync + 'static,
+        OF: Future<Output = Result<T, E>> + Send + 'static,
+        E: Into<BoxError>,
+        C: FnMut(T) -> CF + Send + Sync + 'static,
+        CF: Future<Output = ()> + Send + 'static,
+    {
+        Provider {
+            name: name.into(),
+            open: Some(Box::new(move |ctx: &StartContext| {
+                let opening = open(ctx);
+                Box::pin(async move { opening.await.map_err(Into::into) }) as BoxFuture<_>
+            })),
+            close: Box::new(move |value| Box::pin(close(value))),
+            value: None,
+        }
+    }
+}
+
+impl<T> fmt::Debug for Provider<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Provider")
+            .field("name", &self.name)
+            .field("provides", &std::any::type_name::<T>())
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl<T: Clone + Send + Sync + 'static> Component for Provider<T> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn options(&self) -> Options {
+        Options::new().provides::<T>()
+    }
+
+    async fn start(&mut self, ctx: &StartContext) -> Result<(), BoxError> {
+        let open = self.open.take().ok_or("started twice")?;
+        let value = open(ctx).await?;
+        ctx.provide(value.clone());
+        self.value = Some(value);
+        Ok(())
+    }
+
+    async fn stop(&mut self, ctx: &StopContext) -> Result<(), BoxError> {
+        if let Some(value) = self.value.take() {
+            ctx.until_deadline((self.close)(value)).await.map_err(|_| {
+                format!(
+                    "closing the {} did not finish by the stop deadline",
+                    std::any::type_name::<T>()
+                )
+            })?;
+        }
+        Ok(())
+    }
+}
+
+type Make = Box<
+    dyn FnOnce(&StartContext) -> Result<BoxFuture<Result<(), BoxError>>, BoxError> + Send + Sync,
+>;
+
+/// A component that runs one loop as a tracked task: `make` builds it at start, and the
+/// stop waits for it to end, until the stop deadline. The loop should end once the
+/// [shutdown token](StartContext::shutdown_token) resolves, after finishing its current
+/// item; what is still running at the deadline is cancelled and the stop fails. An error
+/// or panic of the loop while the app runs triggers shutdown, naming the component.
+///
+/// # Examples
+///
+/// ```
+/// use lifecycle_core::{App, Background, BoxError};
+///
+/// let worker = Background::new("worker", |ctx| {
+///     let shutdown = ctx.shutdown_token();
+///     Ok(async move {
+///         while !shutdown.is_triggered() {
+///             // take a job, do it
+/// #           break;
+///         }
+///         Ok::<(), BoxError>(())
+///     })
+/// });
+/// let app = App::builder().add(worker).build()?;
+/// # Ok::<(), lifecycle_core::BuildError>(())
+/// ```
+pub struct Background {
+    name: String,
+    make: Option<Make>,
+    task: Option<Task>,
+}
+
+impl Background {
+    /// A component named `name` running the loop `make` builds from the start context
+    /// (an error of `make` fails the start).
+    pub fn new<M, F, E>(name: impl Into<String>, make: M) -> Self
+    where
+        M: FnOnce(&StartContext) -> Result<F, BoxError> + Send + Sync + 'static,
+        F: Future<Output = Result<(), E>> + Send + 'static,
+        E: Into<BoxError>,
+    {
+        Background {
+            name: name.into(),
+            make: Some(Box::new(move |ctx: &StartContext| {
+                let run = make(ctx)?;
+                Ok(Box::pin(async move { run.await.map_err(Into::into) }) as BoxFuture<_>)
+            })),
+            task: None,
+        }
+    }
+}
+
+impl fmt::Debug for Background {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Background")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl Component for Background {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn start(&mut self, ctx: &StartContext) -> Result<(), BoxError> {
+        let make = self.make.take().ok_or("started twice")?;
+        self.task = Some(ctx.spawn_fallible(make(ctx)?));
+        Ok(())
+    }
+
+    async fn stop(&mut self, ctx: &StopContext) -> Result<(), BoxError> {
+        let Some(task) = self.task.take() else {
+            return Ok(());
+        };
+        match ctx.until_deadline(task).await {
+            // A failure was reported (and triggered shutdown) when it happened.
+            Ok(Ok(()) | Err(TaskError::Failed(_) | TaskError::Panicked(_) | TaskError::Cancelled)) => Ok(()),
+            Err(_) => Err("the loop did not end by the stop deadline (it should end once the shutdown token resolves)".into()),
+        }
+    }
+}
