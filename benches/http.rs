@@ -1,0 +1,2 @@
+//! Placeholder: the HTTP component against hyper-util's server and axum::serve (being written).
+fn main() {}
