@@ -301,7 +301,79 @@ fn a_request_over_the_stop_deadline_is_cut_before_db_stops(runtime: &'static str
     );
 }
 
+/// Spawns hyper's HTTP/2 client tasks on smol.
+#[derive(Clone)]
+struct SmolExecutor;
+
+impl<F: std::future::Future<Output = ()> + Send + 'static> hyper::rt::Executor<F> for SmolExecutor {
+    fn execute(&self, future: F) {
+        ::smol::spawn(future).detach();
+    }
+}
+
+fn h2_get(path: &str) -> Request<http_body_util::Empty<Bytes>> {
+    Request::builder()
+        .uri(format!("http://test{path}"))
+        .body(http_body_util::Empty::new())
+        .unwrap()
+}
+
+/// HTTP/2 with prior knowledge on the same listener; at the trigger the connection gets
+/// a GOAWAY: the request in flight completes, then the connection ends, long before the
+/// stop.
+fn http2_gets_goaway_at_the_trigger(runtime: &'static str) {
+    let running = start(runtime, laptop(Duration::from_millis(1500)), Duration::from_secs(5));
+    let addr = running.addr;
+    let handle = running.handle.clone();
+    ::smol::block_on(async move {
+        let stream = lifecycle::net::Stream::connect(addr).await.unwrap();
+        let (mut sender, connection) =
+            hyper::client::conn::http2::handshake(SmolExecutor, stream.into_hyper())
+                .await
+                .unwrap();
+        let connection = ::smol::spawn(connection);
+        let response = sender.send_request(h2_get("/work")).await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.version(), hyper::Version::HTTP_2);
+        let slow = ::smol::spawn(sender.send_request(h2_get("/work?ms=300")));
+        async_io::Timer::after(Duration::from_millis(50)).await;
+        let triggered = Instant::now();
+        handle.shutdown();
+        let response = slow.await.expect("the request in flight completes");
+        assert_eq!(response.status(), 200);
+        let ended = futures_util::future::select(
+            connection,
+            async_io::Timer::after(Duration::from_millis(1000)),
+        )
+        .await;
+        assert!(
+            matches!(ended, futures_util::future::Either::Left(_)),
+            "no GOAWAY: the connection was still open 1 s into a 1.5 s drain"
+        );
+        assert!(triggered.elapsed() < Duration::from_millis(1000));
+    });
+    let report = running.app.join().unwrap();
+    assert_eq!(report.exit_code(), 0, "{report}");
+}
+
+/// A malformed request gets a 400 and its connection is closed; the server goes on.
+fn a_malformed_request_gets_400(runtime: &'static str) {
+    let running = start(runtime, laptop(Duration::ZERO), Duration::from_secs(3));
+    let mut bad = connect(running.addr);
+    bad.write_all(b"NOT HTTP AT ALL\r\n\r\n").unwrap();
+    let (head, _) = read_response(&mut bad).expect("an answer");
+    assert!(head.starts_with("http/1.1 400"), "{head}");
+    let mut good = connect(running.addr);
+    let (head, _) = get(&mut good, "/work").unwrap();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    running.handle.shutdown();
+    let report = running.app.join().unwrap();
+    assert_eq!(report.exit_code(), 0, "{report}");
+}
+
 on_each_runtime!(
+    http2_gets_goaway_at_the_trigger,
+    a_malformed_request_gets_400,
     drain_marks_responses_close,
     a_half_sent_request_does_not_fail_the_exit,
     a_just_accepted_connection_gets_its_answer,
