@@ -60,7 +60,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use futures_channel::oneshot;
+use http_body_util::{Either as EitherBody, Full};
 use futures_util::future::{select, Either, FutureExt, Shared};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::header::{HeaderValue, CONNECTION};
@@ -72,6 +74,7 @@ use lifecycle_core::{
 };
 
 use crate::net::{Listener, RuntimeTimer, Stream};
+use crate::probe::Probes;
 use crate::runtime::Runtime;
 
 /// Builds the service at start, from the start context (resources, the token).
@@ -99,6 +102,7 @@ pub struct HttpServer {
     header_read_timeout: Duration,
     max_connections: usize,
     first_request_grace: Duration,
+    probes: bool,
     running: Option<Running>,
 }
 
@@ -131,6 +135,7 @@ struct Server {
     /// Resolves with the stop's deadline when the stop begins.
     stopping: Shared<oneshot::Receiver<Instant>>,
     first_request_grace: Duration,
+    probes: Option<Probes>,
     builder: auto::Builder<Executor>,
 }
 
@@ -164,6 +169,7 @@ impl HttpServer {
             header_read_timeout: Duration::from_secs(5),
             max_connections: 10_000,
             first_request_grace: Duration::from_millis(500),
+            probes: false,
             running: None,
         })
     }
@@ -205,6 +211,19 @@ impl HttpServer {
         self
     }
 
+    /// Also answers the probes on this port, for platforms that give an app one port:
+    /// `/health/live`, `/health/ready` and `/health` (without details), as
+    /// [`ProbeServer`](crate::ProbeServer) does, before the service sees the request.
+    /// Probes are not counted as requests in flight (a load balancer's checks never
+    /// keep the drain's quiet period from ending). They are answered until this
+    /// component stops; readiness is 503 from the trigger on, so balancers have moved
+    /// away by then.
+    #[must_use]
+    pub fn mount_probes(mut self) -> Self {
+        self.probes = true;
+        self
+    }
+
     /// Serves `service`, a tower service: an axum `Router`, tonic's routes,
     /// `tower::service_fn(...)`.
     #[must_use]
@@ -217,8 +236,7 @@ impl HttpServer {
             + 'static,
         S::Future: Send + 'static,
         S::Error: Into<BoxError>,
-        B: Body + Send + 'static,
-        B::Data: Send,
+        B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
         self.serve_with(move |_: &StartContext| Ok(service))
@@ -238,8 +256,7 @@ impl HttpServer {
             + 'static,
         S::Future: Send + 'static,
         S::Error: Into<BoxError>,
-        B: Body + Send + 'static,
-        B::Data: Send,
+        B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
         self.factory = Some(Box::new(move |ctx: &StartContext| {
@@ -297,6 +314,7 @@ impl Component for HttpServer {
             connections: InFlight::new(),
             stopping: stop_begun.shared(),
             first_request_grace: self.first_request_grace,
+            probes: self.probes.then(|| Probes::new(ctx.health(), false)),
             builder,
         });
         let accepting = server.clone();
@@ -476,13 +494,25 @@ where
     S: tower_service::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
-    B: Body + Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
 {
-    type Response = Response<CountedBody<B>>;
+    type Response = Response<CountedBody<EitherBody<B, Full<Bytes>>>>;
     type Error = BoxError;
     type Future = crate::runtime::BoxFuture<Result<Self::Response, BoxError>>;
 
     fn call(&self, mut request: Request<Incoming>) -> Self::Future {
+        if self.server.probes.is_some() && Probes::serves(request.uri().path()) {
+            let server = self.server.clone();
+            return Box::pin(async move {
+                let probes = server.probes.as_ref().expect("checked above");
+                let response = probes.respond(&request).await;
+                Ok(response.map(|body| CountedBody {
+                    inner: Box::pin(EitherBody::Right(body)),
+                    guards: None,
+                }))
+            });
+        }
         let guards = (
             self.server.requests.enter_owned(),
             self.state.active.enter_owned(),
@@ -510,7 +540,7 @@ where
             Ok(Response::from_parts(
                 parts,
                 CountedBody {
-                    inner: Box::pin(body),
+                    inner: Box::pin(EitherBody::Left(body)),
                     guards: Some(guards),
                 },
             ))

@@ -191,9 +191,11 @@ impl Component for ProbeServer {
             .ok_or("the probe server's socket is gone: it was started before")?;
         let listener = Listener::from_std(listener)?;
         let server = Server {
-            monitor: ctx.health(),
-            details: self.details,
-            endpoints: self.endpoints.clone(),
+            probes: Probes {
+                monitor: ctx.health(),
+                details: self.details,
+                endpoints: self.endpoints.clone(),
+            },
             http: {
                 let mut http = http1::Builder::new();
                 http.timer(RuntimeTimer::new(ctx.runtime().clone()))
@@ -252,10 +254,31 @@ impl fmt::Debug for Endpoint {
 }
 
 struct Server {
-    monitor: HealthMonitor,
-    details: bool,
-    endpoints: Vec<Endpoint>,
+    probes: Probes,
     http: http1::Builder,
+}
+
+/// The answers to probes, also mounted on an [`HttpServer`](crate::http::HttpServer)'s port.
+pub(crate) struct Probes {
+    pub(crate) monitor: HealthMonitor,
+    pub(crate) details: bool,
+    endpoints: Vec<Endpoint>,
+}
+
+impl Probes {
+    /// The probes of `monitor`, with no endpoint of their own.
+    pub(crate) fn new(monitor: HealthMonitor, details: bool) -> Self {
+        Probes {
+            monitor,
+            details,
+            endpoints: Vec::new(),
+        }
+    }
+
+    /// Whether `path` is one the probes answer (`/health` and below).
+    pub(crate) fn serves(path: &str) -> bool {
+        path == "/health" || path.starts_with("/health/")
+    }
 }
 
 impl Server {
@@ -282,7 +305,10 @@ impl Server {
                     let handler = server.clone();
                     let connection = server.http.serve_connection(
                         stream.into_hyper(),
-                        service_fn(move |request| handler.clone().respond(request)),
+                        service_fn(move |request: Request<Incoming>| {
+                            let handler = handler.clone();
+                            async move { Ok::<_, Infallible>(handler.probes.respond(&request).await) }
+                        }),
                     );
                     let closed = closed.clone();
                     runtime.spawn(Box::pin(async move {
@@ -302,10 +328,11 @@ impl Server {
         }
     }
 
-    async fn respond(
-        self: Arc<Self>,
-        request: Request<Incoming>,
-    ) -> Result<Response<Full<Bytes>>, Infallible> {
+}
+
+impl Probes {
+    /// The answer to `request`.
+    pub(crate) async fn respond<B>(&self, request: &Request<B>) -> Response<Full<Bytes>> {
         if !matches!(*request.method(), Method::GET | Method::HEAD) {
             let mut response = json(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -314,10 +341,10 @@ impl Server {
             response
                 .headers_mut()
                 .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
-            return Ok(response);
+            return response;
         }
         let monitor = &self.monitor;
-        Ok(match request.uri().path() {
+        match request.uri().path() {
             "/health/live" => {
                 let live = monitor.is_live();
                 json(
@@ -351,7 +378,7 @@ impl Server {
                 }
                 None => json(StatusCode::NOT_FOUND, r#"{"error":"not found"}"#.to_owned()),
             },
-        })
+        }
     }
 }
 

@@ -92,9 +92,18 @@ struct Running {
 }
 
 fn start(runtime: &'static str, config: Config, http_stop: Duration) -> Running {
+    start_serving(runtime, config, http_stop, |http| http)
+}
+
+fn start_serving(
+    runtime: &'static str,
+    config: Config,
+    http_stop: Duration,
+    configure: impl FnOnce(HttpServer) -> HttpServer,
+) -> Running {
     let dropped = Arc::new(AtomicBool::new(false));
     let db_stop = Arc::new(Mutex::new(None));
-    let http = HttpServer::bind("127.0.0.1:0").unwrap().serve(Work {
+    let http = configure(HttpServer::bind("127.0.0.1:0").unwrap()).serve(Work {
         dropped: dropped.clone(),
     });
     let addr = http.local_addr();
@@ -371,7 +380,41 @@ fn a_malformed_request_gets_400(runtime: &'static str) {
     assert_eq!(report.exit_code(), 0, "{report}");
 }
 
+/// The probes on the app's port: readiness 200, then 503 from the trigger on; a load
+/// balancer's checks are not work in flight, so the drain still ends on its quiet period.
+fn probes_on_the_same_port(runtime: &'static str) {
+    let config = laptop(Duration::from_secs(4)).drain_quiet_period(Duration::from_millis(300));
+    let running = start_serving(runtime, config, Duration::from_secs(3), HttpServer::mount_probes);
+    let mut checks = connect(running.addr);
+    let (head, body) = get(&mut checks, "/health/ready").unwrap();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(body.contains(r#""ready":true"#), "{body}");
+    let (head, _) = get(&mut checks, "/work").unwrap();
+    assert!(head.starts_with("http/1.1 200"), "the app's own routes still answer: {head}");
+
+    let triggered = Instant::now();
+    running.handle.shutdown();
+    let (head, body) = get(&mut checks, "/health/ready").unwrap();
+    assert!(head.starts_with("http/1.1 503"), "{head}");
+    assert!(body.contains(r#""ready":false"#), "{body}");
+    // Checks every 50 ms through the drain, as a load balancer does.
+    while !running.app.is_finished() && triggered.elapsed() < Duration::from_secs(3) {
+        if get(&mut checks, "/health/ready").is_err() {
+            break; // the server has stopped
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    let report = running.app.join().unwrap();
+    assert_eq!(report.exit_code(), 0, "{report}");
+    assert!(
+        triggered.elapsed() < Duration::from_millis(2500),
+        "the probes kept the 4 s drain from ending on its 300 ms quiet period ({:?})",
+        triggered.elapsed()
+    );
+}
+
 on_each_runtime!(
+    probes_on_the_same_port,
     http2_gets_goaway_at_the_trigger,
     a_malformed_request_gets_400,
     drain_marks_responses_close,
