@@ -1,2 +1,590 @@
-//! Placeholder: the HTTP component against hyper-util's server and axum::serve (being written).
-fn main() {}
+//! The HTTP component (`lifecycle::http::HttpServer`) against its peers, serving the same
+//! axum `Router`, under `wrk`:
+//!
+//! - on tokio: `HttpServer` in an app run by `run_tokio`, hyper-util's server
+//!   (`auto::Builder` with `TokioExecutor` and `TokioIo`, one `tokio::spawn` per
+//!   connection), and `axum::serve`, each on a multi-threaded tokio runtime built as
+//!   `run_tokio` builds its own (one worker per core);
+//! - on smol: `HttpServer` in an app run by `run_smol`, and hyper's HTTP/1 connection over
+//!   async-io sockets through smol-hyper's `FuturesIo`, one `smol::spawn` per connection
+//!   (smol's global executor, as the app's tasks).
+//!
+//! Two handlers: `/` answers `hello` at once; `/sleep` sleeps 1 ms on the runtime's timer
+//! (tokio's `sleep`, async-io's `Timer`), then answers `hello`. Each server, handler and
+//! connection count (64, 256) gets a 1 s warm-up run of `wrk -t2 -c{N}`, then a measured
+//! 5 s run with `--latency`; requests/s and the 99th percentile are read from its output.
+//! The whole set is repeated `HTTP_BENCH_ROUNDS` times (default 3), the servers in a
+//! rotating order, and the table gives the median (and the range of requests/s).
+//!
+//! ```sh
+//! cargo bench --all-features --bench http
+//! ```
+//!
+//! Needs `wrk` on the `PATH` (`apt-get install wrk`); says SKIPPED without it. Server and
+//! `wrk` share the machine's cores. Without `--bench` (as `cargo test --benches` runs it)
+//! it does nothing.
+
+mod common;
+
+use std::net::{SocketAddr, TcpListener};
+use std::pin::pin;
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use axum::routing::get;
+use axum::Router;
+use futures_channel::oneshot;
+use futures_util::future::select;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use lifecycle::http::HttpServer;
+use lifecycle::prelude::*;
+use lifecycle::{Phase, ShutdownHandle};
+use smol_hyper::rt::FuturesIo;
+
+use common::load_average;
+
+/// How long each measured `wrk` run lasts.
+const DURATION_S: u64 = 5;
+/// How long the warm-up run before it lasts (its figures are dropped).
+const WARMUP_S: u64 = 1;
+/// The connection counts `wrk` keeps open.
+const CONNECTIONS: [usize; 2] = [64, 256];
+/// The rounds of the whole set, unless `HTTP_BENCH_ROUNDS` says otherwise.
+const ROUNDS: usize = 3;
+/// What a target allows: `HttpServer`'s throughput at least this share of the best peer's…
+const THROUGHPUT_TARGET: f64 = 0.97;
+/// … and its p99 at most this multiple of the best peer's.
+const P99_TARGET: f64 = 1.05;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rt {
+    Tokio,
+    Smol,
+}
+
+impl Rt {
+    fn name(self) -> &'static str {
+        match self {
+            Rt::Tokio => "tokio",
+            Rt::Smol => "smol",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Server {
+    /// `lifecycle::http::HttpServer` in an app.
+    Lifecycle(Rt),
+    /// hyper-util's `auto` connection, one `tokio::spawn` per connection.
+    HyperUtil,
+    /// `axum::serve`.
+    AxumServe,
+    /// hyper's HTTP/1 connection on async-io sockets, one `smol::spawn` per connection.
+    HyperSmol,
+}
+
+impl Server {
+    fn name(self) -> &'static str {
+        match self {
+            Server::Lifecycle(_) => "lifecycle HttpServer",
+            Server::HyperUtil => "hyper-util auto + tokio::spawn",
+            Server::AxumServe => "axum::serve",
+            Server::HyperSmol => "hyper http1 + smol-hyper + smol::spawn",
+        }
+    }
+
+    fn runtime(self) -> Rt {
+        match self {
+            Server::Lifecycle(rt) => rt,
+            Server::HyperUtil | Server::AxumServe => Rt::Tokio,
+            Server::HyperSmol => Rt::Smol,
+        }
+    }
+
+    fn is_peer(self) -> bool {
+        !matches!(self, Server::Lifecycle(_))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Handler {
+    Hello,
+    Sleep1ms,
+}
+
+impl Handler {
+    fn path(self) -> &'static str {
+        match self {
+            Handler::Hello => "/",
+            Handler::Sleep1ms => "/sleep",
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Handler::Hello => "hello",
+            Handler::Sleep1ms => "1 ms sleep",
+        }
+    }
+}
+
+const HANDLERS: [Handler; 2] = [Handler::Hello, Handler::Sleep1ms];
+
+/// The service every server of a runtime serves: `/` and `/sleep` on that runtime's timer.
+fn router(rt: Rt) -> Router {
+    let router = Router::new().route("/", get(|| async { "hello" }));
+    match rt {
+        Rt::Tokio => router.route(
+            "/sleep",
+            get(|| async {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                "hello"
+            }),
+        ),
+        Rt::Smol => router.route(
+            "/sleep",
+            get(|| async {
+                async_io::Timer::after(Duration::from_millis(1)).await;
+                "hello"
+            }),
+        ),
+    }
+}
+
+/// A server that is up, and how to stop it.
+struct Running {
+    addr: SocketAddr,
+    stop: Stop,
+}
+
+enum Stop {
+    App(ShutdownHandle, thread::JoinHandle<Report>),
+    Peer(oneshot::Sender<()>, thread::JoinHandle<()>),
+}
+
+impl Running {
+    fn stop(self) {
+        match self.stop {
+            Stop::App(handle, app) => {
+                handle.shutdown();
+                let report = app.join().expect("the app's thread panicked");
+                if report.exit_code() != 0 {
+                    println!("  (the app exited with code {})", report.exit_code());
+                }
+            }
+            Stop::Peer(stop, server) => {
+                let _ = stop.send(());
+                server.join().expect("the server's thread panicked");
+            }
+        }
+    }
+}
+
+fn listener() -> TcpListener {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("cannot bind 127.0.0.1:0");
+    listener.set_nonblocking(true).unwrap();
+    listener
+}
+
+/// The runtime `run_tokio` builds, for the peers: multi-threaded, one worker per core.
+fn tokio_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn start(server: Server) -> Running {
+    match server {
+        Server::Lifecycle(rt) => start_lifecycle(rt),
+        Server::HyperUtil => start_peer(Rt::Tokio, |listener, service, stop| {
+            let runtime = tokio_runtime();
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                let builder = auto::Builder::new(TokioExecutor::new());
+                let accept = async move {
+                    loop {
+                        let Ok((stream, _)) = listener.accept().await else {
+                            continue;
+                        };
+                        let builder = builder.clone();
+                        let service = TowerToHyperService::new(service.clone());
+                        tokio::spawn(async move {
+                            let _ = builder
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await;
+                        });
+                    }
+                };
+                select(pin!(accept), stop).await;
+            });
+            runtime.shutdown_timeout(Duration::from_millis(100));
+        }),
+        Server::AxumServe => start_peer(Rt::Tokio, |listener, service, stop| {
+            let runtime = tokio_runtime();
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                let serve = async move { axum::serve(listener, service).await };
+                select(pin!(serve), stop).await;
+            });
+            runtime.shutdown_timeout(Duration::from_millis(100));
+        }),
+        Server::HyperSmol => start_peer(Rt::Smol, |listener, service, stop| {
+            smol::block_on(async move {
+                let listener = smol::Async::new(listener).unwrap();
+                let accept = async move {
+                    loop {
+                        let Ok((stream, _)) = listener.accept().await else {
+                            continue;
+                        };
+                        let service = TowerToHyperService::new(service.clone());
+                        smol::spawn(async move {
+                            let _ = hyper::server::conn::http1::Builder::new()
+                                .serve_connection(FuturesIo::new(stream), service)
+                                .await;
+                        })
+                        .detach();
+                    }
+                };
+                select(pin!(accept), stop).await;
+            });
+        }),
+    }
+}
+
+/// A peer on its own thread, serving `router(rt)` on `serve`'s runtime until told to stop.
+fn start_peer<F>(rt: Rt, serve: F) -> Running
+where
+    F: FnOnce(TcpListener, Router, oneshot::Receiver<()>) + Send + 'static,
+{
+    let listener = listener();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel();
+    let service = router(rt);
+    let server = thread::spawn(move || serve(listener, service, stopped));
+    Running {
+        addr,
+        stop: Stop::Peer(stop, server),
+    }
+}
+
+fn start_lifecycle(rt: Rt) -> Running {
+    let http = HttpServer::bind("127.0.0.1:0")
+        .expect("cannot bind 127.0.0.1:0")
+        .serve(router(rt));
+    let addr = http.local_addr();
+    let app = App::builder()
+        .config(Config::default().drain_delay(Duration::ZERO))
+        .add(http)
+        .build()
+        .expect("the app builds");
+    let handle = app.handle();
+    let health = app.health();
+    let app = thread::spawn(move || match rt {
+        Rt::Tokio => app.run_tokio().expect("the app runs"),
+        Rt::Smol => app.run_smol().expect("the app runs"),
+    });
+    let began = Instant::now();
+    while health.phase() != Phase::Running {
+        assert!(
+            began.elapsed() < Duration::from_secs(10),
+            "the app never ran"
+        );
+        thread::sleep(Duration::from_millis(2));
+    }
+    Running {
+        addr,
+        stop: Stop::App(handle, app),
+    }
+}
+
+/// What one `wrk` run measured.
+#[derive(Debug, Clone, Copy)]
+struct Measure {
+    requests_per_s: f64,
+    p99: Duration,
+}
+
+/// Runs `wrk` against `path` with `connections` connections for `seconds`; `None` (and
+/// what went wrong, printed) when its output cannot be read.
+fn wrk(addr: SocketAddr, path: &str, connections: usize, seconds: u64) -> Option<Measure> {
+    let url = format!("http://{addr}{path}");
+    let output = Command::new("wrk")
+        .arg("-t2")
+        .arg(format!("-c{connections}"))
+        .arg(format!("-d{seconds}s"))
+        .arg("--latency")
+        .arg(&url)
+        .output()
+        .expect("cannot run wrk");
+    let text = String::from_utf8_lossy(&output.stdout);
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with("Socket errors") || line.starts_with("Non-2xx") {
+            println!("  wrk {url} -c{connections}: {line}");
+        }
+    }
+    let requests_per_s = text
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("Requests/sec:"))
+        .and_then(|value| value.trim().parse::<f64>().ok());
+    let p99 = text
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("99%"))
+        .and_then(|value| parse_time(value.trim()));
+    match (requests_per_s, p99) {
+        (Some(requests_per_s), Some(p99)) => Some(Measure {
+            requests_per_s,
+            p99,
+        }),
+        _ => {
+            println!(
+                "  wrk {url} -c{connections}: cannot read its output ({}):\n{text}{}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            );
+            None
+        }
+    }
+}
+
+/// A time as `wrk` prints it: `812.00us`, `1.23ms`, `2.00s`, `1.50m`.
+fn parse_time(text: &str) -> Option<Duration> {
+    let split = text.find(|c: char| c.is_ascii_alphabetic())?;
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let seconds = match unit {
+        "us" => number / 1e6,
+        "ms" => number / 1e3,
+        "s" => number,
+        "m" => number * 60.0,
+        "h" => number * 3600.0,
+        _ => return None,
+    };
+    Some(Duration::from_secs_f64(seconds))
+}
+
+/// Every measured run of one server, handler and connection count.
+#[derive(Debug)]
+struct Cell {
+    server: Server,
+    handler: Handler,
+    connections: usize,
+    runs: Vec<Measure>,
+}
+
+impl Cell {
+    fn requests_per_s(&self) -> f64 {
+        median(self.runs.iter().map(|run| run.requests_per_s).collect())
+    }
+
+    fn p99(&self) -> Duration {
+        Duration::from_secs_f64(median(
+            self.runs.iter().map(|run| run.p99.as_secs_f64()).collect(),
+        ))
+    }
+
+    fn range(&self) -> (f64, f64) {
+        let rates = self.runs.iter().map(|run| run.requests_per_s);
+        (
+            rates.clone().fold(f64::INFINITY, f64::min),
+            rates.fold(0.0, f64::max),
+        )
+    }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    values.sort_by(f64::total_cmp);
+    let middle = values.len() / 2;
+    if values.len() % 2 == 1 {
+        values[middle]
+    } else {
+        (values[middle - 1] + values[middle]) / 2.0
+    }
+}
+
+fn human(duration: Duration) -> String {
+    let micros = duration.as_secs_f64() * 1e6;
+    if micros < 1000.0 {
+        format!("{micros:.0} µs")
+    } else {
+        format!("{:.2} ms", micros / 1000.0)
+    }
+}
+
+fn thousands(rate: f64) -> String {
+    format!("{:.1}k", rate / 1000.0)
+}
+
+fn main() {
+    if !std::env::args().any(|arg| arg == "--bench") {
+        println!("http: a benchmark; run it with `cargo bench --all-features --bench http`");
+        return;
+    }
+    if Command::new("wrk").arg("--version").output().is_err() {
+        println!("http: SKIPPED, `wrk` is not on the PATH (apt-get install wrk)");
+        return;
+    }
+    let rounds = std::env::var("HTTP_BENCH_ROUNDS")
+        .ok()
+        .and_then(|rounds| rounds.parse().ok())
+        .filter(|&rounds| rounds > 0)
+        .unwrap_or(ROUNDS);
+    let cores = thread::available_parallelism().map_or(0, usize::from);
+    println!(
+        "http: {rounds} rounds of `wrk -t2 -c{{64,256}} -d{DURATION_S}s --latency` (after a \
+         {WARMUP_S} s warm-up each), {cores} cores shared by the server and wrk; load average \
+         at the start: {}",
+        load_average()
+    );
+    let began = Instant::now();
+
+    let tokio_servers = [
+        Server::Lifecycle(Rt::Tokio),
+        Server::HyperUtil,
+        Server::AxumServe,
+    ];
+    let smol_servers = [Server::Lifecycle(Rt::Smol), Server::HyperSmol];
+    let mut cells: Vec<Cell> = Vec::new();
+    for servers in [&tokio_servers[..], &smol_servers[..]] {
+        for &server in servers {
+            for handler in HANDLERS {
+                for connections in CONNECTIONS {
+                    cells.push(Cell {
+                        server,
+                        handler,
+                        connections,
+                        runs: Vec::new(),
+                    });
+                }
+            }
+        }
+    }
+
+    for round in 0..rounds {
+        for servers in [&tokio_servers[..], &smol_servers[..]] {
+            // A rotating order, so that no server always runs first (or last) in a round.
+            for i in 0..servers.len() {
+                let server = servers[(i + round) % servers.len()];
+                let running = start(server);
+                for handler in HANDLERS {
+                    for connections in CONNECTIONS {
+                        let _ = wrk(running.addr, handler.path(), connections, WARMUP_S);
+                        let Some(measure) =
+                            wrk(running.addr, handler.path(), connections, DURATION_S)
+                        else {
+                            continue;
+                        };
+                        println!(
+                            "round {}/{rounds}  {:5}  {:40} {:10} c={:<3}  {:>9.0} req/s  p99 {}",
+                            round + 1,
+                            server.runtime().name(),
+                            server.name(),
+                            handler.name(),
+                            connections,
+                            measure.requests_per_s,
+                            human(measure.p99)
+                        );
+                        let cell = cells
+                            .iter_mut()
+                            .find(|cell| {
+                                cell.server == server
+                                    && cell.handler == handler
+                                    && cell.connections == connections
+                            })
+                            .expect("every cell is listed");
+                        cell.runs.push(measure);
+                    }
+                }
+                running.stop();
+            }
+        }
+    }
+
+    let mut verdicts = Vec::new();
+    for rt in [Rt::Tokio, Rt::Smol] {
+        println!(
+            "\n{}: median of {rounds} runs (requests/s range in brackets); ratios are to the \
+             best peer of the same handler and connection count (highest requests/s, lowest \
+             p99)\n",
+            rt.name()
+        );
+        println!(
+            "| server | handler | connections | requests/s | p99 | throughput / best peer | p99 / best peer |"
+        );
+        println!("| --- | --- | --- | --- | --- | --- | --- |");
+        for handler in HANDLERS {
+            for connections in CONNECTIONS {
+                let row: Vec<&Cell> = cells
+                    .iter()
+                    .filter(|cell| {
+                        cell.server.runtime() == rt
+                            && cell.handler == handler
+                            && cell.connections == connections
+                            && !cell.runs.is_empty()
+                    })
+                    .collect();
+                let peers = row.iter().filter(|cell| cell.server.is_peer());
+                let best_rate = peers
+                    .clone()
+                    .map(|cell| cell.requests_per_s())
+                    .fold(0.0, f64::max);
+                let best_p99 = peers
+                    .map(|cell| cell.p99().as_secs_f64())
+                    .fold(f64::INFINITY, f64::min);
+                for cell in &row {
+                    let (low, high) = cell.range();
+                    let rate_ratio = cell.requests_per_s() / best_rate;
+                    let p99_ratio = cell.p99().as_secs_f64() / best_p99;
+                    let name = if cell.server.is_peer() {
+                        cell.server.name().to_owned()
+                    } else {
+                        format!("**{}**", cell.server.name())
+                    };
+                    println!(
+                        "| {name} | {} | {connections} | {} ({}-{}) | {} | {rate_ratio:.2}× | {p99_ratio:.2}× |",
+                        handler.name(),
+                        thousands(cell.requests_per_s()),
+                        thousands(low),
+                        thousands(high),
+                        human(cell.p99()),
+                    );
+                    if !cell.server.is_peer() {
+                        verdicts.push(format!(
+                            "{} {}, {connections} connections: throughput {rate_ratio:.3}× \
+                             (target ≥ {THROUGHPUT_TARGET}) {}, p99 {p99_ratio:.3}× (target ≤ \
+                             {P99_TARGET}) {}",
+                            rt.name(),
+                            handler.name(),
+                            if rate_ratio >= THROUGHPUT_TARGET {
+                                "met"
+                            } else {
+                                "MISSED"
+                            },
+                            if p99_ratio <= P99_TARGET {
+                                "met"
+                            } else {
+                                "MISSED"
+                            },
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    println!("\ntargets (HttpServer against the best peer):");
+    for verdict in verdicts {
+        println!("- {verdict}");
+    }
+    println!(
+        "\n(http benchmark took {:.0} s; load average at the end: {})",
+        began.elapsed().as_secs_f64(),
+        load_average()
+    );
+}

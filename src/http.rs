@@ -24,7 +24,11 @@
 //! Every request is counted on the component's in-flight counter from its arrival until
 //! its response body is complete, so the drain's quiet period works with no code of yours.
 //! Handlers reach the [`ShutdownToken`] as a request extension (axum:
-//! `Extension<ShutdownToken>`) to end long responses (SSE, long polls) early.
+//! `Extension<ShutdownToken>`) to end long responses (SSE, long polls) early, and the
+//! component's [`Spawner`] (`Extension<Spawner>`) to serve an upgraded connection
+//! (WebSocket, with `hyper::upgrade::on`) as a tracked task: the stop waits for those
+//! until its deadline, then they are cut. (axum's `WebSocketUpgrade::on_upgrade` spawns
+//! on tokio itself, out of the engine's reach: end those sockets with the token.)
 //!
 //! # Examples
 //!
@@ -381,6 +385,12 @@ impl Component for HttpServer {
             )
             .into());
         }
+        // What handlers spawned (upgraded connections) may run until the deadline too.
+        if !ctx.wait_for_tasks().await {
+            return Err(
+                "upgraded connections (WebSocket) still open at the stop deadline were cut".into(),
+            );
+        }
         Ok(())
     }
 }
@@ -524,6 +534,7 @@ where
         }
         let token = self.server.token.clone();
         request.extensions_mut().insert(token.clone());
+        request.extensions_mut().insert(self.server.spawner.clone());
         let mut service = self.inner.clone();
         Box::pin(async move {
             std::future::poll_fn(|cx| service.poll_ready(cx))

@@ -49,7 +49,29 @@ impl tower_service::Service<Request<Incoming>> for Work {
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
     }
-    fn call(&mut self, request: Request<Incoming>) -> Self::Future {
+    fn call(&mut self, mut request: Request<Incoming>) -> Self::Future {
+        if request.uri().path() == "/upgrade" {
+            // Holds the upgraded connection open in a task of the component's spawner.
+            let spawner = request
+                .extensions()
+                .get::<lifecycle::Spawner>()
+                .expect("the spawner is a request extension")
+                .clone();
+            let upgrade = hyper::upgrade::on(&mut request);
+            drop(spawner.spawn(async move {
+                if let Ok(upgraded) = upgrade.await {
+                    let _held = upgraded;
+                    std::future::pending::<()>().await;
+                }
+            }));
+            let response = Response::builder()
+                .status(101)
+                .header("connection", "upgrade")
+                .header("upgrade", "hold")
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            return Box::pin(async move { Ok(response) });
+        }
         let ms: u64 = request
             .uri()
             .query()
@@ -380,6 +402,38 @@ fn a_malformed_request_gets_400(runtime: &'static str) {
     assert_eq!(report.exit_code(), 0, "{report}");
 }
 
+/// An upgraded connection is the component's tracked task: the stop waits for it until
+/// the deadline, then it is cut (the client sees the socket close) and reported.
+fn an_upgraded_connection_is_closed_at_the_deadline(runtime: &'static str) {
+    let running = start(runtime, laptop(Duration::ZERO), Duration::from_millis(400));
+    let mut upgraded = connect(running.addr);
+    write!(
+        upgraded,
+        "GET /upgrade HTTP/1.1\r\nHost: test\r\nConnection: upgrade\r\nUpgrade: hold\r\n\r\n"
+    )
+    .unwrap();
+    let (head, _) = read_response(&mut upgraded).unwrap();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    let triggered = Instant::now();
+    running.handle.shutdown();
+    let mut byte = [0u8; 1];
+    let closed = matches!(upgraded.read(&mut byte), Ok(0) | Err(_));
+    assert!(closed, "the upgraded connection was closed");
+    let report = running.app.join().unwrap();
+    let waited = triggered.elapsed();
+    assert!(
+        waited >= Duration::from_millis(350) && waited < Duration::from_secs(3),
+        "held until the 400 ms deadline, not longer: {waited:?}"
+    );
+    assert_eq!(report.exit_code(), 1, "{report}");
+    assert_eq!(
+        report.component("http").unwrap().stop.outcome,
+        Outcome::Failed(
+            "upgraded connections (WebSocket) still open at the stop deadline were cut".into()
+        )
+    );
+}
+
 /// The probes on the app's port: readiness 200, then 503 from the trigger on; a load
 /// balancer's checks are not work in flight, so the drain still ends on its quiet period.
 fn probes_on_the_same_port(runtime: &'static str) {
@@ -414,6 +468,7 @@ fn probes_on_the_same_port(runtime: &'static str) {
 }
 
 on_each_runtime!(
+    an_upgraded_connection_is_closed_at_the_deadline,
     probes_on_the_same_port,
     http2_gets_goaway_at_the_trigger,
     a_malformed_request_gets_400,
