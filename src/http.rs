@@ -66,8 +66,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_channel::oneshot;
-use http_body_util::{Either as EitherBody, Full};
 use futures_util::future::{select, Either, FutureExt, Shared};
+use http_body_util::{Either as EitherBody, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::header::{HeaderValue, CONNECTION};
 use hyper::{Request, Response, Version};

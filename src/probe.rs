@@ -303,13 +303,16 @@ impl Server {
             match accepted {
                 Ok((stream, _)) => {
                     let handler = server.clone();
-                    let connection = server.http.serve_connection(
-                        stream.into_hyper(),
-                        service_fn(move |request: Request<Incoming>| {
-                            let handler = handler.clone();
-                            async move { Ok::<_, Infallible>(handler.probes.respond(&request).await) }
-                        }),
-                    );
+                    let connection =
+                        server.http.serve_connection(
+                            stream.into_hyper(),
+                            service_fn(move |request: Request<Incoming>| {
+                                let handler = handler.clone();
+                                async move {
+                                    Ok::<_, Infallible>(handler.probes.respond(&request).await)
+                                }
+                            }),
+                        );
                     let closed = closed.clone();
                     runtime.spawn(Box::pin(async move {
                         // A failed connection (a malformed request, a reset) concerns
@@ -327,7 +330,6 @@ impl Server {
             }
         }
     }
-
 }
 
 impl Probes {

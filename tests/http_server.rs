@@ -353,7 +353,11 @@ fn h2_get(path: &str) -> Request<http_body_util::Empty<Bytes>> {
 /// a GOAWAY: the request in flight completes, then the connection ends, long before the
 /// stop.
 fn http2_gets_goaway_at_the_trigger(runtime: &'static str) {
-    let running = start(runtime, laptop(Duration::from_millis(1500)), Duration::from_secs(5));
+    let running = start(
+        runtime,
+        laptop(Duration::from_millis(1500)),
+        Duration::from_secs(5),
+    );
     let addr = running.addr;
     let handle = running.handle.clone();
     ::smol::block_on(async move {
@@ -438,13 +442,21 @@ fn an_upgraded_connection_is_closed_at_the_deadline(runtime: &'static str) {
 /// balancer's checks are not work in flight, so the drain still ends on its quiet period.
 fn probes_on_the_same_port(runtime: &'static str) {
     let config = laptop(Duration::from_secs(4)).drain_quiet_period(Duration::from_millis(300));
-    let running = start_serving(runtime, config, Duration::from_secs(3), HttpServer::mount_probes);
+    let running = start_serving(
+        runtime,
+        config,
+        Duration::from_secs(3),
+        HttpServer::mount_probes,
+    );
     let mut checks = connect(running.addr);
     let (head, body) = get(&mut checks, "/health/ready").unwrap();
     assert!(head.starts_with("http/1.1 200"), "{head}");
     assert!(body.contains(r#""ready":true"#), "{body}");
     let (head, _) = get(&mut checks, "/work").unwrap();
-    assert!(head.starts_with("http/1.1 200"), "the app's own routes still answer: {head}");
+    assert!(
+        head.starts_with("http/1.1 200"),
+        "the app's own routes still answer: {head}"
+    );
 
     let triggered = Instant::now();
     running.handle.shutdown();
