@@ -25,8 +25,8 @@
 //!     fn name(&self) -> &str { "http" }
 //!     fn dependencies(&self) -> Vec<&str> { vec!["db"] }
 //!     async fn start(&mut self, ctx: &StartContext) -> Result<(), BoxError> {
-//!         // A real server would bind here and serve from a tracked task; this one asks
-//!         // the app to stop, as SIGTERM would.
+//!         // A real server would bind here and serve from a tracked task; this one, the
+//!         // last to start, asks the app to stop once running, as SIGTERM would.
 //!         ctx.shutdown_handle().shutdown();
 //!         Ok(())
 //!     }

@@ -292,3 +292,27 @@ fn before_all_starts_first_stops_last_and_can_be_undone() {
         .unwrap_err();
     assert!(error.to_string().contains("cycle"), "{error}");
 }
+
+/// `main` returning a `Box<dyn Error>` prints the error's `Debug`: the message, not a
+/// struct dump; and a reporter walking `source()` does not see the cause twice.
+#[test]
+fn errors_print_readably_and_their_cause_once() {
+    let error =
+        lifecycle::BuildError::InvalidConfig("LIFECYCLE_DRAIN_DELAY=\"abc\" is invalid".into());
+    let boxed: Box<dyn std::error::Error> = Box::new(error.clone());
+    assert_eq!(format!("{boxed:?}"), error.to_string());
+    assert_eq!(
+        format!("{boxed:?}"),
+        "invalid configuration: LIFECYCLE_DRAIN_DELAY=\"abc\" is invalid"
+    );
+    let setup: lifecycle::Error =
+        std::io::Error::other("cannot bind 127.0.0.1:80: permission denied").into();
+    assert_eq!(
+        format!("{setup:?}"),
+        "setup failed: cannot bind 127.0.0.1:80: permission denied"
+    );
+    assert!(
+        std::error::Error::source(&setup).is_none(),
+        "the cause is in the message"
+    );
+}

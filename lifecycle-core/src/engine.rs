@@ -351,6 +351,10 @@ impl Run<'_> {
 
     /// Keeps every component serving until `until`, until no work has arrived for a
     /// `quiet` period, or until a signal forces the exit.
+    ///
+    /// The arrivals are sampled ten times per quiet period, so the drain ends between one
+    /// quiet period and 1.1 of it after the last arrival (sampling whole windows from the
+    /// trigger would let it run up to two quiet periods after the last arrival).
     async fn drain(&mut self, nodes: &[Node], until: Instant, quiet: Option<Duration>) {
         tracing::info!(delay = ?until.saturating_duration_since(self.runtime.now()), "draining");
         let arrivals = || {
@@ -359,18 +363,26 @@ impl Run<'_> {
             })
         };
         let mut seen = arrivals();
+        // When the last arrival was seen: the trigger, to begin with.
+        let mut last_seen = self.runtime.now();
         loop {
             let now = self.runtime.now();
-            let wake = quiet.map_or(until, |quiet| (now + quiet).min(until));
+            let wake = match quiet {
+                Some(quiet) => (now + quiet / 10).min(last_seen + quiet).min(until),
+                None => until,
+            };
             match select(self.runtime.sleep_until(wake), self.events.next()).await {
                 Either::Left(_) if wake >= until => return,
                 Either::Left(_) => {
                     let now_seen = arrivals();
-                    if now_seen == seen {
-                        tracing::info!(quiet = ?quiet, "no new work for a quiet period: drain ends early");
+                    let now = self.runtime.now();
+                    if now_seen != seen {
+                        seen = now_seen;
+                        last_seen = now;
+                    } else if let Some(quiet) = quiet.filter(|&quiet| now >= last_seen + quiet) {
+                        tracing::info!(?quiet, "no new work for a quiet period: drain ends early");
                         return;
                     }
-                    seen = now_seen;
                 }
                 Either::Right((event, _)) => {
                     if self.during_shutdown(event.expect("events never end")) {

@@ -6,7 +6,10 @@ use std::io;
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Why an app could not be built. Returned by `Builder::build`, never at run time.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+///
+/// Its `Debug` output is its message, so `main` can return it (or a `Box<dyn Error>` of
+/// it) and print something a person can read.
+#[derive(Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum BuildError {
     /// A component has an empty name.
@@ -82,6 +85,12 @@ pub enum BuildError {
     InvalidConfig(String),
 }
 
+impl std::fmt::Debug for BuildError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{self}")
+    }
+}
+
 fn provided_instead(provided: &[String]) -> String {
     if provided.is_empty() {
         " (it provides nothing)".to_owned()
@@ -105,7 +114,8 @@ fn suggestion(suggestions: &[String]) -> String {
 /// in the [`Report`](crate::Report) instead.
 ///
 /// Its `Debug` output is its message, so `main` can return it and print something a
-/// person can read.
+/// person can read. The message includes its cause, which is therefore not also
+/// returned by `source()` (a reporter walking the chain would print it twice).
 #[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -114,14 +124,20 @@ pub enum Error {
     Build(#[from] BuildError),
     /// The termination signal handlers could not be installed.
     #[error("could not register signal handlers: {0}")]
-    Signals(#[source] io::Error),
+    Signals(io::Error),
     /// The async runtime could not be created.
     #[error("could not create the async runtime: {0}")]
-    Runtime(#[source] io::Error),
+    Runtime(io::Error),
     /// The app's own setup failed before it ran: a port that cannot be bound, a file that
     /// cannot be opened (`?` on an `io::Error` in `main` gives this).
     #[error("setup failed: {0}")]
-    Setup(#[from] io::Error),
+    Setup(io::Error),
+}
+
+impl From<io::Error> for Error {
+    fn from(error: io::Error) -> Self {
+        Error::Setup(error)
+    }
 }
 
 impl std::fmt::Debug for Error {

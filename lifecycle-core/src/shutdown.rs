@@ -64,9 +64,14 @@ impl ShutdownToken {
 ///
 /// A request is handled like `SIGTERM`: readiness off, drain, stop, flush, exit code 0
 /// if everything went well. Requests after the first change nothing (only a second
-/// *signal* forces an early exit). A request before `run` or during startup aborts the
-/// start, like a signal during startup (exit code 1: the app never ran); a request after
-/// the app exited is ignored.
+/// *signal* forces an early exit). A request after the app exited is ignored.
+///
+/// During startup, a request is seen when the engine next wakes: if starts are still
+/// in flight or due then (a request made before `run`, or from a task while components
+/// start), it aborts the start like a signal does (exit code 1: the app never ran). A
+/// request made by the last start itself, with nothing left to start, is handled once
+/// the app runs (exit code 0): that is how a component asks for a run that ends as soon
+/// as everything has started (a one-shot job, a test).
 #[derive(Debug, Clone)]
 pub struct ShutdownHandle {
     pub(crate) notices: UnboundedSender<Notice>,
