@@ -16,19 +16,25 @@
 //! The whole set is repeated `HTTP_BENCH_ROUNDS` times (default 3), the servers in a
 //! rotating order, and the table gives the median (and the range of requests/s).
 //!
+//! With `HTTP_BENCH_DIAGNOSE` set, each runtime gets one more row, not counted as a peer:
+//! its hyper peer given what HttpServer sets up on every connection, a 5 s header read
+//! timeout on lifecycle's `RuntimeTimer`, to tell that cost from the component's own.
+//!
 //! ```sh
 //! cargo bench --all-features --bench http
 //! ```
 //!
 //! Needs `wrk` on the `PATH` (`apt-get install wrk`); says SKIPPED without it. Server and
 //! `wrk` share the machine's cores. Without `--bench` (as `cargo test --benches` runs it)
-//! it does nothing.
+//! it does nothing. The apps catch `SIGINT` and `SIGTERM` (`lifecycle::signals`), so
+//! Ctrl-C stops the benchmark when it reaches the next app's start or stop.
 
 mod common;
 
 use std::net::{SocketAddr, TcpListener};
 use std::pin::pin;
 use std::process::Command;
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -40,8 +46,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use lifecycle::http::HttpServer;
+use lifecycle::net::RuntimeTimer;
 use lifecycle::prelude::*;
-use lifecycle::{Phase, ShutdownHandle};
+use lifecycle::{Phase, ShutdownHandle, SmolRuntime, TokioRuntime};
 use smol_hyper::rt::FuturesIo;
 
 use common::load_average;
@@ -58,6 +65,8 @@ const ROUNDS: usize = 3;
 const THROUGHPUT_TARGET: f64 = 0.97;
 /// … and its p99 at most this multiple of the best peer's.
 const P99_TARGET: f64 = 1.05;
+/// HttpServer's default header read timeout, given to the peers in the diagnosis rows.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Rt {
@@ -78,34 +87,48 @@ impl Rt {
 enum Server {
     /// `lifecycle::http::HttpServer` in an app.
     Lifecycle(Rt),
-    /// hyper-util's `auto` connection, one `tokio::spawn` per connection.
-    HyperUtil,
+    /// hyper-util's `auto` connection, one `tokio::spawn` per connection; `timed`: with
+    /// HttpServer's header read timeout (5 s on lifecycle's `RuntimeTimer`), a diagnosis.
+    HyperUtil { timed: bool },
     /// `axum::serve`.
     AxumServe,
-    /// hyper's HTTP/1 connection on async-io sockets, one `smol::spawn` per connection.
-    HyperSmol,
+    /// hyper's HTTP/1 connection on async-io sockets, one `smol::spawn` per connection;
+    /// `timed` as for `HyperUtil`.
+    HyperSmol { timed: bool },
 }
 
 impl Server {
     fn name(self) -> &'static str {
         match self {
             Server::Lifecycle(_) => "lifecycle HttpServer",
-            Server::HyperUtil => "hyper-util auto + tokio::spawn",
+            Server::HyperUtil { timed: false } => "hyper-util auto + tokio::spawn",
+            Server::HyperUtil { timed: true } => "(hyper-util + header timeout)",
             Server::AxumServe => "axum::serve",
-            Server::HyperSmol => "hyper http1 + smol-hyper + smol::spawn",
+            Server::HyperSmol { timed: false } => "hyper http1 + smol-hyper + smol::spawn",
+            Server::HyperSmol { timed: true } => "(hyper http1 smol + header timeout)",
         }
     }
 
     fn runtime(self) -> Rt {
         match self {
             Server::Lifecycle(rt) => rt,
-            Server::HyperUtil | Server::AxumServe => Rt::Tokio,
-            Server::HyperSmol => Rt::Smol,
+            Server::HyperUtil { .. } | Server::AxumServe => Rt::Tokio,
+            Server::HyperSmol { .. } => Rt::Smol,
         }
     }
 
+    /// A peer, not lifecycle nor a diagnosis.
     fn is_peer(self) -> bool {
-        !matches!(self, Server::Lifecycle(_))
+        matches!(
+            self,
+            Server::HyperUtil { timed: false }
+                | Server::AxumServe
+                | Server::HyperSmol { timed: false }
+        )
+    }
+
+    fn is_lifecycle(self) -> bool {
+        matches!(self, Server::Lifecycle(_))
     }
 }
 
@@ -172,7 +195,12 @@ impl Running {
                 handle.shutdown();
                 let report = app.join().expect("the app's thread panicked");
                 if report.exit_code() != 0 {
-                    println!("  (the app exited with code {})", report.exit_code());
+                    // A signal stopped it (Ctrl-C), or its stop failed: either way, stop.
+                    println!(
+                        "http: the app exited with code {}: stopping",
+                        report.exit_code()
+                    );
+                    std::process::exit(130);
                 }
             }
             Stop::Peer(stop, server) => {
@@ -200,11 +228,21 @@ fn tokio_runtime() -> tokio::runtime::Runtime {
 fn start(server: Server) -> Running {
     match server {
         Server::Lifecycle(rt) => start_lifecycle(rt),
-        Server::HyperUtil => start_peer(Rt::Tokio, |listener, service, stop| {
+        Server::HyperUtil { timed } => start_peer(Rt::Tokio, move |listener, service, stop| {
             let runtime = tokio_runtime();
             runtime.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                let builder = auto::Builder::new(TokioExecutor::new());
+                let mut builder = auto::Builder::new(TokioExecutor::new());
+                if timed {
+                    let timer = RuntimeTimer::new(Arc::new(TokioRuntime::from_handle(
+                        tokio::runtime::Handle::current(),
+                    )));
+                    builder
+                        .http1()
+                        .timer(timer.clone())
+                        .header_read_timeout(HEADER_READ_TIMEOUT);
+                    builder.http2().timer(timer);
+                }
                 let accept = async move {
                     loop {
                         let Ok((stream, _)) = listener.accept().await else {
@@ -232,17 +270,24 @@ fn start(server: Server) -> Running {
             });
             runtime.shutdown_timeout(Duration::from_millis(100));
         }),
-        Server::HyperSmol => start_peer(Rt::Smol, |listener, service, stop| {
+        Server::HyperSmol { timed } => start_peer(Rt::Smol, move |listener, service, stop| {
             smol::block_on(async move {
                 let listener = smol::Async::new(listener).unwrap();
+                let mut builder = hyper::server::conn::http1::Builder::new();
+                if timed {
+                    builder
+                        .timer(RuntimeTimer::new(Arc::new(SmolRuntime::new())))
+                        .header_read_timeout(HEADER_READ_TIMEOUT);
+                }
                 let accept = async move {
                     loop {
                         let Ok((stream, _)) = listener.accept().await else {
                             continue;
                         };
+                        let builder = builder.clone();
                         let service = TowerToHyperService::new(service.clone());
                         smol::spawn(async move {
-                            let _ = hyper::server::conn::http1::Builder::new()
+                            let _ = builder
                                 .serve_connection(FuturesIo::new(stream), service)
                                 .await;
                         })
@@ -289,6 +334,11 @@ fn start_lifecycle(rt: Rt) -> Running {
     });
     let began = Instant::now();
     while health.phase() != Phase::Running {
+        if app.is_finished() {
+            // A SIGINT or SIGTERM (the app catches them, see `lifecycle::signals`).
+            println!("http: the app ended before it ran (interrupted?): stopping");
+            std::process::exit(130);
+        }
         assert!(
             began.elapsed() < Duration::from_secs(10),
             "the app never ran"
@@ -445,12 +495,21 @@ fn main() {
     );
     let began = Instant::now();
 
-    let tokio_servers = [
+    // The diagnosis rows (peers given HttpServer's header read timeout) only on request.
+    let diagnose = std::env::var_os("HTTP_BENCH_DIAGNOSE").is_some();
+    let mut tokio_servers = vec![
         Server::Lifecycle(Rt::Tokio),
-        Server::HyperUtil,
+        Server::HyperUtil { timed: false },
         Server::AxumServe,
     ];
-    let smol_servers = [Server::Lifecycle(Rt::Smol), Server::HyperSmol];
+    let mut smol_servers = vec![
+        Server::Lifecycle(Rt::Smol),
+        Server::HyperSmol { timed: false },
+    ];
+    if diagnose {
+        tokio_servers.push(Server::HyperUtil { timed: true });
+        smol_servers.push(Server::HyperSmol { timed: true });
+    }
     let mut cells: Vec<Cell> = Vec::new();
     for servers in [&tokio_servers[..], &smol_servers[..]] {
         for &server in servers {
@@ -542,10 +601,10 @@ fn main() {
                     let (low, high) = cell.range();
                     let rate_ratio = cell.requests_per_s() / best_rate;
                     let p99_ratio = cell.p99().as_secs_f64() / best_p99;
-                    let name = if cell.server.is_peer() {
-                        cell.server.name().to_owned()
-                    } else {
+                    let name = if cell.server.is_lifecycle() {
                         format!("**{}**", cell.server.name())
+                    } else {
+                        cell.server.name().to_owned()
                     };
                     println!(
                         "| {name} | {} | {connections} | {} ({}-{}) | {} | {rate_ratio:.2}× | {p99_ratio:.2}× |",
@@ -555,7 +614,7 @@ fn main() {
                         thousands(high),
                         human(cell.p99()),
                     );
-                    if !cell.server.is_peer() {
+                    if cell.server.is_lifecycle() {
                         verdicts.push(format!(
                             "{} {}, {connections} connections: throughput {rate_ratio:.3}× \
                              (target ≥ {THROUGHPUT_TARGET}) {}, p99 {p99_ratio:.3}× (target ≤ \

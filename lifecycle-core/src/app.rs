@@ -134,6 +134,7 @@ impl Builder {
                     component,
                     tasks: Arc::new(TaskSet::default()),
                     resources: resources.clone(),
+                    restart: options.restart.unwrap_or_default(),
                     in_flight: InFlight::new(),
                 })
             })

@@ -294,7 +294,10 @@ impl StartContext {
     /// A cloneable spawner for tracked tasks, to keep beyond `start` (for example in an
     /// accept loop that spawns a task per connection).
     pub fn spawner(&self) -> Spawner {
-        self.spawner.clone()
+        Spawner {
+            main: false,
+            ..self.spawner.clone()
+        }
     }
 
     /// A token that resolves when shutdown begins.

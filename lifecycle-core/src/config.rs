@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use crate::error::BuildError;
 use crate::resources::ResourceType;
+use crate::supervision::Restart;
 
 /// The shutdown budget and the default per-component timeouts.
 ///
@@ -373,6 +374,7 @@ pub struct Options {
     pub(crate) before_all: Option<bool>,
     pub(crate) provides: Vec<ResourceType>,
     pub(crate) uses: Vec<(ResourceType, Option<String>)>,
+    pub(crate) restart: Option<Restart>,
 }
 
 impl Options {
@@ -467,6 +469,16 @@ impl Options {
         self
     }
 
+    /// What the engine does when this component fails while the app runs (a tracked
+    /// task errors or panics): by default ([`Restart::never`]) the app shuts down; with
+    /// [`Restart::on_failure`] the component and every component that depends on it are
+    /// stopped (in reverse order) and started again (in order), after a backoff, while
+    /// the rest of the app keeps running.
+    pub fn restart(mut self, restart: Restart) -> Self {
+        self.restart = Some(restart);
+        self
+    }
+
     /// The dependencies added by these options.
     pub fn dependencies(&self) -> &[String] {
         &self.dependencies
@@ -486,6 +498,7 @@ impl Options {
             stop_timeout: other.stop_timeout.or(self.stop_timeout),
             flush_timeout: other.flush_timeout.or(self.flush_timeout),
             critical: other.critical.or(self.critical),
+            restart: other.restart.or(self.restart),
             before_all: other.before_all.or(self.before_all),
         }
     }

@@ -159,6 +159,8 @@ state_enum! {
         Stopped = "stopped",
         /// Its start or stop failed, panicked or timed out.
         Failed = "failed",
+        /// Stopped by a restart, waiting for its backoff before it starts again.
+        Restarting = "restarting",
     }
 }
 
@@ -175,6 +177,8 @@ pub struct ComponentHealth {
     pub health: Option<Health>,
     /// How long that check took.
     pub latency: Option<Duration>,
+    /// How many times it was restarted (with its dependencies' restarts too).
+    pub restarts: u32,
 }
 
 /// The app's health at one moment: phase, aggregate, readiness, liveness, and each
@@ -197,7 +201,7 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// The snapshot as JSON: `phase`, `status`, `ready`, `live`, and with `details`, a
-    /// `components` array (`name`, `critical`, `state`, `status`, `reason`, `latency_ms`).
+    /// `components` array (`name`, `critical`, `state`, `status`, `reason`, `latency_ms`, `restarts`).
     pub fn to_json(&self, details: bool) -> String {
         let mut json = format!(
             r#"{{"phase":"{}","status":{},"ready":{},"live":{}"#,
@@ -227,14 +231,11 @@ impl Snapshot {
                 }
                 match component.latency {
                     Some(latency) => {
-                        let _ = write!(
-                            json,
-                            r#","latency_ms":{:.3}}}"#,
-                            latency.as_secs_f64() * 1e3
-                        );
+                        let _ = write!(json, r#","latency_ms":{:.3}"#, latency.as_secs_f64() * 1e3);
                     }
-                    None => json.push_str(r#","latency_ms":null}"#),
+                    None => json.push_str(r#","latency_ms":null"#),
                 }
+                let _ = write!(json, r#","restarts":{}}}"#, component.restarts);
             }
             json.push(']');
         }
@@ -294,6 +295,7 @@ pub(crate) struct Shared {
     order: Box<[usize]>,
     phase: AtomicU8,
     states: Box<[AtomicU8]>,
+    restarts: Box<[AtomicU64]>,
     rounds: Mutex<Rounds>,
     /// Bumped on every change of phase, component state or checks.
     version: AtomicU64,
@@ -318,12 +320,14 @@ impl Shared {
             .iter()
             .map(|_| AtomicU8::new(ComponentState::Pending as u8))
             .collect();
+        let restarts = names.iter().map(|_| AtomicU64::new(0)).collect();
         Shared {
             names: names.into(),
             critical: critical.into(),
             order: order.into(),
             phase: AtomicU8::new(Phase::Starting as u8),
             states,
+            restarts,
             rounds: Mutex::default(),
             version: AtomicU64::new(0),
             changed: Event::new(),
@@ -351,6 +355,51 @@ impl Shared {
 
     pub(crate) fn set_state(&self, node: usize, state: ComponentState) {
         self.states[node].store(state as u8, Ordering::Release);
+        self.bump();
+    }
+
+    /// Counts a restart of `node` (in the snapshot's `restarts`).
+    pub(crate) fn count_restart(&self, node: usize) {
+        self.restarts[node].fetch_add(1, Ordering::AcqRel);
+        self.bump();
+    }
+
+    /// Publishes a round without running checks, while a restart keeps the engine from
+    /// running them: the components being restarted are down ("restarting"), the others
+    /// keep their last results. The engine answers, so liveness holds; readiness and the
+    /// aggregate follow the restarting components' criticality.
+    pub(crate) fn publish_restarting(&self, now: Instant, restarting: &[bool]) {
+        let mut rounds = self.rounds();
+        let results: Vec<(Health, Duration)> = restarting
+            .iter()
+            .enumerate()
+            .map(|(i, &restarting)| {
+                if restarting {
+                    (Health::Down("restarting".into()), Duration::ZERO)
+                } else {
+                    rounds
+                        .last
+                        .as_ref()
+                        .map_or((Health::Up, Duration::ZERO), |checks| {
+                            checks.results[i].clone()
+                        })
+                }
+            })
+            .collect();
+        let status = aggregate(
+            self.critical
+                .iter()
+                .zip(&results)
+                .map(|(&critical, (health, _))| (critical, health)),
+        );
+        rounds.last = Some(Checks {
+            at: now,
+            status,
+            results,
+        });
+        rounds.pending_since = None;
+        self.wanted.store(false, Ordering::Release);
+        drop(rounds);
         self.bump();
     }
 
@@ -487,6 +536,8 @@ impl HealthMonitor {
                     state: ComponentState::from_u8(shared.states[i].load(Ordering::Acquire)),
                     health: result.map(|(health, _)| health.clone()),
                     latency: result.map(|&(_, latency)| latency),
+                    restarts: u32::try_from(shared.restarts[i].load(Ordering::Acquire))
+                        .unwrap_or(u32::MAX),
                 }
             })
             .collect();
@@ -646,6 +697,7 @@ mod tests {
                     state: ComponentState::Running,
                     health: Some(Health::Down("said \"no\"\n".into())),
                     latency: Some(Duration::from_micros(1500)),
+                    restarts: 0,
                 },
                 ComponentHealth {
                     name: "cache".into(),
@@ -653,6 +705,7 @@ mod tests {
                     state: ComponentState::Pending,
                     health: None,
                     latency: None,
+                    restarts: 0,
                 },
             ],
         };
@@ -664,8 +717,8 @@ mod tests {
             snapshot.to_json(true),
             concat!(
                 r#"{"phase":"running","status":"down","ready":false,"live":true,"components":["#,
-                r#"{"name":"db","critical":true,"state":"running","status":"down","reason":"said \"no\"\n","latency_ms":1.500},"#,
-                r#"{"name":"cache","critical":false,"state":"pending","status":null,"reason":null,"latency_ms":null}]}"#
+                r#"{"name":"db","critical":true,"state":"running","status":"down","reason":"said \"no\"\n","latency_ms":1.500,"restarts":0},"#,
+                r#"{"name":"cache","critical":false,"state":"pending","status":null,"reason":null,"latency_ms":null,"restarts":0}]}"#
             )
         );
     }

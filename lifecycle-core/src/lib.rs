@@ -49,6 +49,7 @@ mod report;
 mod resources;
 pub mod runtime;
 mod shutdown;
+mod supervision;
 mod sync;
 mod task;
 
@@ -64,8 +65,9 @@ pub use health::{
     aggregate, ComponentHealth, ComponentState, HealthMonitor, HealthSubscription, Phase, Snapshot,
     Status,
 };
-pub use report::{ComponentReport, Outcome, Report, Step, Trigger};
+pub use report::{ComponentReport, Outcome, Report, RestartReport, Step, Trigger};
 pub use resources::{ResourceError, ResourceType};
 pub use runtime::{Runtime, Signal};
 pub use shutdown::{InFlight, InFlightGuard, OwnedInFlightGuard, ShutdownHandle, ShutdownToken};
+pub use supervision::Restart;
 pub use task::{Spawner, Task, TaskError};

@@ -112,6 +112,15 @@ pub enum Trigger {
         /// How the task ended.
         outcome: Outcome,
     },
+    /// A component with a restart policy failed once more than its limit allows.
+    RestartsExhausted {
+        /// The component.
+        component: String,
+        /// The restarts it had within the policy's window.
+        restarts: u32,
+        /// How the last failure ended.
+        outcome: Outcome,
+    },
 }
 
 impl Trigger {
@@ -119,7 +128,9 @@ impl Trigger {
     pub fn is_failure(&self) -> bool {
         matches!(
             self,
-            Trigger::StartFailed { .. } | Trigger::TaskFailed { .. }
+            Trigger::StartFailed { .. }
+                | Trigger::TaskFailed { .. }
+                | Trigger::RestartsExhausted { .. }
         )
     }
 }
@@ -135,7 +146,61 @@ impl fmt::Display for Trigger {
             Trigger::TaskFailed { component, outcome } => {
                 write!(f, "task of {component} {outcome}")
             }
+            Trigger::RestartsExhausted {
+                component,
+                restarts,
+                outcome,
+            } => write!(
+                f,
+                "task of {component} {outcome} after {restarts} restarts, its limit"
+            ),
         }
+    }
+}
+
+/// One restart of a component and its dependents while the app ran.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RestartReport {
+    /// The component that failed.
+    pub component: String,
+    /// How it failed (a task's error or panic; `Completed` when a task of a component
+    /// restarted [`always`](crate::Restart::always) ended).
+    pub cause: Outcome,
+    /// The components stopped and started again: the failed one and its transitive
+    /// dependents, in start order.
+    pub cycled: Vec<String>,
+    /// When the failure was seen, from the beginning of the run.
+    pub began: Duration,
+    /// From the failure until the cycled components were running again (or until the
+    /// restart was given up).
+    pub took: Duration,
+    /// Starts that failed along the way (each one retried after a backoff).
+    pub failed_attempts: Vec<String>,
+    /// Whether everything cycled runs again; `false` when a trigger (a signal, a failure
+    /// over the limit) ended the restart.
+    pub completed: bool,
+}
+
+impl fmt::Display for RestartReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "restart of {} after its task {}: cycled {}; {} in {}",
+            self.component,
+            self.cause,
+            self.cycled.join(", "),
+            if self.completed {
+                "running again"
+            } else {
+                "given up"
+            },
+            millis(self.took)
+        )?;
+        for attempt in &self.failed_attempts {
+            write!(f, "; a start failed: {attempt}")?;
+        }
+        Ok(())
     }
 }
 
@@ -158,6 +223,8 @@ pub struct Report {
     pub startup: Duration,
     /// From the trigger to the end of the flush.
     pub shutdown: Duration,
+    /// The restarts while the app ran, in order ([`Restart`](crate::Restart) policies).
+    pub restarts: Vec<RestartReport>,
 }
 
 impl Report {
@@ -266,6 +333,9 @@ impl fmt::Display for Report {
         for c in &self.components {
             row(&c.name, &cell(&c.start), &cell(&c.stop), &cell(&c.flush))?;
         }
+        for restart in &self.restarts {
+            writeln!(f, "  {restart}")?;
+        }
         for failure in self.failures() {
             writeln!(f, "  {failure}")?;
         }
@@ -322,6 +392,7 @@ mod tests {
             forced_by: None,
             startup: Duration::from_millis(400),
             shutdown: Duration::from_millis(5200),
+            restarts: Vec::new(),
         }
     }
 
@@ -438,6 +509,9 @@ mod json {
                 Trigger::Requested => ("requested", None),
                 Trigger::StartFailed { component, .. } => ("start_failed", Some(component)),
                 Trigger::TaskFailed { component, .. } => ("task_failed", Some(component)),
+                Trigger::RestartsExhausted { component, .. } => {
+                    ("restarts_exhausted", Some(component))
+                }
             };
             let mut trigger = serializer.serialize_struct("Trigger", 3)?;
             trigger.serialize_field("kind", kind)?;
@@ -449,7 +523,7 @@ mod json {
 
     impl Serialize for Report {
         fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-            let mut report = serializer.serialize_struct("Report", 8)?;
+            let mut report = serializer.serialize_struct("Report", 9)?;
             report.serialize_field("exit_code", &self.exit_code())?;
             report.serialize_field("trigger", &self.trigger)?;
             report.serialize_field("reached_running", &self.reached_running)?;
@@ -458,6 +532,14 @@ mod json {
             report.serialize_field("shutdown_ms", &ms(self.shutdown))?;
             report.serialize_field("failures", &self.failures())?;
             report.serialize_field("components", &self.components)?;
+            report.serialize_field(
+                "restarts",
+                &self
+                    .restarts
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>(),
+            )?;
             report.end()
         }
     }

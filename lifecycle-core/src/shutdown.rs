@@ -9,12 +9,23 @@ use futures_channel::mpsc::UnboundedSender;
 use crate::report::Outcome;
 use crate::runtime::{timeout_at, Runtime};
 use crate::sync::{wait_until, AtomicU64, Event, Flag, Ordering};
+use crate::task::TaskSet;
 
 /// What the engine hears from handles and tracked tasks while it runs.
 #[derive(Debug)]
 pub(crate) enum Notice {
     Requested,
-    TaskFailed { node: usize, outcome: Outcome },
+    /// A tracked task of `node` failed; `tasks` names the incarnation it belonged to.
+    TaskFailed {
+        node: usize,
+        tasks: Arc<TaskSet>,
+        outcome: Outcome,
+    },
+    /// A task spawned by the start of `node` itself ended (for [`Restart::always`](crate::Restart::always)).
+    TaskEnded {
+        node: usize,
+        tasks: Arc<TaskSet>,
+    },
 }
 
 /// Resolves once shutdown has begun: at the trigger (signal, [`ShutdownHandle::shutdown`],

@@ -69,6 +69,9 @@ pub struct Spawner {
     pub(crate) tasks: Arc<TaskSet>,
     pub(crate) runtime: Arc<dyn Runtime>,
     pub(crate) notices: UnboundedSender<Notice>,
+    /// Whether this is the start's own spawner: the end of its tasks restarts a component
+    /// whose policy is [`Restart::always`](crate::Restart::always).
+    pub(crate) main: bool,
 }
 
 impl Spawner {
@@ -104,6 +107,7 @@ impl Spawner {
         self.tasks.live.fetch_add(1, Ordering::AcqRel);
         let alive = Alive(self.tasks.clone());
         let node = self.node;
+        let main = self.main;
         let notices = self.notices.clone();
         let span = tracing::info_span!("task", component = %self.name);
         self.runtime.spawn(Box::pin(
@@ -130,14 +134,27 @@ impl Spawner {
                     }
                 };
                 let notice = match &outcome {
-                    Ok(()) | Err(TaskError::Cancelled) => None,
-                    Err(TaskError::Failed(error)) => Some(Outcome::Failed(error.clone())),
-                    Err(TaskError::Panicked(panic)) => Some(Outcome::Panicked(panic.clone())),
+                    Err(TaskError::Cancelled) => None,
+                    Ok(()) if !main => None,
+                    Ok(()) => Some(Notice::TaskEnded {
+                        node,
+                        tasks: tasks.clone(),
+                    }),
+                    Err(TaskError::Failed(error)) => Some(Notice::TaskFailed {
+                        node,
+                        tasks: tasks.clone(),
+                        outcome: Outcome::Failed(error.clone()),
+                    }),
+                    Err(TaskError::Panicked(panic)) => Some(Notice::TaskFailed {
+                        node,
+                        tasks: tasks.clone(),
+                        outcome: Outcome::Panicked(panic.clone()),
+                    }),
                 };
                 let _ = ended.send(outcome);
                 drop(alive);
-                if let Some(outcome) = notice {
-                    let _ = notices.unbounded_send(Notice::TaskFailed { node, outcome });
+                if let Some(notice) = notice {
+                    let _ = notices.unbounded_send(notice);
                 }
             }
             .instrument(span),

@@ -4,11 +4,15 @@
 //! other hooks of its phase, each borrowing its own component. That keeps `&mut self`
 //! hooks possible, makes cancellation a plain drop, and needs no locks. The engine
 //! reacts to signals, shutdown requests and task failures between polls of the hooks.
+//! A failure of a component with a restart policy is handled in `restart.rs`.
 
+mod restart;
+
+use std::collections::VecDeque;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use futures_channel::mpsc::UnboundedReceiver;
@@ -24,10 +28,11 @@ use crate::error::{error_chain, panic_message, BoxError, Error};
 use crate::gate::Gated;
 use crate::graph::Plan;
 use crate::health::{ComponentState, Phase, Shared};
-use crate::report::{ComponentReport, Outcome, Report, Step, Trigger};
+use crate::report::{ComponentReport, Outcome, Report, RestartReport, Step, Trigger};
 use crate::resources::Resources;
 use crate::runtime::{timeout_at, Runtime, Signal};
 use crate::shutdown::{InFlight, Notice, ShutdownHandle};
+use crate::supervision::{History, Restart, When};
 use crate::task::{Spawner, TaskSet};
 
 /// One component with what the engine keeps about it.
@@ -38,6 +43,7 @@ pub(crate) struct Node {
     pub(crate) tasks: Arc<TaskSet>,
     pub(crate) in_flight: InFlight,
     pub(crate) resources: Arc<Resources>,
+    pub(crate) restart: Restart,
 }
 
 impl Node {
@@ -53,13 +59,16 @@ impl Node {
     }
 }
 
+/// Every incarnation's tracked tasks (a restart adds one per restarted node).
+type TaskSets = Arc<Mutex<Vec<Arc<TaskSet>>>>;
+
 /// Cancels every tracked task when dropped: when the run ends, and when its future is
 /// dropped mid-run (the app's tasks end with the app; stops are not run then).
-struct CancelTasksOnDrop(Vec<Arc<TaskSet>>);
+struct CancelTasksOnDrop(TaskSets);
 
 impl Drop for CancelTasksOnDrop {
     fn drop(&mut self) {
-        for tasks in &self.0 {
+        for tasks in self.0.lock().unwrap_or_else(PoisonError::into_inner).iter() {
             tasks.cancel();
         }
     }
@@ -86,10 +95,35 @@ struct Run<'a> {
     events: Events,
     origin: Instant,
     reports: Vec<ComponentReport>,
+    /// Which nodes run now.
     started: Vec<bool>,
+    /// Which nodes have started at least once (and are flushed at the end).
+    ran: Vec<bool>,
     forced_by: Option<Signal>,
     /// For the start contexts.
     shutdown_budget: Duration,
+    /// Each node's current tasks: a notice from an earlier incarnation is stale.
+    incarnations: Vec<Arc<TaskSet>>,
+    task_sets: TaskSets,
+    /// Each node's restart policy and recent restarts.
+    policies: Vec<Restart>,
+    histories: Vec<History>,
+    /// Failures seen during a restart, restarted after it.
+    deferred: VecDeque<(usize, Outcome)>,
+    restarts: Vec<RestartReport>,
+    /// When shutdown was triggered, if a restart saw the trigger before returning it.
+    triggered_at: Option<Instant>,
+}
+
+/// What an event from outside the hooks means for the run.
+enum Classified {
+    /// It ends the run (or, during startup, aborts the start).
+    Trigger(Trigger),
+    /// A component with a restart policy failed (or, for `always`, a task of its start
+    /// ended): restart it.
+    Restart(usize, Outcome),
+    /// Nothing to do: a notice from an earlier incarnation, a task that ended normally.
+    Ignore,
 }
 
 /// Runs the app to completion and returns its report.
@@ -105,7 +139,10 @@ pub(crate) async fn run(
     // Signals are registered before the first start, so a SIGTERM during startup is
     // handled as a shutdown, never as the default (immediate death).
     let signals = runtime.signals().map_err(Error::Signals)?;
-    let _cancel_tasks = CancelTasksOnDrop(nodes.iter().map(|node| node.tasks.clone()).collect());
+    let task_sets: TaskSets = Arc::new(Mutex::new(
+        nodes.iter().map(|node| node.tasks.clone()).collect(),
+    ));
+    let _cancel_tasks = CancelTasksOnDrop(task_sets.clone());
     let events = Gated::new(
         stream::select(signals.map(Event::Signal), notices.map(Event::Notice))
             .chain(stream::pending())
@@ -125,6 +162,7 @@ pub(crate) async fn run(
             })
             .collect(),
         started: vec![false; nodes.len()],
+        ran: vec![false; nodes.len()],
         runtime,
         plan,
         handle,
@@ -133,11 +171,19 @@ pub(crate) async fn run(
         origin,
         forced_by: None,
         shutdown_budget: config.shutdown_timeout,
+        incarnations: nodes.iter().map(|node| node.tasks.clone()).collect(),
+        task_sets,
+        policies: nodes.iter().map(|node| node.restart).collect(),
+        histories: (0..nodes.len()).map(History::new).collect(),
+        deferred: VecDeque::new(),
+        restarts: Vec::new(),
+        triggered_at: None,
     };
+    let everything = vec![true; nodes.len()];
 
     tracing::info!(components = nodes.len(), "starting");
     let started = run
-        .start(nodes)
+        .start(nodes, &everything, true)
         .instrument(tracing::info_span!("start"))
         .await;
     let startup = run.runtime.now() - origin;
@@ -157,7 +203,7 @@ pub(crate) async fn run(
         Phase::Stopping
     });
     run.handle.token.trigger();
-    let triggered = run.runtime.now();
+    let triggered = run.triggered_at.unwrap_or_else(|| run.runtime.now());
     tracing::info!(trigger = %trigger, "shutting down");
 
     // A rolled-back start gets the whole budget afresh, measured from the abort.
@@ -170,7 +216,7 @@ pub(crate) async fn run(
             .await;
     }
     run.health.set_phase(Phase::Stopping);
-    run.stop(nodes, stop_end)
+    run.stop(nodes, stop_end, &everything, true)
         .instrument(tracing::info_span!("stop"))
         .await;
     let flush_end = match run.forced_by {
@@ -194,6 +240,7 @@ pub(crate) async fn run(
         forced_by: run.forced_by,
         startup,
         shutdown: run.runtime.now() - triggered,
+        restarts: std::mem::take(&mut run.restarts),
     };
     if report.is_clean() {
         tracing::info!("exited cleanly\n{report}");
@@ -205,18 +252,25 @@ pub(crate) async fn run(
 }
 
 impl Run<'_> {
-    /// Starts every node as soon as all its dependencies have started. Returns the
-    /// trigger that aborted the start, if any; the starts in flight are then dropped.
-    async fn start(&mut self, nodes: &mut [Node]) -> Result<(), Trigger> {
+    /// Starts every member node as soon as all its member dependencies have started (the
+    /// others run already: a restart starts a subgraph). Returns the trigger that aborted
+    /// the start, if any; the starts in flight are then dropped. `record`: whether the
+    /// steps go to the report (the first start) or not (a restart's).
+    async fn start(
+        &mut self,
+        nodes: &mut [Node],
+        members: &[bool],
+        record: bool,
+    ) -> Result<(), Trigger> {
         let plan = self.plan;
         let mut waiting: Vec<usize> = (0..nodes.len())
-            .map(|i| plan.dependencies(i).len())
+            .map(|i| plan.dependencies(i).iter().filter(|&&d| members[d]).count())
             .collect();
         let mut ready: Vec<usize> = plan
             .order()
             .iter()
             .copied()
-            .filter(|&i| waiting[i] == 0)
+            .filter(|&i| members[i] && waiting[i] == 0)
             .collect();
         let mut slots: Vec<Option<&mut Node>> = nodes.iter_mut().map(Some).collect();
         let mut in_flight: FuturesUnordered<HookFuture<'_>> = FuturesUnordered::new();
@@ -236,7 +290,9 @@ impl Run<'_> {
             match select(self.events.next(), in_flight.next()).await {
                 Either::Right((Some((i, step)), _)) => {
                     let outcome = step.outcome.clone();
-                    self.reports[i].start = step;
+                    if record {
+                        self.reports[i].start = step;
+                    }
                     began[i] = None;
                     if outcome != Outcome::Completed {
                         self.health.set_state(i, ComponentState::Failed);
@@ -247,8 +303,12 @@ impl Run<'_> {
                         };
                     }
                     self.started[i] = true;
+                    self.ran[i] = true;
                     self.health.set_state(i, ComponentState::Running);
                     for &dependent in plan.dependents(i) {
+                        if !members[dependent] {
+                            continue;
+                        }
                         waiting[dependent] -= 1;
                         if waiting[dependent] == 0 {
                             ready.push(dependent);
@@ -257,7 +317,17 @@ impl Run<'_> {
                 }
                 Either::Right((None, _)) => unreachable!("in_flight is not empty"),
                 Either::Left((event, _)) => {
-                    break self.trigger_of(event.expect("events never end"))
+                    match self.classify(event.expect("events never end")) {
+                        Classified::Trigger(trigger) => break trigger,
+                        // A failure during the first start aborts it, as any failure does.
+                        Classified::Restart(node, outcome) if record => {
+                            break self.task_failed(node, outcome)
+                        }
+                        Classified::Restart(node, outcome) => {
+                            self.deferred.push_back((node, outcome))
+                        }
+                        Classified::Ignore => {}
+                    }
                 }
             }
         };
@@ -266,15 +336,21 @@ impl Run<'_> {
         let now = self.runtime.now();
         for (i, began) in began.iter().enumerate() {
             if let Some(began) = *began {
-                self.reports[i].start = step(self.origin, began, now, Outcome::Cancelled);
+                if record {
+                    self.reports[i].start = step(self.origin, began, now, Outcome::Cancelled);
+                }
                 self.health.set_state(i, ComponentState::Stopped);
             }
         }
         drop(slots);
         for (i, (node, started)) in nodes.iter().zip(&self.started).enumerate() {
-            if !started {
+            if members[i] && !started {
                 node.tasks.cancel();
                 node.resources.release(i);
+                if !record {
+                    // Stopped by the restart, and not started again.
+                    self.health.set_state(i, ComponentState::Stopped);
+                }
             }
         }
         Err(aborted)
@@ -288,6 +364,7 @@ impl Run<'_> {
         let ctx = StartContext {
             name: node.name.clone(),
             spawner: Spawner {
+                main: true,
                 node: i,
                 name: node.name.clone(),
                 tasks: node.tasks.clone(),
@@ -329,22 +406,34 @@ impl Run<'_> {
 
     /// Waits for the first trigger while the app runs, running the health checks that
     /// monitors ask for (a trigger drops a round in progress).
-    async fn wait_for_trigger(&mut self, nodes: &[Node]) -> Trigger {
+    async fn wait_for_trigger(&mut self, nodes: &mut [Node]) -> Trigger {
         let health = self.health.clone();
         let runtime = self.runtime.clone();
         health.request_checks(runtime.now()); // the first round, so readiness is known at once
         loop {
-            let checks = async {
-                health.checks_requested().await;
-                let components = nodes.iter().map(|node| &*node.component);
-                health.run_checks(&*runtime, components).await;
-            };
-            // Events first: a trigger is never delayed by checks.
-            match select(self.events.next(), std::pin::pin!(checks)).await {
-                Either::Left((event, _)) => {
-                    return self.trigger_of(event.expect("events never end"))
+            if let Some((node, cause)) = self.deferred.pop_front() {
+                if let Err(trigger) = self.restart(nodes, node, cause).await {
+                    return trigger;
                 }
-                Either::Right(((), _)) => {}
+                continue;
+            }
+            let event = {
+                let nodes = &*nodes;
+                let checks = async {
+                    health.checks_requested().await;
+                    let components = nodes.iter().map(|node| &*node.component);
+                    health.run_checks(&*runtime, components).await;
+                };
+                // Events first: a trigger is never delayed by checks.
+                match select(self.events.next(), std::pin::pin!(checks)).await {
+                    Either::Left((event, _)) => event.expect("events never end"),
+                    Either::Right(((), _)) => continue,
+                }
+            };
+            match self.classify(event) {
+                Classified::Trigger(trigger) => return trigger,
+                Classified::Restart(node, cause) => self.deferred.push_back((node, cause)),
+                Classified::Ignore => {}
             }
         }
     }
@@ -393,20 +482,33 @@ impl Run<'_> {
         }
     }
 
-    /// Stops every started node once all its started dependents have stopped, each by
-    /// `min(its timeout, stop_end)`. A signal drops the stops in flight and skips the rest.
-    async fn stop(&mut self, nodes: &mut [Node], stop_end: Instant) {
+    /// Stops every started member node once all its started member dependents have
+    /// stopped, each by `min(its timeout, stop_end)`.
+    ///
+    /// In the shutdown (`record`), a signal drops the stops in flight and skips the rest
+    /// (the second signal forces the exit). In a restart (not `record`: the steps go to
+    /// the restart's report), the first trigger is returned once the members have
+    /// stopped (nothing is left half-restarted), and a signal after it forces the exit.
+    async fn stop(
+        &mut self,
+        nodes: &mut [Node],
+        stop_end: Instant,
+        members: &[bool],
+        record: bool,
+    ) -> Option<Trigger> {
         let plan = self.plan;
-        let started = self.started.clone();
+        let stopping: Vec<bool> = (0..nodes.len())
+            .map(|i| members[i] && self.started[i])
+            .collect();
         let mut waiting: Vec<usize> = (0..nodes.len())
-            .map(|i| plan.dependents(i).iter().filter(|&&d| started[d]).count())
+            .map(|i| plan.dependents(i).iter().filter(|&&d| stopping[d]).count())
             .collect();
         let mut ready: Vec<usize> = plan
             .order()
             .iter()
             .rev()
             .copied()
-            .filter(|&i| started[i] && waiting[i] == 0)
+            .filter(|&i| stopping[i] && waiting[i] == 0)
             .collect();
         // The hooks' own outcomes, kept apart from the stop futures, which go on to wait
         // for the tracked tasks: a forced exit that drops a stop future after its hook
@@ -415,6 +517,7 @@ impl Run<'_> {
         let mut slots: Vec<Option<&mut Node>> = nodes.iter_mut().map(Some).collect();
         let mut in_flight: FuturesUnordered<HookFuture<'_>> = FuturesUnordered::new();
         let mut began: Vec<Option<Instant>> = vec![None; slots.len()];
+        let mut pending: Option<Trigger> = None;
 
         while self.forced_by.is_none() {
             for i in ready.drain(..) {
@@ -424,16 +527,25 @@ impl Run<'_> {
                 in_flight.push(self.stop_node(i, node, stop_end, &hooks_ended[i]));
             }
             if in_flight.is_empty() {
-                return;
+                return pending;
             }
             // Events first: a signal is never starved by hooks that keep completing.
             match select(self.events.next(), in_flight.next()).await {
                 Either::Right((Some((i, step)), _)) => {
                     self.health.set_state(i, stopped_state(&step.outcome));
-                    self.reports[i].stop = step;
+                    self.started[i] = false;
+                    if record {
+                        self.reports[i].stop = step;
+                    } else if step.outcome.is_failure() {
+                        tracing::warn!(
+                            component = plan.name(i),
+                            "stop during a restart {}",
+                            step.outcome
+                        );
+                    }
                     began[i] = None;
                     for &dependency in plan.dependencies(i) {
-                        if started[dependency] {
+                        if stopping[dependency] {
                             waiting[dependency] -= 1;
                             if waiting[dependency] == 0 {
                                 ready.push(dependency);
@@ -443,7 +555,21 @@ impl Run<'_> {
                 }
                 Either::Right((None, _)) => unreachable!("in_flight is not empty"),
                 Either::Left((event, _)) => {
-                    self.during_shutdown(event.expect("events never end"));
+                    let event = event.expect("events never end");
+                    if record || pending.is_some() {
+                        self.during_shutdown(event);
+                    } else {
+                        match self.classify(event) {
+                            Classified::Trigger(trigger) => {
+                                self.begin_shutdown();
+                                pending = Some(trigger);
+                            }
+                            Classified::Restart(node, cause) => {
+                                self.deferred.push_back((node, cause))
+                            }
+                            Classified::Ignore => {}
+                        }
+                    }
                 }
             }
         }
@@ -459,7 +585,7 @@ impl Run<'_> {
                     .unwrap_or_else(|| step(self.origin, began, now, Outcome::Cancelled));
                 self.health.set_state(i, stopped_state(&stop.outcome));
                 self.reports[i].stop = stop;
-            } else if slot.is_some() && started[i] {
+            } else if slot.is_some() && self.started[i] {
                 self.reports[i].stop = Step {
                     outcome: Outcome::Skipped,
                     began: None,
@@ -473,6 +599,7 @@ impl Run<'_> {
         for node in nodes.iter() {
             node.tasks.cancel();
         }
+        pending
     }
 
     fn stop_node<'n>(
@@ -514,7 +641,7 @@ impl Run<'_> {
     /// `min(its flush timeout, flush_end)`.
     async fn flush(&mut self, nodes: &mut [Node], flush_end: Instant) {
         for &i in self.plan.order().iter().rev() {
-            if !self.started[i] {
+            if !self.ran[i] {
                 continue;
             }
             let node = &mut nodes[i];
@@ -539,19 +666,55 @@ impl Run<'_> {
         }
     }
 
-    /// Maps an event before shutdown to the trigger it is.
-    fn trigger_of(&mut self, event: Event) -> Trigger {
+    /// What an event before shutdown means: a trigger, a restart, or nothing.
+    fn classify(&mut self, event: Event) -> Classified {
         match event {
-            Event::Signal(signal) => Trigger::Signal(signal),
-            Event::Notice(Notice::Requested) => Trigger::Requested,
-            Event::Notice(Notice::TaskFailed { node, outcome }) => {
-                self.record_task_failure(node, &outcome);
-                Trigger::TaskFailed {
-                    component: self.plan.name(node).to_owned(),
-                    outcome,
+            Event::Signal(signal) => Classified::Trigger(Trigger::Signal(signal)),
+            Event::Notice(Notice::Requested) => Classified::Trigger(Trigger::Requested),
+            Event::Notice(Notice::TaskFailed {
+                node,
+                tasks,
+                outcome,
+            }) => {
+                if !Arc::ptr_eq(&tasks, &self.incarnations[node]) {
+                    tracing::debug!(
+                        component = self.plan.name(node),
+                        "a task of an earlier run {outcome}"
+                    );
+                    Classified::Ignore
+                } else if self.policies[node].restarts() {
+                    Classified::Restart(node, outcome)
+                } else {
+                    Classified::Trigger(self.task_failed(node, outcome))
+                }
+            }
+            Event::Notice(Notice::TaskEnded { node, tasks }) => {
+                if Arc::ptr_eq(&tasks, &self.incarnations[node])
+                    && self.policies[node].when == When::Always
+                {
+                    Classified::Restart(node, Outcome::Completed)
+                } else {
+                    Classified::Ignore
                 }
             }
         }
+    }
+
+    /// Records a task failure that ends the run, and the trigger it is.
+    fn task_failed(&mut self, node: usize, outcome: Outcome) -> Trigger {
+        self.record_task_failure(node, &outcome);
+        Trigger::TaskFailed {
+            component: self.plan.name(node).to_owned(),
+            outcome,
+        }
+    }
+
+    /// Readiness off and the token triggered at once, for a trigger seen before the
+    /// main flow gets it (during a restart); the budget counts from now.
+    fn begin_shutdown(&mut self) {
+        self.health.set_phase(Phase::Draining);
+        self.handle.token.trigger();
+        self.triggered_at.get_or_insert_with(|| self.runtime.now());
     }
 
     /// Handles an event during shutdown; returns whether it forced the exit (a signal).
@@ -562,9 +725,15 @@ impl Run<'_> {
                 self.forced_by = Some(signal);
                 true
             }
-            Event::Notice(Notice::Requested) => false,
-            Event::Notice(Notice::TaskFailed { node, outcome }) => {
-                self.record_task_failure(node, &outcome);
+            Event::Notice(Notice::Requested | Notice::TaskEnded { .. }) => false,
+            Event::Notice(Notice::TaskFailed {
+                node,
+                tasks,
+                outcome,
+            }) => {
+                if Arc::ptr_eq(&tasks, &self.incarnations[node]) {
+                    self.record_task_failure(node, &outcome);
+                }
                 false
             }
         }
