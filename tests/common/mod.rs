@@ -238,6 +238,11 @@ pub enum TaskAct {
     Forever,
     FailAfter(Duration),
     PanicAfter(Duration),
+    /// Fails after the delay while the counter is above zero (taking one off), then
+    /// runs until cancelled: a component that fails its first runs.
+    FailTimes(Arc<AtomicUsize>, Duration),
+    /// Ends (returns) after the delay.
+    EndAfter(Duration),
 }
 
 /// Something that happened to a probe.
@@ -420,7 +425,7 @@ impl Component for Probe {
                 armed: true,
             };
             ctx.spawn_fallible(async move {
-                let _guard = guard;
+                let guard = guard;
                 match task {
                     TaskAct::Forever => std::future::pending().await,
                     TaskAct::FailAfter(after) => {
@@ -430,6 +435,21 @@ impl Component for Probe {
                     TaskAct::PanicAfter(after) => {
                         runtime.sleep(after).await;
                         panic!("the task exploded")
+                    }
+                    TaskAct::FailTimes(left, after) => {
+                        runtime.sleep(after).await;
+                        let failing = left
+                            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                            .is_ok();
+                        if failing {
+                            return Err("the task lost its connection");
+                        }
+                        std::future::pending().await
+                    }
+                    TaskAct::EndAfter(after) => {
+                        runtime.sleep(after).await;
+                        guard.disarm();
+                        Ok(())
                     }
                 }
             });
