@@ -43,10 +43,15 @@ async fn a_failure_cycles_the_component_and_its_dependents(h: Harness) {
     let restart = &report.restarts[0];
     assert_eq!(restart.component, "worker");
     assert_eq!(restart.cycled, ["worker", "http"]);
-    assert_eq!(restart.cause, Outcome::Failed("the task lost its connection".into()));
+    assert_eq!(
+        restart.cause,
+        Outcome::Failed("the task lost its connection".into())
+    );
     assert!(restart.completed, "{report}");
     assert!(report.component("worker").unwrap().task_failures.is_empty());
-    assert!(report.to_string().contains("restart of worker after its task failed"));
+    assert!(report
+        .to_string()
+        .contains("restart of worker after its task failed"));
 
     // The restart's order: http stops before worker; worker starts before http.
     let entries = h.log.entries();
@@ -98,7 +103,11 @@ async fn the_limit_escalates_to_a_shutdown(h: Harness) {
             outcome: Outcome::Failed("the task lost its connection".into()),
         }
     );
-    assert_eq!(report.restarts.len(), 3, "two restarts, and the one given up: {report}");
+    assert_eq!(
+        report.restarts.len(),
+        3,
+        "two restarts, and the one given up: {report}"
+    );
     assert!(report.restarts[..2].iter().all(|r| r.completed));
     assert!(!report.restarts[2].completed);
     assert_eq!(
@@ -123,12 +132,20 @@ async fn a_trigger_during_a_restart_wins(h: Harness) {
         .unwrap();
     h.signal_after(ms(200), Signal::Terminate); // failure at ~50 ms, backoff until ~550 ms
     let report = h.run(app).await;
-    assert_eq!(report.trigger, Trigger::Signal(Signal::Terminate), "{report}");
+    assert_eq!(
+        report.trigger,
+        Trigger::Signal(Signal::Terminate),
+        "{report}"
+    );
     assert_eq!(report.exit_code(), 0, "{report}");
     assert_eq!(report.restarts.len(), 1);
     assert!(!report.restarts[0].completed, "{report}");
     for name in ["worker", "http"] {
-        assert_eq!(h.log.count(name, What::Started), 1, "{name} not started again");
+        assert_eq!(
+            h.log.count(name, What::Started),
+            1,
+            "{name} not started again"
+        );
         assert_eq!(h.log.count(name, What::Stopped), 1, "{name} stopped once");
     }
     assert_eq!(h.log.count("db", What::Stopped), 1);
@@ -175,7 +192,10 @@ async fn readiness_follows_criticality(h: Harness, critical: bool) {
         assert_eq!(cache.state, ComponentState::Restarting, "{snapshot:?}");
         assert_eq!(cache.restarts, 1);
         assert!(snapshot.live, "the engine answers during a restart");
-        assert_eq!(snapshot.ready, !critical, "critical: {critical}: {snapshot:?}");
+        assert_eq!(
+            snapshot.ready, !critical,
+            "critical: {critical}: {snapshot:?}"
+        );
         assert_eq!(
             snapshot.status,
             Some(if critical {
@@ -218,7 +238,10 @@ async fn a_restarted_provider_hands_out_its_new_value(h: Harness) {
             let (runtime, fail) = (ctx.runtime().clone(), self.fail_first.clone());
             ctx.spawn_fallible(async move {
                 runtime.sleep(ms(50)).await;
-                if fail.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+                if fail
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok()
+                {
                     return Err("connection lost");
                 }
                 std::future::pending().await
@@ -258,7 +281,11 @@ async fn a_restarted_provider_hands_out_its_new_value(h: Harness) {
     h.shutdown_after(ms(300), app.handle());
     let report = h.run(app).await;
     assert_eq!(report.exit_code(), 0, "{report}");
-    assert_eq!(*seen.lock().unwrap(), [0, 1], "http got the new pool after the restart");
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [0, 1],
+        "http got the new pool after the restart"
+    );
 }
 
 /// `always`: a task of the start that ends is restarted too.

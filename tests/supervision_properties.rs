@@ -45,9 +45,15 @@ struct Case {
 fn case(max_nodes: usize) -> impl Strategy<Value = Case> {
     (2..=max_nodes).prop_flat_map(|n| {
         (
-            proptest::collection::vec(proptest::collection::vec(any::<prop::sample::Index>(), 0..3), n),
+            proptest::collection::vec(
+                proptest::collection::vec(any::<prop::sample::Index>(), 0..3),
+                n,
+            ),
             proptest::collection::vec(prop::bool::weighted(0.8), n),
-            proptest::collection::vec(prop_oneof![4 => Just(0usize), 3 => Just(1), 2 => Just(2), 1 => Just(3)], n),
+            proptest::collection::vec(
+                prop_oneof![4 => Just(0usize), 3 => Just(1), 2 => Just(2), 1 => Just(3)],
+                n,
+            ),
             proptest::collection::vec(20u64..120, n),
             50u64..600,
         )
@@ -88,7 +94,11 @@ async fn run_case(h: Harness, case: Case) {
             ms(case.fail_after[i]),
         ));
         let options = if case.restarts[i] {
-            Options::new().restart(Restart::on_failure().limit(LIMIT, ms(60_000)).backoff(ms(10), ms(40)))
+            Options::new().restart(
+                Restart::on_failure()
+                    .limit(LIMIT, ms(60_000))
+                    .backoff(ms(10), ms(40)),
+            )
         } else {
             Options::new()
         };
@@ -110,25 +120,37 @@ async fn run_case(h: Harness, case: Case) {
         match entry.what {
             What::StartBegan => {
                 for &d in &case.deps[i] {
-                    assert!(running[d], "c{i} began starting while its dependency c{d} was not running: {report}");
+                    assert!(
+                        running[d],
+                        "c{i} began starting while its dependency c{d} was not running: {report}"
+                    );
                 }
             }
             What::Started => running[i] = true,
             What::StopBegan => {
                 assert!(running[i], "c{i} began stopping while not running");
                 for &d in &dependents[i] {
-                    assert!(!running[d], "c{i} began stopping while its dependent c{d} ran: {report}");
+                    assert!(
+                        !running[d],
+                        "c{i} began stopping while its dependent c{d} ran: {report}"
+                    );
                 }
             }
             What::Stopped | What::StopDropped => running[i] = false,
             _ => {}
         }
     }
-    assert!(running.iter().all(|r| !r), "a component was left running: {running:?}");
+    assert!(
+        running.iter().all(|r| !r),
+        "a component was left running: {running:?}"
+    );
     for i in 0..n {
         let started = h.log.count(&name(i), What::Started);
         let stopped = h.log.count(&name(i), What::Stopped);
-        assert_eq!(started, stopped, "c{i}: every start is matched by exactly one stop");
+        assert_eq!(
+            started, stopped,
+            "c{i}: every start is matched by exactly one stop"
+        );
     }
 
     // Each restart cycled the failed component and its transitive dependents.
@@ -152,16 +174,31 @@ async fn run_case(h: Harness, case: Case) {
             .iter()
             .filter(|r| r.component == name(i))
             .count();
-        assert!(begun as u32 <= LIMIT + 1, "c{i} restarted {begun} times: {report}");
+        assert!(
+            begun as u32 <= LIMIT + 1,
+            "c{i} restarted {begun} times: {report}"
+        );
     }
-    if let Trigger::RestartsExhausted { component, restarts, .. } = &report.trigger {
+    if let Trigger::RestartsExhausted {
+        component,
+        restarts,
+        ..
+    } = &report.trigger
+    {
         assert_eq!(*restarts, LIMIT);
         let i = index(component);
-        assert!(case.failures[i] as u32 > LIMIT, "c{i} failed only {} times", case.failures[i]);
+        assert!(
+            case.failures[i] as u32 > LIMIT,
+            "c{i} failed only {} times",
+            case.failures[i]
+        );
         assert_eq!(report.exit_code(), 1);
     }
     if let Trigger::TaskFailed { component, .. } = &report.trigger {
-        assert!(!case.restarts[index(component)], "a restarting component shut the app down");
+        assert!(
+            !case.restarts[index(component)],
+            "a restarting component shut the app down"
+        );
     }
 }
 

@@ -358,7 +358,59 @@ fn bad_flags_exit_2_and_name_the_flag() {
     }
 }
 
+/// A worker crashes holding a job (`--crash-after 20`): the workers are restarted (their
+/// stop releases what they held, `db` runs on), the run goes on to empty the queue, and
+/// every job is done exactly once, in one run that exits 0.
+fn a_crashed_worker_restarts_without_losing_a_job(runtime: &'static str) {
+    const JOBS: usize = 120;
+    let dir = DataDir::new(runtime, "crash");
+    let mut worker = Worker::spawn(
+        runtime,
+        &dir,
+        &[
+            "--enqueue",
+            "120",
+            "--workers",
+            "4",
+            "--job-ms",
+            "5",
+            "--crash-after",
+            "20",
+            "--exit-when-empty",
+        ],
+        &[],
+    );
+    worker.wait_for_clean_exit("shutdown requested");
+    let restart = worker
+        .0
+        .stdout
+        .iter()
+        .find(|l| {
+            l.contains("restart of workers after its task failed: injected crash holding job")
+        })
+        .cloned()
+        .unwrap_or_else(|| worker.fail("no restart in the report"));
+    assert!(
+        restart.contains("cycled workers; running again"),
+        "{restart}"
+    );
+    assert_eq!(
+        worker
+            .0
+            .stdout
+            .iter()
+            .filter(|l| l.contains("database open"))
+            .count(),
+        1,
+        "[{runtime}] db kept running: it was not restarted"
+    );
+    let (completed, _) = worker.summary();
+    assert_eq!(completed, JOBS, "[{runtime}] one run did every job");
+    assert_all_done_once(runtime, &dir, JOBS);
+}
+
 on_each_runtime!(
+    a_crashed_worker_restarts_without_losing_a_job,
     sigterm_then_restart_does_every_job_once,
     sigterm_releases_unfinished_jobs,
     sigkill_leaves_claims_the_next_run_releases,

@@ -58,6 +58,8 @@ Options:
   --workers K         how many jobs to work on at a time, 1 to 1024 [default: 4]
   --job-ms MS         simulated work per job, in milliseconds [default: 50]
   --exit-when-empty   shut down once no job is queued or claimed
+  --crash-after N     crash a worker (holding a job) once N jobs are done; the
+                      workers restart and the job is released, not lost
   -h, --help          print this help
 
 Environment: RUST_LOG (default info), LIFECYCLE_RUNTIME=smol|tokio, and the
@@ -87,6 +89,7 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String> {
             job: Duration::from_millis(50),
             enqueue: 0,
             exit_when_empty: false,
+            crash_after: None,
         },
     };
     let mut args = args.into_iter();
@@ -106,7 +109,7 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String> {
                 }
                 flags.settings.exit_when_empty = true;
             }
-            "--data-dir" | "--enqueue" | "--workers" | "--job-ms" => {
+            "--data-dir" | "--enqueue" | "--workers" | "--job-ms" | "--crash-after" => {
                 let value = match inline.or_else(|| args.next()) {
                     Some(value) => value,
                     None => return Err(format!("{name} needs a value")),
@@ -119,7 +122,7 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String> {
                     continue;
                 }
                 let (min, max, what) = match name {
-                    "--enqueue" => (0, 10_000_000, "a number of jobs"),
+                    "--enqueue" | "--crash-after" => (0, 10_000_000, "a number of jobs"),
                     "--workers" => (1, 1024, "a number of workers"),
                     _ => (0, 3_600_000, "a number of milliseconds"),
                 };
@@ -135,6 +138,7 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String> {
                     })?;
                 match name {
                     "--enqueue" => flags.settings.enqueue = number,
+                    "--crash-after" => flags.settings.crash_after = Some(number),
                     "--workers" => flags.settings.workers = number as usize,
                     _ => flags.settings.job = Duration::from_millis(number),
                 }

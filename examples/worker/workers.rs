@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use futures_util::future::{join_all, select, Either};
 use lifecycle::prelude::*;
 use lifecycle::runtime::Runtime;
-use lifecycle::{InFlight, ShutdownHandle, ShutdownToken, Task};
+use lifecycle::{InFlight, Restart, ShutdownHandle, ShutdownToken, Task};
 use smol::channel::{Receiver, Sender};
 use sqlx::SqlitePool;
 
@@ -25,6 +25,8 @@ pub struct Stats {
     pub completed: AtomicU64,
     /// Jobs this run claimed and put back in the queue unfinished.
     pub released: AtomicU64,
+    /// Whether `--crash-after` has crashed a worker.
+    pub crashed: std::sync::atomic::AtomicBool,
 }
 
 /// How the workers work.
@@ -34,6 +36,10 @@ pub struct Settings {
     pub job: Duration,
     pub enqueue: u64,
     pub exit_when_empty: bool,
+    /// `--crash-after N`: once this run has completed N jobs, a worker crashes (its loop
+    /// fails) holding the job it just claimed, once; `workers` restarts (a restart policy)
+    /// and the job it held is released and done later.
+    pub crash_after: Option<u64>,
 }
 
 /// The worker loops, as one component that uses the pool `db` provides.
@@ -79,8 +85,12 @@ impl Component for Workers {
     }
 
     /// Using the pool is what makes `workers` start after `db` and stop before it.
+    /// A worker that crashes is restarted with the others (its stop releases the jobs
+    /// they held), up to 5 times a minute.
     fn options(&self) -> Options {
-        Options::new().uses::<SqlitePool>()
+        Options::new()
+            .uses::<SqlitePool>()
+            .restart(Restart::on_failure())
     }
 
     async fn start(&mut self, ctx: &StartContext) -> Result<(), BoxError> {
@@ -96,7 +106,8 @@ impl Component for Workers {
                 "released {recovered} jobs left claimed by an earlier process that did not stop cleanly"
             );
         }
-        let added = db::enqueue(&pool, self.settings.enqueue).await?;
+        // Only once: a restart starts this again.
+        let added = db::enqueue(&pool, std::mem::take(&mut self.settings.enqueue)).await?;
         let (queued, _, done) = db::counts(&pool).await?;
         tracing::info!(
             added,
@@ -119,6 +130,7 @@ impl Component for Workers {
                 abandoned: abandoned.clone(),
                 stats: self.stats.clone(),
                 job: self.settings.job,
+                crash_after: self.settings.crash_after,
             };
             // Tracked: an error (the database failing) triggers shutdown, naming
             // `workers`; the loop is cancelled once `stop` has returned.
@@ -200,6 +212,7 @@ struct Worker {
     abandoned: Receiver<()>,
     stats: Arc<Stats>,
     job: Duration,
+    crash_after: Option<u64>,
 }
 
 impl Worker {
@@ -214,6 +227,13 @@ impl Worker {
                 continue;
             };
             tracing::debug!(job = id, worker = %self.name, "job claimed");
+            if self
+                .crash_after
+                .is_some_and(|after| self.stats.completed.load(Ordering::Relaxed) >= after)
+                && !self.stats.crashed.swap(true, Ordering::Relaxed)
+            {
+                return Err(format!("injected crash holding job {id}").into());
+            }
 
             // The work itself. It is not interrupted by shutdown, only abandoned when
             // `stop` runs out of time.

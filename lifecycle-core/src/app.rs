@@ -157,6 +157,7 @@ impl Builder {
             &nodes.iter().map(|node| node.timeouts).collect::<Vec<_>>(),
             &critical,
             &before_all,
+            &nodes.iter().map(|node| node.restart).collect::<Vec<_>>(),
         );
         Ok(App {
             plan,

@@ -6,6 +6,7 @@ use std::time::Duration;
 use crate::config::{Config, Timeouts};
 use crate::graph::Plan;
 use crate::report::name_column;
+use crate::supervision::Restart;
 
 /// One component as the plan sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +27,8 @@ pub struct PlannedComponent {
     pub critical: bool,
     /// Whether it starts before, and stops after, every other component.
     pub before_all: bool,
+    /// What happens when it fails while the app runs.
+    pub restart: Restart,
 }
 
 /// The plan of an app explained: levels, orders, timeouts, the longest paths and the
@@ -71,6 +74,7 @@ impl Explanation {
         timeouts: &[Timeouts],
         critical: &[bool],
         before_all: &[bool],
+        restart: &[Restart],
     ) -> Explanation {
         let name = |i: usize| plan.name(i).to_owned();
         let names = |path: &[usize]| path.iter().map(|&i| name(i)).collect::<Vec<_>>();
@@ -90,6 +94,7 @@ impl Explanation {
                 flush_timeout: timeouts[i].flush,
                 critical: critical[i],
                 before_all: before_all[i],
+                restart: restart[i],
             })
             .collect();
         let order = plan.order();
@@ -252,6 +257,9 @@ impl fmt::Display for Explanation {
             }
             if !c.critical {
                 notes.push("not critical".to_owned());
+            }
+            if c.restart.restarts() {
+                notes.push(format!("restart {}", c.restart));
             }
             let line = format!(
                 "{:width$}  {:>7}  {:>7}  {:>7}  {}",
