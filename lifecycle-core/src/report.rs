@@ -177,6 +177,8 @@ pub struct RestartReport {
     pub took: Duration,
     /// Starts that failed along the way (each one retried after a backoff).
     pub failed_attempts: Vec<String>,
+    /// The backoffs waited, added up.
+    pub backoff: Duration,
     /// Whether everything cycled runs again; `false` when a trigger (a signal, a failure
     /// over the limit) ended the restart.
     pub completed: bool,

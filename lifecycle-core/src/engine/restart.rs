@@ -50,6 +50,7 @@ impl Run<'_> {
             began: began - self.origin,
             took: Duration::ZERO,
             failed_attempts: Vec::new(),
+            backoff: Duration::ZERO,
             completed: false,
         };
         let policy = self.policies[failed];
@@ -95,7 +96,10 @@ impl Run<'_> {
                     self.health.set_state(i, ComponentState::Restarting);
                 }
             }
-            if let Err(trigger) = self.back_off(now + backoff, &members).await {
+            let waiting = self.runtime.now();
+            let waited = self.back_off(waiting + backoff, &members).await;
+            report.backoff += self.runtime.now() - waiting;
+            if let Err(trigger) = waited {
                 break Err(trigger);
             }
 
