@@ -88,9 +88,6 @@ impl Run<'_> {
             if let Some(trigger) = self.stop(nodes, stop_end, &members, false).await {
                 break Err(trigger);
             }
-            if self.forced_by.is_some() {
-                break Err(Trigger::Signal(self.forced_by.expect("checked")));
-            }
             for (i, &member) in members.iter().enumerate() {
                 if member {
                     self.health.set_state(i, ComponentState::Restarting);
