@@ -57,6 +57,8 @@
 //!   runtime-neutral sockets of module `net`.
 //! - `serde`: `Serialize` for the [`Report`] (`serde_json::to_string(&report)`):
 //!   durations in milliseconds, outcomes with a stable `kind`, and the exit code.
+//! - `testing`: module `testing`, a kit to test your components' lifecycle on virtual
+//!   time, with injected signals and faults and a timeline to assert on.
 //! - `systemd` (Unix): module `systemd`, with `SystemdNotify` (`READY=1`, `STOPPING=1`,
 //!   `STATUS=`, watchdog pings, `EXTEND_TIMEOUT_USEC`) and socket activation
 //!   (`LISTEN_FDS`).
@@ -82,6 +84,8 @@ pub mod probe;
 pub mod signals;
 #[cfg(all(unix, feature = "systemd"))]
 pub mod systemd;
+#[cfg(feature = "testing")]
+pub mod testing;
 #[cfg(feature = "http")]
 pub use probe::ProbeServer;
 

@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::HarnessExt;
 use common::{ms, Check, Checked, Harness, What};
 use futures_util::future::join;
 use lifecycle::prelude::*;
@@ -40,7 +41,7 @@ async fn readiness_follows_phase_and_aggregate(h: Harness) {
     let monitor = app.health();
     let handle = app.handle();
     assert_eq!(monitor.phase(), Phase::Starting);
-    let runtime = h.runtime.clone();
+    let runtime = h.runtime().clone();
     let script = async {
         runtime.sleep(ms(100)).await;
         assert_eq!(monitor.phase(), Phase::Starting);
@@ -122,7 +123,7 @@ async fn hanging_and_panicking_checks_are_down(h: Harness) {
         .unwrap();
     let monitor = app.health();
     let handle = app.handle();
-    let runtime = h.runtime.clone();
+    let runtime = h.runtime().clone();
     let script = async {
         reach(&monitor, Phase::Running).await;
         let asked = runtime.now();
@@ -159,7 +160,7 @@ async fn checks_are_cached_for_the_ttl(h: Harness) {
         .unwrap();
     let monitor = app.health();
     let handle = app.handle();
-    let runtime = h.runtime.clone();
+    let runtime = h.runtime().clone();
     let script = async {
         reach(&monitor, Phase::Running).await;
         let storm = futures_util::future::join_all((0..100).map(|_| monitor.is_ready())).await;
@@ -253,7 +254,7 @@ async fn drain_ends_early_on_a_quiet_period(h: Harness) {
         .unwrap();
     let monitor = app.health();
     h.shutdown_after(ms(300), app.handle());
-    let runtime = h.runtime.clone();
+    let runtime = h.runtime().clone();
     let origin = runtime.now();
     let stopping = async {
         reach(&monitor, Phase::Stopping).await;
@@ -267,7 +268,7 @@ async fn drain_ends_early_on_a_quiet_period(h: Harness) {
         stopping >= ms(1190) && stopping < ms(1400),
         "stopping began at {stopping:?}"
     );
-    assert!(h.log.time("db", What::StopBegan).unwrap() >= ms(1000));
+    assert!(h.timeline().time("db", What::StopBegan).unwrap() >= ms(1000));
 }
 
 /// A component whose every start launches one piece of work lasting `work`, counted in

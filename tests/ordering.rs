@@ -2,6 +2,7 @@
 
 mod common;
 
+use common::HarnessExt;
 use common::{assert_ordering, ms, Act, Harness, What};
 use lifecycle::prelude::*;
 use lifecycle::Trigger;
@@ -28,9 +29,9 @@ async fn run_graph(h: &Harness, names: &[&str], edges: &[(&str, &str)]) -> Repor
     let report = h.run(app).await;
     assert_eq!(report.exit_code(), 0, "{report}");
     assert_eq!(report.trigger, Trigger::Requested);
-    assert_eq!(h.log.names(What::Started).len(), names.len());
-    assert_ordering(&h.log, edges);
-    assert_eq!(h.log.names(What::Flushed).len(), names.len());
+    assert_eq!(h.timeline().names(What::Started).len(), names.len());
+    assert_ordering(&h.timeline(), edges);
+    assert_eq!(h.timeline().names(What::Flushed).len(), names.len());
     report
 }
 
@@ -53,7 +54,7 @@ async fn diamond(h: Harness) {
         "the report lists components in start order"
     );
     assert_eq!(
-        h.log.names(What::Flushed),
+        h.timeline().names(What::Flushed),
         ["http", "cache", "db", "metrics"],
         "flush runs in reverse order"
     );
@@ -67,8 +68,8 @@ async fn chain(h: Harness) {
         &[("e", "d"), ("d", "c"), ("c", "b"), ("b", "a")],
     )
     .await;
-    assert_eq!(h.log.names(What::Started), ["a", "b", "c", "d", "e"]);
-    assert_eq!(h.log.names(What::Stopped), ["e", "d", "c", "b", "a"]);
+    assert_eq!(h.timeline().names(What::Started), ["a", "b", "c", "d", "e"]);
+    assert_eq!(h.timeline().names(What::Stopped), ["e", "d", "c", "b", "a"]);
 }
 
 async fn wide_fan_out(h: Harness) {
@@ -77,8 +78,8 @@ async fn wide_fan_out(h: Harness) {
     names.extend(leaves.iter().map(String::as_str));
     let edges: Vec<(&str, &str)> = leaves.iter().map(|l| (l.as_str(), "root")).collect();
     run_graph(&h, &names, &edges).await;
-    assert_eq!(h.log.names(What::Started)[0], "root");
-    assert_eq!(h.log.names(What::Stopped).last().unwrap(), "root");
+    assert_eq!(h.timeline().names(What::Started)[0], "root");
+    assert_eq!(h.timeline().names(What::Stopped).last().unwrap(), "root");
 }
 
 async fn disconnected_parts(h: Harness) {
@@ -124,8 +125,8 @@ async fn independent_nodes_overlap(h: Harness) {
     let report = h.run(app).await;
     assert_eq!(report.exit_code(), 0, "{report}");
     let (db, cache) = (
-        h.log.time("db", What::StartBegan).unwrap(),
-        h.log.time("cache", What::StartBegan).unwrap(),
+        h.timeline().time("db", What::StartBegan).unwrap(),
+        h.timeline().time("cache", What::StartBegan).unwrap(),
     );
     assert!(
         db.abs_diff(cache) < ms(50),

@@ -321,7 +321,7 @@ impl Component for Fuzz {
 async fn check(h: Harness, case: Case, scale: Scale) {
     let unit = scale.unit;
     let log: Log = Arc::default();
-    let origin = h.runtime.now();
+    let origin = h.runtime().now();
     let n = case.deps.len();
     let mut builder = App::builder().config(
         Config::default()
@@ -340,7 +340,7 @@ async fn check(h: Harness, case: Case, scale: Scale) {
             acts: case.acts[i],
             unit,
             log: log.clone(),
-            runtime: h.runtime.clone(),
+            runtime: h.runtime().clone(),
             origin,
         });
     }
@@ -350,9 +350,9 @@ async fn check(h: Harness, case: Case, scale: Scale) {
         h.signal_after(unit * second, Signal::Interrupt);
     }
     let report = h.run(app).await;
-    let triggered = (h.runtime.now() - origin).saturating_sub(report.shutdown);
+    let triggered = (h.runtime().now() - origin).saturating_sub(report.shutdown);
     // Cancelled tasks are dropped at their next wake-up: give them a moment.
-    h.runtime.sleep(Duration::from_millis(10)).await;
+    h.runtime().sleep(Duration::from_millis(10)).await;
     let events = log.lock().unwrap().clone();
     verify(&case, scale, &events, &report, triggered);
 }

@@ -2,6 +2,7 @@
 
 mod common;
 
+use common::HarnessExt;
 use common::{assert_ordering, ms, Act, Harness, What};
 use lifecycle::prelude::*;
 use lifecycle::{Outcome, Signal, Trigger};
@@ -32,14 +33,14 @@ async fn failed_start_rolls_back_exactly_the_started(h: &Harness, c_start: Act, 
         }
     );
     assert_eq!(report.component("c").unwrap().start.outcome, expected);
-    assert_eq!(h.log.names(What::Started), ["a", "b"]);
+    assert_eq!(h.timeline().names(What::Started), ["a", "b"]);
     assert_eq!(
-        h.log.names(What::Stopped),
+        h.timeline().names(What::Stopped),
         ["b", "a"],
         "the started nodes stop in reverse order"
     );
     assert_eq!(
-        h.log.names(What::Flushed),
+        h.timeline().names(What::Flushed),
         ["b", "a"],
         "and only they are flushed"
     );
@@ -49,7 +50,7 @@ async fn failed_start_rolls_back_exactly_the_started(h: &Harness, c_start: Act, 
         "the start in flight is cancelled"
     );
     assert_eq!(
-        h.log.count("d", What::StartDropped),
+        h.timeline().count("d", What::StartDropped),
         1,
         "its future was dropped"
     );
@@ -58,14 +59,14 @@ async fn failed_start_rolls_back_exactly_the_started(h: &Harness, c_start: Act, 
         Outcome::NotRun,
         "nothing new starts"
     );
-    assert_eq!(h.log.count("e", What::StartBegan), 0);
+    assert_eq!(h.timeline().count("e", What::StartBegan), 0);
     assert_eq!(report.component("d").unwrap().stop.outcome, Outcome::NotRun);
     assert!(
         report.shutdown < ms(1000),
         "rollback does not wait for the cancelled start: {:?}",
         report.shutdown
     );
-    assert_ordering(&h.log, &[("b", "a"), ("c", "b"), ("e", "c")]);
+    assert_ordering(&h.timeline(), &[("b", "a"), ("c", "b"), ("e", "c")]);
     let failure = &report.failures()[0];
     assert!(
         failure.starts_with("start of c "),
@@ -94,7 +95,7 @@ async fn start_panic(h: Harness) {
 async fn start_timeout(h: Harness) {
     failed_start_rolls_back_exactly_the_started(&h, Act::Hang, Outcome::TimedOut(ms(300))).await;
     assert_eq!(
-        h.log.count("c", What::StartDropped),
+        h.timeline().count("c", What::StartDropped),
         1,
         "the hung start was dropped"
     );
@@ -143,9 +144,9 @@ async fn signal_during_start_aborts_and_exits_1(h: Harness) {
         report.component("cache").unwrap().start.outcome,
         Outcome::Cancelled
     );
-    assert_eq!(h.log.names(What::Started), ["db"]);
-    assert_eq!(h.log.names(What::Stopped), ["db"]);
-    assert_eq!(h.log.count("http", What::StartBegan), 0);
+    assert_eq!(h.timeline().names(What::Started), ["db"]);
+    assert_eq!(h.timeline().names(What::Stopped), ["db"]);
+    assert_eq!(h.timeline().count("http", What::StartBegan), 0);
     assert!(
         report.startup < ms(500),
         "the slow start was cancelled, not awaited: {:?}",
@@ -174,8 +175,8 @@ async fn request_before_run(h: Harness) {
         report.component("db").unwrap().start.outcome,
         Outcome::Cancelled
     );
-    assert_eq!(h.log.count("db", What::Started), 0);
-    assert_eq!(h.log.count("db", What::StopBegan), 0);
+    assert_eq!(h.timeline().count("db", What::Started), 0);
+    assert_eq!(h.timeline().count("db", What::StopBegan), 0);
     assert!(report.startup < ms(100), "{:?}", report.startup);
 }
 

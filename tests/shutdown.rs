@@ -2,6 +2,7 @@
 
 mod common;
 
+use common::HarnessExt;
 use common::{ms, Act, Harness, What};
 use lifecycle::prelude::*;
 use lifecycle::{Outcome, Signal, Trigger};
@@ -27,24 +28,24 @@ async fn hung_stop_is_cancelled_and_the_rest_goes_on(h: Harness) {
         Outcome::TimedOut(ms(300))
     );
     assert_eq!(
-        h.log.count("b", What::StopDropped),
+        h.timeline().count("b", What::StopDropped),
         1,
         "the hung stop's future was dropped"
     );
-    assert_eq!(h.log.names(What::Stopped), ["c", "a"]);
-    let b_gave_up = h.log.time("b", What::StopDropped).unwrap();
+    assert_eq!(h.timeline().names(What::Stopped), ["c", "a"]);
+    let b_gave_up = h.timeline().time("b", What::StopDropped).unwrap();
     assert!(
-        h.log.time("a", What::StopBegan).unwrap() >= b_gave_up,
+        h.timeline().time("a", What::StopBegan).unwrap() >= b_gave_up,
         "a waits for its dependent b, hung or not"
     );
-    let flushed = h.log.names(What::Flushed);
+    let flushed = h.timeline().names(What::Flushed);
     assert_eq!(
         flushed.len(),
         3,
         "flush runs after a hung stop, for every started node: {flushed:?}"
     );
     assert!(
-        h.log.position("b", What::Flushed) < h.log.position("a", What::Flushed),
+        h.timeline().position("b", What::Flushed) < h.timeline().position("a", What::Flushed),
         "flush in reverse order"
     );
     assert!(
@@ -87,7 +88,7 @@ async fn stop_and_flush_faults_are_reported(h: Harness) {
         report.component("a").unwrap().stop.outcome,
         Outcome::Completed
     );
-    assert_eq!(h.log.names(What::Flushed), ["b"]);
+    assert_eq!(h.timeline().names(What::Flushed), ["b"]);
     assert_eq!(
         report.failures(),
         [
@@ -138,7 +139,7 @@ async fn shutdown_stays_within_budget(h: Harness) {
     }
     // a's stop began only when b's timed out, at the end of the stop phase, and a stop
     // that is ready at once still completes there.
-    assert!(h.log.time("a", What::StopBegan) >= h.log.time("b", What::StopDropped));
+    assert!(h.timeline().time("a", What::StopBegan) >= h.timeline().time("b", What::StopDropped));
     assert_eq!(
         report.component("a").unwrap().stop.outcome,
         Outcome::Completed
@@ -163,15 +164,15 @@ async fn drain_delay_comes_before_the_first_stop(h: Harness) {
         .unwrap();
     let token = app.handle().token();
     h.shutdown_after(ms(100), app.handle());
-    let runtime = h.runtime.clone();
+    let runtime = h.runtime().clone();
     let watcher = async move {
         token.wait().await;
         runtime.now()
     };
-    let origin = h.runtime.now();
+    let origin = h.runtime().now();
     let (report, token_fired) = futures_util::future::join(h.run(app), watcher).await;
     let token_at = token_fired - origin;
-    let stop_at = h.log.time("http", What::StopBegan).unwrap();
+    let stop_at = h.timeline().time("http", What::StopBegan).unwrap();
     assert!(
         token_at >= ms(100) && token_at < ms(200),
         "token fired at {token_at:?}"
@@ -204,7 +205,7 @@ async fn second_signal_during_drain(h: Harness) {
         report.component("http").unwrap().stop.outcome,
         Outcome::Skipped
     );
-    assert_eq!(h.log.names(What::Flushed), ["http"]);
+    assert_eq!(h.timeline().names(What::Flushed), ["http"]);
     assert!(report.shutdown < ms(500), "{:?}", report.shutdown);
 }
 
@@ -280,15 +281,18 @@ async fn second_signal_during_stop(h: Harness) {
         report.component("db").unwrap().stop.outcome,
         Outcome::Skipped
     );
-    assert_eq!(h.log.count("cache", What::StopDropped), 1);
-    assert_eq!(h.log.names(What::Flushed), ["http", "cache", "db"]);
+    assert_eq!(h.timeline().count("cache", What::StopDropped), 1);
+    assert_eq!(h.timeline().names(What::Flushed), ["http", "cache", "db"]);
     assert!(
         report.shutdown < ms(500),
         "the slow stop was not awaited: {:?}",
         report.shutdown
     );
-    assert!(h.log.position("http", What::Stopped) < h.log.position("cache", What::StopBegan));
-    assert_eq!(h.log.count("db", What::StopBegan), 0);
+    assert!(
+        h.timeline().position("http", What::Stopped)
+            < h.timeline().position("cache", What::StopBegan)
+    );
+    assert_eq!(h.timeline().count("db", What::StopBegan), 0);
 }
 
 /// More shutdown requests change nothing; nothing is stopped twice.
@@ -303,8 +307,8 @@ async fn repeated_requests_are_idempotent(h: Harness) {
     }
     let report = h.run(app).await;
     assert_eq!(report.exit_code(), 0, "{report}");
-    assert_eq!(h.log.count("a", What::Stopped), 1);
-    assert_eq!(h.log.count("b", What::Stopped), 1);
+    assert_eq!(h.timeline().count("a", What::Stopped), 1);
+    assert_eq!(h.timeline().count("b", What::Stopped), 1);
 }
 
 scenarios!(

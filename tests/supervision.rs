@@ -8,6 +8,7 @@ mod common;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use common::HarnessExt;
 use common::{ms, Harness, TaskAct, What};
 use lifecycle::prelude::*;
 use lifecycle::{ComponentState, Outcome, Restart, Signal, Trigger};
@@ -54,7 +55,7 @@ async fn a_failure_cycles_the_component_and_its_dependents(h: Harness) {
         .contains("restart of worker after its task failed"));
 
     // The restart's order: http stops before worker; worker starts before http.
-    let entries = h.log.entries();
+    let entries = h.timeline().entries();
     let nth = |name: &str, what: What, n: usize| {
         entries
             .iter()
@@ -68,18 +69,18 @@ async fn a_failure_cycles_the_component_and_its_dependents(h: Harness) {
     assert!(nth("worker", What::Started, 1) < nth("http", What::StartBegan, 1));
     // Untouched: db and cache started once and stopped once, at the shutdown.
     for name in ["db", "cache"] {
-        assert_eq!(h.log.count(name, What::Started), 1, "{name}");
-        assert_eq!(h.log.count(name, What::Stopped), 1, "{name}");
+        assert_eq!(h.timeline().count(name, What::Started), 1, "{name}");
+        assert_eq!(h.timeline().count(name, What::Stopped), 1, "{name}");
     }
     assert!(nth("db", What::StopBegan, 0) > nth("worker", What::Stopped, 1));
     // The cycled ones: started twice, stopped twice (once by the restart, once at exit).
     for name in ["worker", "http"] {
-        assert_eq!(h.log.count(name, What::Started), 2, "{name}");
-        assert_eq!(h.log.count(name, What::Stopped), 2, "{name}");
+        assert_eq!(h.timeline().count(name, What::Started), 2, "{name}");
+        assert_eq!(h.timeline().count(name, What::Stopped), 2, "{name}");
     }
     // The first incarnation's task ended by failing, the second one's was cancelled at
     // the shutdown.
-    assert_eq!(h.log.count("worker", What::TaskDropped), 2);
+    assert_eq!(h.timeline().count("worker", What::TaskDropped), 2);
 }
 
 /// More failures than the limit allows: the one after the limit shuts the app down,
@@ -114,8 +115,8 @@ async fn the_limit_escalates_to_a_shutdown(h: Harness) {
         report.failures(),
         ["task of worker failed: the task lost its connection"]
     );
-    assert_eq!(h.log.count("worker", What::Started), 3);
-    assert_eq!(h.log.count("db", What::Started), 1);
+    assert_eq!(h.timeline().count("worker", What::Started), 3);
+    assert_eq!(h.timeline().count("db", What::Started), 1);
 }
 
 /// A signal during a restart's backoff wins: nothing is started again, and every
@@ -142,13 +143,17 @@ async fn a_trigger_during_a_restart_wins(h: Harness) {
     assert!(!report.restarts[0].completed, "{report}");
     for name in ["worker", "http"] {
         assert_eq!(
-            h.log.count(name, What::Started),
+            h.timeline().count(name, What::Started),
             1,
             "{name} not started again"
         );
-        assert_eq!(h.log.count(name, What::Stopped), 1, "{name} stopped once");
+        assert_eq!(
+            h.timeline().count(name, What::Stopped),
+            1,
+            "{name} stopped once"
+        );
     }
-    assert_eq!(h.log.count("db", What::Stopped), 1);
+    assert_eq!(h.timeline().count("db", What::Stopped), 1);
     assert!(
         report.shutdown < ms(1000),
         "the shutdown did not wait for the backoff: {report}"
@@ -171,7 +176,7 @@ async fn readiness_follows_criticality(h: Harness, critical: bool) {
             .unwrap();
         let monitor = app.health();
         let handle = app.handle();
-        let runtime = h.runtime.clone();
+        let runtime = h.runtime().clone();
         let seen = Arc::new(Mutex::new(None));
         let record = seen.clone();
         let runtime2 = runtime.clone();

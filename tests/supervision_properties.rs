@@ -21,6 +21,7 @@ use std::collections::BTreeSet;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
+use common::HarnessExt;
 use common::{ms, Harness, TaskAct, What};
 use lifecycle::prelude::*;
 use lifecycle::{Restart, Signal, Trigger};
@@ -108,7 +109,7 @@ async fn run_case(h: Harness, case: Case) {
     h.signal_after(ms(case.signal), Signal::Terminate);
     let report = h.run(app).await;
 
-    let entries = h.log.entries();
+    let entries = h.timeline().entries();
     // Whether each component runs, replaying the log.
     let mut running = vec![false; n];
     let index = |name: &str| name[1..].parse::<usize>().unwrap();
@@ -145,8 +146,8 @@ async fn run_case(h: Harness, case: Case) {
         "a component was left running: {running:?}"
     );
     for i in 0..n {
-        let started = h.log.count(&name(i), What::Started);
-        let stopped = h.log.count(&name(i), What::Stopped);
+        let started = h.timeline().count(&name(i), What::Started);
+        let stopped = h.timeline().count(&name(i), What::Stopped);
         assert_eq!(
             started, stopped,
             "c{i}: every start is matched by exactly one stop"

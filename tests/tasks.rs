@@ -5,6 +5,7 @@ mod common;
 
 use std::sync::{Arc, Mutex};
 
+use common::HarnessExt;
 use common::{ms, Act, Harness, TaskAct, What};
 use futures_util::future::{select, Either};
 use lifecycle::prelude::*;
@@ -33,12 +34,12 @@ async fn failed_task_triggers_shutdown(h: &Harness, task: TaskAct, expected: Out
         [expected]
     );
     assert_eq!(
-        h.log.names(What::Stopped).len(),
+        h.timeline().names(What::Stopped).len(),
         3,
         "everything stops: {report}"
     );
     assert_eq!(
-        h.log.count("idle", What::TaskDropped),
+        h.timeline().count("idle", What::TaskDropped),
         1,
         "the other tasks are cancelled"
     );
@@ -80,9 +81,15 @@ async fn tasks_are_cancelled_after_their_stop(h: Harness) {
     h.shutdown_after(ms(50), app.handle());
     let report = h.run(app).await;
     assert_eq!(report.exit_code(), 0, "{report}");
-    assert_eq!(h.log.count("server", What::TaskDropped), 1);
-    assert!(h.log.position("server", What::Stopped) < h.log.position("server", What::TaskDropped));
-    assert!(h.log.position("server", What::TaskDropped) < h.log.position("server", What::Flushed));
+    assert_eq!(h.timeline().count("server", What::TaskDropped), 1);
+    assert!(
+        h.timeline().position("server", What::Stopped)
+            < h.timeline().position("server", What::TaskDropped)
+    );
+    assert!(
+        h.timeline().position("server", What::TaskDropped)
+            < h.timeline().position("server", What::Flushed)
+    );
 }
 
 /// A task that fails while its component is still starting aborts the start.
@@ -106,7 +113,7 @@ async fn task_failure_during_start_aborts_it(h: Harness) {
         report.component("db").unwrap().start.outcome,
         Outcome::Cancelled
     );
-    assert_eq!(h.log.names(What::Stopped), ["other"]);
+    assert_eq!(h.timeline().names(What::Stopped), ["other"]);
     assert_eq!(report.exit_code(), 1);
 }
 
@@ -273,7 +280,7 @@ async fn awaiting_a_failed_task_gives_its_error(h: Harness) {
         if seen.lock().unwrap().is_some() {
             break;
         }
-        h.runtime.sleep(ms(5)).await; // the waiting task runs on other threads
+        h.runtime().sleep(ms(5)).await; // the waiting task runs on other threads
     }
     assert_eq!(
         *seen.lock().unwrap(),
@@ -289,19 +296,19 @@ async fn a_dropped_run_cancels_its_tasks(h: Harness) {
         .build()
         .unwrap();
     let run = Box::pin(h.run(app));
-    let other = h.runtime.sleep(ms(100));
+    let other = h.runtime().sleep(ms(100));
     match select(run, other).await {
         Either::Left((report, _)) => panic!("the app ended on its own: {report}"),
         Either::Right(((), run)) => drop(run),
     }
     // The tasks are woken to be dropped; give them a moment on the runtime.
     for _ in 0..100 {
-        if h.log.names(What::TaskDropped).len() == 2 {
+        if h.timeline().names(What::TaskDropped).len() == 2 {
             break;
         }
-        h.runtime.sleep(ms(5)).await;
+        h.runtime().sleep(ms(5)).await;
     }
-    let mut dropped = h.log.names(What::TaskDropped);
+    let mut dropped = h.timeline().names(What::TaskDropped);
     dropped.sort();
     assert_eq!(
         dropped,
@@ -309,7 +316,7 @@ async fn a_dropped_run_cancels_its_tasks(h: Harness) {
         "every tracked task ended with the app"
     );
     assert!(
-        h.log.names(What::StopBegan).is_empty(),
+        h.timeline().names(What::StopBegan).is_empty(),
         "a dropped run runs no stop"
     );
 }

@@ -1,44 +1,33 @@
-//! Test support: a scriptable component that records what happens to it, a runtime
-//! wrapper that lets a test send signals, and `scenarios!`, which runs each scenario on
-//! smol (real clock, generous bounds), on tokio (paused, virtual clock) and on tokio's
-//! multi-threaded runtime (real clock, as `run()` builds it).
+//! Test support specific to this project: a scriptable component (`Probe`) that records
+//! what happens to it on the testing kit's timeline, and components with scriptable
+//! health checks. The harness, the timeline and `scenarios!` (each scenario on smol, on
+//! tokio's paused clock and on tokio's multi-threaded runtime) are the public testing
+//! kit's, `lifecycle::testing`.
 #![allow(dead_code)]
 
 pub mod child;
 
-use std::fmt;
-use std::future::Future;
-use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use futures_channel::mpsc::{unbounded, UnboundedReceiver, UnboundedSender};
 use lifecycle::prelude::*;
-use lifecycle::runtime::{BoxFuture, Runtime, Signal, SignalStream};
-use lifecycle::ShutdownHandle;
+use lifecycle::runtime::Runtime;
+#[allow(unused_imports)] // each test binary uses some
+pub use lifecycle::testing::{on_smol, Harness, Timeline, What};
+#[cfg(feature = "tokio")]
+#[allow(unused_imports)]
+pub use lifecycle::testing::{on_tokio, on_tokio_threads};
 
 pub fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
-/// Runs each named `async fn(Harness)` scenario of the calling file as a test on both
-/// runtimes: `mod smol { #[test] fn name() }`, `mod tokio` (virtual time) and
-/// `mod tokio_threads` (real time, multi-threaded).
+/// Each scenario of the calling file as a test on each runtime: the testing kit's macro.
 #[macro_export]
 macro_rules! scenarios {
     ($($name:ident),* $(,)?) => {
-        mod smol {
-            $( #[test] fn $name() { $crate::common::on_smol(super::$name) } )*
-        }
-        #[cfg(feature = "tokio")]
-        mod tokio {
-            $( #[test] fn $name() { $crate::common::on_tokio(super::$name) } )*
-        }
-        #[cfg(feature = "tokio")]
-        mod tokio_threads {
-            $( #[test] fn $name() { $crate::common::on_tokio_threads(super::$name) } )*
-        }
+        lifecycle::scenarios!($($name),*);
     };
 }
 
@@ -61,85 +50,15 @@ impl Component for Named {
     }
 }
 
-/// What a scenario gets: the runtime to run the app on, and a way to send it signals.
-pub struct Harness {
-    pub runtime: Arc<dyn Runtime>,
-    signals: UnboundedSender<Signal>,
-    pub log: Log,
+/// The project's scripted component on a harness.
+pub trait HarnessExt {
+    /// A scriptable component named `name`, recording on this harness's timeline.
+    fn probe(&self, name: &str) -> Probe;
 }
 
-impl Harness {
-    fn new(inner: Arc<dyn Runtime>) -> Self {
+impl HarnessExt for Harness {
+    fn probe(&self, name: &str) -> Probe {
         laptop();
-        let (signals, receiver) = unbounded();
-        let origin = inner.now();
-        let runtime: Arc<dyn Runtime> = Arc::new(TestRuntime {
-            inner,
-            signals: Mutex::new(Some(receiver)),
-        });
-        let log = Log {
-            runtime: runtime.clone(),
-            origin,
-            entries: Arc::default(),
-        };
-        Harness {
-            runtime,
-            signals,
-            log,
-        }
-    }
-
-    /// Sends `signal` to the app after `delay`.
-    pub fn signal_after(&self, delay: Duration, signal: Signal) {
-        let runtime = self.runtime.clone();
-        let signals = self.signals.clone();
-        self.runtime.spawn(Box::pin(async move {
-            runtime.sleep(delay).await;
-            let _ = signals.unbounded_send(signal);
-        }));
-    }
-
-    /// A function that sends a signal to the app at once, for a component to call
-    /// from inside a hook.
-    pub fn signaller(&self) -> impl Fn(Signal) + Send + Sync + 'static {
-        let signals = self.signals.clone();
-        move |signal| {
-            let _ = signals.unbounded_send(signal);
-        }
-    }
-
-    /// Sends `signal` as soon as `name` logs `what`.
-    pub fn signal_when(&self, name: &str, what: What, signal: Signal) {
-        let runtime = self.runtime.clone();
-        let signals = self.signals.clone();
-        let log = self.log.clone();
-        let name = name.to_owned();
-        self.runtime.spawn(Box::pin(async move {
-            while log.time(&name, what).is_none() {
-                runtime.sleep(ms(1)).await;
-            }
-            let _ = signals.unbounded_send(signal);
-        }));
-    }
-
-    /// Requests shutdown through `handle` after `delay`.
-    pub fn shutdown_after(&self, delay: Duration, handle: ShutdownHandle) {
-        let runtime = self.runtime.clone();
-        self.runtime.spawn(Box::pin(async move {
-            runtime.sleep(delay).await;
-            handle.shutdown();
-        }));
-    }
-
-    /// Runs `app` on this harness's runtime.
-    pub async fn run(&self, app: App) -> Report {
-        app.run_on(self.runtime.clone())
-            .await
-            .expect("the app runs")
-    }
-
-    /// A scriptable component named `name`, logging to this harness's log.
-    pub fn probe(&self, name: &str) -> Probe {
         Probe {
             name: name.to_owned(),
             dependencies: Vec::new(),
@@ -147,7 +66,7 @@ impl Harness {
             stop: Act::Ok,
             flush: Act::Ok,
             task: None,
-            log: self.log.clone(),
+            log: self.timeline().clone(),
         }
     }
 }
@@ -155,70 +74,6 @@ impl Harness {
 /// The scenarios assume a laptop: in Kubernetes the default drain delay is 5 s.
 pub fn laptop() {
     std::env::remove_var("KUBERNETES_SERVICE_HOST");
-}
-
-pub fn on_smol<F: Future<Output = ()>>(scenario: impl FnOnce(Harness) -> F) {
-    smol::block_on(scenario(Harness::new(Arc::new(
-        lifecycle::SmolRuntime::new(),
-    ))))
-}
-
-#[cfg(feature = "tokio")]
-pub fn on_tokio<F: Future<Output = ()>>(scenario: impl FnOnce(Harness) -> F) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .unwrap();
-    runtime
-        .block_on(async { scenario(Harness::new(Arc::new(lifecycle::TokioRuntime::new()))).await })
-}
-
-/// On the runtime `run()` builds: tokio, multi-threaded (two workers), real clock.
-#[cfg(feature = "tokio")]
-pub fn on_tokio_threads<F: Future<Output = ()>>(scenario: impl FnOnce(Harness) -> F) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime
-        .block_on(async { scenario(Harness::new(Arc::new(lifecycle::TokioRuntime::new()))).await })
-}
-
-/// Delegates to a real runtime, except that signals come from the test.
-struct TestRuntime {
-    inner: Arc<dyn Runtime>,
-    signals: Mutex<Option<UnboundedReceiver<Signal>>>,
-}
-
-impl fmt::Debug for TestRuntime {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TestRuntime")
-            .field("inner", &self.inner)
-            .finish()
-    }
-}
-
-impl Runtime for TestRuntime {
-    fn spawn(&self, future: BoxFuture<()>) {
-        self.inner.spawn(future)
-    }
-    fn sleep_until(&self, deadline: Instant) -> BoxFuture<()> {
-        self.inner.sleep_until(deadline)
-    }
-    fn now(&self) -> Instant {
-        self.inner.now()
-    }
-    fn signals(&self) -> io::Result<SignalStream> {
-        let receiver = self
-            .signals
-            .lock()
-            .unwrap()
-            .take()
-            .expect("signals are registered once");
-        Ok(Box::pin(receiver))
-    }
 }
 
 /// What a probe's hook does.
@@ -245,81 +100,6 @@ pub enum TaskAct {
     EndAfter(Duration),
 }
 
-/// Something that happened to a probe.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum What {
-    StartBegan,
-    Started,
-    StartDropped,
-    StopBegan,
-    Stopped,
-    StopDropped,
-    Flushed,
-    FlushDropped,
-    TaskDropped,
-}
-
-#[derive(Debug, Clone)]
-pub struct Entry {
-    pub at: Duration,
-    pub name: String,
-    pub what: What,
-}
-
-/// The shared, timestamped record of what happened to every probe.
-#[derive(Clone)]
-pub struct Log {
-    runtime: Arc<dyn Runtime>,
-    origin: Instant,
-    entries: Arc<Mutex<Vec<Entry>>>,
-}
-
-impl Log {
-    pub fn push(&self, name: &str, what: What) {
-        let at = self.runtime.now() - self.origin;
-        self.entries.lock().unwrap().push(Entry {
-            at,
-            name: name.to_owned(),
-            what,
-        });
-    }
-
-    pub fn entries(&self) -> Vec<Entry> {
-        self.entries.lock().unwrap().clone()
-    }
-
-    /// Names that logged `what`, in the order they did.
-    pub fn names(&self, what: What) -> Vec<String> {
-        self.entries()
-            .into_iter()
-            .filter(|e| e.what == what)
-            .map(|e| e.name)
-            .collect()
-    }
-
-    /// When `name` logged `what` (the first time).
-    pub fn time(&self, name: &str, what: What) -> Option<Duration> {
-        self.entries()
-            .into_iter()
-            .find(|e| e.name == name && e.what == what)
-            .map(|e| e.at)
-    }
-
-    /// Index of the first `what` of `name` in the log.
-    pub fn position(&self, name: &str, what: What) -> Option<usize> {
-        self.entries()
-            .iter()
-            .position(|e| e.name == name && e.what == what)
-    }
-
-    pub fn count(&self, name: &str, what: What) -> usize {
-        self.entries()
-            .iter()
-            .filter(|e| e.name == name && e.what == what)
-            .count()
-    }
-}
-
 /// A component whose hooks do what the test says and log what happens.
 pub struct Probe {
     pub name: String,
@@ -328,7 +108,7 @@ pub struct Probe {
     pub stop: Act,
     pub flush: Act,
     pub task: Option<TaskAct>,
-    pub log: Log,
+    pub log: Timeline,
 }
 
 impl Probe {
@@ -384,7 +164,7 @@ impl Probe {
 
 /// Logs `what` if dropped while armed: proves a future was cancelled.
 struct DropLog {
-    log: Log,
+    log: Timeline,
     name: String,
     what: What,
     armed: bool,
@@ -399,7 +179,7 @@ impl DropLog {
 impl Drop for DropLog {
     fn drop(&mut self) {
         if self.armed {
-            self.log.push(&self.name, self.what);
+            self.log.record(&self.name, self.what);
         }
     }
 }
@@ -415,7 +195,7 @@ impl Component for Probe {
     }
 
     async fn start(&mut self, ctx: &StartContext) -> Result<(), BoxError> {
-        self.log.push(&self.name, What::StartBegan);
+        self.log.record(&self.name, What::StartBegan);
         if let Some(task) = self.task.clone() {
             let runtime = ctx.runtime().clone();
             let guard = DropLog {
@@ -456,68 +236,29 @@ impl Component for Probe {
         }
         self.act(ctx.runtime(), &self.start, "start", What::StartDropped)
             .await?;
-        self.log.push(&self.name, What::Started);
+        self.log.record(&self.name, What::Started);
         Ok(())
     }
 
     async fn stop(&mut self, ctx: &StopContext) -> Result<(), BoxError> {
-        self.log.push(&self.name, What::StopBegan);
+        self.log.record(&self.name, What::StopBegan);
         self.act(ctx.runtime(), &self.stop, "stop", What::StopDropped)
             .await?;
-        self.log.push(&self.name, What::Stopped);
+        self.log.record(&self.name, What::Stopped);
         Ok(())
     }
 
     async fn flush(&mut self, ctx: &FlushContext) -> Result<(), BoxError> {
         self.act(ctx.runtime(), &self.flush, "flush", What::FlushDropped)
             .await?;
-        self.log.push(&self.name, What::Flushed);
+        self.log.record(&self.name, What::Flushed);
         Ok(())
     }
 }
 
-/// Checks the ordering invariants on the log of a run whose graph is `edges`
-/// (`(a, b)`: `a` depends on `b`): a node starts only after its dependencies started,
-/// stops only after its dependents stopped, each started node stops once, nothing else
-/// stops, and every flush comes after the last stop.
-pub fn assert_ordering(log: &Log, edges: &[(&str, &str)]) {
-    for &(a, b) in edges {
-        if let Some(began) = log.position(a, What::StartBegan) {
-            let started = log
-                .position(b, What::Started)
-                .unwrap_or_else(|| panic!("{a} began starting but {b} never started"));
-            assert!(
-                started < began,
-                "{a} began starting before its dependency {b} started"
-            );
-        }
-        if let (Some(stopped), Some(began)) = (
-            log.position(a, What::Stopped),
-            log.position(b, What::StopBegan),
-        ) {
-            assert!(
-                stopped < began,
-                "{b} began stopping before its dependent {a} stopped"
-            );
-        }
-    }
-    let started = log.names(What::Started);
-    let mut stopped = log.names(What::Stopped);
-    stopped.sort();
-    let mut expected = started.clone();
-    expected.sort();
-    assert_eq!(
-        stopped, expected,
-        "exactly the started components stop, once each"
-    );
-    let entries = log.entries();
-    let last_stop = entries
-        .iter()
-        .rposition(|e| matches!(e.what, What::Stopped | What::StopDropped));
-    let first_flush = entries.iter().position(|e| e.what == What::Flushed);
-    if let (Some(stop), Some(flush)) = (last_stop, first_flush) {
-        assert!(stop < flush, "a flush ran before the last stop ended");
-    }
+/// Checks the ordering invariants on the timeline of a run whose graph is `edges`.
+pub fn assert_ordering(log: &Timeline, edges: &[(&str, &str)]) {
+    log.assert_ordering(edges)
 }
 
 /// How a [`Checked`] component's health check behaves.
