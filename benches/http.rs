@@ -363,6 +363,8 @@ struct Measure {
     p99: Duration,
     /// The share of the machine's CPU time that other processes used meanwhile.
     others: f64,
+    /// The CPU time the server used per request (this process's, `wrk` excluded).
+    cpu_per_request: Duration,
 }
 
 /// A warm-up, then a measured run; again (after waiting for the machine to be quiet) when
@@ -373,8 +375,9 @@ fn measure(addr: SocketAddr, handler: Handler, connections: usize) -> Option<Mea
     for attempt in 1..=ATTEMPTS {
         let _ = wrk(addr, handler.path(), connections, WARMUP_S);
         let before = CpuTimes::now();
-        let mut measure = wrk(addr, handler.path(), connections, DURATION_S)?;
+        let (mut measure, requests) = wrk(addr, handler.path(), connections, DURATION_S)?;
         measure.others = before.others_since();
+        measure.cpu_per_request = before.server_since() / requests.max(1);
         if measure.others <= OTHERS_LIMIT {
             return Some(measure);
         }
@@ -415,6 +418,8 @@ struct CpuTimes {
     total: u64,
     /// utime + stime + cutime + cstime of this process.
     own: u64,
+    /// utime + stime of this process alone (the servers).
+    server: u64,
 }
 
 impl CpuTimes {
@@ -435,13 +440,25 @@ impl CpuTimes {
         let own_stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
         // After the command's name (in parentheses): state is field 3, utime field 14.
         let after_name = own_stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-        let own = after_name
+        let times: Vec<u64> = after_name
             .split_whitespace()
             .skip(11)
             .take(4)
-            .filter_map(|field| field.parse::<u64>().ok())
-            .sum();
-        CpuTimes { busy, total, own }
+            .filter_map(|field| field.parse().ok())
+            .collect();
+        CpuTimes {
+            busy,
+            total,
+            own: times.iter().sum(),
+            server: times.iter().take(2).sum(),
+        }
+    }
+
+    /// The CPU time this process (not its children) used since `self`.
+    fn server_since(self) -> Duration {
+        // Linux reports these in USER_HZ, 100 per second on every architecture it runs on.
+        let ticks = CpuTimes::now().server.saturating_sub(self.server);
+        Duration::from_millis(ticks * 10)
     }
 
     /// The share of the machine's CPU time since `self` that went to other processes
@@ -461,9 +478,10 @@ impl CpuTimes {
     }
 }
 
-/// Runs `wrk` against `path` with `connections` connections for `seconds`; `None` (and
-/// what went wrong, printed) when its output cannot be read.
-fn wrk(addr: SocketAddr, path: &str, connections: usize, seconds: u64) -> Option<Measure> {
+/// Runs `wrk` against `path` with `connections` connections for `seconds`: what it
+/// measured, and how many requests it completed; `None` (and what went wrong, printed)
+/// when its output cannot be read.
+fn wrk(addr: SocketAddr, path: &str, connections: usize, seconds: u64) -> Option<(Measure, u32)> {
     let url = format!("http://{addr}{path}");
     let output = Command::new("wrk")
         .arg("-t2")
@@ -488,12 +506,22 @@ fn wrk(addr: SocketAddr, path: &str, connections: usize, seconds: u64) -> Option
         .lines()
         .find_map(|line| line.trim().strip_prefix("99%"))
         .and_then(|value| parse_time(value.trim()));
-    match (requests_per_s, p99) {
-        (Some(requests_per_s), Some(p99)) => Some(Measure {
-            requests_per_s,
-            p99,
-            others: 0.0,
-        }),
+    // `  348571 requests in 5.00s, 42.22MB read`
+    let requests = text.lines().find_map(|line| {
+        let (count, rest) = line.trim().split_once(' ')?;
+        rest.starts_with("requests in")
+            .then(|| count.parse::<u32>().ok())?
+    });
+    match (requests_per_s, p99, requests) {
+        (Some(requests_per_s), Some(p99), Some(requests)) => Some((
+            Measure {
+                requests_per_s,
+                p99,
+                others: 0.0,
+                cpu_per_request: Duration::ZERO,
+            },
+            requests,
+        )),
         _ => {
             println!(
                 "  wrk {url} -c{connections}: cannot read its output ({}):\n{text}{}",
@@ -538,6 +566,15 @@ impl Cell {
     fn p99(&self) -> Duration {
         Duration::from_secs_f64(median(
             self.runs.iter().map(|run| run.p99.as_secs_f64()).collect(),
+        ))
+    }
+
+    fn cpu_per_request(&self) -> Duration {
+        Duration::from_secs_f64(median(
+            self.runs
+                .iter()
+                .map(|run| run.cpu_per_request.as_secs_f64())
+                .collect(),
         ))
     }
 
@@ -651,7 +688,7 @@ fn main() {
                             continue;
                         };
                         println!(
-                            "round {}/{rounds}  {:5}  {:40} {:10} c={:<3}  {:>9.0} req/s  p99 {:>9}  others {:.1}%{}",
+                            "round {}/{rounds}  {:5}  {:40} {:10} c={:<3}  {:>9.0} req/s  p99 {:>9}  server CPU {:>5.1} µs/req  others {:.1}%{}",
                             round + 1,
                             server.runtime().name(),
                             server.name(),
@@ -659,6 +696,7 @@ fn main() {
                             connections,
                             measure.requests_per_s,
                             human(measure.p99),
+                            measure.cpu_per_request.as_secs_f64() * 1e6,
                             measure.others * 100.0,
                             if measure.others > OTHERS_LIMIT {
                                 "  DISTURBED"
@@ -691,9 +729,9 @@ fn main() {
             rt.name()
         );
         println!(
-            "| server | handler | connections | requests/s | p99 | throughput / best peer | p99 / best peer |"
+            "| server | handler | connections | requests/s | p99 | server CPU per request | throughput / best peer | p99 / best peer | CPU per request / best peer |"
         );
-        println!("| --- | --- | --- | --- | --- | --- | --- |");
+        println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
         for handler in HANDLERS {
             for connections in CONNECTIONS {
                 let row: Vec<&Cell> = cells
@@ -711,24 +749,30 @@ fn main() {
                     .map(|cell| cell.requests_per_s())
                     .fold(0.0, f64::max);
                 let best_p99 = peers
+                    .clone()
                     .map(|cell| cell.p99().as_secs_f64())
+                    .fold(f64::INFINITY, f64::min);
+                let best_cpu = peers
+                    .map(|cell| cell.cpu_per_request().as_secs_f64())
                     .fold(f64::INFINITY, f64::min);
                 for cell in &row {
                     let (low, high) = cell.range();
                     let rate_ratio = cell.requests_per_s() / best_rate;
                     let p99_ratio = cell.p99().as_secs_f64() / best_p99;
+                    let cpu_ratio = cell.cpu_per_request().as_secs_f64() / best_cpu;
                     let name = if cell.server.is_lifecycle() {
                         format!("**{}**", cell.server.name())
                     } else {
                         cell.server.name().to_owned()
                     };
                     println!(
-                        "| {name} | {} | {connections} | {} ({}-{}) | {} | {rate_ratio:.2}× | {p99_ratio:.2}× |",
+                        "| {name} | {} | {connections} | {} ({}-{}) | {} | {:.1} µs | {rate_ratio:.2}× | {p99_ratio:.2}× | {cpu_ratio:.2}× |",
                         handler.name(),
                         thousands(cell.requests_per_s()),
                         thousands(low),
                         thousands(high),
                         human(cell.p99()),
+                        cell.cpu_per_request().as_secs_f64() * 1e6,
                     );
                     if cell.server.is_lifecycle() {
                         verdicts.push(format!(

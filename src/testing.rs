@@ -215,6 +215,34 @@ impl Harness {
         }
     }
 
+    /// Records every component of `builder` on the timeline (an app assembled by your own
+    /// code, untouched), and lets faults be injected into them by name.
+    ///
+    /// ```
+    /// # use lifecycle::prelude::*;
+    /// # use lifecycle::testing::{Fault, Hook, What};
+    /// # struct Db;
+    /// # #[async_trait]
+    /// # impl Component for Db {
+    /// #     fn name(&self) -> &str { "db" }
+    /// #     async fn start(&mut self, _: &StartContext) -> Result<(), BoxError> { Ok(()) }
+    /// #     async fn stop(&mut self, _: &StopContext) -> Result<(), BoxError> { Ok(()) }
+    /// # }
+    /// # fn my_app() -> lifecycle::Builder { App::builder().add(Db) }
+    /// lifecycle::testing::on_tokio(|h| async move {
+    ///     let app = h.instrument(my_app()).inject("db", Hook::Start, Fault::Fail).build().unwrap();
+    ///     let report = h.run(app).await;
+    ///     assert_eq!(report.failures(), ["start of db failed: injected failure"]);
+    /// });
+    /// ```
+    pub fn instrument(&self, builder: crate::Builder) -> Instrumented<'_> {
+        Instrumented {
+            harness: self,
+            builder,
+            faults: Vec::new(),
+        }
+    }
+
     /// Sends `signal` to the app after `delay` (on the app's clock).
     pub fn signal_after(&self, delay: Duration, signal: Signal) {
         let runtime = self.runtime.clone();
@@ -266,6 +294,61 @@ impl Harness {
         app.run_on(self.runtime.clone())
             .await
             .expect("the app runs (once per harness)")
+    }
+}
+
+/// An app's builder whose components are recorded on a harness's timeline, with faults
+/// injected by component name; made by [`Harness::instrument`].
+#[must_use = "build it into the app to run"]
+pub struct Instrumented<'h> {
+    harness: &'h Harness,
+    builder: crate::Builder,
+    faults: Vec<(String, Hook, Fault, Option<usize>)>,
+}
+
+impl fmt::Debug for Instrumented<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Instrumented")
+            .field("faults", &self.faults)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Instrumented<'_> {
+    /// Injects `fault` into every call of `hook` of the component named `component`.
+    pub fn inject(mut self, component: &str, hook: Hook, fault: Fault) -> Self {
+        self.faults.push((component.to_owned(), hook, fault, None));
+        self
+    }
+
+    /// Injects `fault` into the `nth` call (the first is 1) of `hook` of `component`.
+    pub fn inject_at(mut self, component: &str, hook: Hook, fault: Fault, nth: usize) -> Self {
+        self.faults
+            .push((component.to_owned(), hook, fault, Some(nth)));
+        self
+    }
+
+    /// Builds the app, every component wrapped.
+    ///
+    /// # Errors
+    ///
+    /// The app's own [`BuildError`](crate::BuildError).
+    pub fn build(self) -> Result<App, crate::BuildError> {
+        let Instrumented {
+            harness,
+            builder,
+            faults,
+        } = self;
+        builder
+            .wrap_each(|component| {
+                let mut wrapped = harness.wrap(component);
+                let name = wrapped.inner.name().to_owned();
+                for (_, hook, fault, nth) in faults.iter().filter(|f| f.0 == name) {
+                    wrapped.faults.push((*hook, *fault, *nth));
+                }
+                Box::new(wrapped)
+            })
+            .build()
     }
 }
 

@@ -1,3 +1,4 @@
+#![cfg(all(feature = "tokio", feature = "http"))]
 //! The axum example against the same service on plain axum: its orchestration (the code
 //! between the `orchestration` markers: components, signals, deadlines, drain, main) is
 //! shorter on lifecycle, and the README says by how much.
@@ -29,4 +30,112 @@ fn the_lifecycle_version_is_shorter_and_the_readme_says_so() {
     let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
     let claim = format!("{lifecycle} lines of orchestration on lifecycle, {plain} on plain axum");
     assert!(readme.contains(&claim), "the README should say: {claim}");
+}
+
+/// The example's app itself, as `main` assembles it.
+#[allow(dead_code)]
+#[path = "../examples/axum/main.rs"]
+mod axum_app;
+
+use std::time::Duration;
+
+use lifecycle::prelude::*;
+use lifecycle::testing::{Fault, Harness, Hook, What};
+use lifecycle::Signal;
+
+fn database(label: &str) -> (std::path::PathBuf, String) {
+    let path = std::env::temp_dir().join(format!(
+        "lifecycle-axum-{label}-{}-{:?}.db",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    let _ = std::fs::remove_file(&path);
+    let url = format!("sqlite://{}?mode=rwc", path.display());
+    (path, url)
+}
+
+/// The worker finishes the item it holds on SIGTERM: no item is left `working`, and
+/// `worker` and `http` stop before `db`.
+async fn the_worker_finishes_its_item_on_sigterm(h: Harness) {
+    let (path, url) = database("sigterm");
+    {
+        let pool = axum_app::routes::open(&url).await.unwrap();
+        for _ in 0..20 {
+            sqlx::query("INSERT INTO items DEFAULT VALUES")
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        pool.close().await;
+    }
+    let builder = axum_app::app(&url, "127.0.0.1:0", "127.0.0.1:0").unwrap();
+    let app = h.instrument(builder).build().unwrap();
+    h.signal_after(Duration::from_millis(300), Signal::Terminate); // during the 2nd item
+    let report = h.run(app).await;
+    assert_eq!(report.exit_code(), 0, "{report}");
+    let timeline = h.timeline();
+    timeline.assert_before(("worker", What::Stopped), ("db", What::StopBegan));
+    timeline.assert_before(("http", What::Stopped), ("db", What::StopBegan));
+    assert!(
+        report.component("worker").unwrap().stop.took >= Duration::from_millis(50),
+        "the stop waited for the item: {report}"
+    );
+    let pool = axum_app::routes::open(&url).await.unwrap();
+    let counts: Vec<(String, i64)> =
+        sqlx::query_as("SELECT state, COUNT(*) FROM items GROUP BY state ORDER BY state")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    pool.close().await;
+    let _ = std::fs::remove_file(&path);
+    assert!(
+        !counts.iter().any(|(state, _)| state == "working"),
+        "an item was left half done: {counts:?}"
+    );
+    assert!(
+        counts.iter().any(|(state, n)| state == "done" && *n >= 1),
+        "{counts:?}"
+    );
+}
+
+/// The db's start hangs: it times out, the probe server that had started is stopped,
+/// nothing else starts, exit 1.
+async fn a_hung_db_start_rolls_back_what_had_started(h: Harness) {
+    let (path, url) = database("hung");
+    let builder = axum_app::app(&url, "127.0.0.1:0", "127.0.0.1:0")
+        .unwrap()
+        .config(Config::default().start_timeout(Duration::from_millis(300)));
+    let app = h
+        .instrument(builder)
+        .inject("db", Hook::Start, Fault::Hang)
+        .build()
+        .unwrap();
+    let report = h.run(app).await;
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(report.exit_code(), 1, "{report}");
+    assert_eq!(report.failures(), ["start of db timed out after 300ms"]);
+    let timeline = h.timeline();
+    assert_eq!(timeline.count("probes", What::Stopped), 1, "rolled back");
+    assert_eq!(timeline.count("worker", What::StartBegan), 0);
+    assert_eq!(timeline.count("http", What::StartBegan), 0);
+}
+
+#[test]
+fn smol_the_worker_finishes_its_item_on_sigterm() {
+    lifecycle::testing::on_smol(the_worker_finishes_its_item_on_sigterm);
+}
+
+#[test]
+fn tokio_the_worker_finishes_its_item_on_sigterm() {
+    lifecycle::testing::on_tokio_threads(the_worker_finishes_its_item_on_sigterm);
+}
+
+#[test]
+fn smol_a_hung_db_start_rolls_back_what_had_started() {
+    lifecycle::testing::on_smol(a_hung_db_start_rolls_back_what_had_started);
+}
+
+#[test]
+fn tokio_a_hung_db_start_rolls_back_what_had_started() {
+    lifecycle::testing::on_tokio_threads(a_hung_db_start_rolls_back_what_had_started);
 }

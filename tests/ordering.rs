@@ -30,7 +30,7 @@ async fn run_graph(h: &Harness, names: &[&str], edges: &[(&str, &str)]) -> Repor
     assert_eq!(report.exit_code(), 0, "{report}");
     assert_eq!(report.trigger, Trigger::Requested);
     assert_eq!(h.timeline().names(What::Started).len(), names.len());
-    assert_ordering(&h.timeline(), edges);
+    assert_ordering(h.timeline(), edges);
     assert_eq!(h.timeline().names(What::Flushed).len(), names.len());
     report
 }

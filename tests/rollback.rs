@@ -66,7 +66,7 @@ async fn failed_start_rolls_back_exactly_the_started(h: &Harness, c_start: Act, 
         "rollback does not wait for the cancelled start: {:?}",
         report.shutdown
     );
-    assert_ordering(&h.timeline(), &[("b", "a"), ("c", "b"), ("e", "c")]);
+    assert_ordering(h.timeline(), &[("b", "a"), ("c", "b"), ("e", "c")]);
     let failure = &report.failures()[0];
     assert!(
         failure.starts_with("start of c "),

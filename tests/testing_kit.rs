@@ -50,7 +50,10 @@ async fn start_faults_give_their_outcomes(h: Harness) {
     let app = App::builder()
         .config(short())
         .add(h.wrap(plain("db", vec![])))
-        .add(h.wrap(plain("hangs", vec!["db"])).inject(Hook::Start, Fault::Hang))
+        .add(
+            h.wrap(plain("hangs", vec!["db"]))
+                .inject(Hook::Start, Fault::Hang),
+        )
         .build()
         .unwrap();
     let report = h.run(app).await;
@@ -71,9 +74,18 @@ async fn start_faults_give_their_outcomes(h: Harness) {
 async fn stop_and_flush_faults_give_their_outcomes(h: Harness) {
     let app = App::builder()
         .config(short())
-        .add(h.wrap(plain("db", vec![])).inject(Hook::Flush, Fault::Sleep(ms(20))))
-        .add(h.wrap(plain("cache", vec!["db"])).inject(Hook::Stop, Fault::Panic))
-        .add(h.wrap(plain("http", vec!["cache"])).inject(Hook::Stop, Fault::Fail))
+        .add(
+            h.wrap(plain("db", vec![]))
+                .inject(Hook::Flush, Fault::Sleep(ms(20))),
+        )
+        .add(
+            h.wrap(plain("cache", vec!["db"]))
+                .inject(Hook::Stop, Fault::Panic),
+        )
+        .add(
+            h.wrap(plain("http", vec!["cache"]))
+                .inject(Hook::Stop, Fault::Fail),
+        )
         .build()
         .unwrap();
     h.shutdown_after(ms(20), app.handle());
@@ -117,18 +129,33 @@ async fn inject_at_hits_the_nth_call(h: Harness) {
         .config(short())
         .add_with(
             h.wrap(FailsOnce).inject_at(Hook::Start, Fault::Fail, 2),
-            Options::new().restart(Restart::on_failure().limit(1, ms(60_000)).backoff(ms(10), ms(10))),
+            Options::new().restart(
+                Restart::on_failure()
+                    .limit(1, ms(60_000))
+                    .backoff(ms(10), ms(10)),
+            ),
         )
         .build()
         .unwrap();
     let report = h.run(app).await;
-    assert_eq!(h.timeline().count("worker", What::Started), 1, "the first start was not hit");
-    assert_eq!(h.timeline().count("worker", What::HookFailed), 1, "the second was");
+    assert_eq!(
+        h.timeline().count("worker", What::Started),
+        1,
+        "the first start was not hit"
+    );
+    assert_eq!(
+        h.timeline().count("worker", What::HookFailed),
+        1,
+        "the second was"
+    );
     assert_eq!(
         report.restarts[0].failed_attempts,
         ["start of worker failed: injected failure"]
     );
-    assert!(matches!(report.trigger, Trigger::RestartsExhausted { .. }), "{report}");
+    assert!(
+        matches!(report.trigger, Trigger::RestartsExhausted { .. }),
+        "{report}"
+    );
 }
 
 /// `signal_when` sends the signal when the event happens: during the start here, which
@@ -137,7 +164,10 @@ async fn signal_when_an_event_happens(h: Harness) {
     let app = App::builder()
         .config(short())
         .add(h.wrap(plain("db", vec![])))
-        .add(h.wrap(plain("http", vec!["db"])).inject(Hook::Start, Fault::Sleep(ms(200))))
+        .add(
+            h.wrap(plain("http", vec!["db"]))
+                .inject(Hook::Start, Fault::Sleep(ms(200))),
+        )
         .build()
         .unwrap();
     h.signal_when("http", What::StartBegan, Signal::Terminate);
@@ -174,7 +204,10 @@ fn virtual_time_runs_a_25s_budget_in_milliseconds() {
             report.component("db").unwrap().stop.outcome,
             Outcome::TimedOut(Duration::from_secs(2))
         );
-        assert_eq!(h.timeline().time("db", What::StopDropped), Some(Duration::from_secs(23)));
+        assert_eq!(
+            h.timeline().time("db", What::StopDropped),
+            Some(Duration::from_secs(23))
+        );
         lifecycle::testing::assert_within_budget(&report, Duration::from_secs(25));
     });
     assert!(wall.elapsed() < ms(100), "took {:?}", wall.elapsed());
@@ -196,10 +229,7 @@ fn assertions_say_what_differed() {
         let message = |f: Box<dyn FnOnce()>| {
             let panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
                 .expect_err("the assertion fails");
-            panic
-                .downcast_ref::<String>()
-                .cloned()
-                .unwrap_or_default()
+            panic.downcast_ref::<String>().cloned().unwrap_or_default()
         };
         let t = timeline.clone();
         let wrong_order = message(Box::new(move || {

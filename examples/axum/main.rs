@@ -14,22 +14,35 @@
 //! `plain.rs` is the same service on plain `axum::serve(..).with_graceful_shutdown(..)`;
 //! the README compares the two (the lines between the `orchestration` markers).
 
-mod routes;
+pub mod routes;
 
 use std::time::Duration;
 
 use lifecycle::http::HttpServer;
 use lifecycle::prelude::*;
-use lifecycle::{Background, ProbeServer, Provider};
+use lifecycle::{Background, Builder, ProbeServer, Provider};
 use sqlx::SqlitePool;
 
 // --- orchestration: begin
 fn main() -> Result<Report, lifecycle::Error> {
     lifecycle::signals::catch()?; // first: a SIGTERM during the setup is not lost
     tracing_subscriber::fmt().init();
+    app(
+        "sqlite://axum.db?mode=rwc",
+        "127.0.0.1:3000",
+        "127.0.0.1:9000",
+    )?
+    .config(Config::from_env()?)
+    .run()
+}
+
+/// The app: the pool, the worker, the routes, the probes and how they depend on each
+/// other. The tests run it under the testing kit.
+pub fn app(db: &str, http: &str, probes: &str) -> std::io::Result<Builder> {
+    let db = db.to_owned();
     let db = Provider::new(
         "db",
-        |_| routes::open("sqlite://axum.db?mode=rwc"),
+        |_| async move { routes::open(&db).await },
         |pool: SqlitePool| async move { pool.close().await },
     );
     let worker = Background::new("worker", |ctx| {
@@ -38,11 +51,10 @@ fn main() -> Result<Report, lifecycle::Error> {
             ctx.shutdown_token().wait_owned(),
         ))
     });
-    let http = HttpServer::bind("127.0.0.1:3000")?
+    let http = HttpServer::bind(http)?
         .serve_with(|ctx: &StartContext| Ok(routes::router(ctx.resource()?)));
-    App::builder()
-        .config(Config::from_env()?)
-        .add(ProbeServer::bind("127.0.0.1:9000")?)
+    Ok(App::builder()
+        .add(ProbeServer::bind(probes)?)
         .add(db)
         .add_with(
             worker,
@@ -50,7 +62,6 @@ fn main() -> Result<Report, lifecycle::Error> {
                 .uses::<SqlitePool>()
                 .stop_timeout(Duration::from_secs(5)),
         )
-        .add_with(http, Options::new().uses::<SqlitePool>())
-        .run()
+        .add_with(http, Options::new().uses::<SqlitePool>()))
 }
 // --- orchestration: end

@@ -49,6 +49,21 @@ impl Builder {
         self
     }
 
+    /// Replaces each component added so far with what `wrap` makes of it, its
+    /// registration options kept: how a test kit records an app assembled elsewhere, or
+    /// injects faults into it (see `lifecycle::testing`), without editing it.
+    pub fn wrap_each(
+        mut self,
+        mut wrap: impl FnMut(Box<dyn Component>) -> Box<dyn Component>,
+    ) -> Self {
+        self.entries = self
+            .entries
+            .into_iter()
+            .map(|(component, options)| (wrap(component), options))
+            .collect();
+        self
+    }
+
     /// Sets the shutdown budget and the default timeouts.
     pub fn config(mut self, config: Config) -> Self {
         self.config = config;

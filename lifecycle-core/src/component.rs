@@ -140,6 +140,33 @@ pub trait Component: Send + Sync + 'static {
     }
 }
 
+/// A boxed component is a component (what [`Builder::wrap_each`](crate::Builder::wrap_each)
+/// hands out).
+#[async_trait]
+impl Component for Box<dyn Component> {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+    fn dependencies(&self) -> Vec<&str> {
+        (**self).dependencies()
+    }
+    fn options(&self) -> Options {
+        (**self).options()
+    }
+    async fn start(&mut self, ctx: &StartContext) -> Result<(), BoxError> {
+        (**self).start(ctx).await
+    }
+    async fn stop(&mut self, ctx: &StopContext) -> Result<(), BoxError> {
+        (**self).stop(ctx).await
+    }
+    async fn health(&self) -> Health {
+        (**self).health().await
+    }
+    async fn flush(&mut self, ctx: &FlushContext) -> Result<(), BoxError> {
+        (**self).flush(ctx).await
+    }
+}
+
 /// A component's health, as its [`Component::health`] reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Health {
