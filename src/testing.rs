@@ -561,7 +561,7 @@ impl Timeline {
 }
 
 /// Asserts that the shutdown of `report` kept `budget` (the app's
-/// [`Config::shutdown_timeout`]): from the trigger to the end of the flush, plus 100 ms
+/// [`Config::shutdown_timeout`](crate::Config::shutdown_timeout)): from the trigger to the end of the flush, plus 100 ms
 /// of slack for a real clock.
 ///
 /// # Panics

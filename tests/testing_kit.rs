@@ -3,7 +3,7 @@
 //! virtual time runs a 25 s budget in milliseconds, and failed assertions say what
 //! differed.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use lifecycle::prelude::*;
 use lifecycle::testing::{Fault, Harness, Hook, What};
@@ -189,7 +189,7 @@ lifecycle::scenarios!(
 #[cfg(feature = "tokio")]
 #[test]
 fn virtual_time_runs_a_25s_budget_in_milliseconds() {
-    let wall = Instant::now();
+    let wall = std::time::Instant::now();
     lifecycle::testing::on_tokio(|h| async move {
         let app = App::builder()
             .config(Config::default().stop_timeout(Duration::from_secs(30)))
