@@ -1,7 +1,8 @@
-#![cfg(all(feature = "tokio", feature = "http"))]
 //! The axum example against the same service on plain axum: its orchestration (the code
 //! between the `orchestration` markers: components, signals, deadlines, drain, main) is
-//! shorter on lifecycle, and the README says by how much.
+//! shorter on lifecycle, and the README says by how much. And the app itself, under the
+//! testing kit.
+#![cfg(all(feature = "tokio", feature = "http"))]
 
 fn orchestration_lines(path: &str) -> usize {
     let source = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
