@@ -51,6 +51,7 @@ fn tracked_tasks_log_in_their_components_span() {
         .with_writer(move || writer.clone())
         .with_ansi(false)
         .init();
+    #[allow(unused_mut)] // tokio adds a run when compiled in
     let mut runs = vec![("smol", App::builder().add(Ticker("on-smol")).run_smol())];
     #[cfg(feature = "tokio")]
     runs.push(("tokio", App::builder().add(Ticker("on-tokio")).run_tokio()));
