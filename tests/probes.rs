@@ -46,7 +46,6 @@ fn spawn_app(rt: Rt, app: App) -> JoinHandle<Report> {
 }
 
 fn probes() -> (ProbeServer, Client) {
-    common::laptop();
     let probes = ProbeServer::bind("127.0.0.1:0").unwrap().details(true);
     let client = Client::new(probes.local_addr());
     (probes, client)

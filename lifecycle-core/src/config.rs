@@ -12,9 +12,10 @@ use crate::supervision::Restart;
 /// inside Kubernetes' default 30 s grace period) is split in three, in this order:
 ///
 /// 1. the [`drain_delay`](Config::drain_delay), during which every component keeps
-///    serving so load balancers can stop routing to the process: none by default on a
-///    laptop, 5 s by default in Kubernetes (when `KUBERNETES_SERVICE_HOST` is set), so
-///    endpoints and the kube-proxy rules drop the pod before anything stops accepting;
+///    serving so load balancers can stop routing to the process: none by default;
+///    [`from_env`](Config::from_env) makes it 5 s in Kubernetes (when
+///    `KUBERNETES_SERVICE_HOST` is set), so endpoints and the kube-proxy rules drop the
+///    pod before anything stops accepting;
 ///    it can end early on a [quiet period](Config::drain_quiet_period);
 /// 2. the stop phase, which gets whatever the drain and the flush reserve leave;
 /// 3. the [`flush_reserve`](Config::flush_reserve) (3 s by default), which no earlier
@@ -54,14 +55,9 @@ const KUBERNETES_DRAIN_DELAY: Duration = Duration::from_secs(5);
 
 impl Default for Config {
     fn default() -> Self {
-        let in_kubernetes = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
         Config {
             shutdown_timeout: Duration::from_secs(25),
-            drain_delay: if in_kubernetes {
-                KUBERNETES_DRAIN_DELAY
-            } else {
-                Duration::ZERO
-            },
+            drain_delay: Duration::ZERO,
             flush_reserve: Duration::from_secs(3),
             start_timeout: Duration::from_secs(30),
             stop_timeout: Duration::from_secs(10),
@@ -82,7 +78,8 @@ impl Config {
     }
 
     /// How long components keep serving after the trigger (readiness is already false)
-    /// before the first stop: 5 s when `KUBERNETES_SERVICE_HOST` is set, else zero.
+    /// before the first stop: none by default, 5 s from [`from_env`](Config::from_env)
+    /// when `KUBERNETES_SERVICE_HOST` is set. `Config::default()` reads no environment.
     /// A second signal ends it at once.
     pub fn drain_delay(mut self, delay: Duration) -> Self {
         self.drain_delay = delay;
@@ -161,7 +158,8 @@ impl Config {
     /// | `LIFECYCLE_HEALTH_CACHE_TTL` | [`health_cache_ttl`](Config::health_cache_ttl) |
     /// | `LIFECYCLE_GRACE_PERIOD` | [`grace_period`](Config::grace_period) |
     ///
-    /// Values are durations as [`parse_duration`] reads them: `500ms`, `5s`, `2m`.
+    /// Values are durations as [`parse_duration`] reads them: `500ms`, `5s`, `2m`. In
+    /// Kubernetes (`KUBERNETES_SERVICE_HOST` set) the drain delay defaults to 5 s.
     ///
     /// The precedence is: the defaults, then the environment, then code. Setters called
     /// on the returned `Config` win over the environment, so a program applies its
@@ -206,6 +204,9 @@ impl Config {
             ("GRACE_PERIOD", Config::grace_period, false),
         ];
         let mut config = Config::default();
+        if var("KUBERNETES_SERVICE_HOST").is_some() {
+            config.drain_delay = KUBERNETES_DRAIN_DELAY;
+        }
         for (suffix, set, zero_allowed) in VARIABLES {
             let name = format!("LIFECYCLE_{suffix}");
             let Some(value) = var(&name) else { continue };
@@ -546,6 +547,20 @@ mod tests {
             .map(|(k, v)| ((*k).to_owned(), OsString::from(v)))
             .collect();
         Config::from_vars(|name| vars.get(name).cloned())
+    }
+
+    /// The default reads no environment; `from_env` gives Kubernetes a 5 s drain, which
+    /// a variable still overrides.
+    #[test]
+    fn kubernetes_is_read_only_from_the_environment() {
+        assert_eq!(Config::default().drain_delay, Duration::ZERO);
+        assert_eq!(from(&[]).unwrap().drain_delay, Duration::ZERO);
+        let k8s = ("KUBERNETES_SERVICE_HOST", "10.0.0.1");
+        assert_eq!(from(&[k8s]).unwrap().drain_delay, Duration::from_secs(5));
+        assert_eq!(
+            from(&[k8s, ("LIFECYCLE_DRAIN_DELAY", "0")]).unwrap().drain_delay,
+            Duration::ZERO
+        );
     }
 
     #[test]
