@@ -158,7 +158,7 @@ impl Config {
     /// | `LIFECYCLE_HEALTH_CACHE_TTL` | [`health_cache_ttl`](Config::health_cache_ttl) |
     /// | `LIFECYCLE_GRACE_PERIOD` | [`grace_period`](Config::grace_period) |
     ///
-    /// Values are durations as [`parse_duration`] reads them: `500ms`, `5s`, `2m`. In
+    /// Values are durations as [`parse_duration`] reads them: `500ms`, `5s`, `2m30s`. In
     /// Kubernetes (`KUBERNETES_SERVICE_HOST` set) the drain delay defaults to 5 s.
     ///
     /// The precedence is: the defaults, then the environment, then code. Setters called
@@ -318,7 +318,7 @@ fn check_duration(
 /// assert!(parse_duration("-1s").unwrap_err().contains("negative"));
 /// ```
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    const EXAMPLES: &str = "write a number and a unit, like 500ms, 5s or 2m";
+    const EXAMPLES: &str = "write a number and a unit, like 500ms, 5s, 2m or 2m30s";
     let text = text.trim();
     if text == "0" {
         return Ok(Duration::ZERO);
@@ -326,30 +326,47 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     if text.starts_with('-') {
         return Err("a duration cannot be negative".to_owned());
     }
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let seconds_per_unit = match unit.trim() {
-        "ms" => 0.001,
-        "s" => 1.0,
-        "m" | "min" => 60.0,
-        "h" => 3600.0,
-        "" if number.is_empty() => return Err(format!("it is empty; {EXAMPLES}")),
-        "" => return Err(format!("it has no unit; {EXAMPLES}")),
-        other => return Err(format!("`{other}` is not a unit (ms, s, m, h); {EXAMPLES}")),
+    let duration = match humantime::parse_duration(text) {
+        // Compound durations (`2m30s`, `1h 5m`), as `explain` prints them.
+        Ok(duration) => duration,
+        // humantime takes whole numbers only: `0.25s` and `6.5s` are read here.
+        Err(_) => {
+            let split = text
+                .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+                .unwrap_or(text.len());
+            let (number, unit) = text.split_at(split);
+            let seconds_per_unit = match unit.trim() {
+                "ms" => 0.001,
+                "s" => 1.0,
+                "m" | "min" => 60.0,
+                "h" => 3600.0,
+                "" if number.is_empty() => return Err(format!("it is empty; {EXAMPLES}")),
+                "" => return Err(format!("it has no unit; {EXAMPLES}")),
+                other => {
+                    return Err(format!("`{other}` is not a unit (ms, s, m, h); {EXAMPLES}"))
+                }
+            };
+            let value: f64 = number
+                .parse()
+                .map_err(|_| format!("`{number}` is not a number; {EXAMPLES}"))?;
+            let seconds = value * seconds_per_unit;
+            if seconds > MAX_DURATION.as_secs_f64() {
+                return Err(too_long());
+            }
+            Duration::from_secs_f64(seconds)
+        }
     };
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("`{number}` is not a number; {EXAMPLES}"))?;
-    let seconds = value * seconds_per_unit;
-    if seconds > MAX_DURATION.as_secs_f64() {
-        return Err(format!(
-            "it is longer than {}h, surely a mistake",
-            MAX_DURATION.as_secs() / 3600
-        ));
+    if duration > MAX_DURATION {
+        return Err(too_long());
     }
-    Ok(Duration::from_secs_f64(seconds))
+    Ok(duration)
+}
+
+fn too_long() -> String {
+    format!(
+        "it is longer than {}h, surely a mistake",
+        MAX_DURATION.as_secs() / 3600
+    )
 }
 
 /// Per-component options given at registration with `Builder::add_with`: extra
@@ -572,6 +589,8 @@ mod tests {
             (" 5s ", ms(5000)),
             ("0.25s", ms(250)),
             ("2m", ms(120_000)),
+            ("2m30s", ms(150_000)),
+            ("1m 5s 250ms", ms(65_250)),
             ("1h", ms(3_600_000)),
         ] {
             assert_eq!(parse_duration(text), Ok(expected), "{text}");
@@ -583,6 +602,7 @@ mod tests {
             ("-5s", "negative"),
             ("..s", "not a number"),
             ("2h", "longer than 1h"),
+            ("1h 1s", "longer than 1h"),
         ] {
             let error = parse_duration(text).unwrap_err();
             assert!(error.contains(complaint), "{text:?}: {error}");
@@ -613,7 +633,8 @@ mod tests {
             ("LIFECYCLE_SHUTDOWN_TIMEOUT", "25", "no unit"),
             ("LIFECYCLE_STOP_TIMEOUT", "0", "greater than zero"),
             ("LIFECYCLE_FLUSH_RESERVE", "-3s", "negative"),
-            ("LIFECYCLE_START_TIMEOUT", "10d", "not a unit"),
+            ("LIFECYCLE_START_TIMEOUT", "10x", "not a unit"),
+            ("LIFECYCLE_STOP_TIMEOUT", "10d", "longer than"),
             ("LIFECYCLE_DRAIN_DELAY", "90m", "longer than"),
         ] {
             let error = from(&[(name, value)]).unwrap_err().to_string();

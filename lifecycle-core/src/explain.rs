@@ -346,6 +346,8 @@ fn escape(text: &str) -> String {
 }
 
 /// `250ms`, `5s`, `1.5s`, `2m`, `2m30s`.
+/// A duration as an operator reads it, and as `LIFECYCLE_*` variables accept it:
+/// `500ms`, `6.5s`, `2m`, `2m30s`.
 pub(crate) fn human(duration: Duration) -> String {
     let ms = duration.as_millis();
     let secs = ms / 1000;
@@ -359,5 +361,21 @@ pub(crate) fn human(duration: Duration) -> String {
         format!("{}m", secs / 60)
     } else {
         format!("{}m{}s", secs / 60, secs % 60)
+    }
+}
+
+#[cfg(test)]
+mod human_tests {
+    use super::human;
+    use crate::config::parse_duration;
+    use std::time::Duration;
+
+    /// What `explain` prints, a `LIFECYCLE_*` variable accepts.
+    #[test]
+    fn explain_output_is_valid_input() {
+        for ms in [0, 1, 250, 999, 1000, 6500, 25_000, 120_000, 150_000, 3_599_000] {
+            let duration = Duration::from_millis(ms);
+            assert_eq!(parse_duration(&human(duration)), Ok(duration), "{}", human(duration));
+        }
     }
 }
