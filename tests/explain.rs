@@ -52,9 +52,10 @@ fn the_plan_is_explained_and_a_stop_path_over_its_phase_is_named() {
         ["http", "cache", "metrics", "probes"]
     );
     assert_eq!(explained.stop_path.1, secs(36));
-    // The stop path does not fit 17 s; five flushes of 2 s do not fit 3 s.
-    assert_eq!(explained.warnings.len(), 2, "{explained}");
-    assert!(explained.warnings[1].starts_with("the flush timeouts add up to 10s, more than the 3s flush reserve: the last flushes (probes, metrics)"));
+    // The stop path does not fit 17 s. No component flushes (none declares a flush
+    // timeout): no warning about flushes.
+    assert_eq!(explained.warnings.len(), 1, "{explained}");
+    assert_eq!(explained.flush_total, Duration::ZERO);
     assert!(
         explained.warnings[0].starts_with(
             "the stop timeouts along http -> cache -> metrics -> probes add up to 36s, more than the 17s stop phase (25s budget - 5s drain - 3s flush reserve)"
@@ -73,7 +74,7 @@ fn the_plan_is_explained_and_a_stop_path_over_its_phase_is_named() {
         "cache          30s      10s       2s  depends on metrics; not critical",
         "probes         30s      10s       2s  before all",
         "longest start: probes -> metrics -> cache -> http (2m at most)",
-        "shutdown budget 25s: drain 5s, stop phase 17s, flush reserve 3s (flushes need up to 10s); grace period 30s",
+        "shutdown budget 25s: drain 5s, stop phase 17s, flush reserve 3s (no component declares a flush); grace period 30s",
     ] {
         assert!(text.lines().any(|l| l == line), "no line {line:?} in\n{text}");
     }
@@ -81,9 +82,11 @@ fn the_plan_is_explained_and_a_stop_path_over_its_phase_is_named() {
 
 #[test]
 fn a_budget_over_the_grace_period_and_slow_flushes_are_warned_about() {
+    let flushes = || Options::new().stop_timeout(secs(1)).flush_timeout(secs(2));
     let app = App::builder()
-        .add_with(Named("a", vec![]), Options::new().stop_timeout(secs(1)))
-        .add_with(Named("b", vec!["a"]), Options::new().stop_timeout(secs(1)))
+        .add_with(Named("a", vec![]), flushes())
+        .add_with(Named("b", vec!["a"]), flushes())
+        .add_with(Named("c", vec!["b"]), Options::new().stop_timeout(secs(1)))
         .config(
             Config::default()
                 .shutdown_timeout(secs(30))
@@ -96,7 +99,9 @@ fn a_budget_over_the_grace_period_and_slow_flushes_are_warned_about() {
     let warnings = &app.explain().warnings;
     assert_eq!(warnings.len(), 2, "{warnings:?}");
     assert!(
-        warnings[0].starts_with("the flush timeouts add up to 4s, more than the 3s flush reserve"),
+        warnings[0].starts_with(
+            "the flush timeouts add up to 4s, more than the 3s flush reserve: the last flushes (a, b)"
+        ),
         "{}",
         warnings[0]
     );

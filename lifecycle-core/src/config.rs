@@ -342,9 +342,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
                 "h" => 3600.0,
                 "" if number.is_empty() => return Err(format!("it is empty; {EXAMPLES}")),
                 "" => return Err(format!("it has no unit; {EXAMPLES}")),
-                other => {
-                    return Err(format!("`{other}` is not a unit (ms, s, m, h); {EXAMPLES}"))
-                }
+                other => return Err(format!("`{other}` is not a unit (ms, s, m, h); {EXAMPLES}")),
             };
             let value: f64 = number
                 .parse()
@@ -420,6 +418,9 @@ impl Options {
     }
 
     /// How long this component's flush may take (the flush reserve may cut it shorter).
+    /// A component that flushes says so here: [`explain`](crate::App::explain) counts
+    /// the flush timeouts declared this way against the flush reserve, not those of
+    /// components that have nothing to flush.
     pub fn flush_timeout(mut self, timeout: Duration) -> Self {
         self.flush_timeout = Some(timeout);
         self
@@ -528,6 +529,9 @@ pub(crate) struct Timeouts {
     pub(crate) start: Duration,
     pub(crate) stop: Duration,
     pub(crate) flush: Duration,
+    /// Whether the component declared a flush timeout of its own: it flushes, and
+    /// `explain` counts its flush against the reserve.
+    pub(crate) flushes: bool,
 }
 
 impl Timeouts {
@@ -540,6 +544,7 @@ impl Timeouts {
             start: options.start_timeout.unwrap_or(config.start_timeout),
             stop: options.stop_timeout.unwrap_or(config.stop_timeout),
             flush: options.flush_timeout.unwrap_or(config.flush_timeout),
+            flushes: options.flush_timeout.is_some(),
         };
         for (step, value) in [
             ("start", timeouts.start),
@@ -575,7 +580,9 @@ mod tests {
         let k8s = ("KUBERNETES_SERVICE_HOST", "10.0.0.1");
         assert_eq!(from(&[k8s]).unwrap().drain_delay, Duration::from_secs(5));
         assert_eq!(
-            from(&[k8s, ("LIFECYCLE_DRAIN_DELAY", "0")]).unwrap().drain_delay,
+            from(&[k8s, ("LIFECYCLE_DRAIN_DELAY", "0")])
+                .unwrap()
+                .drain_delay,
             Duration::ZERO
         );
     }

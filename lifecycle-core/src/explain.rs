@@ -58,7 +58,8 @@ pub struct Explanation {
     pub stop_phase: Duration,
     /// The end of the budget kept for the flush.
     pub flush_reserve: Duration,
-    /// The flush timeouts of every component added up (flushes run one after another).
+    /// The flush timeouts of the components that flush (those that declare a flush
+    /// timeout in their options) added up: flushes run one after another.
     pub flush_total: Duration,
     /// The deadline after which the process is killed, if known
     /// ([`Config::grace_period`]).
@@ -110,7 +111,7 @@ impl Explanation {
             |i| plan.dependents(i),
             |i| timeouts[i].stop,
         );
-        let flush_total = timeouts.iter().map(|t| t.flush).sum();
+        let flush_total = timeouts.iter().filter(|t| t.flushes).map(|t| t.flush).sum();
 
         let mut warnings = Vec::new();
         let stop_phase = config.stop_phase();
@@ -132,7 +133,15 @@ impl Explanation {
                  the last flushes ({}) may be cut short",
                 human(flush_total),
                 human(config.flush_reserve),
-                names(&order.iter().take(2).copied().collect::<Vec<_>>()).join(", "),
+                names(
+                    &order
+                        .iter()
+                        .copied()
+                        .filter(|&i| timeouts[i].flushes)
+                        .take(2)
+                        .collect::<Vec<_>>()
+                )
+                .join(", "),
             ));
         }
         if let Some(grace) = config.grace_period {
@@ -285,12 +294,16 @@ impl fmt::Display for Explanation {
         )?;
         write!(
             f,
-            "shutdown budget {}: drain {}, stop phase {}, flush reserve {} (flushes need up to {})",
+            "shutdown budget {}: drain {}, stop phase {}, flush reserve {} ({})",
             human(self.shutdown_timeout),
             human(self.drain_delay),
             human(self.stop_phase),
             human(self.flush_reserve),
-            human(self.flush_total)
+            if self.flush_total.is_zero() {
+                "no component declares a flush".to_owned()
+            } else {
+                format!("flushes need up to {}", human(self.flush_total))
+            }
         )?;
         match self.grace_period {
             Some(grace) => writeln!(f, "; grace period {}", human(grace))?,
@@ -373,9 +386,16 @@ mod human_tests {
     /// What `explain` prints, a `LIFECYCLE_*` variable accepts.
     #[test]
     fn explain_output_is_valid_input() {
-        for ms in [0, 1, 250, 999, 1000, 6500, 25_000, 120_000, 150_000, 3_599_000] {
+        for ms in [
+            0, 1, 250, 999, 1000, 6500, 25_000, 120_000, 150_000, 3_599_000,
+        ] {
             let duration = Duration::from_millis(ms);
-            assert_eq!(parse_duration(&human(duration)), Ok(duration), "{}", human(duration));
+            assert_eq!(
+                parse_duration(&human(duration)),
+                Ok(duration),
+                "{}",
+                human(duration)
+            );
         }
     }
 }
