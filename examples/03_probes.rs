@@ -77,7 +77,7 @@ impl Component for Web {
     }
     async fn start(&mut self, ctx: &StartContext) -> Result<(), BoxError> {
         let listener = self.listener.take().ok_or("started twice")?;
-        let in_flight = ctx.in_flight();
+        let in_flight = ctx.in_flight().clone();
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
                 let in_flight = in_flight.clone();

@@ -314,7 +314,7 @@ impl Component for HttpServer {
             runtime: runtime.clone(),
             spawner: ctx.spawner(),
             token: ctx.shutdown_token(),
-            requests: ctx.in_flight(),
+            requests: ctx.in_flight().clone(),
             connections: InFlight::new(),
             stopping: stop_begun.shared(),
             first_request_grace: self.first_request_grace,

@@ -222,7 +222,7 @@ impl Component for Traffic {
         "http"
     }
     async fn start(&mut self, ctx: &StartContext) -> Result<(), BoxError> {
-        let in_flight = ctx.in_flight();
+        let in_flight = ctx.in_flight().clone();
         let runtime = ctx.runtime().clone();
         let end = runtime.now() + self.until;
         ctx.spawn(async move {

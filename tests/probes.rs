@@ -313,7 +313,7 @@ impl Component for App1 {
     }
     async fn start(&mut self, ctx: &StartContext) -> Result<(), BoxError> {
         let listener = self.listener.take().ok_or("started twice")?;
-        let in_flight = ctx.in_flight();
+        let in_flight = ctx.in_flight().clone();
         let closing = self.closing.clone();
         thread::spawn(move || {
             for stream in listener.incoming() {

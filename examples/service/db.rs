@@ -96,7 +96,7 @@ impl Component for Db {
         tracing::info!(file = %self.path.display(), rows, "database open");
         let database = Database {
             pool,
-            in_flight: ctx.in_flight(),
+            in_flight: ctx.in_flight().clone(),
         };
         ctx.provide(database.clone());
         self.database = Some(database);

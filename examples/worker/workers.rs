@@ -126,7 +126,7 @@ impl Component for Workers {
                 pool: pool.clone(),
                 runtime: ctx.runtime().clone(),
                 token: ctx.shutdown_token(),
-                jobs: ctx.in_flight(),
+                jobs: ctx.in_flight().clone(),
                 abandoned: abandoned.clone(),
                 stats: self.stats.clone(),
                 job: self.settings.job,

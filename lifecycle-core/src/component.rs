@@ -349,9 +349,10 @@ impl StartContext {
 
     /// This component's in-flight counter: take a guard per request or job, and wait
     /// for it in `stop` ([`StopContext::in_flight`] is the same counter). Its arrivals
-    /// are what ends the drain early on a quiet period.
-    pub fn in_flight(&self) -> InFlight {
-        self.in_flight.clone()
+    /// are what ends the drain early on a quiet period. Clone it to keep it (clones
+    /// share the count).
+    pub fn in_flight(&self) -> &InFlight {
+        &self.in_flight
     }
 
     /// When the engine gives up on this start.

@@ -68,6 +68,9 @@ pub use health::{
 pub use report::{ComponentReport, Outcome, Report, RestartReport, Step, Trigger};
 pub use resources::{ResourceError, ResourceType};
 pub use runtime::{Runtime, Signal};
-pub use shutdown::{InFlight, InFlightGuard, OwnedInFlightGuard, ShutdownHandle, ShutdownToken};
+pub use shutdown::{
+    InFlight, InFlightGuard, OwnedInFlightGuard, ShutdownHandle, ShutdownToken, WaitForShutdown,
+    WaitForShutdownOwned,
+};
 pub use supervision::Restart;
 pub use task::{Spawner, Task, TaskError};

@@ -1,14 +1,17 @@
 //! Triggering shutdown from code, learning that it has begun, and counting the work in
 //! flight that a stop waits for.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use futures_channel::mpsc::UnboundedSender;
 
 use crate::report::Outcome;
 use crate::runtime::{timeout_at, Runtime};
-use crate::sync::{wait_until, AtomicU64, Event, Flag, Ordering};
+use crate::sync::{wait_until, AtomicU64, Event, Flag, FlagWait, FlagWaitOn, Ordering};
 use crate::task::TaskSet;
 
 /// What the engine hears from handles and tracked tasks while it runs.
@@ -49,8 +52,16 @@ impl ShutdownToken {
     }
 
     /// Completes once shutdown has begun (at once if it already has).
-    pub async fn wait(&self) {
-        self.0.wait().await
+    ///
+    /// ```
+    /// # futures_executor::block_on(async {
+    /// let token = lifecycle_core::ShutdownToken::default(); // one that is never triggered
+    /// assert!(!token.is_triggered());
+    /// # let _ = token.wait();
+    /// # });
+    /// ```
+    pub fn wait(&self) -> WaitForShutdown<'_> {
+        WaitForShutdown(self.0.wait())
     }
 
     /// Like [`wait`](ShutdownToken::wait), owning the token: a `'static` future to move
@@ -61,12 +72,42 @@ impl ShutdownToken {
     /// let shutdown = token.clone().wait_owned(); // no borrow of `token`
     /// # drop(shutdown);
     /// ```
-    pub async fn wait_owned(self) {
-        self.0.wait().await
+    pub fn wait_owned(self) -> WaitForShutdownOwned {
+        WaitForShutdownOwned(FlagWaitOn::new(self.0))
     }
 
     pub(crate) fn trigger(&self) -> bool {
         self.0.set()
+    }
+}
+
+/// The future of [`ShutdownToken::wait`]: completes once shutdown has begun.
+///
+/// # Cancellation safety
+///
+/// It can be dropped and made again at any time; no trigger is lost.
+#[derive(Debug)]
+#[must_use = "futures do nothing unless polled"]
+pub struct WaitForShutdown<'a>(FlagWait<'a>);
+
+impl Future for WaitForShutdown<'_> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        Pin::new(&mut self.0).poll(cx)
+    }
+}
+
+/// The future of [`ShutdownToken::wait_owned`]: [`WaitForShutdown`], owning its token.
+#[derive(Debug)]
+#[must_use = "futures do nothing unless polled"]
+pub struct WaitForShutdownOwned(FlagWaitOn<Arc<Flag>>);
+
+impl Future for WaitForShutdownOwned {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        Pin::new(&mut self.0).poll(cx)
     }
 }
 

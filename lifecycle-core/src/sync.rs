@@ -5,6 +5,7 @@
 //! the flag its mutex) from here. `event-listener` follows the same cfg.
 
 use std::future::Future;
+use std::ops::Deref;
 use std::pin::Pin;
 use std::sync::PoisonError;
 use std::task::{Context, Poll, Waker};
@@ -63,10 +64,7 @@ impl Flag {
 
     /// Completes once the flag is set. Can be dropped and created again at any time.
     pub(crate) fn wait(&self) -> FlagWait<'_> {
-        FlagWait {
-            flag: self,
-            registered: None,
-        }
+        FlagWaitOn::new(self)
     }
 
     fn lock(&self) -> MutexGuard<'_, Waiters> {
@@ -77,13 +75,26 @@ impl Flag {
 
 /// The future of [`Flag::wait`].
 #[derive(Debug)]
-pub(crate) struct FlagWait<'a> {
-    flag: &'a Flag,
+pub(crate) struct FlagWaitOn<F: Deref<Target = Flag>> {
+    flag: F,
     /// The slot of the waker registered last, and a clone of it to compare with.
     registered: Option<(usize, Waker)>,
 }
 
-impl Future for FlagWait<'_> {
+/// The future of [`Flag::wait`], borrowing the flag.
+pub(crate) type FlagWait<'a> = FlagWaitOn<&'a Flag>;
+
+impl<F: Deref<Target = Flag>> FlagWaitOn<F> {
+    /// Completes once `flag` is set; owns (or borrows) it.
+    pub(crate) fn new(flag: F) -> Self {
+        FlagWaitOn {
+            flag,
+            registered: None,
+        }
+    }
+}
+
+impl<F: Deref<Target = Flag> + Unpin> Future for FlagWaitOn<F> {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
@@ -120,7 +131,7 @@ impl Future for FlagWait<'_> {
     }
 }
 
-impl Drop for FlagWait<'_> {
+impl<F: Deref<Target = Flag>> Drop for FlagWaitOn<F> {
     fn drop(&mut self) {
         let Some((slot, _)) = self.registered.take() else {
             return;
