@@ -167,8 +167,14 @@ impl Component for Box<dyn Component> {
     }
 }
 
-/// A component's health, as its [`Component::health`] reports it.
+/// A component's health, as its [`Component::health`] reports it. Serialized (feature
+/// `serde`) as `{"status": "down", "reason": "..."}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize),
+    serde(tag = "status", content = "reason", rename_all = "lowercase")
+)]
 pub enum Health {
     /// Working normally.
     Up,

@@ -22,6 +22,11 @@ use crate::sync::{wait_until, AtomicBool, AtomicU64, AtomicU8, Event, Ordering};
 
 /// The severity of a [`Health`], and the aggregate over all components.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize),
+    serde(rename_all = "lowercase")
+)]
 pub enum Status {
     /// Working normally.
     Up,
@@ -96,6 +101,7 @@ macro_rules! state_enum {
     ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal,)* }) => {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        #[cfg_attr(feature = "serde", derive(serde::Serialize), serde(rename_all = "lowercase"))]
         pub enum $name {
             $($(#[$vmeta])* $variant,)*
         }
@@ -164,8 +170,10 @@ state_enum! {
     }
 }
 
-/// The health of one component in a [`Snapshot`].
+/// The health of one component in a [`Snapshot`]. With the `serde` feature it
+/// serializes with `latency_ms` for the latency.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct ComponentHealth {
     /// The component's name.
     pub name: Arc<str>,
@@ -176,14 +184,20 @@ pub struct ComponentHealth {
     /// Its last check, if one has run.
     pub health: Option<Health>,
     /// How long that check took.
+    #[cfg_attr(
+        feature = "serde",
+        serde(rename = "latency_ms", serialize_with = "serde_ms::option")
+    )]
     pub latency: Option<Duration>,
     /// How many times it was restarted (with its dependencies' restarts too).
     pub restarts: u32,
 }
 
 /// The app's health at one moment: phase, aggregate, readiness, liveness, and each
-/// component's last check.
+/// component's last check. With the `serde` feature it serializes (`age_ms` for the age):
+/// `serde_json::to_string(&snapshot)`.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Snapshot {
     /// Where the app is in its lifecycle.
     pub phase: Phase,
@@ -194,6 +208,10 @@ pub struct Snapshot {
     /// Whether the engine responds (it answered the last health check in time).
     pub live: bool,
     /// How long ago the checks ran.
+    #[cfg_attr(
+        feature = "serde",
+        serde(rename = "age_ms", serialize_with = "serde_ms::option")
+    )]
     pub age: Option<Duration>,
     /// Every component, in start order.
     pub components: Vec<ComponentHealth>,
@@ -721,6 +739,21 @@ mod tests {
                 r#"{"name":"cache","critical":false,"state":"pending","status":null,"reason":null,"latency_ms":null,"restarts":0}]}"#
             )
         );
+        #[cfg(feature = "serde")]
+        assert_eq!(
+            serde_json::to_value(&snapshot).unwrap(),
+            serde_json::json!({
+                "phase": "running", "status": "down", "ready": false, "live": true,
+                "age_ms": null,
+                "components": [
+                    {"name": "db", "critical": true, "state": "running",
+                     "health": {"status": "down", "reason": "said \"no\"\n"},
+                     "latency_ms": 1.5, "restarts": 0},
+                    {"name": "cache", "critical": false, "state": "pending",
+                     "health": null, "latency_ms": null, "restarts": 0},
+                ]
+            })
+        );
     }
 }
 
@@ -763,5 +796,21 @@ mod loom {
             assert_eq!(shared.phase(), Phase::Draining);
             trigger.join().unwrap();
         });
+    }
+}
+
+/// Durations as milliseconds in serialized snapshots.
+#[cfg(feature = "serde")]
+mod serde_ms {
+    use std::time::Duration;
+
+    pub(super) fn option<S: serde::Serializer>(
+        duration: &Option<Duration>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match duration {
+            Some(duration) => serializer.serialize_some(&(duration.as_secs_f64() * 1e3)),
+            None => serializer.serialize_none(),
+        }
     }
 }

@@ -31,6 +31,24 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// A stable, machine-readable name of the outcome: `completed`, `failed`,
+    /// `panicked`, `timed_out`, `cancelled`, `skipped`, `not_run`.
+    ///
+    /// ```
+    /// assert_eq!(lifecycle_core::Outcome::Completed.kind(), "completed");
+    /// ```
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Outcome::NotRun => "not_run",
+            Outcome::Completed => "completed",
+            Outcome::Failed(_) => "failed",
+            Outcome::Panicked(_) => "panicked",
+            Outcome::TimedOut(_) => "timed_out",
+            Outcome::Cancelled => "cancelled",
+            Outcome::Skipped => "skipped",
+        }
+    }
+
     /// Whether this outcome is a fault: an error, a panic or a timeout.
     pub fn is_failure(&self) -> bool {
         matches!(
@@ -456,21 +474,6 @@ mod json {
 
     fn ms(duration: std::time::Duration) -> f64 {
         duration.as_secs_f64() * 1000.0
-    }
-
-    impl Outcome {
-        /// A stable, machine-readable name of the outcome: `completed`, `failed`, ...
-        pub fn kind(&self) -> &'static str {
-            match self {
-                Outcome::NotRun => "not_run",
-                Outcome::Completed => "completed",
-                Outcome::Failed(_) => "failed",
-                Outcome::Panicked(_) => "panicked",
-                Outcome::TimedOut(_) => "timed_out",
-                Outcome::Cancelled => "cancelled",
-                Outcome::Skipped => "skipped",
-            }
-        }
     }
 
     impl Serialize for Outcome {
