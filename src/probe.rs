@@ -5,7 +5,11 @@
 //! |---|---|
 //! | `GET`/`HEAD /health/live` | 200 while the engine responds, else 503; `{"live":true,"phase":"running"}` |
 //! | `GET`/`HEAD /health/ready` | 200 when the app is running and not down, else 503; `{"ready":true,"phase":"running"}` |
-//! | `GET`/`HEAD /health` | 503 when the aggregate is down, else 200; the [`Snapshot`](crate::Snapshot) as JSON, per component only with [`details`](ProbeServer::details) |
+//! | `GET`/`HEAD /health/live?verbose`, `/health/ready?verbose` | the same status; the checks in plain text, as Kubernetes' `/readyz?verbose` (`[+]db up`, `[-]cache failed: ...`, reasons only with [`details`](ProbeServer::details)) |
+//! | `GET`/`HEAD /health/started` | 200 once the app has started, from then on through the shutdown; 503 while starting (Kubernetes' `startupProbe`); `{"started":true,"phase":"running"}` |
+//! | `GET`/`HEAD /health` | 503 when the aggregate is down, else 200; `application/health+json` (IETF draft: `status` `pass`/`warn`/`fail`, and with [`details`](ProbeServer::details) `checks` per component with `componentId`, `status`, `time`, `observedValue` in ms, `output`) |
+//! | `GET`/`HEAD /health/{component}` | that component alone, `application/health+json`; 503 when it is down |
+//! | `GET`/`HEAD /health/{group}` | a [`group`](ProbeServer::group): readiness over its members only |
 //! | `GET`/`HEAD` a path added with [`endpoint`](ProbeServer::endpoint) | 200 and what its function renders (`/metrics`) |
 //! | another path | 404 |
 //! | another method | 405 |
@@ -39,8 +43,8 @@ use hyper::{Method, Request, Response, StatusCode};
 use crate::net::{Listener, RuntimeTimer};
 use crate::runtime::Runtime;
 use crate::{
-    async_trait, BoxError, Component, FlushContext, HealthMonitor, Options, StartContext, Status,
-    StopContext,
+    async_trait, BoxError, Component, FlushContext, Health, HealthMonitor, Options, Phase,
+    Snapshot, StartContext, Status, StopContext,
 };
 
 /// The usual address of the probe server on a laptop. In Kubernetes bind
@@ -73,6 +77,7 @@ pub struct ProbeServer {
     addr: SocketAddr,
     details: bool,
     endpoints: Vec<Endpoint>,
+    groups: Vec<Group>,
     /// Dropping it closes the server: the accept loop and every connection end.
     close: Option<oneshot::Sender<()>>,
     /// Completes once the accept loop has ended and the socket is closed.
@@ -119,6 +124,7 @@ impl ProbeServer {
             listener: Some(listener),
             details: false,
             endpoints: Vec::new(),
+            groups: Vec::new(),
             close: None,
             closed: None,
         })
@@ -153,13 +159,30 @@ impl ProbeServer {
         render: impl Fn() -> String + Send + Sync + 'static,
     ) -> Self {
         assert!(
-            path.starts_with('/') && !matches!(path, "/health" | "/health/live" | "/health/ready"),
-            "a probe server endpoint must begin with `/` and not be a probe path: {path:?}"
+            path.starts_with('/') && !Probes::serves(path),
+            "a probe server endpoint must begin with `/` and not be a probe path (`/health...`): {path:?}"
         );
         self.endpoints.push(Endpoint {
             path: path.to_owned(),
             content_type: HeaderValue::from_static(content_type),
             render: Arc::new(render),
+        });
+        self
+    }
+
+    /// Serves `/health/{name}`: readiness over `members` only (200 when the app runs and
+    /// their aggregate is not down, else 503), in `application/health+json`. For a
+    /// readiness that ignores the cache, or a group a sidecar watches. A group named
+    /// like a component hides that component's path.
+    ///
+    /// ```no_run
+    /// let probes = lifecycle::ProbeServer::bind_default()?.group("core", &["db", "http"]);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn group(mut self, name: &str, members: &[&str]) -> Self {
+        self.groups.push(Group {
+            name: name.to_owned(),
+            members: members.iter().map(|&m| m.to_owned()).collect(),
         });
         self
     }
@@ -195,6 +218,7 @@ impl Component for ProbeServer {
                 monitor: ctx.health(),
                 details: self.details,
                 endpoints: self.endpoints.clone(),
+                groups: self.groups.clone(),
             },
             http: {
                 let mut http = http1::Builder::new();
@@ -263,6 +287,14 @@ pub(crate) struct Probes {
     pub(crate) monitor: HealthMonitor,
     pub(crate) details: bool,
     endpoints: Vec<Endpoint>,
+    groups: Vec<Group>,
+}
+
+/// A named set of components with its own endpoint and aggregation.
+#[derive(Debug, Clone)]
+struct Group {
+    name: String,
+    members: Vec<String>,
 }
 
 impl Probes {
@@ -272,6 +304,7 @@ impl Probes {
             monitor,
             details,
             endpoints: Vec::new(),
+            groups: Vec::new(),
         }
     }
 
@@ -346,7 +379,18 @@ impl Probes {
             return response;
         }
         let monitor = &self.monitor;
+        let verbose = request
+            .uri()
+            .query()
+            .is_some_and(|query| query.split('&').any(|pair| pair == "verbose"));
         match request.uri().path() {
+            "/health/live" if verbose => {
+                let snapshot = monitor.cached();
+                text(
+                    up_if(snapshot.live),
+                    self.verbose("liveness", &snapshot, snapshot.live, false),
+                )
+            }
             "/health/live" => {
                 let live = monitor.is_live();
                 json(
@@ -358,29 +402,112 @@ impl Probes {
                 // One snapshot, so readiness and phase agree.
                 let snapshot = monitor.snapshot().await;
                 let (ready, phase) = (snapshot.ready, snapshot.phase);
+                if verbose {
+                    return text(
+                        up_if(ready),
+                        self.verbose("readiness", &snapshot, ready, true),
+                    );
+                }
                 json(
                     up_if(ready),
                     format!(r#"{{"ready":{ready},"phase":"{phase}"}}"#),
                 )
             }
-            "/health" => {
-                let snapshot = monitor.snapshot().await;
+            "/health/started" => {
+                let started = monitor.is_started();
                 json(
-                    up_if(snapshot.status != Some(Status::Down)),
-                    snapshot.to_json(self.details),
+                    up_if(started),
+                    format!(r#"{{"started":{started},"phase":"{}"}}"#, monitor.phase()),
                 )
             }
-            path => match self.endpoints.iter().find(|e| e.path == path) {
-                Some(endpoint) => {
-                    let mut response = Response::new(Full::new(Bytes::from((endpoint.render)())));
-                    let headers = response.headers_mut();
-                    headers.insert(CONTENT_TYPE, endpoint.content_type.clone());
-                    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-                    response
+            "/health" => {
+                let snapshot = monitor.snapshot().await;
+                health_json(
+                    up_if(snapshot.status != Some(Status::Down)),
+                    snapshot.to_health_json(self.details, None),
+                )
+            }
+            path => {
+                if let Some(name) = path.strip_prefix("/health/") {
+                    let group = self.groups.iter().find(|g| g.name == name);
+                    let snapshot = monitor.snapshot().await;
+                    if let Some(group) = group {
+                        // A group answers like readiness, over its members only.
+                        let members: Vec<&str> = group.members.iter().map(String::as_str).collect();
+                        let status = snapshot.status_of(Some(&members));
+                        let up = snapshot.phase == Phase::Running
+                            && snapshot.live
+                            && status.is_some_and(|s| s != Status::Down);
+                        return health_json(
+                            up_if(up),
+                            snapshot.to_health_json(self.details, Some(&members)),
+                        );
+                    }
+                    if snapshot.components.iter().any(|c| &*c.name == name) {
+                        let only = [name];
+                        let status = snapshot.status_of(Some(&only));
+                        return health_json(
+                            up_if(status != Some(Status::Down)),
+                            snapshot.to_health_json(self.details, Some(&only)),
+                        );
+                    }
                 }
-                None => json(StatusCode::NOT_FOUND, r#"{"error":"not found"}"#.to_owned()),
-            },
+                match self.endpoints.iter().find(|e| e.path == path) {
+                    Some(endpoint) => {
+                        let mut response =
+                            Response::new(Full::new(Bytes::from((endpoint.render)())));
+                        let headers = response.headers_mut();
+                        headers.insert(CONTENT_TYPE, endpoint.content_type.clone());
+                        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                        response
+                    }
+                    None => json(StatusCode::NOT_FOUND, r#"{"error":"not found"}"#.to_owned()),
+                }
+            }
         }
+    }
+
+    /// A check list in the style of Kubernetes' `/readyz?verbose`: `[+]name ok` or
+    /// `[-]name failed: reason` per component (reasons only with details), then the
+    /// verdict.
+    fn verbose(&self, what: &str, snapshot: &Snapshot, up: bool, components: bool) -> String {
+        let mut text = String::new();
+        let mark = |ok: bool| if ok { "[+]" } else { "[-]" };
+        text.push_str(&format!(
+            "{}phase {}\n",
+            mark(!components || snapshot.phase == Phase::Running),
+            snapshot.phase
+        ));
+        text.push_str(&format!("{}engine responds\n", mark(snapshot.live)));
+        if components {
+            for component in &snapshot.components {
+                let status = component.health.as_ref().map(Health::status);
+                let ok = status != Some(Status::Down);
+                let mut line = format!("{}{} ", mark(ok), component.name);
+                match (&component.health, ok) {
+                    (None, _) => line.push_str("not checked yet"),
+                    (Some(health), true) => line.push_str(health.status().as_str()),
+                    (Some(health), false) => {
+                        line.push_str("failed: ");
+                        line.push_str(match (self.details, health.reason()) {
+                            (true, Some(reason)) => reason,
+                            _ => "reason withheld",
+                        });
+                    }
+                }
+                if !component.critical {
+                    line.push_str(" (not critical)");
+                }
+                text.push_str(&line);
+                text.push('\n');
+            }
+        }
+        // The response adds the final newline.
+        text.push_str(&format!(
+            "{what} check {}",
+            if up { "passed" } else { "failed" }
+        ));
+        text
     }
 }
 
@@ -392,12 +519,28 @@ fn up_if(up: bool) -> StatusCode {
     }
 }
 
-fn json(status: StatusCode, mut body: String) -> Response<Full<Bytes>> {
+fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    with_type(status, body, "text/plain; charset=utf-8")
+}
+
+fn health_json(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    with_type(status, body, "application/health+json")
+}
+
+fn json(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    with_type(status, body, "application/json")
+}
+
+fn with_type(
+    status: StatusCode,
+    mut body: String,
+    content_type: &'static str,
+) -> Response<Full<Bytes>> {
     body.push('\n');
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
     let headers = response.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }

@@ -155,12 +155,16 @@ fn endpoints_answer_by_phase(rt: Rt) {
     let (probes, client) = probes();
     let scrapes = Arc::new(AtomicUsize::new(0));
     let counter = scrapes.clone();
-    let probes = probes.endpoint("/metrics", "text/plain; version=0.0.4", move || {
-        format!(
-            "scrapes_total {}\n",
-            counter.fetch_add(1, Ordering::SeqCst) + 1
-        )
-    });
+    let probes = probes.group("core", &["db", "slow"]).endpoint(
+        "/metrics",
+        "text/plain; version=0.0.4",
+        move || {
+            format!(
+                "scrapes_total {}\n",
+                counter.fetch_add(1, Ordering::SeqCst) + 1
+            )
+        },
+    );
     let addr = probes.local_addr();
     let (db, db_health, _) = Checked::new("db", Health::Up);
     let app = App::builder()
@@ -192,8 +196,18 @@ fn endpoints_answer_by_phase(rt: Rt) {
         r#"{"ready":false,"phase":"starting"}"#,
     );
     client.expect("/health/live", 200, r#"{"live":true,"phase":"starting"}"#);
+    client.expect(
+        "/health/started",
+        503,
+        r#"{"started":false,"phase":"starting"}"#,
+    );
 
     client.wait_for("/health/ready", |status, _| status == 200);
+    client.expect(
+        "/health/started",
+        200,
+        r#"{"started":true,"phase":"running"}"#,
+    );
     thread::sleep(ms(250)); // past the TTL: the next probe runs the checks, one hanging
     let asked = Instant::now();
     let (status, body) = client.get("/health");
@@ -206,9 +220,13 @@ fn endpoints_answer_by_phase(rt: Rt) {
         status, 200,
         "a non-critical check down only degrades: {body}"
     );
-    assert!(body.contains(r#""status":"degraded""#), "{body}");
+    assert!(body.starts_with(r#"{"status":"warn""#), "{body}");
     assert!(
-        body.contains(r#"{"name":"stuck","critical":false,"state":"running","status":"down","reason":"health check timed out after 300ms""#),
+        body.contains(r#""stuck":[{"componentId":"stuck","componentType":"component","status":"fail","state":"running","restarts":0,"time":""#),
+        "{body}"
+    );
+    assert!(
+        body.contains(r#""output":"health check timed out after 300ms"}]"#),
         "{body}"
     );
 
@@ -235,6 +253,42 @@ fn endpoints_answer_by_phase(rt: Rt) {
         length(get_head),
         "HEAD announces GET's length"
     );
+    // The checks as Kubernetes' /readyz?verbose lists them (with reasons: details are
+    // on); one component's health+json; a group over db and slow only.
+    let (status, verbose) = client.get("/health/ready?verbose");
+    assert_eq!(status, 200, "{verbose}");
+    assert!(verbose.contains("[+]phase running\n"), "{verbose}");
+    assert!(verbose.contains("[+]db up\n"), "{verbose}");
+    assert!(
+        verbose.contains("[-]stuck failed: health check timed out after 300ms (not critical)\n"),
+        "{verbose}"
+    );
+    assert!(verbose.ends_with("readiness check passed\n"), "{verbose}");
+    let (status, db) = client.get("/health/db");
+    assert_eq!(status, 200);
+    assert!(
+        db.starts_with(r#"{"status":"pass","checks":{"db":[{"componentId":"db""#),
+        "{db}"
+    );
+    assert!(!db.contains("stuck"), "{db}");
+    let (status, stuck) = client.get("/health/stuck");
+    assert_eq!(status, 503, "{stuck}");
+    assert!(stuck.starts_with(r#"{"status":"fail""#), "{stuck}");
+    let (status, core) = client.get("/health/core");
+    assert_eq!(status, 200, "the group ignores stuck: {core}");
+    assert!(
+        core.contains(r#""db":["#) && core.contains(r#""slow":["#) && !core.contains("stuck"),
+        "{core}"
+    );
+    assert_eq!(client.get("/health/nobody").0, 404);
+    let typed = raw(
+        addr,
+        b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(
+        typed.contains("content-type: application/health+json"),
+        "{typed}"
+    );
     client.expect("/metrics", 200, "scrapes_total 1");
     client.expect("/metrics", 200, "scrapes_total 2");
     assert_eq!(client.get("/nope").0, 404);
@@ -252,7 +306,13 @@ fn endpoints_answer_by_phase(rt: Rt) {
     client.wait_for("/health/ready", |status, _| status == 503);
     let (status, body) = client.get("/health");
     assert_eq!(status, 503);
-    assert!(body.contains(r#""reason":"disk full""#), "{body}");
+    assert!(body.contains(r#""output":"disk full""#), "{body}");
+    assert_eq!(client.get("/health/core").0, 503, "the group's db is down");
+    assert_eq!(
+        client.get("/health/started").0,
+        200,
+        "started stays started"
+    );
     assert_eq!(client.get("/health/live").0, 200, "unready, not dead");
 
     handle.shutdown();

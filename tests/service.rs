@@ -547,10 +547,10 @@ fn redis_cache_degrades_without_taking_readiness(runtime: &str) {
     thread::sleep(Duration::from_millis(1100)); // past the health cache TTL
     let health = get(service.probes, "/health");
     assert!(
-        health.body.contains(r#""status":"degraded""#)
-            && health
-                .body
-                .contains(r#"{"name":"cache","critical":false,"state":"running","status":"down""#),
+        health.body.starts_with(r#"{"status":"warn""#)
+            && health.body.contains(
+                r#""cache":[{"componentId":"cache","componentType":"component","status":"fail","state":"running""#
+            ),
         "[{runtime}] /health without Redis: {}",
         health.body
     );

@@ -262,6 +262,96 @@ impl Snapshot {
     }
 }
 
+impl Snapshot {
+    /// The snapshot in the IETF "Health Check Response Format for HTTP APIs"
+    /// (`application/health+json`): `status` is `pass`, `warn` or `fail` (`fail` when the
+    /// aggregate is down, `warn` when degraded or not checked yet), and with `details`,
+    /// `checks` keyed by component, each with `componentId`, `status`, `time` (of the
+    /// check, RFC 3339), `observedValue` (the check's latency) in `observedUnit` `ms`,
+    /// `output` (the reason), and lifecycle's `state` and `restarts`. `only` restricts the
+    /// aggregate and the checks to some components (a group); the status is then theirs.
+    pub fn to_health_json(&self, details: bool, only: Option<&[&str]>) -> String {
+        let members: Vec<&ComponentHealth> = self
+            .components
+            .iter()
+            .filter(|c| only.is_none_or(|only| only.contains(&&*c.name)))
+            .collect();
+        let status = self.status_of(only);
+        let mut json = format!(r#"{{"status":"{}""#, ietf_status(status));
+        if status.is_none() {
+            json.push_str(r#","output":"not checked yet""#);
+        }
+        if details {
+            let checked_at = self
+                .age
+                .and_then(|age| std::time::SystemTime::now().checked_sub(age));
+            json.push_str(r#","checks":{"#);
+            for (i, component) in members.iter().enumerate() {
+                if i > 0 {
+                    json.push(',');
+                }
+                push_json_string(&mut json, &component.name);
+                json.push_str(r#":[{"componentId":"#);
+                push_json_string(&mut json, &component.name);
+                let _ = write!(
+                    json,
+                    r#","componentType":"component","status":"{}","state":"{}","restarts":{}"#,
+                    ietf_status(component.health.as_ref().map(Health::status)),
+                    component.state,
+                    component.restarts,
+                );
+                if let (Some(at), Some(_)) = (checked_at, &component.health) {
+                    let _ = write!(
+                        json,
+                        r#","time":"{}""#,
+                        humantime::format_rfc3339_millis(at)
+                    );
+                }
+                if let Some(latency) = component.latency {
+                    let _ = write!(
+                        json,
+                        r#","observedValue":{:.3},"observedUnit":"ms""#,
+                        latency.as_secs_f64() * 1e3
+                    );
+                }
+                if let Some(reason) = component.health.as_ref().and_then(Health::reason) {
+                    json.push_str(r#","output":"#);
+                    push_json_string(&mut json, reason);
+                }
+                json.push_str("}]");
+            }
+            json.push('}');
+        }
+        json.push('}');
+        json
+    }
+
+    /// The aggregate of every component (`None`), or of `only` (a group, one component),
+    /// where each member counts as critical: a group has its own aggregation, and one
+    /// component's status is its own. What `to_health_json` reports.
+    pub fn status_of(&self, only: Option<&[&str]>) -> Option<Status> {
+        match only {
+            None => self.status,
+            Some(only) => self
+                .components
+                .iter()
+                .filter(|c| only.contains(&&*c.name))
+                .map(|c| c.health.as_ref())
+                .collect::<Option<Vec<_>>>()
+                .map(|checks| aggregate(checks.into_iter().map(|health| (true, health)))),
+        }
+    }
+}
+
+/// `pass`, `warn` or `fail`: the IETF health format's statuses.
+fn ietf_status(status: Option<Status>) -> &'static str {
+    match status {
+        Some(Status::Up) => "pass",
+        Some(Status::Degraded) | None => "warn",
+        Some(Status::Down) => "fail",
+    }
+}
+
 fn json_status(status: Option<Status>) -> String {
     status.map_or_else(|| "null".to_owned(), |status| format!(r#""{status}""#))
 }
@@ -314,6 +404,8 @@ pub(crate) struct Shared {
     phase: AtomicU8,
     states: Box<[AtomicU8]>,
     restarts: Box<[AtomicU64]>,
+    /// Whether the app has reached `Running` (and stays started from then on).
+    started: AtomicBool,
     rounds: Mutex<Rounds>,
     /// Bumped on every change of phase, component state or checks.
     version: AtomicU64,
@@ -346,6 +438,7 @@ impl Shared {
             phase: AtomicU8::new(Phase::Starting as u8),
             states,
             restarts,
+            started: AtomicBool::new(false),
             rounds: Mutex::default(),
             version: AtomicU64::new(0),
             changed: Event::new(),
@@ -367,6 +460,9 @@ impl Shared {
     }
 
     pub(crate) fn set_phase(&self, phase: Phase) {
+        if phase == Phase::Running {
+            self.started.store(true, Ordering::Release);
+        }
         self.phase.store(phase as u8, Ordering::Release);
         self.bump();
     }
@@ -505,6 +601,20 @@ impl HealthMonitor {
     /// Where the app is in its lifecycle.
     pub fn phase(&self) -> Phase {
         self.0.phase()
+    }
+
+    /// Whether the app has started: `true` from the moment every component had started
+    /// (the app reached [`Running`](Phase::Running)) until the process exits, through
+    /// the shutdown; `false` while starting and after an aborted start. What a
+    /// Kubernetes `startupProbe` asks.
+    ///
+    /// ```
+    /// let app = lifecycle_core::App::builder().build()?;
+    /// assert!(!app.health().is_started());
+    /// # Ok::<(), lifecycle_core::BuildError>(())
+    /// ```
+    pub fn is_started(&self) -> bool {
+        self.0.started.load(Ordering::Acquire)
     }
 
     /// Whether the process and its engine respond: `false` while the app runs and a
