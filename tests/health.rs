@@ -351,7 +351,135 @@ async fn stop_stops_waiting_at_its_deadline(h: Harness) {
     assert!(report.shutdown < ms(2000), "{:?}", report.shutdown);
 }
 
+/// A component whose n-th health check returns the n-th health of its script (the last
+/// one after that), counting its calls.
+struct Scripted {
+    script: Vec<Health>,
+    calls: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+#[async_trait]
+impl Component for Scripted {
+    fn name(&self) -> &str {
+        "db"
+    }
+    async fn start(&mut self, _: &StartContext) -> Result<(), BoxError> {
+        Ok(())
+    }
+    async fn stop(&mut self, _: &StopContext) -> Result<(), BoxError> {
+        Ok(())
+    }
+    async fn health(&self) -> Health {
+        let call = self.calls.fetch_add(1, Ordering::SeqCst);
+        self.script[call.min(self.script.len() - 1)].clone()
+    }
+}
+
+/// With background checks, a change is seen by a subscription with no probe asking:
+/// the database goes down at its 4th check (300 ms), and a subscriber sees the app Down
+/// at that round.
+async fn background_checks_are_seen_without_a_probe(h: Harness) {
+    let down = || Health::Down("disk full".into());
+    let app = App::builder()
+        .add(Scripted {
+            script: vec![Health::Up, Health::Up, Health::Up, down()],
+            calls: Arc::default(),
+        })
+        .config(Config::default().health_check_interval(ms(100)))
+        .build()
+        .unwrap();
+    let monitor = app.health();
+    let handle = app.handle();
+    let runtime = h.runtime().clone();
+    let watch = async move {
+        reach(&monitor, Phase::Running).await;
+        let began = runtime.now();
+        let mut changes = monitor.subscribe();
+        loop {
+            let snapshot = changes.changed().await;
+            if snapshot.status == Some(Status::Down) {
+                handle.shutdown();
+                return runtime.now() - began;
+            }
+        }
+    };
+    let (report, seen_after) = join(h.run(app), watch).await;
+    assert_eq!(report.exit_code(), 0, "{report}");
+    assert!(
+        seen_after >= ms(250) && seen_after < ms(450),
+        "seen {seen_after:?} after the start"
+    );
+}
+
+/// Thresholds with a flapping check (failures 3, successes 2): Down only after three
+/// failed rounds in a row, Up again only after two good ones. Sampled halfway between
+/// rounds, every 100 ms.
+async fn thresholds_tame_a_flapping_check(h: Harness) {
+    let (up, down) = (Health::Up, Health::Down("timeout".into()));
+    let script = vec![
+        up.clone(),
+        down.clone(),
+        down.clone(),
+        up.clone(),
+        down.clone(),
+        down.clone(),
+        down.clone(),
+        up.clone(),
+        up.clone(),
+        up.clone(),
+    ];
+    let app = App::builder()
+        .add_with(
+            Scripted {
+                script,
+                calls: Arc::default(),
+            },
+            Options::new().health_thresholds(3, 2),
+        )
+        .config(Config::default().health_check_interval(ms(100)))
+        .build()
+        .unwrap();
+    let monitor = app.health();
+    let handle = app.handle();
+    let runtime = h.runtime().clone();
+    let sample = async move {
+        reach(&monitor, Phase::Running).await;
+        let began = runtime.now();
+        let mut seen = Vec::new();
+        for k in 0..10u32 {
+            runtime.sleep_until(began + ms(50) + ms(100) * k).await;
+            let snapshot = monitor.cached();
+            seen.push((
+                snapshot.status,
+                snapshot.components[0].streak,
+                snapshot.ready,
+            ));
+        }
+        handle.shutdown();
+        seen
+    };
+    let (report, seen) = join(h.run(app), sample).await;
+    assert_eq!(report.exit_code(), 0, "{report}");
+    let statuses: Vec<Option<Status>> = seen.iter().map(|s| s.0).collect();
+    let (up, down) = (Some(Status::Up), Some(Status::Down));
+    assert_eq!(
+        statuses,
+        [up, up, up, up, up, up, down, down, up, up],
+        "{seen:?}"
+    );
+    assert_eq!(
+        seen[2].1,
+        (2, 0),
+        "two failures so far, not yet Down: {seen:?}"
+    );
+    assert_eq!(seen[6].1, (3, 0));
+    assert_eq!(seen[7].1, (0, 1), "one good check: still Down");
+    assert!(!seen[6].2 && seen[8].2, "readiness follows: {seen:?}");
+}
+
 scenarios!(
+    background_checks_are_seen_without_a_probe,
+    thresholds_tame_a_flapping_check,
     readiness_follows_phase_and_aggregate,
     hanging_and_panicking_checks_are_down,
     checks_are_cached_for_the_ttl,

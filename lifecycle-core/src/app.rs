@@ -135,6 +135,10 @@ impl Builder {
             .iter()
             .map(|(_, options)| options.critical.unwrap_or(true))
             .collect();
+        let thresholds: Vec<(u32, u32)> = entries
+            .iter()
+            .map(|(_, options)| options.health_thresholds.unwrap_or((1, 1)))
+            .collect();
         let before_all: Vec<bool> = entries
             .iter()
             .map(|(_, options)| options.before_all == Some(true))
@@ -157,6 +161,7 @@ impl Builder {
         let health = Arc::new(Shared::new(
             nodes.iter().map(|node| node.name.clone()).collect(),
             critical.clone(),
+            thresholds,
             plan.order().to_vec(),
             self.config.health_check_timeout,
             self.config.health_cache_ttl,

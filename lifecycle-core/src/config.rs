@@ -47,6 +47,7 @@ pub struct Config {
     pub(crate) drain_quiet_period: Option<Duration>,
     pub(crate) health_check_timeout: Duration,
     pub(crate) health_cache_ttl: Duration,
+    pub(crate) health_check_interval: Option<Duration>,
     pub(crate) grace_period: Option<Duration>,
 }
 
@@ -65,6 +66,7 @@ impl Default for Config {
             drain_quiet_period: None,
             health_check_timeout: Duration::from_millis(500),
             health_cache_ttl: Duration::from_secs(1),
+            health_check_interval: None,
             grace_period: None,
         }
     }
@@ -100,6 +102,16 @@ impl Config {
     /// "timed out" (default 500 ms, inside Kubernetes' default 1 s probe timeout).
     pub fn health_check_timeout(mut self, timeout: Duration) -> Self {
         self.health_check_timeout = timeout;
+        self
+    }
+
+    /// Runs the health checks in the background every `interval` while the app runs
+    /// (off by default: checks run when a probe or monitor asks, cached for the cache
+    /// TTL). With it, probes never wait for a round, a [subscription](crate::HealthMonitor::subscribe)
+    /// sees a check change when it happens, and the thresholds
+    /// ([`Options::health_thresholds`]) count rounds at a steady pace.
+    pub fn health_check_interval(mut self, interval: Duration) -> Self {
+        self.health_check_interval = Some(interval);
         self
     }
 
@@ -255,6 +267,7 @@ impl Config {
                 true,
             ),
             ("health_cache_ttl", Some(self.health_cache_ttl), false),
+            ("health_check_interval", self.health_check_interval, true),
             ("grace_period", self.grace_period, false),
         ] {
             if let Some(value) = value {
@@ -391,6 +404,7 @@ pub struct Options {
     pub(crate) provides: Vec<ResourceType>,
     pub(crate) uses: Vec<(ResourceType, Option<String>)>,
     pub(crate) restart: Option<Restart>,
+    pub(crate) health_thresholds: Option<(u32, u32)>,
 }
 
 impl Options {
@@ -498,6 +512,15 @@ impl Options {
         self
     }
 
+    /// How many consecutive failed checks make this component Down (`failures`), and how
+    /// many consecutive good ones make it Up again (`successes`): Kubernetes'
+    /// failureThreshold and successThreshold, so one flaky check does not flip readiness.
+    /// Both 1 by default; zero counts as 1. The snapshot shows the current streaks.
+    pub fn health_thresholds(mut self, failures: u32, successes: u32) -> Self {
+        self.health_thresholds = Some((failures.max(1), successes.max(1)));
+        self
+    }
+
     /// The dependencies added by these options.
     pub fn dependencies(&self) -> &[String] {
         &self.dependencies
@@ -518,6 +541,7 @@ impl Options {
             flush_timeout: other.flush_timeout.or(self.flush_timeout),
             critical: other.critical.or(self.critical),
             restart: other.restart.or(self.restart),
+            health_thresholds: other.health_thresholds.or(self.health_thresholds),
             before_all: other.before_all.or(self.before_all),
         }
     }

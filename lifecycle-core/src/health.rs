@@ -191,6 +191,11 @@ pub struct ComponentHealth {
     pub latency: Option<Duration>,
     /// How many times it was restarted (with its dependencies' restarts too).
     pub restarts: u32,
+    /// Its consecutive failed checks (Down), and consecutive good ones, so far: it is
+    /// reported Down once the failures reach its failure threshold, and Up again once
+    /// the good ones reach its success threshold
+    /// ([`Options::health_thresholds`](crate::Options::health_thresholds)).
+    pub streak: (u32, u32),
 }
 
 /// The app's health at one moment: phase, aggregate, readiness, liveness, and each
@@ -388,6 +393,8 @@ struct Checks {
 struct Rounds {
     last: Option<Checks>,
     pending_since: Option<Instant>,
+    /// Per node: consecutive failed and consecutive good checks, for the thresholds.
+    streaks: Vec<(u32, u32)>,
 }
 
 /// How long past the check timeout a round may take before the engine counts as not
@@ -398,6 +405,8 @@ const ENGINE_GRACE: Duration = Duration::from_millis(250);
 #[derive(Debug)]
 pub(crate) struct Shared {
     names: Box<[Arc<str>]>,
+    /// Per node: (failure threshold, success threshold).
+    thresholds: Box<[(u32, u32)]>,
     critical: Box<[bool]>,
     /// The start order, for snapshots.
     order: Box<[usize]>,
@@ -422,6 +431,7 @@ impl Shared {
     pub(crate) fn new(
         names: Vec<Arc<str>>,
         critical: Vec<bool>,
+        thresholds: Vec<(u32, u32)>,
         order: Vec<usize>,
         check_timeout: Duration,
         cache_ttl: Duration,
@@ -432,6 +442,7 @@ impl Shared {
             .collect();
         let restarts = names.iter().map(|_| AtomicU64::new(0)).collect();
         Shared {
+            thresholds: thresholds.into(),
             names: names.into(),
             critical: critical.into(),
             order: order.into(),
@@ -470,6 +481,51 @@ impl Shared {
     pub(crate) fn set_state(&self, node: usize, state: ComponentState) {
         self.states[node].store(state as u8, Ordering::Release);
         self.bump();
+    }
+
+    /// The health each component is reported with, from this round's raw results: a
+    /// Down counts only once it has failed `failure threshold` rounds in a row, and a
+    /// component reported Down is Up again only after `success threshold` good rounds.
+    fn apply_thresholds(
+        &self,
+        rounds: &mut Rounds,
+        raw: Vec<(Health, Duration)>,
+    ) -> Vec<(Health, Duration)> {
+        rounds.streaks.resize(raw.len(), (0, 0));
+        raw.into_iter()
+            .enumerate()
+            .map(|(i, (health, latency))| {
+                let (failures, successes) = &mut rounds.streaks[i];
+                let (failure_threshold, success_threshold) = self.thresholds[i];
+                let previous = rounds.last.as_ref().map(|checks| &checks.results[i].0);
+                let was_down = matches!(previous, Some(Health::Down(_)));
+                let reported = if let Health::Down(reason) = &health {
+                    *failures += 1;
+                    *successes = 0;
+                    if *failures >= failure_threshold || was_down {
+                        health
+                    } else {
+                        // Not yet: the last reported health stands, with why it may fall.
+                        match previous {
+                            Some(previous) => previous.clone(),
+                            None => Health::Degraded(format!(
+                                "{reason} ({failures} of {failure_threshold} failed checks)"
+                            )),
+                        }
+                    }
+                } else {
+                    *successes += 1;
+                    *failures = 0;
+                    match previous {
+                        Some(down @ Health::Down(_)) if *successes < success_threshold => {
+                            down.clone()
+                        }
+                        _ => health,
+                    }
+                };
+                (reported, latency)
+            })
+            .collect()
     }
 
     /// Counts a restart of `node` (in the snapshot's `restarts`).
@@ -560,13 +616,14 @@ impl Shared {
             (health, runtime.now() - began)
         }))
         .await;
+        let mut rounds = self.rounds();
+        let results = self.apply_thresholds(&mut rounds, results);
         let status = aggregate(
             self.critical
                 .iter()
                 .zip(&results)
                 .map(|(&critical, (health, _))| (critical, health)),
         );
-        let mut rounds = self.rounds();
         rounds.last = Some(Checks {
             at: runtime.now(),
             status,
@@ -666,6 +723,7 @@ impl HealthMonitor {
                     latency: result.map(|&(_, latency)| latency),
                     restarts: u32::try_from(shared.restarts[i].load(Ordering::Acquire))
                         .unwrap_or(u32::MAX),
+                    streak: rounds.streaks.get(i).copied().unwrap_or_default(),
                 }
             })
             .collect();
@@ -826,6 +884,7 @@ mod tests {
                     health: Some(Health::Down("said \"no\"\n".into())),
                     latency: Some(Duration::from_micros(1500)),
                     restarts: 0,
+                    streak: (0, 0),
                 },
                 ComponentHealth {
                     name: "cache".into(),
@@ -834,6 +893,7 @@ mod tests {
                     health: None,
                     latency: None,
                     restarts: 0,
+                    streak: (0, 0),
                 },
             ],
         };
@@ -858,9 +918,9 @@ mod tests {
                 "components": [
                     {"name": "db", "critical": true, "state": "running",
                      "health": {"status": "down", "reason": "said \"no\"\n"},
-                     "latency_ms": 1.5, "restarts": 0},
+                     "latency_ms": 1.5, "restarts": 0, "streak": [0, 0]},
                     {"name": "cache", "critical": false, "state": "pending",
-                     "health": null, "latency_ms": null, "restarts": 0},
+                     "health": null, "latency_ms": null, "restarts": 0, "streak": [0, 0]},
                 ]
             })
         );

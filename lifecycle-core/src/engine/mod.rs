@@ -113,6 +113,8 @@ struct Run<'a> {
     restarts: Vec<RestartReport>,
     /// When shutdown was triggered, if a restart saw the trigger before returning it.
     triggered_at: Option<Instant>,
+    /// How often the checks run in the background, if they do.
+    health_check_interval: Option<Duration>,
 }
 
 /// What an event from outside the hooks means for the run.
@@ -178,6 +180,7 @@ pub(crate) async fn run(
         deferred: VecDeque::new(),
         restarts: Vec::new(),
         triggered_at: None,
+        health_check_interval: config.health_check_interval,
     };
     let everything = vec![true; nodes.len()];
 
@@ -410,6 +413,7 @@ impl Run<'_> {
         let health = self.health.clone();
         let runtime = self.runtime.clone();
         health.request_checks(runtime.now()); // the first round, so readiness is known at once
+        let interval = self.health_check_interval;
         loop {
             if let Some((node, cause)) = self.deferred.pop_front() {
                 if let Err(trigger) = self.restart(nodes, node, cause).await {
@@ -420,7 +424,14 @@ impl Run<'_> {
             let event = {
                 let nodes = &*nodes;
                 let checks = async {
-                    health.checks_requested().await;
+                    let asked = std::pin::pin!(health.checks_requested());
+                    match interval {
+                        // In the background: a round every interval, or sooner if asked.
+                        Some(interval) => {
+                            let _ = select(asked, runtime.sleep(interval)).await;
+                        }
+                        None => asked.await,
+                    }
                     let components = nodes.iter().map(|node| &*node.component);
                     health.run_checks(&*runtime, components).await;
                 };
