@@ -57,6 +57,8 @@
 //!   runtime-neutral sockets of module `net`.
 //! - `serde`: `Serialize` for the [`Report`] (`serde_json::to_string(&report)`):
 //!   durations in milliseconds, outcomes with a stable `kind`, and the exit code.
+//! - `grpc`: module `grpc`, gRPC health (`grpc.health.v1`) fed by the health monitor,
+//!   served by the HTTP component.
 //! - `testing`: module `testing`, a kit to test your components' lifecycle on virtual
 //!   time, with injected signals and faults and a timeline to assert on.
 //! - `systemd` (Unix): module `systemd`, with `SystemdNotify` (`READY=1`, `STOPPING=1`,
@@ -75,6 +77,8 @@ pub use lifecycle_smol::SmolRuntime;
 #[cfg(feature = "tokio")]
 pub use lifecycle_tokio::TokioRuntime;
 
+#[cfg(feature = "grpc")]
+pub mod grpc;
 #[cfg(feature = "http")]
 pub mod http;
 #[cfg(feature = "http")]

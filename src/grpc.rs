@@ -1,0 +1,248 @@
+//! gRPC health (`grpc.health.v1.Health`, cargo feature `grpc`), fed by the app's health
+//! monitor: what Kubernetes' native gRPC probes and gRPC load balancers ask.
+//!
+//! [`GrpcHealth`] is a component that provides a [`GrpcHealthService`] (tonic-health's
+//! server) and keeps its statuses in step with the app: the overall service `""` is
+//! `SERVING` while the app is ready, and each component's name is `SERVING` while the app
+//! runs and that component is not down; everything is `NOT_SERVING` while starting and
+//! from the trigger on (before the drain delay), so `Watch` streams see the shutdown at
+//! once; 250 ms later those streams end cleanly (status OK), so a watcher neither holds
+//! the server's stop nor is cut at its deadline. Serve it with [`HttpServer`](crate::http::HttpServer), alone or next to your
+//! tonic services (`tonic::service::Routes::new(health).add_service(yours)`).
+//!
+//! ```no_run
+//! use lifecycle::grpc::{GrpcHealth, GrpcHealthService};
+//! use lifecycle::http::HttpServer;
+//! use lifecycle::prelude::*;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let grpc = HttpServer::bind("127.0.0.1:50051")?
+//!     .name("grpc")
+//!     .serve_with(|ctx: &StartContext| Ok(ctx.resource::<GrpcHealthService>()?));
+//! App::builder()
+//!     .add(GrpcHealth::new())
+//!     .add_with(grpc, Options::new().uses::<GrpcHealthService>())
+//!     .run()?;
+//! # Ok(()) }
+//! ```
+
+use std::fmt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::header::{HeaderMap, HeaderValue};
+use hyper::{Request, Response};
+use tonic_health::pb::health_server::HealthServer;
+use tonic_health::server::{HealthReporter, HealthService};
+use tonic_health::ServingStatus;
+
+use crate::runtime::{BoxFuture, Runtime};
+use crate::{
+    async_trait, BoxError, Component, Health, Options, Phase, ShutdownToken, Snapshot,
+    StartContext, StopContext,
+};
+
+/// How long `Watch` streams go on after the trigger, to deliver `NOT_SERVING`.
+const WATCH_GRACE: Duration = Duration::from_millis(250);
+
+/// The `grpc.health.v1.Health` server, a tower service (serve it with
+/// [`HttpServer`](crate::http::HttpServer)); [`GrpcHealth`] provides it as a resource.
+/// Its `Watch` streams end (status OK) shortly after shutdown begins.
+#[derive(Clone)]
+pub struct GrpcHealthService {
+    inner: HealthServer<HealthService>,
+    token: ShutdownToken,
+    runtime: Arc<dyn Runtime>,
+}
+
+impl fmt::Debug for GrpcHealthService {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GrpcHealthService").finish_non_exhaustive()
+    }
+}
+
+impl tower_service::Service<Request<Incoming>> for GrpcHealthService {
+    type Response = Response<EndsAtShutdown>;
+    type Error = std::convert::Infallible;
+    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        <HealthServer<HealthService> as tower_service::Service<Request<Incoming>>>::poll_ready(
+            &mut self.inner,
+            cx,
+        )
+    }
+
+    fn call(&mut self, request: Request<Incoming>) -> Self::Future {
+        let answer =
+            <HealthServer<HealthService> as tower_service::Service<Request<Incoming>>>::call(
+                &mut self.inner,
+                request,
+            );
+        let (token, runtime) = (self.token.clone(), self.runtime.clone());
+        Box::pin(async move {
+            let response = answer.await?;
+            Ok(response.map(|body| EndsAtShutdown {
+                inner: body,
+                token,
+                runtime,
+                grace: None,
+                watching: false,
+                ended: false,
+            }))
+        })
+    }
+}
+
+/// A gRPC response body that ends with status OK once shutdown has begun and the grace
+/// has passed: a `Watch` stream would otherwise never end.
+pub struct EndsAtShutdown {
+    inner: tonic::body::Body,
+    token: ShutdownToken,
+    runtime: Arc<dyn Runtime>,
+    grace: Option<BoxFuture<()>>,
+    /// Whether a task waits for the trigger to wake this body.
+    watching: bool,
+    ended: bool,
+}
+
+impl fmt::Debug for EndsAtShutdown {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EndsAtShutdown").finish_non_exhaustive()
+    }
+}
+
+impl Body for EndsAtShutdown {
+    type Data = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
+            return Poll::Ready(frame);
+        }
+        if self.grace.is_none() && self.token.is_triggered() {
+            self.grace = Some(self.runtime.sleep(WATCH_GRACE));
+        }
+        match self.grace.as_mut().map(|grace| grace.as_mut().poll(cx)) {
+            Some(Poll::Ready(())) => {
+                self.ended = true;
+                let mut trailers = HeaderMap::new();
+                trailers.insert("grpc-status", HeaderValue::from_static("0"));
+                Poll::Ready(Some(Ok(Frame::trailers(trailers))))
+            }
+            _ => {
+                if self.grace.is_none() && !std::mem::replace(&mut self.watching, true) {
+                    // Woken by the trigger too, to start the grace (the waker of a
+                    // stream's body stays the same: one task per stream).
+                    let token = self.token.clone();
+                    let waker = cx.waker().clone();
+                    self.runtime.spawn(Box::pin(async move {
+                        token.wait_owned().await;
+                        waker.wake();
+                    }));
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The component keeping gRPC health statuses in step with the app (see the [module
+/// docs](self)). It is named `grpc-health` and provides a [`GrpcHealthService`].
+pub struct GrpcHealth {
+    reporter: HealthReporter,
+}
+
+impl fmt::Debug for GrpcHealth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GrpcHealth").finish_non_exhaustive()
+    }
+}
+
+impl Default for GrpcHealth {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl GrpcHealth {
+    /// A reporter with every status unknown until the app runs.
+    pub fn new() -> Self {
+        GrpcHealth {
+            reporter: HealthReporter::new(),
+        }
+    }
+}
+
+/// Sets every status from `snapshot`.
+async fn publish(reporter: &HealthReporter, snapshot: &Snapshot) {
+    let status = |serving: bool| {
+        if serving {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        }
+    };
+    let running = snapshot.phase == Phase::Running;
+    reporter
+        .set_service_status("", status(snapshot.ready))
+        .await;
+    for component in &snapshot.components {
+        let down = matches!(component.health, Some(Health::Down(_)));
+        reporter
+            .set_service_status(&*component.name, status(running && !down))
+            .await;
+    }
+}
+
+#[async_trait]
+impl Component for GrpcHealth {
+    fn name(&self) -> &str {
+        "grpc-health"
+    }
+
+    fn options(&self) -> Options {
+        Options::new().provides::<GrpcHealthService>()
+    }
+
+    async fn start(&mut self, ctx: &StartContext) -> Result<(), BoxError> {
+        let monitor = ctx.health();
+        let reporter = self.reporter.clone();
+        publish(&reporter, &monitor.cached()).await;
+        ctx.provide(GrpcHealthService {
+            inner: HealthServer::new(HealthService::from_health_reporter(reporter.clone())),
+            token: ctx.shutdown_token(),
+            runtime: ctx.runtime().clone(),
+        });
+        // Until this component stops, which is after every server that serves it.
+        ctx.spawn(async move {
+            let mut changes = monitor.subscribe();
+            loop {
+                let snapshot = changes.changed().await;
+                publish(&reporter, &snapshot).await;
+            }
+        });
+        Ok(())
+    }
+
+    async fn stop(&mut self, _: &StopContext) -> Result<(), BoxError> {
+        Ok(())
+    }
+}
