@@ -16,9 +16,11 @@
 //! The whole set is repeated `HTTP_BENCH_ROUNDS` times (default 3), the servers in a
 //! rotating order, and the table gives the median (and the range of requests/s).
 //!
-//! With `HTTP_BENCH_DIAGNOSE` set, each runtime gets one more row, not counted as a peer:
-//! its hyper peer given what HttpServer sets up on every connection, a 5 s header read
-//! timeout on lifecycle's `RuntimeTimer`, to tell that cost from the component's own.
+//! With `HTTP_BENCH_DIAGNOSE` set, each runtime gets two more rows, not counted as peers,
+//! that tell where HttpServer's cost goes: its hyper peer given HttpServer's header read
+//! timeout (5 s on lifecycle's `RuntimeTimer`), then also HttpServer's connection setup
+//! (`lifecycle::net` sockets through `FuturesIo`, hyper-util's `auto` builder); what is
+//! left is the component's own work.
 //!
 //! ```sh
 //! cargo bench --all-features --bench http
@@ -34,7 +36,7 @@ mod common;
 use std::net::{SocketAddr, TcpListener};
 use std::pin::pin;
 use std::process::Command;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -46,7 +48,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use lifecycle::http::HttpServer;
-use lifecycle::net::RuntimeTimer;
+use lifecycle::net::{Listener, RuntimeTimer};
 use lifecycle::prelude::*;
 use lifecycle::{Phase, ShutdownHandle, SmolRuntime, TokioRuntime};
 use smol_hyper::rt::FuturesIo;
@@ -66,8 +68,17 @@ const THROUGHPUT_TARGET: f64 = 0.97;
 /// … and its p99 at most this multiple of the best peer's.
 const P99_TARGET: f64 = 1.05;
 /// The share of the machine's CPU other processes may use during a measured run (a
-/// build next to the benchmark takes far more).
-const OTHERS_LIMIT: f64 = 0.03;
+/// build next to the benchmark takes far more), unless `HTTP_BENCH_OTHERS` gives another
+/// (in percent; 100 to keep every run, as under a profiler).
+fn others_limit() -> f64 {
+    static LIMIT: OnceLock<f64> = OnceLock::new();
+    *LIMIT.get_or_init(|| {
+        std::env::var("HTTP_BENCH_OTHERS")
+            .ok()
+            .and_then(|percent| percent.parse::<f64>().ok())
+            .map_or(0.03, |percent| percent / 100.0)
+    })
+}
 /// How many times a disturbed run is tried.
 const ATTEMPTS: usize = 4;
 /// HttpServer's default header read timeout, given to the peers in the diagnosis rows.
@@ -92,33 +103,48 @@ impl Rt {
 enum Server {
     /// `lifecycle::http::HttpServer` in an app.
     Lifecycle(Rt),
-    /// hyper-util's `auto` connection, one `tokio::spawn` per connection; `timed`: with
-    /// HttpServer's header read timeout (5 s on lifecycle's `RuntimeTimer`), a diagnosis.
-    HyperUtil { timed: bool },
+    /// hyper-util's `auto` connection, one `tokio::spawn` per connection.
+    HyperUtil(Diag),
     /// `axum::serve`.
     AxumServe,
-    /// hyper's HTTP/1 connection on async-io sockets, one `smol::spawn` per connection;
-    /// `timed` as for `HyperUtil`.
-    HyperSmol { timed: bool },
+    /// hyper's HTTP/1 connection on async-io sockets, one `smol::spawn` per connection.
+    HyperSmol(Diag),
+}
+
+/// What a diagnosis row adds to a hyper peer, a step towards what HttpServer sets up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Diag {
+    /// The peer as it is.
+    No,
+    /// With HttpServer's header read timeout (5 s on lifecycle's `RuntimeTimer`).
+    Timer,
+    /// And HttpServer's connections too: `lifecycle::net::{Listener, Stream}` through
+    /// smol-hyper's `FuturesIo`, hyper-util's `auto` builder, with upgrades. What is left
+    /// between this row and HttpServer is the component's own work (per request: the
+    /// in-flight guards, the extensions, the boxed future and body; per connection: the
+    /// tracked task, the drain's `select`).
+    TimerAndIo,
 }
 
 impl Server {
     fn name(self) -> &'static str {
         match self {
             Server::Lifecycle(_) => "lifecycle HttpServer",
-            Server::HyperUtil { timed: false } => "hyper-util auto + tokio::spawn",
-            Server::HyperUtil { timed: true } => "(hyper-util + header timeout)",
+            Server::HyperUtil(Diag::No) => "hyper-util auto + tokio::spawn",
+            Server::HyperUtil(Diag::Timer) => "(hyper-util + header timeout)",
+            Server::HyperUtil(Diag::TimerAndIo) => "(hyper-util + header timeout + lifecycle io)",
             Server::AxumServe => "axum::serve",
-            Server::HyperSmol { timed: false } => "hyper http1 + smol-hyper + smol::spawn",
-            Server::HyperSmol { timed: true } => "(hyper http1 smol + header timeout)",
+            Server::HyperSmol(Diag::No) => "hyper http1 + smol-hyper + smol::spawn",
+            Server::HyperSmol(Diag::Timer) => "(hyper smol + header timeout)",
+            Server::HyperSmol(Diag::TimerAndIo) => "(hyper smol + header timeout + lifecycle io)",
         }
     }
 
     fn runtime(self) -> Rt {
         match self {
             Server::Lifecycle(rt) => rt,
-            Server::HyperUtil { .. } | Server::AxumServe => Rt::Tokio,
-            Server::HyperSmol { .. } => Rt::Smol,
+            Server::HyperUtil(_) | Server::AxumServe => Rt::Tokio,
+            Server::HyperSmol(_) => Rt::Smol,
         }
     }
 
@@ -126,9 +152,7 @@ impl Server {
     fn is_peer(self) -> bool {
         matches!(
             self,
-            Server::HyperUtil { timed: false }
-                | Server::AxumServe
-                | Server::HyperSmol { timed: false }
+            Server::HyperUtil(Diag::No) | Server::AxumServe | Server::HyperSmol(Diag::No)
         )
     }
 
@@ -233,12 +257,11 @@ fn tokio_runtime() -> tokio::runtime::Runtime {
 fn start(server: Server) -> Running {
     match server {
         Server::Lifecycle(rt) => start_lifecycle(rt),
-        Server::HyperUtil { timed } => start_peer(Rt::Tokio, move |listener, service, stop| {
+        Server::HyperUtil(diag) => start_peer(Rt::Tokio, move |listener, service, stop| {
             let runtime = tokio_runtime();
             runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
                 let mut builder = auto::Builder::new(TokioExecutor::new());
-                if timed {
+                if diag != Diag::No {
                     let timer = RuntimeTimer::new(Arc::new(TokioRuntime::from_handle(
                         tokio::runtime::Handle::current(),
                     )));
@@ -248,6 +271,27 @@ fn start(server: Server) -> Running {
                         .header_read_timeout(HEADER_READ_TIMEOUT);
                     builder.http2().timer(timer);
                 }
+                if diag == Diag::TimerAndIo {
+                    // Made inside the runtime: tokio's sockets, as HttpServer's.
+                    let listener = Listener::from_std(listener).unwrap();
+                    let accept = async move {
+                        loop {
+                            let Ok((stream, _)) = listener.accept().await else {
+                                continue;
+                            };
+                            let builder = builder.clone();
+                            let service = TowerToHyperService::new(service.clone());
+                            tokio::spawn(async move {
+                                let _ = builder
+                                    .serve_connection_with_upgrades(stream.into_hyper(), service)
+                                    .await;
+                            });
+                        }
+                    };
+                    select(pin!(accept), stop).await;
+                    return;
+                }
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
                 let accept = async move {
                     loop {
                         let Ok((stream, _)) = listener.accept().await else {
@@ -275,11 +319,42 @@ fn start(server: Server) -> Running {
             });
             runtime.shutdown_timeout(Duration::from_millis(100));
         }),
-        Server::HyperSmol { timed } => start_peer(Rt::Smol, move |listener, service, stop| {
+        Server::HyperSmol(Diag::TimerAndIo) => {
+            start_peer(Rt::Smol, move |listener, service, stop| {
+                smol::block_on(async move {
+                    let timer = RuntimeTimer::new(Arc::new(SmolRuntime::new()));
+                    let mut builder = auto::Builder::new(SmolExecutor);
+                    builder
+                        .http1()
+                        .timer(timer.clone())
+                        .header_read_timeout(HEADER_READ_TIMEOUT);
+                    builder.http2().timer(timer);
+                    // Made outside tokio: async-io's sockets, as HttpServer's on smol.
+                    let listener = Listener::from_std(listener).unwrap();
+                    let accept = async move {
+                        loop {
+                            let Ok((stream, _)) = listener.accept().await else {
+                                continue;
+                            };
+                            let builder = builder.clone();
+                            let service = TowerToHyperService::new(service.clone());
+                            smol::spawn(async move {
+                                let _ = builder
+                                    .serve_connection_with_upgrades(stream.into_hyper(), service)
+                                    .await;
+                            })
+                            .detach();
+                        }
+                    };
+                    select(pin!(accept), stop).await;
+                });
+            })
+        }
+        Server::HyperSmol(diag) => start_peer(Rt::Smol, move |listener, service, stop| {
             smol::block_on(async move {
                 let listener = smol::Async::new(listener).unwrap();
                 let mut builder = hyper::server::conn::http1::Builder::new();
-                if timed {
+                if diag == Diag::Timer {
                     builder
                         .timer(RuntimeTimer::new(Arc::new(SmolRuntime::new())))
                         .header_read_timeout(HEADER_READ_TIMEOUT);
@@ -302,6 +377,19 @@ fn start(server: Server) -> Running {
                 select(pin!(accept), stop).await;
             });
         }),
+    }
+}
+
+/// hyper's executor (for HTTP/2 streams) on smol's global executor.
+#[derive(Debug, Clone, Copy)]
+struct SmolExecutor;
+
+impl<F> hyper::rt::Executor<F> for SmolExecutor
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    fn execute(&self, future: F) {
+        smol::spawn(future).detach();
     }
 }
 
@@ -368,7 +456,7 @@ struct Measure {
 }
 
 /// A warm-up, then a measured run; again (after waiting for the machine to be quiet) when
-/// other processes took more than [`OTHERS_LIMIT`] of the CPU during it, up to
+/// other processes took more than [`others_limit`] of the CPU during it, up to
 /// [`ATTEMPTS`] times (the last one is kept, and flagged).
 fn measure(addr: SocketAddr, handler: Handler, connections: usize) -> Option<Measure> {
     let mut last = None;
@@ -378,7 +466,7 @@ fn measure(addr: SocketAddr, handler: Handler, connections: usize) -> Option<Mea
         let (mut measure, requests) = wrk(addr, handler.path(), connections, DURATION_S)?;
         measure.others = before.others_since();
         measure.cpu_per_request = before.server_since() / requests.max(1);
-        if measure.others <= OTHERS_LIMIT {
+        if measure.others <= others_limit() {
             return Some(measure);
         }
         if attempt < ATTEMPTS {
@@ -395,14 +483,14 @@ fn measure(addr: SocketAddr, handler: Handler, connections: usize) -> Option<Mea
     last
 }
 
-/// Waits until other processes use at most [`OTHERS_LIMIT`] of the CPU over 2 s (or 10
+/// Waits until other processes use at most [`others_limit`] of the CPU over 2 s (or 10
 /// minutes have passed).
 fn wait_for_quiet() {
     let began = Instant::now();
     while began.elapsed() < Duration::from_secs(600) {
         let before = CpuTimes::now();
         thread::sleep(Duration::from_secs(2));
-        if before.others_since() <= OTHERS_LIMIT {
+        if before.others_since() <= others_limit() {
             return;
         }
     }
@@ -640,16 +728,15 @@ fn main() {
     let diagnose = std::env::var_os("HTTP_BENCH_DIAGNOSE").is_some();
     let mut tokio_servers = vec![
         Server::Lifecycle(Rt::Tokio),
-        Server::HyperUtil { timed: false },
+        Server::HyperUtil(Diag::No),
         Server::AxumServe,
     ];
-    let mut smol_servers = vec![
-        Server::Lifecycle(Rt::Smol),
-        Server::HyperSmol { timed: false },
-    ];
+    let mut smol_servers = vec![Server::Lifecycle(Rt::Smol), Server::HyperSmol(Diag::No)];
     if diagnose {
-        tokio_servers.push(Server::HyperUtil { timed: true });
-        smol_servers.push(Server::HyperSmol { timed: true });
+        for diag in [Diag::Timer, Diag::TimerAndIo] {
+            tokio_servers.push(Server::HyperUtil(diag));
+            smol_servers.push(Server::HyperSmol(diag));
+        }
     }
     // `HTTP_BENCH_ONLY=<part of a name>`: only the servers whose runtime and name contain it
     // (to profile one).
@@ -698,7 +785,7 @@ fn main() {
                             human(measure.p99),
                             measure.cpu_per_request.as_secs_f64() * 1e6,
                             measure.others * 100.0,
-                            if measure.others > OTHERS_LIMIT {
+                            if measure.others > others_limit() {
                                 "  DISTURBED"
                             } else {
                                 ""
@@ -798,7 +885,10 @@ fn main() {
         }
     }
     let runs: Vec<&Measure> = cells.iter().flat_map(|cell| &cell.runs).collect();
-    let disturbed = runs.iter().filter(|run| run.others > OTHERS_LIMIT).count();
+    let disturbed = runs
+        .iter()
+        .filter(|run| run.others > others_limit())
+        .count();
     println!(
         "\nother processes' share of the CPU during the measured runs: median {:.1}%, at most \
          {:.1}%; {disturbed} of {} runs kept over {:.0}% (after {ATTEMPTS} tries)",
@@ -807,7 +897,7 @@ fn main() {
             .map(|run| run.others * 100.0)
             .fold(0.0, f64::max),
         runs.len(),
-        OTHERS_LIMIT * 100.0
+        others_limit() * 100.0
     );
     println!("\ntargets (HttpServer against the best peer):");
     for verdict in verdicts {
