@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use crate::error::BuildError;
 
-/// The longest duration [`parse_duration`] and [`Config::validate`] accept: anything
+/// The longest duration [`parse_duration`] and [`Config::validate`](crate::Config::validate) accept: anything
 /// longer is surely a typo (`25m` meant as `25s`), and would hold a deploy for that long.
 /// There is no "no timeout" value: nothing may hang forever.
 pub const MAX_DURATION: Duration = Duration::from_secs(3600);

@@ -46,7 +46,7 @@ impl HealthMonitor {
     }
 
     /// Whether the app should receive traffic: it is [`Running`](Phase::Running), the
-    /// aggregate health is not [`Down`](Status::Down), and the engine responds
+    /// aggregate health is not [`Down`](crate::Status::Down), and the engine responds
     /// ([`is_live`](HealthMonitor::is_live)). Runs the checks if the cached ones
     /// are older than the cache TTL. False while starting and from the first moment of
     /// shutdown, without running any check.
