@@ -2,8 +2,8 @@
 //!
 //! `ticker` starts first and spawns a tracked task that prints a tick every second;
 //! `greeter` depends on it, so it starts second and stops first. Run it with
-//! `cargo run --example 01_minimal` (smol) or `cargo run --example 01_minimal --features
-//! tokio`, watch a few ticks, then press Ctrl-C (or `kill -TERM` the process): `greeter`
+//! `cargo run --example 01_minimal` (smol; `LIFECYCLE_RUNTIME=tokio` with `--features
+//! tokio` for tokio), watch a few ticks, then press Ctrl-C (or `kill -TERM` the process): `greeter`
 //! stops, then `ticker`, whose task is cancelled, and the report is logged to stderr.
 //! The process exits with the report's exit code, 0 after a clean shutdown (press Ctrl-C
 //! twice quickly to see 130).

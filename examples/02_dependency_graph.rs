@@ -2,7 +2,8 @@
 //!
 //! Four stand-ins simulate their work with timers: `metrics`; `db` and `cache`, which
 //! both depend on `metrics`; and `http`, which depends on `db` and `cache`. Run it with
-//! `cargo run --example 02_dependency_graph` (smol) or add `--features tokio`:
+//! `cargo run --example 02_dependency_graph` (smol), or on tokio with
+//! `LIFECYCLE_RUNTIME=tokio cargo run --example 02_dependency_graph --features tokio`:
 //!
 //! - `db` and `cache` start concurrently once `metrics` has started, and `ready` is
 //!   printed when `http`, the last one, has started (about 0.5 s in);

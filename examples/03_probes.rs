@@ -1,6 +1,6 @@
 //! Health probes and the drain: what a load balancer or Kubernetes sees during a deploy.
 //!
-//! Run it with `cargo run --example 03_probes` (add `--features tokio` for the tokio
+//! Run it with `cargo run --example 03_probes` (`LIFECYCLE_RUNTIME=tokio` and `--features tokio` for the tokio
 //! runtime). It serves probes on 127.0.0.1:9000 and, on
 //! 127.0.0.1:8080, a toy app whose `GET /work?ms=N` takes N ms.
 //!

@@ -43,11 +43,16 @@
 //!
 //! # Runtimes
 //!
-//! The engine ([`lifecycle_core`]) knows no runtime. With the `smol` feature (default),
-//! [`Run::run`] blocks on smol; with the `tokio` feature it builds a multi-threaded tokio
-//! runtime (tokio wins when both are on, unless `LIFECYCLE_RUNTIME=smol` is set, or
-//! [`Run::run_smol`] / [`Run::run_tokio`] is called). [`Run::run_async`] runs inside a
-//! runtime you already have: tokio's if called in a tokio context, else smol's.
+//! The engine ([`lifecycle_core`]) knows no runtime. Three calls run an app, and which
+//! runtime it runs on never depends on which features a dependency enabled:
+//!
+//! - [`Run::run`] (feature `smol`, the default) blocks on smol (`LIFECYCLE_RUNTIME=tokio`
+//!   lets an operator pick tokio when it is compiled in);
+//! - [`Run::run_tokio`] (feature `tokio`) blocks on a new multi-threaded tokio runtime;
+//! - [`Run::run_async`] runs inside the runtime you already have (`#[tokio::main]`):
+//!   tokio's if called in a tokio context, else smol's.
+//!
+//! [`App::run_on`] takes any [`Runtime`].
 //!
 //! # Features
 //!
@@ -110,30 +115,35 @@ pub trait Run: Sized + Send + 'static {
     /// The [`BuildError`] of an invalid graph or configuration.
     fn into_app(self) -> Result<App, BuildError>;
 
-    /// Builds a runtime (tokio if the `tokio` feature is on, else smol; see
-    /// `LIFECYCLE_RUNTIME` in the crate docs), runs the app on it and returns the report.
-    /// Blocks until the app has exited.
+    /// Runs the app on smol, blocking the current thread until it has exited, and
+    /// returns the report.
+    ///
+    /// The runtime never changes because a dependency enabled a feature (cargo unifies
+    /// features across the build): `run()` is smol's. Tokio apps call
+    /// [`run_tokio`](Run::run_tokio), or [`run_async`](Run::run_async) in `#[tokio::main]`.
+    /// An operator may still choose: `LIFECYCLE_RUNTIME=tokio` runs it on tokio when
+    /// that feature is compiled in (`smol`, or unset, is smol).
     ///
     /// # Errors
     ///
     /// A build error, a runtime that cannot be created, or signal handlers that cannot be
     /// registered. Everything after the first start is in the [`Report`].
-    #[cfg(any(feature = "smol", feature = "tokio"))]
+    #[cfg(feature = "smol")]
     fn run(self) -> Result<Report, Error> {
         match chosen_runtime()? {
-            #[cfg(feature = "smol")]
             RuntimeKind::Smol => self.run_smol(),
             #[cfg(feature = "tokio")]
             RuntimeKind::Tokio => self.run_tokio(),
         }
     }
 
-    /// Runs the app on smol, blocking the current thread.
+    /// Runs the app on smol, whatever `LIFECYCLE_RUNTIME` says.
     ///
     /// # Errors
     ///
     /// As [`Run::run`].
     #[cfg(feature = "smol")]
+    #[doc(hidden)]
     fn run_smol(self) -> Result<Report, Error> {
         let app = self.into_app()?;
         signals::catch()?;
@@ -144,7 +154,8 @@ pub trait Run: Sized + Send + 'static {
     ///
     /// # Errors
     ///
-    /// As [`Run::run`]; also when called inside a tokio runtime, where blocking is not
+    /// A build error, a runtime that cannot be created, or signal handlers that cannot be
+    /// registered; also when called inside a tokio runtime, where blocking is not
     /// allowed ([`run_async`](Run::run_async) is the call there).
     #[cfg(feature = "tokio")]
     fn run_tokio(self) -> Result<Report, Error> {
@@ -173,7 +184,7 @@ pub trait Run: Sized + Send + 'static {
     ///
     /// # Errors
     ///
-    /// As [`Run::run`]; also when only the `tokio` feature is on and there is no tokio
+    /// As [`Run::run_tokio`]; also when only the `tokio` feature is on and there is no tokio
     /// context, and when the tokio runtime lacks IO or timers (build it with
     /// `enable_all()`; `#[tokio::main]` does).
     fn run_async(self) -> impl Future<Output = Result<Report, Error>> + Send {
@@ -196,29 +207,21 @@ impl Run for App {
     }
 }
 
-#[cfg(any(feature = "smol", feature = "tokio"))]
+#[cfg(feature = "smol")]
 enum RuntimeKind {
-    #[cfg(feature = "smol")]
     Smol,
     #[cfg(feature = "tokio")]
     Tokio,
 }
 
-/// The runtime `run()` uses: `LIFECYCLE_RUNTIME` if set, else tokio if compiled in.
-#[cfg(any(feature = "smol", feature = "tokio"))]
+/// The runtime `run()` uses: smol, unless `LIFECYCLE_RUNTIME` names tokio (compiled in).
+#[cfg(feature = "smol")]
 fn chosen_runtime() -> Result<RuntimeKind, Error> {
     let requested = std::env::var("LIFECYCLE_RUNTIME").ok();
     match requested.as_deref().map(str::trim) {
-        #[cfg(feature = "smol")]
-        Some("smol") => Ok(RuntimeKind::Smol),
+        None | Some("" | "smol") => Ok(RuntimeKind::Smol),
         #[cfg(feature = "tokio")]
         Some("tokio") => Ok(RuntimeKind::Tokio),
-        None | Some("") => {
-            #[cfg(feature = "tokio")]
-            return Ok(RuntimeKind::Tokio);
-            #[cfg(not(feature = "tokio"))]
-            return Ok(RuntimeKind::Smol);
-        }
         Some(other) => Err(Error::Runtime(io::Error::other(format!(
             "LIFECYCLE_RUNTIME={other:?} is not a runtime this program was built with (built with: {})",
             [cfg!(feature = "smol").then_some("smol"), cfg!(feature = "tokio").then_some("tokio")]

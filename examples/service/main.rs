@@ -1,6 +1,7 @@
 //! A real small web service, and what a deploy does to it.
 //!
-//! Run it with `cargo run --example service` (smol) or add `--features tokio`. The graph:
+//! Run it with `cargo run --example service` (smol), or on tokio with
+//! `LIFECYCLE_RUNTIME=tokio cargo run --example service --features tokio`. The graph:
 //! `logs` <- `metrics` <- `db` (SQLite), `cache` <- `http` (hyper), and the probe server,
 //! which starts first and stops last. Then, from another terminal:
 //!

@@ -24,8 +24,8 @@
 //!   (`released 4`) and done by the next run;
 //! - the same with `kill -KILL <pid>` instead: the next run releases the 4 jobs the dead
 //!   process held, and does them;
-//! - `RUST_LOG=info,worker=debug` logs every claim and completion; `--features tokio`
-//!   runs it on tokio (`LIFECYCLE_RUNTIME=smol|tokio` picks when both are compiled in);
+//! - `RUST_LOG=info,worker=debug` logs every claim and completion;
+//!   `LIFECYCLE_RUNTIME=tokio` with `--features tokio` runs it on tokio;
 //! - inspect the queue: `sqlite3 data/jobs.db 'SELECT state, COUNT(*) FROM jobs GROUP BY 1'`.
 //!
 //! Logs (and the report) go to stdout; `--help` lists the flags.
