@@ -500,7 +500,7 @@ fn wait_for_quiet() {
 /// clock ticks, from `/proc`.
 #[derive(Debug, Clone, Copy)]
 struct CpuTimes {
-    /// user + nice + system of all CPUs.
+    /// user + nice + system + steal of all CPUs.
     busy: u64,
     /// Every field of all CPUs (idle included).
     total: u64,
@@ -522,8 +522,8 @@ impl CpuTimes {
             .filter_map(|field| field.parse().ok())
             .collect();
         // user nice system idle iowait irq softirq steal guest guest_nice; guest time is
-        // in user already.
-        let busy = cpu.iter().take(3).sum();
+        // in user already. Steal (other virtual machines on the host) counts as busy.
+        let busy = cpu.iter().take(3).sum::<u64>() + cpu.get(7).copied().unwrap_or(0);
         let total = cpu.iter().take(8).sum();
         let own_stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
         // After the command's name (in parentheses): state is field 3, utime field 14.
@@ -549,8 +549,8 @@ impl CpuTimes {
         Duration::from_millis(ticks * 10)
     }
 
-    /// The share of the machine's CPU time since `self` that went to other processes
-    /// (0 where `/proc` cannot be read).
+    /// The share of the machine's CPU time since `self` that went to other processes, or
+    /// to other virtual machines (steal); 0 where `/proc` cannot be read.
     fn others_since(self) -> f64 {
         let now = CpuTimes::now();
         let total = now.total.saturating_sub(self.total);
