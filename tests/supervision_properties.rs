@@ -76,6 +76,14 @@ fn case(max_nodes: usize) -> impl Strategy<Value = Case> {
     })
 }
 
+/// `PROPTEST_CASES` if set, else `default`.
+fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|cases| cases.parse().ok())
+        .unwrap_or(default)
+}
+
 fn name(i: usize) -> String {
     format!("c{i}")
 }
@@ -251,7 +259,7 @@ fn regression_restarts_around_an_escalation() {
 
 #[cfg(feature = "tokio")]
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig::with_cases(cases(256)))]
 
     #[test]
     fn tokio_restarts_keep_the_graph_invariants(case in case(24)) {
@@ -260,7 +268,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig::with_cases(cases(48)))]
 
     #[test]
     fn smol_restarts_keep_the_graph_invariants(case in case(10)) {
