@@ -228,6 +228,40 @@ impl fmt::Display for RestartReport {
 ///
 /// It implements [`Termination`], so `main` can return it (or a `Result` of it) and the
 /// process exits with [`exit_code`](Report::exit_code).
+///
+/// # Examples
+///
+/// ```
+/// # use lifecycle_core::*;
+/// # use std::sync::Arc;
+/// # #[derive(Debug)] struct Threads;
+/// # impl Runtime for Threads {
+/// #     fn spawn(&self, f: runtime::BoxFuture<()>) { std::thread::spawn(move || futures_executor::block_on(f)); }
+/// #     fn sleep_until(&self, d: std::time::Instant) -> runtime::BoxFuture<()> {
+/// #         Box::pin(async move { std::thread::sleep(d.saturating_duration_since(std::time::Instant::now())) })
+/// #     }
+/// #     fn signals(&self) -> std::io::Result<runtime::SignalStream> { Ok(Box::pin(futures_util::stream::pending())) }
+/// # }
+/// struct Db;
+///
+/// #[async_trait]
+/// impl Component for Db {
+///     fn name(&self) -> &str { "db" }
+///     async fn start(&mut self, _: &StartContext) -> Result<(), BoxError> {
+///         Err("connection refused".into())
+///     }
+///     async fn stop(&mut self, _: &StopContext) -> Result<(), BoxError> { Ok(()) }
+/// }
+///
+/// let app = App::builder().add(Db).build()?;
+/// let report = futures_executor::block_on(app.run_on(Arc::new(Threads)))?;
+/// assert_eq!(report.exit_code(), 1);
+/// assert!(!report.reached_running);
+/// assert_eq!(report.failures(), ["start of db failed: connection refused"]);
+/// assert_eq!(report.component("db").unwrap().start.outcome.kind(), "failed");
+/// println!("{report}"); // the table the engine also logs
+/// # Ok::<(), Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Report {

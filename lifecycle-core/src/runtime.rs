@@ -24,6 +24,48 @@ pub type SignalStream = Pin<Box<dyn Stream<Item = Signal> + Send + 'static>>;
 ///
 /// Object safe: the engine holds an `Arc<dyn Runtime>`. Implementations exist for smol
 /// (`lifecycle_smol::SmolRuntime`) and tokio (`lifecycle_tokio::TokioRuntime`).
+///
+/// # Examples
+///
+/// A runtime of plain threads (one per task and per timer: a toy, but a whole one), on
+/// which an app runs:
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Instant;
+/// use lifecycle_core::runtime::{BoxFuture, Runtime, SignalStream};
+/// use lifecycle_core::App;
+///
+/// #[derive(Debug)]
+/// struct Threads;
+///
+/// impl Runtime for Threads {
+///     fn spawn(&self, future: BoxFuture<()>) {
+///         std::thread::spawn(move || futures_executor::block_on(future));
+///     }
+///
+///     fn sleep_until(&self, deadline: Instant) -> BoxFuture<()> {
+///         let (wake, woken) = futures_channel::oneshot::channel::<()>();
+///         std::thread::spawn(move || {
+///             std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
+///             let _ = wake.send(());
+///         });
+///         Box::pin(async move {
+///             let _ = woken.await;
+///         })
+///     }
+///
+///     fn signals(&self) -> std::io::Result<SignalStream> {
+///         Ok(Box::pin(futures_util::stream::pending())) // a test injects none
+///     }
+/// }
+///
+/// let app = App::builder().build()?;
+/// app.handle().shutdown();
+/// let report = futures_executor::block_on(app.run_on(Arc::new(Threads)))?;
+/// assert_eq!(report.exit_code(), 0);
+/// # Ok::<(), lifecycle_core::Error>(())
+/// ```
 pub trait Runtime: Send + Sync + fmt::Debug + 'static {
     /// Runs `future` to completion in the background.
     ///
