@@ -57,6 +57,77 @@ pub struct Config {
     pub(crate) grace_period: Option<Duration>,
 }
 
+/// Every duration a `Config` holds, by its name in configuration files (and, upper-cased
+/// after `LIFECYCLE_`, in the environment), with its setter and whether zero is allowed.
+type Setter = fn(Config, Duration) -> Config;
+const SETTINGS: &[(&str, Setter, bool)] = &[
+    ("shutdown_timeout", Config::shutdown_timeout, false),
+    ("drain_delay", Config::drain_delay, true),
+    ("drain_quiet_period", Config::drain_quiet_period, false),
+    ("flush_reserve", Config::flush_reserve, false),
+    ("start_timeout", Config::start_timeout, false),
+    ("stop_timeout", Config::stop_timeout, false),
+    ("flush_timeout", Config::flush_timeout, false),
+    ("health_check_timeout", Config::health_check_timeout, false),
+    ("health_cache_ttl", Config::health_cache_ttl, false),
+    (
+        "health_check_interval",
+        Config::health_check_interval,
+        false,
+    ),
+    ("grace_period", Config::grace_period, false),
+];
+
+/// A setting's duration from its text: parsed, and zero refused unless allowed.
+fn setting(text: &str, zero_allowed: bool) -> Result<Duration, String> {
+    let duration = parse_duration(text)?;
+    if duration.is_zero() && !zero_allowed {
+        return Err("it must be greater than zero".to_owned());
+    }
+    Ok(duration)
+}
+
+/// With the `serde` feature, a `Config` reads from an app's own configuration file: a map
+/// of the settings above to human durations, each optional (the defaults apply), unknown
+/// keys refused, every value checked as `from_env` checks the environment.
+///
+/// ```
+/// # #[cfg(feature = "serde")] {
+/// use std::time::Duration;
+/// use lifecycle_core::Config;
+///
+/// let config: Config =
+///     serde_json::from_str(r#"{"shutdown_timeout": "20s", "drain_delay": "5s"}"#).unwrap();
+/// assert_eq!(config.stop_phase(), Duration::from_secs(12)); // 20 s - 5 s drain - 3 s flush
+///
+/// let typo = serde_json::from_str::<Config>(r#"{"stop_timout": "5s"}"#).unwrap_err();
+/// assert!(typo.to_string().starts_with("`stop_timout` is not a lifecycle setting"));
+/// # }
+/// ```
+#[cfg(feature = "serde")]
+impl<'de> serde::Deserialize<'de> for Config {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let map = std::collections::BTreeMap::<String, String>::deserialize(deserializer)?;
+        let mut config = Config::default();
+        for (key, text) in &map {
+            let Some(&(_, set, zero_allowed)) = SETTINGS.iter().find(|(name, _, _)| name == key)
+            else {
+                let known: Vec<&str> = SETTINGS.iter().map(|(name, _, _)| *name).collect();
+                return Err(D::Error::custom(format!(
+                    "`{key}` is not a lifecycle setting (known: {})",
+                    known.join(", ")
+                )));
+            };
+            let duration = setting(text, zero_allowed)
+                .map_err(|why| D::Error::custom(format!("{key} = {text:?} is invalid: {why}")))?;
+            config = set(config, duration);
+        }
+        config.validate().map_err(D::Error::custom)?;
+        Ok(config)
+    }
+}
+
 /// The drain delay used when none is configured: 5 s in Kubernetes, none elsewhere.
 const KUBERNETES_DRAIN_DELAY: Duration = Duration::from_secs(5);
 
@@ -208,35 +279,21 @@ impl Config {
     pub(crate) fn from_vars(
         var: impl Fn(&str) -> Option<std::ffi::OsString>,
     ) -> Result<Self, BuildError> {
-        type Setter = fn(Config, Duration) -> Config;
-        const VARIABLES: [(&str, Setter, bool); 10] = [
-            ("SHUTDOWN_TIMEOUT", Config::shutdown_timeout, false),
-            ("DRAIN_DELAY", Config::drain_delay, true),
-            ("DRAIN_QUIET_PERIOD", Config::drain_quiet_period, false),
-            ("FLUSH_RESERVE", Config::flush_reserve, false),
-            ("START_TIMEOUT", Config::start_timeout, false),
-            ("STOP_TIMEOUT", Config::stop_timeout, false),
-            ("FLUSH_TIMEOUT", Config::flush_timeout, false),
-            ("HEALTH_CHECK_TIMEOUT", Config::health_check_timeout, false),
-            ("HEALTH_CACHE_TTL", Config::health_cache_ttl, false),
-            ("GRACE_PERIOD", Config::grace_period, false),
-        ];
         let mut config = Config::default();
         if var("KUBERNETES_SERVICE_HOST").is_some() {
             config.drain_delay = KUBERNETES_DRAIN_DELAY;
         }
-        for (suffix, set, zero_allowed) in VARIABLES {
-            let name = format!("LIFECYCLE_{suffix}");
+        for &(key, set, zero_allowed) in SETTINGS {
+            let name = format!("LIFECYCLE_{}", key.to_ascii_uppercase());
             let Some(value) = var(&name) else { continue };
             let invalid = |why: &str| {
                 BuildError::InvalidConfig(format!("{name}={value:?} is invalid: {why}"))
             };
             let text = value.to_str().ok_or_else(|| invalid("it is not UTF-8"))?;
-            let duration = parse_duration(text).map_err(|why| invalid(&why))?;
-            if duration.is_zero() && !zero_allowed {
-                return Err(invalid("it must be greater than zero"));
-            }
-            config = set(config, duration);
+            config = set(
+                config,
+                setting(text, zero_allowed).map_err(|why| invalid(&why))?,
+            );
         }
         Ok(config)
     }
@@ -366,6 +423,45 @@ mod tests {
             from(&[("LIFECYCLE_DRAIN_DELAY", "0")]).is_ok(),
             "zero drain is no drain"
         );
+    }
+
+    /// A configuration file's section: human durations, unknown keys and bad values
+    /// refused naming them, the whole validated.
+    #[cfg(feature = "serde")]
+    #[test]
+    fn deserializes_from_an_apps_configuration_file() {
+        let config: Config =
+            serde_json::from_str(r#"{"stop_timeout": "2m30s", "health_check_interval": "250ms"}"#)
+                .unwrap();
+        assert_eq!(config.stop_timeout, Duration::from_secs(150));
+        assert_eq!(
+            config.health_check_interval,
+            Some(Duration::from_millis(250))
+        );
+        assert_eq!(config.shutdown_timeout, Config::default().shutdown_timeout);
+        for (json, complaint) in [
+            (
+                r#"{"stop_timeout": "0"}"#,
+                "stop_timeout = \"0\" is invalid: it must be greater than zero",
+            ),
+            (
+                r#"{"drain_delay": "soon"}"#,
+                "drain_delay = \"soon\" is invalid",
+            ),
+            (
+                r#"{"drain_delay": "30s"}"#,
+                "must be less than shutdown_timeout",
+            ),
+            (
+                r#"{"budget": "25s"}"#,
+                "`budget` is not a lifecycle setting",
+            ),
+        ] {
+            let error = serde_json::from_str::<Config>(json)
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(complaint), "{json}: {error}");
+        }
     }
 
     #[test]
