@@ -15,7 +15,6 @@
 
 use std::io;
 use std::net::TcpListener;
-use std::os::unix::net::UnixDatagram;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,11 +27,11 @@ use crate::{
     StopContext,
 };
 
-/// A connection to systemd's notification socket.
+/// systemd's notification socket (`NOTIFY_SOCKET`), spoken to through the sd-notify
+/// crate.
 #[derive(Debug)]
 pub struct Notifier {
-    socket: UnixDatagram,
-    address: std::os::unix::net::SocketAddr,
+    _private: (),
 }
 
 impl Notifier {
@@ -41,40 +40,25 @@ impl Notifier {
     ///
     /// # Errors
     ///
-    /// If the variable names a socket address that cannot be used.
+    /// If the variable is not UTF-8.
     pub fn from_env() -> io::Result<Option<Notifier>> {
         let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
             return Ok(None);
         };
-        let path = path
-            .into_string()
-            .map_err(|_| io::Error::other("NOTIFY_SOCKET is not UTF-8"))?;
-        let address = match path.strip_prefix('@') {
-            #[cfg(any(target_os = "linux", target_os = "android"))]
-            Some(name) => {
-                #[cfg(target_os = "android")]
-                use std::os::android::net::SocketAddrExt;
-                #[cfg(target_os = "linux")]
-                use std::os::linux::net::SocketAddrExt;
-                std::os::unix::net::SocketAddr::from_abstract_name(name)?
-            }
-            _ => std::os::unix::net::SocketAddr::from_pathname(&path)?,
-        };
-        Ok(Some(Notifier {
-            socket: UnixDatagram::unbound()?,
-            address,
-        }))
+        if path.to_str().is_none() {
+            return Err(io::Error::other("NOTIFY_SOCKET is not UTF-8"));
+        }
+        Ok(Some(Notifier { _private: () }))
     }
 
     /// Sends `state` (`"READY=1"`, `"STATUS=draining"`, several separated by newlines).
     ///
     /// # Errors
     ///
-    /// The error of sending the datagram (systemd is gone, most likely).
+    /// The error of sending the datagram (systemd is gone, most likely), or of an
+    /// unusable `NOTIFY_SOCKET` address.
     pub fn notify(&self, state: &str) -> io::Result<()> {
-        self.socket
-            .send_to_addr(state.as_bytes(), &self.address)
-            .map(drop)
+        sd_notify::notify(&[sd_notify::NotifyState::Custom(state)])
     }
 }
 
@@ -106,20 +90,10 @@ impl SystemdNotify {
     ///
     /// # Errors
     ///
-    /// If `NOTIFY_SOCKET` is set to an unusable address, or `WATCHDOG_USEC` is not a
-    /// number.
+    /// If `NOTIFY_SOCKET` is not UTF-8.
     pub fn from_env() -> io::Result<Self> {
-        let for_us = std::env::var("WATCHDOG_PID")
-            .map_or(true, |pid| pid.trim() == std::process::id().to_string());
-        let watchdog = match std::env::var("WATCHDOG_USEC") {
-            Ok(usec) if for_us => {
-                let usec: u64 = usec.trim().parse().map_err(|_| {
-                    io::Error::other(format!("WATCHDOG_USEC={usec:?} is not a number"))
-                })?;
-                (usec > 0).then(|| Duration::from_micros(usec))
-            }
-            _ => None,
-        };
+        // sd-notify honours WATCHDOG_PID and ignores an unusable WATCHDOG_USEC.
+        let watchdog = sd_notify::watchdog_enabled().filter(|interval| !interval.is_zero());
         Ok(SystemdNotify {
             notifier: Notifier::from_env()?.map(Arc::new),
             watchdog,

@@ -54,7 +54,8 @@ fn receive_for(socket: &UnixDatagram, within: Duration) -> Vec<String> {
     {
         socket.set_read_timeout(Some(left)).unwrap();
         match socket.recv(&mut buffer) {
-            Ok(n) => received.push(String::from_utf8_lossy(&buffer[..n]).into_owned()),
+            // sd-notify ends each state with a newline, as systemd allows.
+            Ok(n) => received.push(String::from_utf8_lossy(&buffer[..n]).trim_end().to_owned()),
             Err(_) => break,
         }
     }
@@ -74,7 +75,7 @@ fn receive_until(socket: &UnixDatagram, wanted: &str) -> Vec<String> {
         );
         socket.set_read_timeout(Some(left)).unwrap();
         if let Ok(n) = socket.recv(&mut buffer) {
-            let datagram = String::from_utf8_lossy(&buffer[..n]).into_owned();
+            let datagram = String::from_utf8_lossy(&buffer[..n]).trim_end().to_owned();
             let found = datagram.lines().any(|line| line == wanted);
             received.push(datagram);
             if found {
