@@ -574,14 +574,18 @@ fn bad_configuration_is_refused_with_exit_code_2() {
         (
             &["--drain-delay", "5x"][..],
             &[][..],
-            r#"--drain-delay "5x" is invalid"#,
+            "invalid value '5x' for '--drain-delay <DURATION>': `x` is not a unit",
         ),
         (
             &["--addr", "localhost"][..],
             &[][..],
-            r#"--addr "localhost" is not an address"#,
+            "invalid value 'localhost' for '--addr <ADDR>'",
         ),
-        (&["--bogus"][..], &[][..], r#"unknown flag "--bogus""#),
+        (
+            &["--bogus"][..],
+            &[][..],
+            "unexpected argument '--bogus' found",
+        ),
         (
             &[][..],
             &[("LIFECYCLE_SHUTDOWN_TIMEOUT", "0s")][..],

@@ -1,4 +1,4 @@
-//! The command line: addresses, the data directory, the cache, and the budget.
+//! The command line (clap): addresses, the data directory, the cache, and the budget.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,146 +7,83 @@ use std::time::Duration;
 use lifecycle::config::parse_duration;
 use lifecycle::Config;
 
-pub const USAGE: &str = "\
-usage: service [options]
-
-  --addr ADDR              the app's address (default 127.0.0.1:8080)
-  --health-addr ADDR       probes and /metrics (default 127.0.0.1:9000)
-  --data-dir DIR           SQLite database, log file, metrics snapshot (default ./data)
-  --redis URL              use a Redis server as the cache (redis://host:port),
-                           instead of the in-process one
-  --shutdown-timeout DUR   the whole shutdown budget (default 25s)
-  --drain-delay DUR        keep serving after the trigger (default 0, 5s in Kubernetes)
-  --quiet-period DUR       end the drain once no request came for DUR
-  --stop-timeout DUR       how long the app's requests in flight may take to finish
-                           once it stops accepting (default 8s); then they are cut
-  --explain                print the plan (levels, orders, timeouts, budget, warnings)
-                           and exit
-  --graph dot|mermaid      print the component graph and exit
-  --help                   this text
-
-Durations are written 500ms, 5s, 2m. Each LIFECYCLE_* variable (LIFECYCLE_SHUTDOWN_TIMEOUT,
-LIFECYCLE_DRAIN_DELAY, ...) sets the same value; a flag wins over the variable.";
-
-/// What the command line asked for.
-#[derive(Debug)]
-pub struct Args {
+/// A real small web service on lifecycle: SQLite, a cache, probes, metrics, logs.
+///
+/// Durations are written 500ms, 5s, 2m30s. Each LIFECYCLE_* variable
+/// (LIFECYCLE_SHUTDOWN_TIMEOUT, LIFECYCLE_DRAIN_DELAY, ...) sets the same value; a flag
+/// wins over the variable.
+#[derive(Debug, clap::Parser)]
+#[command(name = "service")]
+pub struct Flags {
+    /// The app's address.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
     pub addr: SocketAddr,
+    /// Probes and /metrics.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9000")]
     pub health_addr: SocketAddr,
+    /// SQLite database, log file, metrics snapshot.
+    #[arg(long, value_name = "DIR", default_value = "data")]
     pub data_dir: PathBuf,
+    /// Use a Redis server as the cache (redis://host:port), instead of the in-process one.
+    #[arg(long, value_name = "URL", value_parser = redis_url)]
     pub redis: Option<String>,
-    /// The environment's `LIFECYCLE_*` values, then the flags.
-    pub config: Config,
-    /// The `http` component's stop timeout, overriding its own 8 s.
-    pub http_stop_timeout: Option<Duration>,
-    /// Print instead of running.
-    pub print: Option<Print>,
+    /// The whole shutdown budget [default: 25s].
+    #[arg(long, value_name = "DURATION", value_parser = positive)]
+    shutdown_timeout: Option<Duration>,
+    /// Keep serving after the trigger [default: 0, 5s in Kubernetes].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    drain_delay: Option<Duration>,
+    /// End the drain once no request came for this long.
+    #[arg(long, value_name = "DURATION", value_parser = positive)]
+    quiet_period: Option<Duration>,
+    /// How long the app's requests in flight may take to finish once it stops
+    /// accepting [default: 8s]; then they are cut.
+    #[arg(long, value_name = "DURATION", value_parser = positive)]
+    pub stop_timeout: Option<Duration>,
+    /// Print the plan (levels, orders, timeouts, budget, warnings) and exit.
+    #[arg(long)]
+    pub explain: bool,
+    /// Print the component graph and exit.
+    #[arg(long, value_name = "FORMAT")]
+    pub graph: Option<Graph>,
 }
 
-/// What to print instead of running.
-#[derive(Debug, Clone, Copy)]
-pub enum Print {
-    Explain,
+/// A graph format.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Graph {
     Dot,
     Mermaid,
 }
 
-/// Why the command line was refused; `Help` is not an error, but ends the program too.
-#[derive(Debug)]
-pub enum Refused {
-    Help,
-    Invalid(String),
-}
-
-impl Args {
-    /// Reads the flags; bad values are refused with a message naming the flag.
-    pub fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, Refused> {
-        let mut config = Config::from_env().map_err(|e| Refused::Invalid(e.to_string()))?;
-        let mut parsed = Args {
-            addr: "127.0.0.1:8080".parse().expect("a valid default"),
-            health_addr: "127.0.0.1:9000".parse().expect("a valid default"),
-            data_dir: PathBuf::from("data"),
-            redis: None,
-            config: Config::default(),
-            print: None,
-            http_stop_timeout: None,
-        };
-        while let Some(flag) = args.next() {
-            match flag.as_str() {
-                "--help" | "-h" => return Err(Refused::Help),
-                "--explain" => {
-                    parsed.print = Some(Print::Explain);
-                    continue;
-                }
-                _ => {}
-            }
-            let mut value = || {
-                args.next()
-                    .ok_or_else(|| Refused::Invalid(format!("{flag} needs a value")))
-            };
-            let duration = |text: String| {
-                parse_duration(&text)
-                    .map_err(|why| Refused::Invalid(format!("{flag} {text:?} is invalid: {why}")))
-            };
-            let address = |text: String| {
-                text.parse::<SocketAddr>().map_err(|_| {
-                    Refused::Invalid(format!(
-                        "{flag} {text:?} is not an address like 127.0.0.1:8080"
-                    ))
-                })
-            };
-            match flag.as_str() {
-                "--addr" => parsed.addr = address(value()?)?,
-                "--health-addr" => parsed.health_addr = address(value()?)?,
-                "--data-dir" => parsed.data_dir = PathBuf::from(value()?),
-                "--graph" => {
-                    parsed.print = Some(match value()?.as_str() {
-                        "dot" => Print::Dot,
-                        "mermaid" => Print::Mermaid,
-                        other => {
-                            return Err(Refused::Invalid(format!(
-                                "--graph {other:?}: write dot or mermaid"
-                            )))
-                        }
-                    })
-                }
-                "--redis" => {
-                    let url = value()?;
-                    if !url.starts_with("redis://") {
-                        return Err(Refused::Invalid(format!(
-                            "--redis {url:?} is not a URL like redis://127.0.0.1:6379"
-                        )));
-                    }
-                    parsed.redis = Some(url);
-                }
-                "--shutdown-timeout" => {
-                    config = config.shutdown_timeout(positive(&flag, duration(value()?)?)?)
-                }
-                "--drain-delay" => config = config.drain_delay(duration(value()?)?),
-                "--quiet-period" => {
-                    config = config.drain_quiet_period(positive(&flag, duration(value()?)?)?)
-                }
-                "--stop-timeout" => {
-                    parsed.http_stop_timeout = Some(positive(&flag, duration(value()?)?)?)
-                }
-                other => {
-                    return Err(Refused::Invalid(format!(
-                        "unknown flag {other:?} (try --help)"
-                    )))
-                }
-            }
+impl Flags {
+    /// The environment's `LIFECYCLE_*` values, then the flags.
+    pub fn config(&self) -> Result<Config, lifecycle::BuildError> {
+        let mut config = Config::from_env()?;
+        if let Some(budget) = self.shutdown_timeout {
+            config = config.shutdown_timeout(budget);
         }
-        parsed.config = config;
-        Ok(parsed)
+        if let Some(delay) = self.drain_delay {
+            config = config.drain_delay(delay);
+        }
+        if let Some(quiet) = self.quiet_period {
+            config = config.drain_quiet_period(quiet);
+        }
+        config.validate()?;
+        Ok(config)
     }
 }
 
-fn positive(flag: &str, duration: Duration) -> Result<Duration, Refused> {
-    if duration.is_zero() {
-        Err(Refused::Invalid(format!(
-            "{flag} must be greater than zero"
-        )))
+fn positive(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        duration if duration.is_zero() => Err("it must be greater than zero".to_owned()),
+        duration => Ok(duration),
+    }
+}
+
+fn redis_url(text: &str) -> Result<String, String> {
+    if text.starts_with("redis://") {
+        Ok(text.to_owned())
     } else {
-        Ok(duration)
+        Err("not a URL like redis://127.0.0.1:6379".to_owned())
     }
 }

@@ -33,7 +33,14 @@ use std::process::ExitCode;
 use lifecycle::prelude::*;
 use lifecycle::{BuildError, Error, ProbeServer};
 
-use crate::args::{Args, Print, Refused, USAGE};
+use crate::args::{Flags, Graph};
+
+/// What to print instead of running.
+enum Print {
+    Explain,
+    Dot,
+    Mermaid,
+}
 
 fn main() -> ExitCode {
     // First, before any setup: a SIGTERM from here on aborts the start (exit 1, the log
@@ -42,17 +49,8 @@ fn main() -> ExitCode {
         eprintln!("error: {error}");
         return ExitCode::FAILURE;
     }
-    let args = match Args::parse(std::env::args().skip(1)) {
-        Ok(args) => args,
-        Err(Refused::Help) => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(Refused::Invalid(why)) => {
-            eprintln!("error: {why}\n\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
+    // Bad flags exit 2 with clap's message naming them, before anything is taken.
+    let args = <Flags as clap::Parser>::parse();
     match run(args) {
         Ok(report) => ExitCode::from(report.exit_code()),
         Err(Error::Build(error @ BuildError::InvalidConfig(_))) => {
@@ -66,9 +64,15 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(mut args: Args) -> Result<Report, Error> {
-    args.config.validate()?; // before taking ports and files
-    if args.print.is_some() {
+fn run(mut args: Flags) -> Result<Report, Error> {
+    let config = args.config()?; // before taking ports and files
+    let print = match (args.explain, args.graph) {
+        (true, _) => Some(Print::Explain),
+        (false, Some(Graph::Dot)) => Some(Print::Dot),
+        (false, Some(Graph::Mermaid)) => Some(Print::Mermaid),
+        (false, None) => None,
+    };
+    if print.is_some() {
         // Only to describe the app: do not take the ports of one that may be running.
         args.addr.set_port(0);
         args.health_addr.set_port(0);
@@ -97,7 +101,7 @@ fn run(mut args: Args) -> Result<Report, Error> {
     #[cfg(all(unix, feature = "systemd"))]
     let builder = builder.add(lifecycle::systemd::SystemdNotify::from_env().map_err(io)?);
     let app = builder
-        .config(args.config)
+        .config(config)
         .add(probes)
         .add(logs)
         .add(metrics)
@@ -105,13 +109,13 @@ fn run(mut args: Args) -> Result<Report, Error> {
         .add(cache)
         .add_with(
             http,
-            match args.http_stop_timeout {
+            match args.stop_timeout {
                 Some(timeout) => http::options().stop_timeout(timeout),
                 None => http::options(),
             },
         )
         .build()?;
-    match args.print {
+    match print {
         None => app.run(),
         Some(print) => {
             let explained = app.explain();

@@ -33,7 +33,6 @@
 mod db;
 mod workers;
 
-use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process;
@@ -46,124 +45,52 @@ use lifecycle::prelude::*;
 use crate::db::Db;
 use crate::workers::{Settings, Stats, Workers};
 
-const USAGE: &str = "\
-Usage: worker [OPTIONS]
-
-A job queue in SQLite (DIR/jobs.db), worked by K workers; SIGTERM or Ctrl-C stops them
-gracefully: jobs in progress are finished, or put back in the queue.
-
-Options:
-  --data-dir DIR      where jobs.db is kept; created if missing [default: data]
-  --enqueue N         add N new jobs to the queue before starting [default: 0]
-  --workers K         how many jobs to work on at a time, 1 to 1024 [default: 4]
-  --job-ms MS         simulated work per job, in milliseconds [default: 50]
-  --exit-when-empty   shut down once no job is queued or claimed
-  --crash-after N     crash a worker (holding a job) once N jobs are done; the
-                      workers restart and the job is released, not lost
-  -h, --help          print this help
-
-Environment: RUST_LOG (default info), LIFECYCLE_RUNTIME=smol|tokio, and the
-LIFECYCLE_* durations (LIFECYCLE_STOP_TIMEOUT=500ms, LIFECYCLE_SHUTDOWN_TIMEOUT=25s...).
-";
-
-/// The command line, parsed.
-#[derive(Debug)]
+/// A job queue in SQLite (DIR/jobs.db), worked by K workers; SIGTERM or Ctrl-C stops
+/// them gracefully: jobs in progress are finished, or put back in the queue.
+///
+/// Environment: RUST_LOG (default info), LIFECYCLE_RUNTIME=smol|tokio, and the
+/// LIFECYCLE_* durations (LIFECYCLE_STOP_TIMEOUT=500ms, LIFECYCLE_SHUTDOWN_TIMEOUT=25s...).
+#[derive(Debug, clap::Parser)]
+#[command(name = "worker")]
 struct Flags {
+    /// Where jobs.db is kept; created if missing.
+    #[arg(long, value_name = "DIR", default_value = "data")]
     data_dir: PathBuf,
-    settings: Settings,
+    /// Add N new jobs to the queue before starting.
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
+    enqueue: u64,
+    /// How many jobs to work on at a time.
+    #[arg(long, value_name = "K", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    workers: u64,
+    /// Simulated work per job, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 50, value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
+    job_ms: u64,
+    /// Shut down once no job is queued or claimed.
+    #[arg(long)]
+    exit_when_empty: bool,
+    /// Crash a worker (holding a job) once N jobs are done; the workers restart and the
+    /// job is released, not lost.
+    #[arg(long, value_name = "N")]
+    crash_after: Option<u64>,
 }
 
-#[derive(Debug)]
-enum Command {
-    Run(Flags),
-    Help,
-}
-
-/// Parses the arguments (without the program name). `--flag value` and `--flag=value`
-/// are both accepted. The error is a message for stderr.
-fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String> {
-    let mut flags = Flags {
-        data_dir: PathBuf::from("data"),
-        settings: Settings {
-            workers: 4,
-            job: Duration::from_millis(50),
-            enqueue: 0,
-            exit_when_empty: false,
-            crash_after: None,
-        },
-    };
-    let mut args = args.into_iter();
-    while let Some(arg) = args.next() {
-        let Some(text) = arg.to_str() else {
-            return Err(format!("unexpected argument {arg:?}"));
-        };
-        let (name, inline) = match text.split_once('=') {
-            Some((name, value)) if name.starts_with("--") => (name, Some(OsString::from(value))),
-            _ => (text, None),
-        };
-        match name {
-            "-h" | "--help" => return Ok(Command::Help),
-            "--exit-when-empty" => {
-                if inline.is_some() {
-                    return Err("--exit-when-empty takes no value".into());
-                }
-                flags.settings.exit_when_empty = true;
-            }
-            "--data-dir" | "--enqueue" | "--workers" | "--job-ms" | "--crash-after" => {
-                let value = match inline.or_else(|| args.next()) {
-                    Some(value) => value,
-                    None => return Err(format!("{name} needs a value")),
-                };
-                if name == "--data-dir" {
-                    if value.is_empty() {
-                        return Err("--data-dir needs a non-empty path".into());
-                    }
-                    flags.data_dir = PathBuf::from(value);
-                    continue;
-                }
-                let (min, max, what) = match name {
-                    "--enqueue" | "--crash-after" => (0, 10_000_000, "a number of jobs"),
-                    "--workers" => (1, 1024, "a number of workers"),
-                    _ => (0, 3_600_000, "a number of milliseconds"),
-                };
-                let number = value
-                    .to_str()
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .filter(|n| (min..=max).contains(n))
-                    .ok_or_else(|| {
-                        format!(
-                            "invalid value {value:?} for {name}: expected {what}, \
-                             a whole number from {min} to {max}"
-                        )
-                    })?;
-                match name {
-                    "--enqueue" => flags.settings.enqueue = number,
-                    "--crash-after" => flags.settings.crash_after = Some(number),
-                    "--workers" => flags.settings.workers = number as usize,
-                    _ => flags.settings.job = Duration::from_millis(number),
-                }
-            }
-            other if other.starts_with('-') => return Err(format!("unknown flag {other}")),
-            other => return Err(format!("unexpected argument {other:?}")),
+impl Flags {
+    fn settings(&self) -> Settings {
+        Settings {
+            workers: self.workers as usize,
+            job: Duration::from_millis(self.job_ms),
+            enqueue: self.enqueue,
+            exit_when_empty: self.exit_when_empty,
+            crash_after: self.crash_after,
         }
     }
-    Ok(Command::Run(flags))
 }
 
 fn main() -> Result<Report, lifecycle::Error> {
     // First: a SIGTERM from here on aborts the start instead of killing the process.
     lifecycle::signals::catch()?;
-    let flags = match parse(std::env::args_os().skip(1)) {
-        Ok(Command::Run(flags)) => flags,
-        Ok(Command::Help) => {
-            print!("{USAGE}");
-            process::exit(0);
-        }
-        Err(message) => {
-            eprintln!("worker: {message}\nTry `worker --help`.");
-            process::exit(2);
-        }
-    };
+    // Bad flags exit 2 with clap's message naming them, before anything is created.
+    let flags = <Flags as clap::Parser>::parse();
 
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -180,10 +107,10 @@ fn main() -> Result<Report, lifecycle::Error> {
     }
     // Workers spend most of their time working, not querying: a few connections serve
     // many workers. SQLite has one writer at a time anyway.
-    let connections = (flags.settings.workers as u32 + 1).min(8);
+    let connections = (flags.workers as u32 + 1).min(8);
     let db = Db::new(flags.data_dir.join("jobs.db"), connections);
     let stats = Arc::new(Stats::default());
-    let workers = Workers::new(flags.settings, stats.clone());
+    let workers = Workers::new(flags.settings(), stats.clone());
 
     let report = App::builder()
         // The defaults (25 s budget, stops capped at 10 s), or LIFECYCLE_* variables.
