@@ -14,7 +14,15 @@
 //! connection count (64, 256) gets a 1 s warm-up run of `wrk -t2 -c{N}`, then a measured
 //! 5 s run with `--latency`; requests/s and the 99th percentile are read from its output.
 //! The whole set is repeated `HTTP_BENCH_ROUNDS` times (default 3), the servers in a
-//! rotating order, and the table gives the median (and the range of requests/s).
+//! rotating order, and the table gives the median (and the range of requests/s), and the
+//! server's CPU time per request (this process's user + system time, `wrk` excluded, over
+//! the requests `wrk` completed): the steadiest figure when server and `wrk` share cores.
+//!
+//! A run during which other processes (or other virtual machines: steal) took more than 3%
+//! of the CPU (`/proc/stat`; `HTTP_BENCH_OTHERS=<percent>` changes it, 100 under a
+//! profiler) is done again once the machine is quiet, up to four times.
+//! `HTTP_BENCH_ONLY=<part of a name>` keeps only the servers whose runtime and name
+//! contain it (`tokio lifecycle`, `smol hyper`).
 //!
 //! With `HTTP_BENCH_DIAGNOSE` set, each runtime gets two more rows, not counted as peers,
 //! that tell where HttpServer's cost goes: its hyper peer given HttpServer's header read
