@@ -303,11 +303,28 @@ impl Component for HttpServer {
         let runtime = ctx.runtime().clone();
         let executor = Executor(ctx.spawner());
         let mut builder = auto::Builder::new(executor);
-        builder
-            .http1()
-            .timer(RuntimeTimer::new(runtime.clone()))
-            .header_read_timeout(self.header_read_timeout);
-        builder.http2().timer(RuntimeTimer::new(runtime.clone()));
+        // hyper arms the header read timeout for every request: on tokio its own timer
+        // (hyper-util's, on tokio's clock, paused or not), which costs no allocation.
+        #[cfg(feature = "tokio")]
+        let on_tokio = tokio::runtime::Handle::try_current().is_ok();
+        #[cfg(not(feature = "tokio"))]
+        let on_tokio = false;
+        if on_tokio {
+            #[cfg(feature = "tokio")]
+            {
+                builder
+                    .http1()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(self.header_read_timeout);
+                builder.http2().timer(hyper_util::rt::TokioTimer::new());
+            }
+        } else {
+            builder
+                .http1()
+                .timer(RuntimeTimer::new(runtime.clone()))
+                .header_read_timeout(self.header_read_timeout);
+            builder.http2().timer(RuntimeTimer::new(runtime.clone()));
+        }
         let (stopping, stop_begun) = oneshot::channel();
         let server = Arc::new(Server {
             serve,
