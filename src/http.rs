@@ -535,7 +535,7 @@ where
                 let probes = server.probes.as_ref().expect("checked above");
                 let response = probes.respond(&request).await;
                 Ok(response.map(|body| CountedBody {
-                    inner: Box::pin(EitherBody::Right(body)),
+                    inner: EitherBody::Right(body),
                     guards: None,
                 }))
             });
@@ -568,7 +568,7 @@ where
             Ok(Response::from_parts(
                 parts,
                 CountedBody {
-                    inner: Box::pin(EitherBody::Left(body)),
+                    inner: EitherBody::Left(body),
                     guards: Some(guards),
                 },
             ))
@@ -576,10 +576,13 @@ where
     }
 }
 
-/// A response body that counts its request as in flight until the body is complete.
-pub struct CountedBody<B> {
-    inner: Pin<Box<B>>,
-    guards: Option<(OwnedInFlightGuard, OwnedInFlightGuard)>,
+pin_project_lite::pin_project! {
+    /// A response body that counts its request as in flight until the body is complete.
+    pub struct CountedBody<B> {
+        #[pin]
+        inner: B,
+        guards: Option<(OwnedInFlightGuard, OwnedInFlightGuard)>,
+    }
 }
 
 impl<B> fmt::Debug for CountedBody<B> {
@@ -593,12 +596,13 @@ impl<B: Body> Body for CountedBody<B> {
     type Error = B::Error;
 
     fn poll_frame(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
-        let frame = self.inner.as_mut().poll_frame(cx);
+        let this = self.project();
+        let frame = this.inner.poll_frame(cx);
         if let Poll::Ready(None) = frame {
-            self.guards = None;
+            *this.guards = None;
         }
         frame
     }

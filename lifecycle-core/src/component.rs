@@ -287,7 +287,7 @@ impl StartContext {
     /// # Ok::<(), lifecycle_core::BuildError>(())
     /// ```
     pub fn provide<T: Clone + Send + Sync + 'static>(&self, value: T) {
-        self.resources.provide(self.spawner.node, value)
+        self.resources.provide(self.spawner.shared.node, value)
     }
 
     /// The `T` provided by a component this one depends on: the provider its
@@ -300,7 +300,7 @@ impl StartContext {
     /// A [`ResourceError`] naming this component and the type when no dependency provides
     /// one, or several do ([`resource_from`](StartContext::resource_from) names one).
     pub fn resource<T: Clone + Send + Sync + 'static>(&self) -> Result<T, ResourceError> {
-        self.resources.get(self.spawner.node, None)
+        self.resources.get(self.spawner.shared.node, None)
     }
 
     /// The `T` provided by `provider`, a component this one depends on (directly or
@@ -313,7 +313,7 @@ impl StartContext {
         &self,
         provider: &str,
     ) -> Result<T, ResourceError> {
-        self.resources.get(self.spawner.node, Some(provider))
+        self.resources.get(self.spawner.shared.node, Some(provider))
     }
 
     /// Runs `future` until this start's [`deadline`](StartContext::deadline); on the
@@ -345,7 +345,7 @@ impl StartContext {
 
     /// The app's runtime: sleep on its clock, spawn untracked tasks.
     pub fn runtime(&self) -> &Arc<dyn Runtime> {
-        &self.spawner.runtime
+        &self.spawner.shared.runtime
     }
 
     /// The app's health: phase, readiness, liveness, checks.

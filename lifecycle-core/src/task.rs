@@ -64,14 +64,22 @@ impl Drop for Alive {
 /// cancelled the same way.
 #[derive(Debug, Clone)]
 pub struct Spawner {
+    /// One allocation for what every clone shares: a clone (one per HTTP request, in
+    /// its extensions) is one reference count.
+    pub(crate) shared: Arc<SpawnerShared>,
+    /// Whether this is the start's own spawner: the end of its tasks restarts a component
+    /// whose policy is [`Restart::always`](crate::Restart::always).
+    pub(crate) main: bool,
+}
+
+/// What the clones of a [`Spawner`] share.
+#[derive(Debug)]
+pub(crate) struct SpawnerShared {
     pub(crate) node: usize,
     pub(crate) name: Arc<str>,
     pub(crate) tasks: Arc<TaskSet>,
     pub(crate) runtime: Arc<dyn Runtime>,
     pub(crate) notices: UnboundedSender<Notice>,
-    /// Whether this is the start's own spawner: the end of its tasks restarts a component
-    /// whose policy is [`Restart::always`](crate::Restart::always).
-    pub(crate) main: bool,
 }
 
 impl Spawner {
@@ -100,17 +108,18 @@ impl Spawner {
         let (ended, result) = oneshot::channel();
         let (abort, registration) = AbortHandle::new_pair();
         let handle = Task { result, abort };
-        if self.tasks.cancel.is_set() {
+        let shared = &*self.shared;
+        if shared.tasks.cancel.is_set() {
             handle.abort();
             return handle;
         }
-        self.tasks.live.fetch_add(1, Ordering::AcqRel);
-        let alive = Alive(self.tasks.clone());
-        let node = self.node;
+        shared.tasks.live.fetch_add(1, Ordering::AcqRel);
+        let alive = Alive(shared.tasks.clone());
+        let node = shared.node;
         let main = self.main;
-        let notices = self.notices.clone();
-        let span = tracing::info_span!("task", component = %self.name);
-        self.runtime.spawn(Box::pin(
+        let notices = shared.notices.clone();
+        let span = tracing::info_span!("task", component = %shared.name);
+        shared.runtime.spawn(Box::pin(
             async move {
                 let tasks = alive.0.clone();
                 // In a block, so the task is dropped before anyone learns that it ended.

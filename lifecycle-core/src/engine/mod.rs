@@ -33,7 +33,7 @@ use crate::resources::Resources;
 use crate::runtime::{timeout_at, Runtime, Signal};
 use crate::shutdown::{InFlight, Notice, ShutdownHandle};
 use crate::supervision::{History, Restart, When};
-use crate::task::{Spawner, TaskSet};
+use crate::task::{Spawner, SpawnerShared, TaskSet};
 
 /// One component with what the engine keeps about it.
 pub(crate) struct Node {
@@ -368,11 +368,13 @@ impl Run<'_> {
             name: node.name.clone(),
             spawner: Spawner {
                 main: true,
-                node: i,
-                name: node.name.clone(),
-                tasks: node.tasks.clone(),
-                runtime: runtime.clone(),
-                notices: self.handle.notices.clone(),
+                shared: Arc::new(SpawnerShared {
+                    node: i,
+                    name: node.name.clone(),
+                    tasks: node.tasks.clone(),
+                    runtime: runtime.clone(),
+                    notices: self.handle.notices.clone(),
+                }),
             },
             resources: node.resources.clone(),
             handle: self.handle.clone(),
