@@ -57,7 +57,7 @@ fn build_and_validate(c: &mut Criterion) {
 /// How a start+stop benchmark runs the app.
 #[derive(Debug, Clone, Copy)]
 enum Mode {
-    /// `run_smol()`: a smol `block_on` per run.
+    /// `run()`: a smol `block_on` per run.
     Smol,
     /// `run_tokio()`: a new multi-threaded tokio runtime per run.
     Tokio,
@@ -78,7 +78,7 @@ impl Mode {
 
     fn run(self, app: App, tokio: &tokio::runtime::Runtime) -> Report {
         match self {
-            Mode::Smol => app.run_smol(),
+            Mode::Smol => app.run(),
             Mode::Tokio => app.run_tokio(),
             Mode::TokioRunOn => tokio
                 .block_on(app.run_on(Arc::new(TokioRuntime::from_handle(tokio.handle().clone())))),

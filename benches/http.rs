@@ -5,7 +5,7 @@
 //!   (`auto::Builder` with `TokioExecutor` and `TokioIo`, one `tokio::spawn` per
 //!   connection), and `axum::serve`, each on a multi-threaded tokio runtime built as
 //!   `run_tokio` builds its own (one worker per core);
-//! - on smol: `HttpServer` in an app run by `run_smol`, and hyper's HTTP/1 connection over
+//! - on smol: `HttpServer` in an app run by `run`, and hyper's HTTP/1 connection over
 //!   async-io sockets through smol-hyper's `FuturesIo`, one `smol::spawn` per connection
 //!   (smol's global executor, as the app's tasks).
 //!
@@ -431,7 +431,7 @@ fn start_lifecycle(rt: Rt) -> Running {
     let health = app.health();
     let app = thread::spawn(move || match rt {
         Rt::Tokio => app.run_tokio().expect("the app runs"),
-        Rt::Smol => app.run_smol().expect("the app runs"),
+        Rt::Smol => app.run().expect("the app runs"),
     });
     let began = Instant::now();
     while health.phase() != Phase::Running {

@@ -105,12 +105,7 @@ async fn sequential(specs: &[Spec], runtime: Arc<dyn Runtime>) -> Times {
 fn lifecycle_run(specs: &[Spec], tokio: bool) -> Times {
     let app = build(components(specs, true), config());
     let began = Instant::now();
-    let report = if tokio {
-        app.run_tokio()
-    } else {
-        app.run_smol()
-    }
-    .expect("the app runs");
+    let report = if tokio { app.run_tokio() } else { app.run() }.expect("the app runs");
     let wall = began.elapsed();
     assert_clean(&report, specs.len());
     Times {

@@ -131,23 +131,14 @@ pub trait Run: Sized + Send + 'static {
     #[cfg(feature = "smol")]
     fn run(self) -> Result<Report, Error> {
         match chosen_runtime()? {
-            RuntimeKind::Smol => self.run_smol(),
+            RuntimeKind::Smol => {
+                let app = self.into_app()?;
+                signals::catch()?;
+                lifecycle_smol::block_on(app.run_on(Arc::new(CaughtSignals(SmolRuntime::new()))))
+            }
             #[cfg(feature = "tokio")]
             RuntimeKind::Tokio => self.run_tokio(),
         }
-    }
-
-    /// Runs the app on smol, whatever `LIFECYCLE_RUNTIME` says.
-    ///
-    /// # Errors
-    ///
-    /// As [`Run::run`].
-    #[cfg(feature = "smol")]
-    #[doc(hidden)]
-    fn run_smol(self) -> Result<Report, Error> {
-        let app = self.into_app()?;
-        signals::catch()?;
-        lifecycle_smol::block_on(app.run_on(Arc::new(CaughtSignals(SmolRuntime::new()))))
     }
 
     /// Runs the app on a new multi-threaded tokio runtime, blocking the current thread.

@@ -238,7 +238,7 @@ fn run_returns_the_build_error() {
     let err = App::builder()
         .add(Named("a", vec!["b"]))
         .add(Named("b", vec!["a"]))
-        .run_smol()
+        .run()
         .unwrap_err();
     assert_eq!(
         format!("{err:?}"),

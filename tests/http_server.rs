@@ -141,7 +141,7 @@ fn start_serving(
     let handle = app.handle();
     let health = app.health();
     let app = thread::spawn(move || match runtime {
-        "smol" => app.run_smol().unwrap(),
+        "smol" => app.run().unwrap(),
         _ => run_tokio(app),
     });
     let began = Instant::now();

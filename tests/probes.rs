@@ -39,7 +39,7 @@ enum Rt {
 /// Runs `app` on `rt` in a thread of its own.
 fn spawn_app(rt: Rt, app: App) -> JoinHandle<Report> {
     thread::spawn(move || match rt {
-        Rt::Smol => app.run_smol().expect("the app runs"),
+        Rt::Smol => app.run().expect("the app runs"),
         #[cfg(feature = "tokio")]
         Rt::Tokio => app.run_tokio().expect("the app runs"),
     })

@@ -1,4 +1,4 @@
-//! The entry points: `run_smol`, `run_tokio`, and `run_async` inside a runtime the user
+//! The entry points: `run`, `run_tokio`, and `run_async` inside a runtime the user
 //! already has.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -37,9 +37,9 @@ fn app(counter: &Arc<AtomicUsize>) -> Builder {
 use lifecycle::Builder;
 
 #[test]
-fn run_smol_blocks_until_exit() {
+fn run_blocks_on_smol_until_exit() {
     let counter = Arc::new(AtomicUsize::new(0));
-    let report = app(&counter).run_smol().unwrap();
+    let report = app(&counter).run().unwrap();
     assert_eq!(report.exit_code(), 0);
     assert_eq!(
         counter.load(Ordering::SeqCst),

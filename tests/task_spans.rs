@@ -52,7 +52,7 @@ fn tracked_tasks_log_in_their_components_span() {
         .with_ansi(false)
         .init();
     #[allow(unused_mut)] // tokio adds a run when compiled in
-    let mut runs = vec![("smol", App::builder().add(Ticker("on-smol")).run_smol())];
+    let mut runs = vec![("smol", App::builder().add(Ticker("on-smol")).run())];
     #[cfg(feature = "tokio")]
     runs.push(("tokio", App::builder().add(Ticker("on-tokio")).run_tokio()));
     let output = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
