@@ -2,7 +2,7 @@
 //! rounds of checks and their requests.
 
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
@@ -174,7 +174,7 @@ impl Shared {
     /// keep their last results. The engine answers, so liveness holds; readiness and the
     /// aggregate follow the restarting components' criticality.
     pub(crate) fn publish_restarting(&self, now: Instant, restarting: &[bool]) {
-        let mut rounds = self.rounds();
+        let rounds = self.rounds();
         let results: Vec<(Health, Duration)> = restarting
             .iter()
             .enumerate()
@@ -191,6 +191,17 @@ impl Shared {
                 }
             })
             .collect();
+        self.publish(rounds, now, results);
+    }
+
+    /// Publishes a round's results (aggregated by criticality), ended at `at`: it
+    /// answers every request made until now.
+    fn publish(
+        &self,
+        mut rounds: MutexGuard<'_, Rounds>,
+        at: Instant,
+        results: Vec<(Health, Duration)>,
+    ) {
         let status = aggregate(
             self.critical
                 .iter()
@@ -198,7 +209,7 @@ impl Shared {
                 .map(|(&critical, (health, _))| (critical, health)),
         );
         rounds.last = Some(Checks {
-            at: now,
+            at,
             status,
             results,
         });
@@ -253,22 +264,7 @@ impl Shared {
         .await;
         let mut rounds = self.rounds();
         let results = self.apply_thresholds(&mut rounds, results);
-        let status = aggregate(
-            self.critical
-                .iter()
-                .zip(&results)
-                .map(|(&critical, (health, _))| (critical, health)),
-        );
-        rounds.last = Some(Checks {
-            at: runtime.now(),
-            status,
-            results,
-        });
-        // Every request made until now is answered by this round (it ended after it).
-        rounds.pending_since = None;
-        self.wanted.store(false, Ordering::Release);
-        drop(rounds);
-        self.bump();
+        self.publish(rounds, runtime.now(), results);
     }
 
     pub(super) fn version(&self) -> u64 {
