@@ -86,8 +86,8 @@ type Events = Gated<Pin<Box<dyn Stream<Item = Event> + Send>>>;
 /// A hook's future, boxed so the futures of one phase fit in one `FuturesUnordered`.
 type HookFuture<'a> = Pin<Box<dyn Future<Output = (usize, Step)> + Send + 'a>>;
 
-/// The state of one run.
-struct Run<'a> {
+/// The state of one run (the facade's `Run` trait is what users call).
+struct Engine<'a> {
     runtime: Arc<dyn Runtime>,
     plan: &'a Plan,
     handle: ShutdownHandle,
@@ -152,7 +152,7 @@ pub(crate) async fn run(
     );
     let origin = runtime.now();
     health.set_runtime(runtime.clone());
-    let mut run = Run {
+    let mut run = Engine {
         reports: nodes
             .iter()
             .map(|node| ComponentReport {
@@ -254,7 +254,7 @@ pub(crate) async fn run(
     Ok(report)
 }
 
-impl Run<'_> {
+impl Engine<'_> {
     /// Starts every member node as soon as all its member dependencies have started (the
     /// others run already: a restart starts a subgraph). Returns the trigger that aborted
     /// the start, if any; the starts in flight are then dropped. `record`: whether the
@@ -572,16 +572,7 @@ impl Run<'_> {
                     if record || pending.is_some() {
                         self.during_shutdown(event);
                     } else {
-                        match self.classify(event) {
-                            Classified::Trigger(trigger) => {
-                                self.begin_shutdown();
-                                pending = Some(trigger);
-                            }
-                            Classified::Restart(node, cause) => {
-                                self.deferred.push_back((node, cause))
-                            }
-                            Classified::Ignore => {}
-                        }
+                        pending = self.during_restart(event);
                     }
                 }
             }
@@ -719,6 +710,22 @@ impl Run<'_> {
         Trigger::TaskFailed {
             component: self.plan.name(node).to_owned(),
             outcome,
+        }
+    }
+
+    /// Handles an event during a restart: a trigger begins the shutdown at once and is
+    /// returned (the restart then ends); another component's failure waits its turn.
+    fn during_restart(&mut self, event: Event) -> Option<Trigger> {
+        match self.classify(event) {
+            Classified::Trigger(trigger) => {
+                self.begin_shutdown();
+                Some(trigger)
+            }
+            Classified::Restart(node, cause) => {
+                self.deferred.push_back((node, cause));
+                None
+            }
+            Classified::Ignore => None,
         }
     }
 

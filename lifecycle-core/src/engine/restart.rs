@@ -15,7 +15,7 @@ use std::time::Duration;
 use futures_util::future::{select, Either};
 use futures_util::StreamExt;
 
-use super::{Classified, Node, Run};
+use super::{Engine, Node};
 use crate::health::ComponentState;
 use crate::report::{Outcome, RestartReport, Trigger};
 use crate::task::TaskSet;
@@ -24,7 +24,7 @@ use crate::task::TaskSet;
 /// (which always applies): no shutdown budget runs while the app runs.
 const NO_BUDGET: Duration = Duration::from_secs(3600);
 
-impl Run<'_> {
+impl Engine<'_> {
     /// Restarts `failed` (which failed with `cause`) and its transitive dependents.
     /// Returns the trigger that ended the restart, if one did: a signal or request, a
     /// failure that cannot be restarted, or `failed` exceeding its restart limit.
@@ -177,13 +177,8 @@ impl Run<'_> {
                     self.health.publish_restarting(self.runtime.now(), members);
                 }
                 Either::Right((Either::Left((event, _)), _)) => {
-                    match self.classify(event.expect("events never end")) {
-                        Classified::Trigger(trigger) => {
-                            self.begin_shutdown();
-                            return Err(trigger);
-                        }
-                        Classified::Restart(node, cause) => self.deferred.push_back((node, cause)),
-                        Classified::Ignore => {}
+                    if let Some(trigger) = self.during_restart(event.expect("events never end")) {
+                        return Err(trigger);
                     }
                 }
             }
