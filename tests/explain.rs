@@ -80,6 +80,33 @@ fn the_plan_is_explained_and_a_stop_path_over_its_phase_is_named() {
     }
 }
 
+/// A dependency the component also has through another of its dependencies is noted.
+#[test]
+fn a_dependency_implied_through_another_is_noted() {
+    let app = App::builder()
+        .add(Named("metrics", vec![]))
+        .add(Named("db", vec!["metrics"]))
+        .add(Named("worker", vec!["metrics", "db"]))
+        .build()
+        .unwrap();
+    let explained = app.explain();
+    let worker = &explained.components[2];
+    assert_eq!(
+        worker.implied,
+        [("metrics".to_owned(), "db".to_owned())],
+        "{explained}"
+    );
+    assert!(explained.components[..2]
+        .iter()
+        .all(|c| c.implied.is_empty()));
+    let text = explained.to_string();
+    assert!(
+        text.lines().any(|l| l.starts_with("worker")
+            && l.ends_with("depends on metrics, db; metrics also through db")),
+        "{text}"
+    );
+}
+
 #[test]
 fn a_budget_over_the_grace_period_and_slow_flushes_are_warned_about() {
     let flushes = || Options::new().stop_timeout(secs(1)).flush_timeout(secs(2));

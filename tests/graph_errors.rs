@@ -90,6 +90,16 @@ fn cycle_is_printed_whole() {
         ]),
         "dependency cycle: db -> cache -> metrics -> db"
     );
+    // Separate cycles are all named, so one build shows every one to break.
+    assert_eq!(
+        message(&[
+            ("http", &["db"]),
+            ("db", &["http"]),
+            ("cache", &["queue"]),
+            ("queue", &["cache"]),
+        ]),
+        "dependency cycles: http -> db -> http; cache -> queue -> cache"
+    );
 }
 
 #[test]

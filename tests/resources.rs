@@ -360,7 +360,7 @@ fn a_use_that_closes_a_loop_is_a_cycle() {
         .build()
         .unwrap_err();
     assert!(
-        matches!(&error, BuildError::Cycle { cycle } if cycle.len() == 3),
+        matches!(&error, BuildError::Cycle { cycles } if cycles[0].len() == 3),
         "{error}"
     );
 }

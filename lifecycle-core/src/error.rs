@@ -34,12 +34,14 @@ pub enum BuildError {
         /// Added components whose names are close to `missing`, closest first.
         suggestions: Vec<String>,
     },
-    /// The dependencies form a cycle.
-    #[error("dependency cycle: {}", .cycle.join(" -> "))]
+    /// The dependencies form cycles.
+    #[error("{}", cycles_message(.cycles))]
     Cycle {
-        /// The components on the cycle, in dependency direction, the first one repeated
-        /// at the end (`a -> b -> a`: `a` depends on `b`, which depends on `a`).
-        cycle: Vec<String>,
+        /// One cycle per group of components that depend on one another, each in
+        /// dependency direction with its first component repeated at the end (`a -> b ->
+        /// a`: `a` depends on `b`, which depends on `a`); several when the graph has
+        /// separate cycles, so one build names them all.
+        cycles: Vec<Vec<String>>,
     },
     /// A component uses a resource type that no component provides.
     #[error(
@@ -170,4 +172,11 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     } else {
         "panic with a non-string payload".to_owned()
     }
+}
+
+/// `dependency cycle: a -> b -> a`, or `dependency cycles: a -> b -> a; c -> d -> c`.
+fn cycles_message(cycles: &[Vec<String>]) -> String {
+    let plural = if cycles.len() > 1 { "s" } else { "" };
+    let cycles: Vec<String> = cycles.iter().map(|cycle| cycle.join(" -> ")).collect();
+    format!("dependency cycle{plural}: {}", cycles.join("; "))
 }

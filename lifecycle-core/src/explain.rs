@@ -17,6 +17,11 @@ pub struct PlannedComponent {
     /// What it depends on, declared and added by options (not the implicit edges to
     /// components that start [before all](crate::Options::before_all)).
     pub dependencies: Vec<String>,
+    /// Dependencies among those that it also has through another one, each with the
+    /// first such other one: `("db", "cache")` when it depends on `db` and on `cache`,
+    /// which depends on `db`. Harmless (the order is the same without them), and worth
+    /// a look: perhaps it uses `db` only through `cache`.
+    pub implied: Vec<(String, String)>,
     /// How long its start may take.
     pub start_timeout: Duration,
     /// How long its stop may take (the budget may cut it shorter).
@@ -86,10 +91,16 @@ impl Explanation {
                 .filter(|&d| before_all[i] || !before_all[d])
                 .collect()
         };
+        let implied = plan.implied_dependencies();
         let components = (0..plan.len())
             .map(|i| PlannedComponent {
                 name: name(i),
                 dependencies: names(&declared(i)),
+                implied: implied[i]
+                    .iter()
+                    .filter(|(d, _)| declared(i).contains(d))
+                    .map(|&(d, through)| (name(d), name(through)))
+                    .collect(),
                 start_timeout: timeouts[i].start,
                 stop_timeout: timeouts[i].stop,
                 flush_timeout: timeouts[i].flush,
@@ -260,6 +271,9 @@ impl fmt::Display for Explanation {
             let mut notes = Vec::new();
             if !c.dependencies.is_empty() {
                 notes.push(format!("depends on {}", c.dependencies.join(", ")));
+            }
+            for (dependency, through) in &c.implied {
+                notes.push(format!("{dependency} also through {through}"));
             }
             if c.before_all {
                 notes.push("before all".to_owned());

@@ -1,7 +1,19 @@
 //! The validated dependency graph and its plan.
+//!
+//! The graph is a petgraph [`DiGraph`] with an edge `d -> i` when `i` depends on `d`
+//! (node indices are registration indices); its algorithms find every cycle (strongly
+//! connected components), a restart's subgraph (reachability) and the dependencies
+//! implied through others (transitive reduction). The start order is Kahn's algorithm
+//! written here, because petgraph's `toposort` is depth-first and would not keep
+//! registration order among independent components.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
+
+use petgraph::algo::tarjan_scc;
+use petgraph::algo::tred::{dag_to_toposorted_adjacency_list, dag_transitive_reduction_closure};
+use petgraph::graph::{DiGraph, NodeIndex};
+use petgraph::visit::Dfs;
 
 use crate::error::BuildError;
 
@@ -12,7 +24,9 @@ use crate::error::BuildError;
 /// deterministic.
 #[derive(Debug, Clone)]
 pub struct Plan {
-    names: Vec<String>,
+    graph: DiGraph<String, ()>,
+    /// Each node's dependencies and dependents as slices, in declaration order, for the
+    /// engine's wavefronts (petgraph lists a node's neighbours newest first).
     dependencies: Vec<Vec<usize>>,
     dependents: Vec<Vec<usize>>,
     order: Vec<usize>,
@@ -23,6 +37,7 @@ impl Plan {
     /// Validates `nodes` (each a name and the names it depends on) into a plan.
     pub(crate) fn new(nodes: &[(String, Vec<String>)]) -> Result<Plan, BuildError> {
         let mut index: HashMap<&str, usize> = HashMap::with_capacity(nodes.len());
+        let mut graph = DiGraph::with_capacity(nodes.len(), nodes.len());
         for (i, (name, _)) in nodes.iter().enumerate() {
             if name.is_empty() {
                 return Err(BuildError::EmptyName);
@@ -30,6 +45,7 @@ impl Plan {
             if index.insert(name, i).is_some() {
                 return Err(BuildError::DuplicateName(name.clone()));
             }
+            graph.add_node(name.clone());
         }
 
         let mut dependencies = vec![Vec::new(); nodes.len()];
@@ -52,11 +68,12 @@ impl Plan {
                 if !dependencies[i].contains(&d) {
                     dependencies[i].push(d);
                     dependents[d].push(i);
+                    graph.add_edge(NodeIndex::new(d), NodeIndex::new(i), ());
                 }
             }
         }
 
-        // Kahn's algorithm; whatever is left over lies on or behind a cycle.
+        // Kahn's algorithm, first come first served: registration order among equals.
         let mut waiting: Vec<usize> = dependencies.iter().map(Vec::len).collect();
         let mut queue: VecDeque<usize> = (0..nodes.len()).filter(|&i| waiting[i] == 0).collect();
         let mut order = Vec::with_capacity(nodes.len());
@@ -72,14 +89,16 @@ impl Plan {
             }
         }
         if order.len() < nodes.len() {
-            let cycle = find_cycle(&dependencies, &waiting);
             return Err(BuildError::Cycle {
-                cycle: cycle.into_iter().map(|i| nodes[i].0.clone()).collect(),
+                cycles: cycles(&graph, &dependencies)
+                    .into_iter()
+                    .map(|cycle| cycle.into_iter().map(|i| nodes[i].0.clone()).collect())
+                    .collect(),
             });
         }
 
         Ok(Plan {
-            names: nodes.iter().map(|(n, _)| n.clone()).collect(),
+            graph,
             dependencies,
             dependents,
             order,
@@ -89,27 +108,23 @@ impl Plan {
 
     /// The number of components.
     pub fn len(&self) -> usize {
-        self.names.len()
+        self.graph.node_count()
     }
 
     /// Whether the plan has no components.
     pub fn is_empty(&self) -> bool {
-        self.names.is_empty()
+        self.len() == 0
     }
 
     /// Component names in a start order: every component after all its dependencies.
     /// Components without a path between them may start concurrently.
     pub fn start_order(&self) -> Vec<&str> {
-        self.order.iter().map(|&i| self.names[i].as_str()).collect()
+        self.order.iter().map(|&i| self.name(i)).collect()
     }
 
     /// Component names in a stop order: the start order reversed.
     pub fn stop_order(&self) -> Vec<&str> {
-        self.order
-            .iter()
-            .rev()
-            .map(|&i| self.names[i].as_str())
-            .collect()
+        self.order.iter().rev().map(|&i| self.name(i)).collect()
     }
 
     /// The graph's levels: level 0 has no dependencies, level `n` depends on something
@@ -118,32 +133,30 @@ impl Plan {
         let depth = self.levels.iter().max().map_or(0, |m| m + 1);
         let mut levels = vec![Vec::new(); depth];
         for &i in &self.order {
-            levels[self.levels[i]].push(self.names[i].as_str());
+            levels[self.levels[i]].push(self.name(i));
         }
         levels
     }
 
     /// The names `name` depends on, or `None` if no component has that name.
     pub fn dependencies_of(&self, name: &str) -> Option<Vec<&str>> {
-        let i = self.names.iter().position(|n| n == name)?;
-        Some(
-            self.dependencies[i]
-                .iter()
-                .map(|&d| self.names[d].as_str())
-                .collect(),
-        )
+        let i = self
+            .graph
+            .node_indices()
+            .position(|n| self.graph[n] == name)?;
+        Some(self.dependencies[i].iter().map(|&d| self.name(d)).collect())
     }
 
     /// The index of the component named `name`, which the plan has validated.
     pub(crate) fn index(&self, name: &str) -> usize {
-        self.names
-            .iter()
-            .position(|n| n == name)
+        self.graph
+            .node_indices()
+            .position(|n| self.graph[n] == name)
             .expect("a name the plan has validated")
     }
 
     pub(crate) fn name(&self, node: usize) -> &str {
-        &self.names[node]
+        &self.graph[NodeIndex::new(node)]
     }
 
     pub(crate) fn order(&self) -> &[usize] {
@@ -157,6 +170,42 @@ impl Plan {
     pub(crate) fn dependents(&self, node: usize) -> &[usize] {
         &self.dependents[node]
     }
+
+    /// `node` and everything that depends on it, directly or not: what a restart of
+    /// `node` cycles.
+    pub(crate) fn with_dependents(&self, node: usize) -> Vec<bool> {
+        let mut members = vec![false; self.len()];
+        let mut dfs = Dfs::new(&self.graph, NodeIndex::new(node));
+        while let Some(next) = dfs.next(&self.graph) {
+            members[next.index()] = true;
+        }
+        members
+    }
+
+    /// For each node, the dependencies it declares that it also has through another of
+    /// its dependencies, each with the first such other one: `(db, cache)` when the node
+    /// depends on `db` and on `cache`, which depends on `db`. Such an edge changes no
+    /// order; the transitive reduction leaves it out.
+    pub(crate) fn implied_dependencies(&self) -> Vec<Vec<(usize, usize)>> {
+        let order: Vec<NodeIndex> = self.order.iter().map(|&i| NodeIndex::new(i)).collect();
+        let (sorted, rank) = dag_to_toposorted_adjacency_list::<_, u32>(&self.graph, &order);
+        let (reduction, closure) = dag_transitive_reduction_closure(&sorted);
+        let rank = |i: usize| rank[i];
+        (0..self.len())
+            .map(|i| {
+                self.dependencies[i]
+                    .iter()
+                    .filter(|&&d| !reduction.contains_edge(rank(d), rank(i)))
+                    .filter_map(|&d| {
+                        let through = self.dependencies[i]
+                            .iter()
+                            .find(|&&e| e != d && closure.contains_edge(rank(d), rank(e)))?;
+                        Some((d, *through))
+                    })
+                    .collect()
+            })
+            .collect()
+    }
 }
 
 impl fmt::Display for Plan {
@@ -169,30 +218,51 @@ impl fmt::Display for Plan {
     }
 }
 
-/// Walks dependency edges among the nodes Kahn's algorithm could not order (each has at
-/// least one unordered dependency) until a node repeats; the walk from its first visit
-/// is a cycle. Returns it with the first node repeated at the end.
-fn find_cycle(dependencies: &[Vec<usize>], waiting: &[usize]) -> Vec<usize> {
-    let blocked = |i: usize| waiting[i] > 0;
-    let start = (0..waiting.len())
-        .find(|&i| blocked(i))
-        .expect("a node is on or behind a cycle");
-    let mut path = vec![start];
-    let mut seen_at = HashMap::from([(start, 0)]);
-    let mut current = start;
-    loop {
-        current = *dependencies[current]
-            .iter()
-            .find(|&&d| blocked(d))
-            .expect("a blocked node has a blocked dependency");
-        if let Some(&at) = seen_at.get(&current) {
-            let mut cycle = path.split_off(at);
-            cycle.push(current);
-            return cycle;
-        }
-        seen_at.insert(current, path.len());
-        path.push(current);
-    }
+/// One cycle per strongly connected component of more than one node, ordered by their
+/// first registered node: the shortest cycle through that node, in dependency
+/// direction, the node repeated at the end.
+fn cycles(graph: &DiGraph<String, ()>, dependencies: &[Vec<usize>]) -> Vec<Vec<usize>> {
+    let mut components: Vec<Vec<usize>> = tarjan_scc(graph)
+        .into_iter()
+        .filter(|component| component.len() > 1)
+        .map(|component| {
+            let mut members: Vec<usize> = component.iter().map(|n| n.index()).collect();
+            members.sort_unstable();
+            members
+        })
+        .collect();
+    components.sort_unstable();
+    components
+        .iter()
+        .map(|members| {
+            // Breadth first along dependency edges inside the component, back to its start.
+            let start = members[0];
+            let mut came_from: HashMap<usize, usize> = HashMap::new();
+            let mut queue = VecDeque::from([start]);
+            let last = 'search: loop {
+                let next = queue
+                    .pop_front()
+                    .expect("a strongly connected component has a cycle");
+                for &d in &dependencies[next] {
+                    if d == start {
+                        break 'search next;
+                    }
+                    if members.binary_search(&d).is_ok() && !came_from.contains_key(&d) {
+                        came_from.insert(d, next);
+                        queue.push_back(d);
+                    }
+                }
+            };
+            // Back from the last node to the start, then turned around.
+            let mut cycle = vec![last];
+            while let Some(&before) = came_from.get(cycle.last().expect("not empty")) {
+                cycle.push(before);
+            }
+            cycle.reverse();
+            cycle.push(start);
+            cycle
+        })
+        .collect()
 }
 
 /// Names close to `wanted`, closest first: equal ignoring case, or within an edit
@@ -276,6 +346,65 @@ mod tests {
     fn cycle_behind_an_acyclic_prefix_is_found() {
         let err = plan(&[("x", &["db"]), ("db", &["cache"]), ("cache", &["db"])]).unwrap_err();
         assert_eq!(err.to_string(), "dependency cycle: db -> cache -> db");
+    }
+
+    #[test]
+    fn every_separate_cycle_is_named_shortest_first_registered_first() {
+        let err = plan(&[
+            ("x", &["y"]),
+            ("a", &["b", "d"]),
+            ("b", &["c"]),
+            ("c", &["a"]),
+            ("d", &["a"]),
+            ("y", &["x"]),
+            ("free", &[]),
+        ])
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "dependency cycles: x -> y -> x; a -> d -> a"
+        );
+    }
+
+    #[test]
+    fn a_restart_cycles_the_node_and_everything_depending_on_it() {
+        let plan = plan(&[
+            ("metrics", &[]),
+            ("db", &["metrics"]),
+            ("cache", &["db"]),
+            ("http", &["cache"]),
+            ("worker", &["db"]),
+            ("audit", &["metrics"]),
+        ])
+        .unwrap();
+        let members = |name| {
+            let cycled = plan.with_dependents(plan.index(name));
+            (0..plan.len())
+                .filter(|&i| cycled[i])
+                .map(|i| plan.name(i))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(members("db"), ["db", "cache", "http", "worker"]);
+        assert_eq!(members("cache"), ["cache", "http"]);
+        assert_eq!(members("audit"), ["audit"]);
+    }
+
+    #[test]
+    fn dependencies_implied_through_others_are_found() {
+        let plan = plan(&[
+            ("db", &[]),
+            ("cache", &["db"]),
+            ("http", &["db", "cache"]),
+            ("worker", &["db"]),
+        ])
+        .unwrap();
+        let implied = plan.implied_dependencies();
+        let http = plan.index("http");
+        assert_eq!(implied[http], [(plan.index("db"), plan.index("cache"))]);
+        assert!(implied
+            .iter()
+            .enumerate()
+            .all(|(i, implied)| i == http || implied.is_empty()));
     }
 
     #[test]

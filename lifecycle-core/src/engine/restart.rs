@@ -36,7 +36,7 @@ impl Engine<'_> {
     ) -> Result<(), Trigger> {
         let plan = self.plan;
         let began = self.runtime.now();
-        let members = self.subgraph(failed);
+        let members = plan.with_dependents(failed);
         let cycled: Vec<String> = plan
             .order()
             .iter()
@@ -142,18 +142,6 @@ impl Engine<'_> {
         // Fresh checks, now that the cycled components answer again.
         self.health.request_checks(self.runtime.now());
         result
-    }
-
-    /// The node and every node that depends on it, directly or transitively.
-    fn subgraph(&self, node: usize) -> Vec<bool> {
-        let mut members = vec![false; self.plan.len()];
-        let mut queue = vec![node];
-        while let Some(next) = queue.pop() {
-            if !std::mem::replace(&mut members[next], true) {
-                queue.extend(self.plan.dependents(next).iter().copied());
-            }
-        }
-        members
     }
 
     /// Waits until `until`, answering health checks for the restarting members; a
