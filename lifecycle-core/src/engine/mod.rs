@@ -1,4 +1,5 @@
-//! The orchestration: start wavefront, running, drain, stop wavefront, flush.
+//! The orchestration: start, running, drain, stop, flush. The start and the stop are
+//! one wavefront (`wavefront.rs`) run each way.
 //!
 //! Every hook runs inside the one engine future, concurrently (not in parallel) with the
 //! other hooks of its phase, each borrowing its own component. That keeps `&mut self`
@@ -7,9 +8,11 @@
 //! A failure of a component with a restart policy is handled in `restart.rs`.
 
 mod restart;
+mod wavefront;
 
 use std::collections::VecDeque;
 use std::future::Future;
+use std::ops::ControlFlow;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -18,7 +21,7 @@ use std::time::{Duration, Instant};
 use futures_channel::mpsc::UnboundedReceiver;
 use futures_core::Stream;
 use futures_util::future::{select, Either};
-use futures_util::stream::{self, FuturesUnordered};
+use futures_util::stream;
 use futures_util::{FutureExt, StreamExt};
 use tracing::Instrument;
 
@@ -34,6 +37,7 @@ use crate::runtime::{timeout_at, Runtime, Signal};
 use crate::shutdown::{InFlight, Notice, ShutdownHandle};
 use crate::supervision::{History, Restart, When};
 use crate::task::{Spawner, SpawnerShared, TaskSet};
+use wavefront::{Direction, Interrupted, Wavefront};
 
 /// One component with what the engine keeps about it.
 pub(crate) struct Node {
@@ -265,79 +269,53 @@ impl Engine<'_> {
         members: &[bool],
         record: bool,
     ) -> Result<(), Trigger> {
-        let plan = self.plan;
-        let mut waiting: Vec<usize> = (0..nodes.len())
-            .map(|i| plan.dependencies(i).iter().filter(|&&d| members[d]).count())
-            .collect();
-        let mut ready: Vec<usize> = plan
-            .order()
-            .iter()
-            .copied()
-            .filter(|&i| members[i] && waiting[i] == 0)
-            .collect();
-        let mut slots: Vec<Option<&mut Node>> = nodes.iter_mut().map(Some).collect();
-        let mut in_flight: FuturesUnordered<HookFuture<'_>> = FuturesUnordered::new();
-        let mut began: Vec<Option<Instant>> = vec![None; slots.len()];
-
-        let aborted = loop {
-            for i in ready.drain(..) {
-                let node = slots[i].take().expect("a node becomes ready once");
-                began[i] = Some(self.runtime.now());
-                self.health.set_state(i, ComponentState::Starting);
-                in_flight.push(self.start_node(i, node));
-            }
-            if in_flight.is_empty() {
-                return Ok(());
-            }
-            // Events first: a signal is never starved by hooks that keep completing.
-            match select(self.events.next(), in_flight.next()).await {
-                Either::Right((Some((i, step)), _)) => {
+        let front = Wavefront::new(self.plan, Direction::DependenciesFirst, members.to_vec());
+        let started = self
+            .wavefront(
+                nodes,
+                front,
+                |run, i, node| {
+                    run.health.set_state(i, ComponentState::Starting);
+                    run.start_node(i, node)
+                },
+                |run, i, step| {
                     let outcome = step.outcome.clone();
                     if record {
-                        self.reports[i].start = step;
+                        run.reports[i].start = step;
                     }
-                    began[i] = None;
                     if outcome != Outcome::Completed {
-                        self.health.set_state(i, ComponentState::Failed);
-                        tracing::warn!(component = plan.name(i), "start {outcome}");
-                        break Trigger::StartFailed {
-                            component: plan.name(i).to_owned(),
+                        run.health.set_state(i, ComponentState::Failed);
+                        tracing::warn!(component = run.plan.name(i), "start {outcome}");
+                        return ControlFlow::Break(Trigger::StartFailed {
+                            component: run.plan.name(i).to_owned(),
                             outcome,
-                        };
+                        });
                     }
-                    self.started[i] = true;
-                    self.ran[i] = true;
-                    self.health.set_state(i, ComponentState::Running);
-                    for &dependent in plan.dependents(i) {
-                        if !members[dependent] {
-                            continue;
-                        }
-                        waiting[dependent] -= 1;
-                        if waiting[dependent] == 0 {
-                            ready.push(dependent);
-                        }
+                    run.started[i] = true;
+                    run.ran[i] = true;
+                    run.health.set_state(i, ComponentState::Running);
+                    ControlFlow::Continue(())
+                },
+                |run, event| match run.classify(event) {
+                    Classified::Trigger(trigger) => ControlFlow::Break(trigger),
+                    // A failure during the first start aborts it, as any failure does.
+                    Classified::Restart(node, outcome) if record => {
+                        ControlFlow::Break(run.task_failed(node, outcome))
                     }
-                }
-                Either::Right((None, _)) => unreachable!("in_flight is not empty"),
-                Either::Left((event, _)) => {
-                    match self.classify(event.expect("events never end")) {
-                        Classified::Trigger(trigger) => break trigger,
-                        // A failure during the first start aborts it, as any failure does.
-                        Classified::Restart(node, outcome) if record => {
-                            break self.task_failed(node, outcome)
-                        }
-                        Classified::Restart(node, outcome) => {
-                            self.deferred.push_back((node, outcome))
-                        }
-                        Classified::Ignore => {}
+                    Classified::Restart(node, outcome) => {
+                        run.deferred.push_back((node, outcome));
+                        ControlFlow::Continue(())
                     }
-                }
-            }
+                    Classified::Ignore => ControlFlow::Continue(()),
+                },
+            )
+            .await;
+        let Err(aborted) = started else {
+            return Ok(());
         };
 
-        drop(in_flight);
         let now = self.runtime.now();
-        for (i, began) in began.iter().enumerate() {
+        for (i, began) in aborted.dropped.iter().enumerate() {
             if let Some(began) = *began {
                 if record {
                     self.reports[i].start = step(self.origin, began, now, Outcome::Cancelled);
@@ -345,7 +323,6 @@ impl Engine<'_> {
                 self.health.set_state(i, ComponentState::Stopped);
             }
         }
-        drop(slots);
         for (i, (node, started)) in nodes.iter().zip(&self.started).enumerate() {
             if members[i] && !started {
                 node.tasks.cancel();
@@ -356,7 +333,7 @@ impl Engine<'_> {
                 }
             }
         }
-        Err(aborted)
+        Err(aborted.reason)
     }
 
     fn start_node<'n>(&self, i: usize, node: &'n mut Node) -> HookFuture<'n> {
@@ -509,87 +486,73 @@ impl Engine<'_> {
         members: &[bool],
         record: bool,
     ) -> Option<Trigger> {
-        let plan = self.plan;
         let stopping: Vec<bool> = (0..nodes.len())
             .map(|i| members[i] && self.started[i])
-            .collect();
-        let mut waiting: Vec<usize> = (0..nodes.len())
-            .map(|i| plan.dependents(i).iter().filter(|&&d| stopping[d]).count())
-            .collect();
-        let mut ready: Vec<usize> = plan
-            .order()
-            .iter()
-            .rev()
-            .copied()
-            .filter(|&i| stopping[i] && waiting[i] == 0)
             .collect();
         // The hooks' own outcomes, kept apart from the stop futures, which go on to wait
         // for the tracked tasks: a forced exit that drops a stop future after its hook
         // ended still reports how the hook ended.
         let hooks_ended: Vec<OnceLock<Step>> = nodes.iter().map(|_| OnceLock::new()).collect();
-        let mut slots: Vec<Option<&mut Node>> = nodes.iter_mut().map(Some).collect();
-        let mut in_flight: FuturesUnordered<HookFuture<'_>> = FuturesUnordered::new();
-        let mut began: Vec<Option<Instant>> = vec![None; slots.len()];
         let mut pending: Option<Trigger> = None;
-
-        while self.forced_by.is_none() {
-            for i in ready.drain(..) {
-                let node = slots[i].take().expect("a node becomes ready once");
-                began[i] = Some(self.runtime.now());
-                self.health.set_state(i, ComponentState::Stopping);
-                in_flight.push(self.stop_node(i, node, stop_end, &hooks_ended[i]));
-            }
-            if in_flight.is_empty() {
-                return pending;
-            }
-            // Events first: a signal is never starved by hooks that keep completing.
-            match select(self.events.next(), in_flight.next()).await {
-                Either::Right((Some((i, step)), _)) => {
-                    self.health.set_state(i, stopped_state(&step.outcome));
-                    self.started[i] = false;
+        let stopped = if self.forced_by.is_some() {
+            Err(Interrupted {
+                reason: (),
+                dropped: vec![None; nodes.len()],
+                not_begun: stopping,
+            })
+        } else {
+            let front = Wavefront::new(self.plan, Direction::DependentsFirst, stopping);
+            let hooks_ended = &hooks_ended;
+            let pending = &mut pending;
+            self.wavefront(
+                nodes,
+                front,
+                |run, i, node| {
+                    run.health.set_state(i, ComponentState::Stopping);
+                    run.stop_node(i, node, stop_end, &hooks_ended[i])
+                },
+                |run, i, step| {
+                    run.health.set_state(i, stopped_state(&step.outcome));
+                    run.started[i] = false;
                     if record {
-                        self.reports[i].stop = step;
+                        run.reports[i].stop = step;
                     } else if step.outcome.is_failure() {
                         tracing::warn!(
-                            component = plan.name(i),
+                            component = run.plan.name(i),
                             "stop during a restart {}",
                             step.outcome
                         );
                     }
-                    began[i] = None;
-                    for &dependency in plan.dependencies(i) {
-                        if stopping[dependency] {
-                            waiting[dependency] -= 1;
-                            if waiting[dependency] == 0 {
-                                ready.push(dependency);
-                            }
-                        }
-                    }
-                }
-                Either::Right((None, _)) => unreachable!("in_flight is not empty"),
-                Either::Left((event, _)) => {
-                    let event = event.expect("events never end");
+                    ControlFlow::Continue(())
+                },
+                |run, event| {
                     if record || pending.is_some() {
-                        self.during_shutdown(event);
+                        if run.during_shutdown(event) {
+                            return ControlFlow::Break(());
+                        }
                     } else {
-                        pending = self.during_restart(event);
+                        *pending = run.during_restart(event);
                     }
-                }
-            }
-        }
+                    ControlFlow::Continue(())
+                },
+            )
+            .await
+        };
+        let Err(forced) = stopped else {
+            return pending;
+        };
 
-        // Forced: drop the stops in flight, skip those not begun, cancel their tasks.
-        drop(in_flight);
+        // Forced: the stops in flight were dropped; skip those not begun, cancel tasks.
         let now = self.runtime.now();
-        for (i, slot) in slots.iter().enumerate() {
-            if let Some(began) = began[i] {
+        for i in 0..nodes.len() {
+            if let Some(began) = forced.dropped[i] {
                 let stop = hooks_ended[i]
                     .get()
                     .cloned()
                     .unwrap_or_else(|| step(self.origin, began, now, Outcome::Cancelled));
                 self.health.set_state(i, stopped_state(&stop.outcome));
                 self.reports[i].stop = stop;
-            } else if slot.is_some() && self.started[i] {
+            } else if forced.not_begun[i] {
                 self.reports[i].stop = Step {
                     outcome: Outcome::Skipped,
                     began: None,
@@ -599,7 +562,6 @@ impl Engine<'_> {
                 self.health.set_state(i, ComponentState::Stopped);
             }
         }
-        drop(slots);
         for node in nodes.iter() {
             node.tasks.cancel();
         }
