@@ -544,9 +544,9 @@ impl Engine<'_> {
 
         // Forced: the stops in flight were dropped; skip those not begun, cancel tasks.
         let now = self.runtime.now();
-        for i in 0..nodes.len() {
+        for (i, hook_ended) in hooks_ended.iter().enumerate() {
             if let Some(began) = forced.dropped[i] {
-                let stop = hooks_ended[i]
+                let stop = hook_ended
                     .get()
                     .cloned()
                     .unwrap_or_else(|| step(self.origin, began, now, Outcome::Cancelled));
