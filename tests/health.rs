@@ -45,7 +45,7 @@ async fn readiness_follows_phase_and_aggregate(h: Harness) {
     let script = async {
         runtime.sleep(ms(100)).await;
         assert_eq!(monitor.phase(), Phase::Starting);
-        assert!(!monitor.is_ready().await, "not ready while starting");
+        assert!(!monitor.snapshot().await.ready, "not ready while starting");
         assert!(monitor.is_live());
 
         reach(&monitor, Phase::Running).await;
@@ -66,7 +66,7 @@ async fn readiness_follows_phase_and_aggregate(h: Harness) {
 
         *db_health.lock().unwrap() = Health::Down("disk full".into());
         runtime.sleep(ms(600)).await; // past the cache TTL
-        assert!(!monitor.is_ready().await, "a critical component down");
+        assert!(!monitor.snapshot().await.ready, "a critical component down");
         assert_eq!(monitor.cached().status, Some(Status::Down));
         assert!(
             monitor.is_live(),
@@ -75,12 +75,15 @@ async fn readiness_follows_phase_and_aggregate(h: Harness) {
 
         *db_health.lock().unwrap() = Health::Up;
         runtime.sleep(ms(600)).await;
-        assert!(monitor.is_ready().await, "ready again once db is back");
+        assert!(
+            monitor.snapshot().await.ready,
+            "ready again once db is back"
+        );
 
         handle.shutdown();
         reach(&monitor, Phase::Draining).await;
         let triggered = runtime.now();
-        assert!(!monitor.is_ready().await, "unready at the trigger");
+        assert!(!monitor.snapshot().await.ready, "unready at the trigger");
         assert!(monitor.is_live(), "live while draining");
         let snapshot = monitor.cached();
         assert_eq!(snapshot.phase, Phase::Draining);
@@ -163,12 +166,12 @@ async fn checks_are_cached_for_the_ttl(h: Harness) {
     let runtime = h.runtime().clone();
     let script = async {
         reach(&monitor, Phase::Running).await;
-        let storm = futures_util::future::join_all((0..100).map(|_| monitor.is_ready())).await;
-        assert!(storm.into_iter().all(|ready| ready));
+        let storm = futures_util::future::join_all((0..100).map(|_| monitor.snapshot())).await;
+        assert!(storm.into_iter().all(|snapshot| snapshot.ready));
         assert_eq!(calls.load(Ordering::SeqCst), 1, "100 probes, one check");
         runtime.sleep(ms(1100)).await;
-        let storm = futures_util::future::join_all((0..100).map(|_| monitor.is_ready())).await;
-        assert!(storm.into_iter().all(|ready| ready));
+        let storm = futures_util::future::join_all((0..100).map(|_| monitor.snapshot())).await;
+        assert!(storm.into_iter().all(|snapshot| snapshot.ready));
         assert_eq!(
             calls.load(Ordering::SeqCst),
             2,

@@ -298,6 +298,74 @@ impl Config {
         Ok(config)
     }
 
+    // Getters: the setters above take the plain names (the builder style every example
+    // uses), so the getters take `get_`, as sqlx's options do.
+
+    /// The whole shutdown budget. Set with [`shutdown_timeout`](Config::shutdown_timeout).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lifecycle_core::Config;
+    ///
+    /// let config = Config::default().shutdown_timeout(Duration::from_secs(20));
+    /// assert_eq!(config.get_shutdown_timeout(), Duration::from_secs(20));
+    /// assert_eq!(config.get_drain_delay(), Duration::ZERO);
+    /// assert_eq!(config.get_grace_period(), None);
+    /// ```
+    pub fn get_shutdown_timeout(&self) -> Duration {
+        self.shutdown_timeout
+    }
+
+    /// The drain delay. Set with [`drain_delay`](Config::drain_delay).
+    pub fn get_drain_delay(&self) -> Duration {
+        self.drain_delay
+    }
+
+    /// The drain's quiet period, if set. Set with [`drain_quiet_period`](Config::drain_quiet_period).
+    pub fn get_drain_quiet_period(&self) -> Option<Duration> {
+        self.drain_quiet_period
+    }
+
+    /// The flush reserve. Set with [`flush_reserve`](Config::flush_reserve).
+    pub fn get_flush_reserve(&self) -> Duration {
+        self.flush_reserve
+    }
+
+    /// The default start timeout of a component. Set with [`start_timeout`](Config::start_timeout).
+    pub fn get_start_timeout(&self) -> Duration {
+        self.start_timeout
+    }
+
+    /// The default stop timeout of a component. Set with [`stop_timeout`](Config::stop_timeout).
+    pub fn get_stop_timeout(&self) -> Duration {
+        self.stop_timeout
+    }
+
+    /// The default flush timeout of a component. Set with [`flush_timeout`](Config::flush_timeout).
+    pub fn get_flush_timeout(&self) -> Duration {
+        self.flush_timeout
+    }
+
+    /// How long one health check may take. Set with [`health_check_timeout`](Config::health_check_timeout).
+    pub fn get_health_check_timeout(&self) -> Duration {
+        self.health_check_timeout
+    }
+
+    /// How long health check results are reused. Set with [`health_cache_ttl`](Config::health_cache_ttl).
+    pub fn get_health_cache_ttl(&self) -> Duration {
+        self.health_cache_ttl
+    }
+
+    /// How often the checks run in the background, if they do. Set with [`health_check_interval`](Config::health_check_interval).
+    pub fn get_health_check_interval(&self) -> Option<Duration> {
+        self.health_check_interval
+    }
+
+    /// The platform's kill deadline, if known. Set with [`grace_period`](Config::grace_period).
+    pub fn get_grace_period(&self) -> Option<Duration> {
+        self.grace_period
+    }
+
     /// The time left for stopping components: the budget minus the drain delay and the
     /// flush reserve.
     pub fn stop_phase(&self) -> Duration {

@@ -45,22 +45,30 @@ impl HealthMonitor {
         self.0.live(&self.0.rounds())
     }
 
-    /// Whether the app should receive traffic: it is [`Running`](Phase::Running), the
-    /// aggregate health is not [`Down`](crate::Status::Down), and the engine responds
-    /// ([`is_live`](HealthMonitor::is_live)). Runs the checks if the cached ones
-    /// are older than the cache TTL. False while starting and from the first moment of
-    /// shutdown, without running any check.
-    pub async fn is_ready(&self) -> bool {
-        self.refresh().await;
-        self.ready_now()
-    }
-
-    fn ready_now(&self) -> bool {
+    /// Whether the app should receive traffic, as last checked: it is
+    /// [`Running`](Phase::Running), the last checks' aggregate is not
+    /// [`Down`](crate::Status::Down), and the engine responds
+    /// ([`is_live`](HealthMonitor::is_live)). False while starting and from the first
+    /// moment of shutdown.
+    ///
+    /// Like every `is_` method it reads what is known now and runs no check; for
+    /// readiness with checks no older than the cache TTL, ask
+    /// [`snapshot`](HealthMonitor::snapshot)`().await.ready`.
+    ///
+    /// ```
+    /// let app = lifecycle_core::App::builder().build()?;
+    /// assert!(!app.health().is_ready(), "not ready before it runs");
+    /// # Ok::<(), lifecycle_core::BuildError>(())
+    /// ```
+    pub fn is_ready(&self) -> bool {
         self.0.ready(&self.0.rounds())
     }
 
     /// The health now, running the checks first if the app is running and the cached
-    /// ones are older than the cache TTL.
+    /// ones are older than the cache TTL (a storm of callers shares one round). If the
+    /// engine does not answer within the check timeout plus 250 ms, the cached checks
+    /// answer and the snapshot says not live. Dropping the future cancels nothing but
+    /// the wait.
     pub async fn snapshot(&self) -> Snapshot {
         self.refresh().await;
         self.cached()
