@@ -1,7 +1,8 @@
 //! Serving HTTP as a component, with the drain built in (cargo feature `http`).
 //!
 //! [`HttpServer`] serves any tower `Service<Request<Incoming>>` (an axum `Router`, tonic's
-//! routes, `tower::service_fn`) over HTTP/1.1 and HTTP/2 (h2c, prior knowledge) on one
+//! routes, `tower::service_fn`: a closure written for hyper's `service_fn` works with it
+//! unchanged) over HTTP/1.1 and HTTP/2 (h2c, prior knowledge) on one
 //! listener, on smol and on tokio, built on hyper-util's `auto` connections. It owns its
 //! accept loop and every connection as the component's tracked tasks, so nothing it
 //! serves outlives its stop, and the components it depends on (the pool its handlers
