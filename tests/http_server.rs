@@ -332,6 +332,159 @@ fn a_request_over_the_stop_deadline_is_cut_before_db_stops(runtime: &'static str
     );
 }
 
+/// Sends `request` on a new connection one byte every `every`, until it is all sent or
+/// the server closes the connection, then reads the answer. Returns when the request was
+/// complete (`None` if it never was), the answer or why there is none, and when the
+/// exchange ended (for an incomplete request: when the server closed the connection).
+fn dribble(
+    addr: SocketAddr,
+    request: Vec<u8>,
+    every: Duration,
+    give_up: Duration,
+) -> (Option<Instant>, std::io::Result<(String, String)>, Instant) {
+    let began = Instant::now();
+    let mut stream = connect(addr);
+    stream.set_read_timeout(Some(every)).unwrap();
+    for (sent, byte) in request.iter().enumerate() {
+        if began.elapsed() > give_up {
+            let error = std::io::Error::other(format!("still open after {sent} bytes"));
+            return (None, Err(error), Instant::now());
+        }
+        if let Err(error) = stream.write_all(std::slice::from_ref(byte)) {
+            return (None, Err(error), Instant::now()); // closed by the server
+        }
+        if sent + 1 == request.len() {
+            break;
+        }
+        // Waits `every`, watching for the server closing the connection meanwhile.
+        let mut buffer = [0u8; 1024];
+        match stream.read(&mut buffer) {
+            Ok(0) => {
+                return (
+                    None,
+                    Err(std::io::ErrorKind::UnexpectedEof.into()),
+                    Instant::now(),
+                )
+            }
+            Ok(n) => {
+                let unasked = String::from_utf8_lossy(&buffer[..n]).into_owned();
+                let error =
+                    std::io::Error::other(format!("an answer to half a request: {unasked:?}"));
+                return (None, Err(error), Instant::now());
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(error) => return (None, Err(error), Instant::now()),
+        }
+    }
+    let complete = Instant::now();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let answer = read_response(&mut stream);
+    (Some(complete), answer, Instant::now())
+}
+
+/// Slowloris during the shutdown: clients that send a request a byte every 50-100 ms,
+/// never completing its header, hold no work: the stop closes them after the first
+/// request grace, long before the header read timeout (5 s), and the exit is clean. A
+/// client that dribbles a complete request during the drain gets its answer, with
+/// `Connection: close`.
+fn byte_dribbling_requests_during_shutdown_exit_cleanly(runtime: &'static str) {
+    let drain = Duration::from_millis(1500);
+    let shutdown_timeout = Duration::from_secs(10);
+    let running = start(runtime, laptop(drain), Duration::from_secs(6));
+    let addr = running.addr;
+    let give_up = Duration::from_secs(8);
+    let triggered = Instant::now();
+    running.handle.shutdown();
+    // A request line no dribbler completes in the stop: 40 s of bytes at the fastest.
+    let endless = "GET /work?ms=1&padding=".repeat(35).into_bytes();
+    let slowloris: Vec<_> = [50, 75, 100]
+        .into_iter()
+        .map(|ms| {
+            let request = endless.clone();
+            thread::spawn(move || dribble(addr, request, Duration::from_millis(ms), give_up))
+        })
+        .collect();
+    // About 40 bytes at 10 ms: complete some 500 ms into the 1.5 s drain.
+    let patient = thread::spawn(move || {
+        dribble(
+            addr,
+            b"GET /work?ms=5 HTTP/1.1\r\nHost: test\r\n\r\n".to_vec(),
+            Duration::from_millis(10),
+            give_up,
+        )
+    });
+
+    let report = running.app.join().unwrap();
+    let stopped = triggered.elapsed();
+    assert_eq!(report.exit_code(), 0, "[{runtime}] {report}");
+    assert_eq!(
+        report.component("http").unwrap().stop.outcome,
+        Outcome::Completed,
+        "[{runtime}] {report}"
+    );
+    assert!(
+        report.shutdown < shutdown_timeout,
+        "[{runtime}] over the shutdown budget: {report}"
+    );
+    // The drain, then the first request grace (500 ms): well before the header read
+    // timeout (5 s) could have ended the dribblers.
+    assert!(
+        stopped < drain + Duration::from_millis(1500),
+        "[{runtime}] the dribblers held the stop: {stopped:?} after the trigger\n{report}"
+    );
+
+    let (complete, answer, _) = patient.join().unwrap();
+    let Some(complete) = complete else {
+        panic!("[{runtime}] the complete request was not sent in full: {answer:?}");
+    };
+    assert!(
+        complete - triggered < drain,
+        "[{runtime}] the dribbled request completed after the drain"
+    );
+    let (head, body) = answer.expect("an answer to the complete dribbled request");
+    assert!(head.starts_with("http/1.1 200"), "[{runtime}] {head}");
+    assert!(head.contains("connection: close"), "[{runtime}] {head}");
+    assert_eq!(body, "done");
+    let mut closed_at = Vec::new();
+    for client in slowloris {
+        let (complete, answer, closed) = client.join().unwrap();
+        assert!(
+            complete.is_none(),
+            "[{runtime}] a slowloris completed its request"
+        );
+        match answer {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::UnexpectedEof
+                        | std::io::ErrorKind::ConnectionReset
+                        | std::io::ErrorKind::BrokenPipe
+                ) => {}
+            other => {
+                panic!("[{runtime}] a slowloris should see its connection closed, got {other:?}")
+            }
+        }
+        let closed = closed - triggered;
+        assert!(
+            closed >= drain && closed < drain + Duration::from_millis(1500),
+            "[{runtime}] a slowloris was closed {closed:?} after the trigger, not at the stop"
+        );
+        closed_at.push(closed);
+    }
+    eprintln!(
+        "[{runtime}] shutdown {:?}; the dribbled request complete {:?} after the trigger; \
+         the slowloris clients closed after {closed_at:?}",
+        report.shutdown,
+        complete - triggered
+    );
+}
+
 /// Spawns hyper's HTTP/2 client tasks on smol.
 #[derive(Clone)]
 struct SmolExecutor;
@@ -488,4 +641,5 @@ on_each_runtime!(
     a_half_sent_request_does_not_fail_the_exit,
     a_just_accepted_connection_gets_its_answer,
     a_request_over_the_stop_deadline_is_cut_before_db_stops,
+    byte_dribbling_requests_during_shutdown_exit_cleanly,
 );

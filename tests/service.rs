@@ -346,6 +346,299 @@ fn sigterm_under_load_loses_nothing(runtime: &str) {
     );
 }
 
+/// Spawns hyper's HTTP/2 client tasks on smol (the clients run on smol whatever the
+/// service's runtime: it is another process).
+#[derive(Clone)]
+struct SmolExecutor;
+
+impl<F: std::future::Future<Output = ()> + Send + 'static> hyper::rt::Executor<F> for SmolExecutor {
+    fn execute(&self, future: F) {
+        ::smol::spawn(future).detach();
+    }
+}
+
+/// hyper's I/O that notes whether the server ever sent a byte. An HTTP/2 server sends
+/// its SETTINGS as soon as it accepts a connection, before it reads any stream: a
+/// connection that heard nothing was never accepted (it was in the listen backlog when
+/// the listener closed), so none of its requests reached a handler.
+struct Heard<T> {
+    io: T,
+    heard: Arc<AtomicBool>,
+    scratch: Box<[u8]>,
+}
+
+impl<T: hyper::rt::Read + Unpin> hyper::rt::Read for Heard<T> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        mut buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let room = buf.remaining().min(this.scratch.len());
+        let mut read = hyper::rt::ReadBuf::new(&mut this.scratch[..room]);
+        std::task::ready!(std::pin::Pin::new(&mut this.io).poll_read(cx, read.unfilled()))?;
+        if !read.filled().is_empty() {
+            this.heard.store(true, Ordering::SeqCst);
+        }
+        buf.put_slice(read.filled());
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: hyper::rt::Write + Unpin> hyper::rt::Write for Heard<T> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+/// What one HTTP/2 load client saw, with why each refused request was refused.
+#[derive(Debug, Default)]
+struct H2Tally {
+    tally: Tally,
+    refusals: std::collections::BTreeMap<&'static str, usize>,
+    connections: usize,
+}
+
+/// Why a failed HTTP/2 request never reached a handler, or `None` when the server had
+/// accepted it (then its answer was lost: a failure).
+///
+/// hyper says when the request never left the client (it hands the request back:
+/// `unsent`, or `is_canceled`, when the connection had ended on the server's GOAWAY
+/// before the request was written). Otherwise the cause is h2's error, hyper's source:
+/// - a GOAWAY with NO_ERROR received from the server: h2 fails with it only the streams
+///   above the GOAWAY's last stream id (the server declares it never processed them)
+///   and requests opened after it (never sent); streams at or below it go on;
+/// - a REFUSED_STREAM reset from the server: by definition, refused before any
+///   processing;
+/// - any error on a connection the server never spoke on (see [`Heard`]).
+///
+/// A stream cut by the connection's end (h2's "broken pipe"), any other reset or
+/// GOAWAY reason, a timeout, is a request the server may have accepted: a failure.
+fn h2_refusal(unsent: bool, error: &hyper::Error, heard: bool) -> Option<&'static str> {
+    if unsent || error.is_canceled() {
+        return Some("never sent: the connection had ended (GOAWAY)");
+    }
+    let h2 = std::error::Error::source(error).and_then(|source| source.downcast_ref::<h2::Error>());
+    if let Some(h2) = h2.filter(|h2| h2.is_remote()) {
+        if h2.is_go_away() && h2.reason() == Some(h2::Reason::NO_ERROR) {
+            return Some("GOAWAY (NO_ERROR): above its last stream id, or opened after it");
+        }
+        if h2.is_reset() && h2.reason() == Some(h2::Reason::REFUSED_STREAM) {
+            return Some("REFUSED_STREAM");
+        }
+    }
+    (!heard).then_some("on a connection the server never accepted")
+}
+
+/// How many requests an HTTP/2 load client keeps in flight on its connection.
+const H2_STREAMS: usize = 4;
+
+/// A client on HTTP/2 connections (h2c, prior knowledge), [`H2_STREAMS`] concurrent
+/// streams on each, mixing fast and slow work as [`load_client`] does, until the server
+/// refuses connections. It opens a new connection when the server's GOAWAY ends the
+/// current one.
+fn h2_load_client(addr: SocketAddr, id: usize, refused: Arc<AtomicBool>) -> H2Tally {
+    use hyper::client::conn::http2;
+    ::smol::block_on(async move {
+        let mut tally = H2Tally::default();
+        let give_up = Instant::now() + common::child::PATIENCE;
+        while Instant::now() < give_up {
+            let stream = match lifecycle::net::Stream::connect(addr).await {
+                Ok(stream) => stream,
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                    refused.store(true, Ordering::SeqCst);
+                    return tally;
+                }
+                Err(e) => {
+                    tally.tally.failures.push(format!("connect: {e}"));
+                    return tally;
+                }
+            };
+            tally.connections += 1;
+            let heard = Arc::new(AtomicBool::new(false));
+            let io = Heard {
+                io: stream.into_hyper(),
+                heard: heard.clone(),
+                scratch: vec![0; 16 * 1024].into_boxed_slice(),
+            };
+            let (sender, connection) = match http2::handshake(SmolExecutor, io).await {
+                Ok(handshake) => handshake,
+                // Nothing was sent: the next connect tells whether the server is gone.
+                Err(_) if !heard.load(Ordering::SeqCst) => continue,
+                Err(e) => {
+                    tally.tally.failures.push(format!("handshake: {e}"));
+                    return tally;
+                }
+            };
+            let connection = ::smol::spawn(connection);
+            let streams = (0..H2_STREAMS).map(|s| {
+                let (mut sender, heard) = (sender.clone(), heard.clone());
+                async move {
+                    let mut tally = H2Tally::default();
+                    for n in (s..).step_by(H2_STREAMS) {
+                        if sender.ready().await.is_err() {
+                            break; // the connection ended (its GOAWAY): reconnect
+                        }
+                        // One stream in four does slow work (300-800 ms), so some
+                        // requests are in flight at the stop.
+                        let ms = if (n + id) % 4 == 0 {
+                            300 + (n * 37 + id * 101) % 500
+                        } else {
+                            5
+                        };
+                        let request = hyper::Request::builder()
+                            .uri(format!("http://test/work?ms={ms}"))
+                            .body(http_body_util::Empty::<bytes::Bytes>::new())
+                            .unwrap();
+                        let response = match sender.try_send_request(request).await {
+                            Ok(response) => response,
+                            Err(mut e) => {
+                                let unsent = e.take_message().is_some();
+                                let error = e.into_error();
+                                match h2_refusal(unsent, &error, heard.load(Ordering::SeqCst)) {
+                                    Some(why) => {
+                                        tally.tally.not_accepted += 1;
+                                        *tally.refusals.entry(why).or_default() += 1;
+                                    }
+                                    None => tally
+                                        .tally
+                                        .failures
+                                        .push(format!("ms={ms}: {error} ({error:?})")),
+                                }
+                                break;
+                            }
+                        };
+                        let status = response.status();
+                        match http_body_util::BodyExt::collect(response.into_body()).await {
+                            Ok(body) => {
+                                let body = String::from_utf8_lossy(&body.to_bytes()).into_owned();
+                                if status == 200 && body.contains(r#""id":"#) {
+                                    tally.tally.ok += 1;
+                                } else {
+                                    tally
+                                        .tally
+                                        .failures
+                                        .push(format!("ms={ms}: {status} {body}"));
+                                    break;
+                                }
+                            }
+                            Err(e) => {
+                                tally.tally.failures.push(format!(
+                                    "ms={ms}: the body of a {status} was cut: {e} ({e:?})"
+                                ));
+                                break;
+                            }
+                        }
+                    }
+                    tally
+                }
+            });
+            for stream in futures_util::future::join_all(streams).await {
+                tally.tally.ok += stream.tally.ok;
+                tally.tally.not_accepted += stream.tally.not_accepted;
+                tally.tally.failures.extend(stream.tally.failures);
+                for (why, n) in stream.refusals {
+                    *tally.refusals.entry(why).or_default() += n;
+                }
+            }
+            drop(sender);
+            drop(connection); // every request on it has ended
+        }
+        tally
+            .tally
+            .failures
+            .push(format!("still sending after {:?}", common::child::PATIENCE));
+        tally
+    })
+}
+
+/// Scenario 1 over HTTP/2: SIGTERM under load from h2c clients, several streams at once
+/// on each connection. The GOAWAY sends them away; a request refused before a handler
+/// saw it (above the GOAWAY's last stream id, after it, `REFUSED_STREAM`, or on a new
+/// connection after the listener closed) is not accepted, which is fine; every request
+/// the server accepted gets its complete 200, so the rows equal the 200s.
+fn sigterm_under_h2_load_loses_nothing(runtime: &str) {
+    const CLIENTS: usize = 4;
+    let budget = Duration::from_secs(10);
+    let mut service = Service::start(
+        runtime,
+        &["--drain-delay", "1s", "--shutdown-timeout", "10s"],
+    );
+    let refused = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|id| {
+            let (addr, refused) = (service.app, refused.clone());
+            thread::spawn(move || h2_load_client(addr, id, refused))
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(1000));
+    service.process.signal("TERM");
+    let signalled = Instant::now();
+    let (status, exited) = service.process.wait_for_exit();
+    let tallies: Vec<H2Tally> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+
+    let took = exited - signalled;
+    assert_eq!(status.code(), Some(0), "[{runtime}] {status}");
+    assert!(
+        took < budget,
+        "[{runtime}] exited {took:?} after SIGTERM, over its budget"
+    );
+    let failures: Vec<&String> = tallies.iter().flat_map(|t| &t.tally.failures).collect();
+    if !failures.is_empty() {
+        service.process.fail(&format!(
+            "[{runtime}] HTTP/2 requests broken after the server accepted them: {failures:#?}"
+        ));
+    }
+    let ok: usize = tallies.iter().map(|t| t.tally.ok).sum();
+    let not_accepted: usize = tallies.iter().map(|t| t.tally.not_accepted).sum();
+    let connections: usize = tallies.iter().map(|t| t.connections).sum();
+    let mut refusals = std::collections::BTreeMap::new();
+    for (why, n) in tallies.iter().flat_map(|t| &t.refusals) {
+        *refusals.entry(*why).or_insert(0) += n;
+    }
+    eprintln!(
+        "[{runtime}] HTTP/2: {ok} requests answered 200, {not_accepted} not accepted {refusals:?}, \
+         {connections} connections; exit {took:?} after SIGTERM"
+    );
+    assert!(
+        ok > CLIENTS * H2_STREAMS * 5,
+        "[{runtime}] only {ok} requests went through"
+    );
+    assert!(
+        refused.load(Ordering::SeqCst),
+        "[{runtime}] the clients ended on a refused connection"
+    );
+    assert_eq!(
+        service.rows(),
+        ok as i64,
+        "[{runtime}] rows in the database vs 200s counted by the HTTP/2 clients ({not_accepted} not accepted)"
+    );
+    let snapshot = service.file("metrics.prom");
+    assert_eq!(
+        metric(&snapshot, r#"http_requests_received_total{path="/work"}"#),
+        Some(ok as f64),
+        "[{runtime}] requests the server read vs complete 200s the clients got; final snapshot:\n{snapshot}"
+    );
+}
+
 /// Scenario 2: an idle keep-alive connection is closed at once when the stop begins,
 /// while a slow request on another connection completes; a request sent on a keep-alive
 /// connection while draining is answered with `Connection: close`.
@@ -619,6 +912,7 @@ fn bad_configuration_is_refused_with_exit_code_2() {
 
 on_each_runtime!(
     sigterm_under_load_loses_nothing,
+    sigterm_under_h2_load_loses_nothing,
     keep_alive_connections_do_not_hold_the_stop,
     redis_cache_degrades_without_taking_readiness,
     a_request_over_the_stop_deadline_is_cut,
