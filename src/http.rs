@@ -68,6 +68,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_channel::oneshot;
 use futures_util::future::{select, Either, FutureExt, Shared};
+use futures_util::task::AtomicWaker;
 use http_body_util::{Either as EitherBody, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::header::{HeaderValue, CONNECTION};
@@ -420,13 +421,35 @@ struct ConnState {
     received: AtomicUsize,
     /// Requests whose response is not complete yet.
     active: InFlight,
+    /// Whether a request came over HTTP/2 (the protocol is known from the first one),
+    /// and who waits to learn it.
     http2: AtomicBool,
+    http2_seen: AtomicWaker,
 }
 
-/// Drives one connection through the drain: serves until the trigger (then GOAWAY for
-/// HTTP/2), then until the stop; then gives a connection without a request in flight a
-/// short grace to deliver one, closes it if it does not, and lets requests in flight
-/// finish.
+impl ConnState {
+    /// Resolves once a request came over HTTP/2.
+    fn is_http2(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(|cx| {
+            if self.http2.load(Ordering::Acquire) {
+                return Poll::Ready(());
+            }
+            self.http2_seen.register(cx.waker());
+            if self.http2.load(Ordering::Acquire) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+    }
+}
+
+/// Drives one connection through the drain: serves until the trigger, then until the
+/// stop, sending HTTP/2 connections a GOAWAY as soon as both the trigger has come and the
+/// connection is known to be HTTP/2 (its first request says so: one idle at the trigger
+/// or opened during the drain gets it with its first answer); then gives a connection
+/// without a request in flight a short grace to deliver one, closes it if it does not,
+/// and lets requests in flight finish.
 async fn drive<C>(connection: C, state: &ConnState, server: &Server)
 where
     C: GracefulConnection,
@@ -438,15 +461,21 @@ where
             return;
         }
     }
-    let goaway_sent = state.http2.load(Ordering::Acquire);
-    if goaway_sent {
-        connection.as_mut().graceful_shutdown();
-    }
-    let deadline = match select(connection.as_mut(), server.stopping.clone()).await {
+    let mut goaway_sent = false;
+    let http2 = pin!(state.is_http2());
+    let stopped = match select(connection.as_mut(), select(server.stopping.clone(), http2)).await {
         Either::Left(_) => return,
-        Either::Right((Ok(deadline), _)) => deadline,
-        Either::Right((Err(_), _)) => server.runtime.now(),
+        Either::Right((Either::Left((stopped, _)), _)) => stopped,
+        Either::Right((Either::Right(((), stopping)), _)) => {
+            connection.as_mut().graceful_shutdown();
+            goaway_sent = true;
+            match select(connection.as_mut(), stopping).await {
+                Either::Left(_) => return,
+                Either::Right((stopped, _)) => stopped,
+            }
+        }
     };
+    let deadline = stopped.unwrap_or_else(|_| server.runtime.now());
     // A request not yet complete is not work in flight: wait a little for one (a client
     // whose connection was accepted just before the listener closed), else close.
     let grace_end = (server.runtime.now() + server.first_request_grace).min(deadline);
@@ -547,8 +576,8 @@ where
         );
         self.state.received.fetch_add(1, Ordering::AcqRel);
         let http1 = request.version() < Version::HTTP_2;
-        if !http1 {
-            self.state.http2.store(true, Ordering::Release);
+        if !http1 && !self.state.http2.swap(true, Ordering::AcqRel) {
+            self.state.http2_seen.wake();
         }
         let token = self.server.token.clone();
         request.extensions_mut().insert(token.clone());

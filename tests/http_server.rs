@@ -544,6 +544,56 @@ fn http2_gets_goaway_at_the_trigger(runtime: &'static str) {
     assert_eq!(report.exit_code(), 0, "{report}");
 }
 
+/// An HTTP/2 connection that had sent nothing yet at the trigger, and one opened during
+/// the drain, get their GOAWAY with their first request's answer, not only at the stop:
+/// their clients move to another instance while this one drains.
+fn http2_connections_idle_at_or_opened_after_the_trigger_get_goaway(runtime: &'static str) {
+    let running = start(
+        runtime,
+        laptop(Duration::from_millis(1500)),
+        Duration::from_secs(5),
+    );
+    let addr = running.addr;
+    let handle = running.handle.clone();
+    ::smol::block_on(async move {
+        let connect = || async {
+            let stream = lifecycle::net::Stream::connect(addr).await.unwrap();
+            let (sender, connection) =
+                hyper::client::conn::http2::handshake(SmolExecutor, stream.into_hyper())
+                    .await
+                    .unwrap();
+            (sender, ::smol::spawn(connection))
+        };
+        let (mut idle, idle_connection) = connect().await;
+        async_io::Timer::after(Duration::from_millis(50)).await;
+        let triggered = Instant::now();
+        handle.shutdown();
+        async_io::Timer::after(Duration::from_millis(100)).await;
+        let (mut late, late_connection) = connect().await;
+        for (name, sender, connection) in [
+            ("idle at the trigger", &mut idle, idle_connection),
+            ("opened during the drain", &mut late, late_connection),
+        ] {
+            let response = sender.send_request(h2_get("/work")).await.unwrap();
+            assert_eq!(response.status(), 200, "{name}");
+            let ended = futures_util::future::select(
+                connection,
+                async_io::Timer::after(
+                    Duration::from_millis(1000).saturating_sub(triggered.elapsed()),
+                ),
+            )
+            .await;
+            assert!(
+                matches!(ended, futures_util::future::Either::Left(_)),
+                "[{runtime}] no GOAWAY: the connection {name} was still open {:?} into a 1.5 s drain",
+                triggered.elapsed()
+            );
+        }
+    });
+    let report = running.app.join().unwrap();
+    assert_eq!(report.exit_code(), 0, "{report}");
+}
+
 /// A malformed request gets a 400 and its connection is closed; the server goes on.
 fn a_malformed_request_gets_400(runtime: &'static str) {
     let running = start(runtime, laptop(Duration::ZERO), Duration::from_secs(3));
@@ -636,6 +686,7 @@ on_each_runtime!(
     an_upgraded_connection_is_closed_at_the_deadline,
     probes_on_the_same_port,
     http2_gets_goaway_at_the_trigger,
+    http2_connections_idle_at_or_opened_after_the_trigger_get_goaway,
     a_malformed_request_gets_400,
     drain_marks_responses_close,
     a_half_sent_request_does_not_fail_the_exit,
