@@ -71,8 +71,31 @@ async fn the_worker_finishes_its_item_on_sigterm(h: Harness) {
     }
     let builder = axum_app::app(&url, "127.0.0.1:0", "127.0.0.1:0").unwrap();
     let app = h.instrument(builder).build().unwrap();
-    h.signal_after(Duration::from_millis(300), Signal::Terminate); // during the 2nd item
+    // SIGTERM once the worker holds an item (its 200 ms of work run on the real clock,
+    // the harness's on tokio is paused: watched in the database, not timed).
+    let signal = h.signaller();
+    let watch_url = url.clone();
+    let watcher = std::thread::spawn(move || {
+        ::smol::block_on(async move {
+            let pool = axum_app::routes::open(&watch_url).await.unwrap();
+            let began = std::time::Instant::now();
+            while began.elapsed() < Duration::from_secs(20) {
+                let working: i64 =
+                    sqlx::query_scalar("SELECT COUNT(*) FROM items WHERE state = 'working'")
+                        .fetch_one(&pool)
+                        .await
+                        .unwrap();
+                if working > 0 {
+                    signal(Signal::Terminate);
+                    break;
+                }
+                async_io::Timer::after(Duration::from_millis(5)).await;
+            }
+            pool.close().await;
+        })
+    });
     let report = h.run(app).await;
+    watcher.join().unwrap();
     assert_eq!(report.exit_code(), 0, "{report}");
     let timeline = h.timeline();
     timeline.assert_before(("worker", What::Stopped), ("db", What::StopBegan));
