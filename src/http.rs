@@ -31,6 +31,10 @@
 //! until its deadline, then they are cut. (axum's `WebSocketUpgrade::on_upgrade` spawns
 //! on tokio itself, out of the engine's reach: end those sockets with the token.)
 //!
+//! TLS stays yours: [`wrap_streams`](HttpServer::wrap_streams) runs your TLS library's
+//! handshake on each accepted stream (futures-rustls' `TlsAcceptor::accept` fits as it
+//! is), under the header read timeout; the drain is the same over TLS.
+//!
 //! # Examples
 //!
 //! ```no_run
@@ -79,7 +83,7 @@ use lifecycle_core::{
     StartContext, StopContext, Task,
 };
 
-use crate::net::{Listener, RuntimeTimer, Stream};
+use crate::net::{HyperIo, Listener, RuntimeTimer, Stream};
 use crate::probe::Probes;
 use crate::runtime::Runtime;
 
@@ -109,6 +113,7 @@ pub struct HttpServer {
     max_connections: usize,
     first_request_grace: Duration,
     probes: bool,
+    wrap: Option<Wrap>,
     running: Option<Running>,
 }
 
@@ -143,7 +148,14 @@ struct Server {
     first_request_grace: Duration,
     probes: Option<Probes>,
     builder: auto::Builder<Executor>,
+    /// The user's handshake on each accepted stream (TLS), and how long it may take.
+    wrap: Option<Wrap>,
+    header_read_timeout: Duration,
 }
+
+/// Turns an accepted stream into the one HTTP is spoken on (a TLS handshake).
+type Wrap =
+    Arc<dyn Fn(Stream) -> crate::runtime::BoxFuture<std::io::Result<HyperIo>> + Send + Sync>;
 
 impl HttpServer {
     /// Binds `addr` now, so that a busy port fails before anything starts. The server
@@ -176,6 +188,7 @@ impl HttpServer {
             max_connections: 10_000,
             first_request_grace: Duration::from_millis(500),
             probes: false,
+            wrap: None,
             running: None,
         })
     }
@@ -230,6 +243,42 @@ impl HttpServer {
         self
     }
 
+    /// Wraps each accepted connection before HTTP is spoken on it: TLS, with the
+    /// handshake of your TLS library (futures-rustls' `TlsAcceptor::accept` takes the
+    /// [`Stream`] as it is, on both runtimes). `handshake` gets the accepted stream and
+    /// returns the stream to serve (anything futures-io), or an error that closes the
+    /// connection (logged at debug level: a client speaking plain HTTP, a bad
+    /// certificate). HTTP/2 is detected on the wrapped stream as on a plain one.
+    ///
+    /// The handshake is under the [header read
+    /// timeout](HttpServer::header_read_timeout); a connection still in its handshake
+    /// when the stop begins holds no request, and is closed then.
+    ///
+    /// ```no_run
+    /// # fn tls(config: std::sync::Arc<futures_rustls::rustls::ServerConfig>, router: axum::Router)
+    /// # -> std::io::Result<lifecycle::http::HttpServer> {
+    /// use lifecycle::http::HttpServer;
+    ///
+    /// let acceptor = futures_rustls::TlsAcceptor::from(config); // your certificates
+    /// let https = HttpServer::bind("0.0.0.0:8443")?
+    ///     .wrap_streams(move |stream| acceptor.accept(stream))
+    ///     .serve(router);
+    /// # Ok(https) }
+    /// ```
+    #[must_use]
+    pub fn wrap_streams<F, Fut, S>(mut self, handshake: F) -> Self
+    where
+        F: Fn(Stream) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::io::Result<S>> + Send + 'static,
+        S: futures_io::AsyncRead + futures_io::AsyncWrite + Unpin + Send + 'static,
+    {
+        self.wrap = Some(Arc::new(move |stream| {
+            let handshake = handshake(stream);
+            Box::pin(async move { handshake.await.map(HyperIo::new) })
+        }));
+        self
+    }
+
     /// Serves `service`, a tower service: an axum `Router`, tonic's routes,
     /// `tower::service_fn(...)`.
     #[must_use]
@@ -270,6 +319,9 @@ impl HttpServer {
             let serve: Serve = Arc::new(move |stream: Stream, server: Arc<Server>| {
                 let service = service.clone();
                 Box::pin(async move {
+                    let Some(io) = handshake(stream, &server).await else {
+                        return;
+                    };
                     let state = Arc::new(ConnState::default());
                     let hyper_service = Counted {
                         inner: service,
@@ -278,7 +330,7 @@ impl HttpServer {
                     };
                     let connection = server
                         .builder
-                        .serve_connection_with_upgrades(stream.into_hyper(), hyper_service);
+                        .serve_connection_with_upgrades(io, hyper_service);
                     drive(connection, &state, &server).await;
                 })
             });
@@ -339,6 +391,8 @@ impl Component for HttpServer {
             first_request_grace: self.first_request_grace,
             probes: self.probes.then(|| Probes::new(ctx.health(), false)),
             builder,
+            wrap: self.wrap.clone(),
+            header_read_timeout: self.header_read_timeout,
         });
         let accepting = server.clone();
         let max_connections = self.max_connections;
@@ -497,6 +551,29 @@ where
         return;
     }
     let _ = connection.await;
+}
+
+/// The stream HTTP is spoken on: the accepted one, or what the user's handshake made of
+/// it; `None` when the handshake failed, timed out, or was still going at the stop.
+async fn handshake(stream: Stream, server: &Server) -> Option<HyperIo> {
+    let Some(wrap) = &server.wrap else {
+        return Some(stream.into_hyper());
+    };
+    let handshake = server
+        .runtime
+        .timeout(server.header_read_timeout, wrap(stream));
+    match select(pin!(handshake), server.stopping.clone()).await {
+        Either::Left((Ok(Ok(io)), _)) => Some(io),
+        Either::Left((Ok(Err(error)), _)) => {
+            tracing::debug!(%error, "handshake failed: connection closed");
+            None
+        }
+        Either::Left((Err(_), _)) => {
+            tracing::debug!("handshake timed out: connection closed");
+            None
+        }
+        Either::Right(_) => None,
+    }
 }
 
 /// Drives `connection` until it ends (`false`), a new request arrives on it (`true`), or

@@ -27,6 +27,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use async_io::Async;
+use futures_io::AsyncWrite as _;
 use futures_util::task::AtomicWaker;
 
 use crate::runtime::{BoxFuture, Runtime};
@@ -158,10 +159,7 @@ impl Stream {
     /// before every read: 8 KB of memset per request, measured in `benches/http.rs`).
     pub fn into_hyper(self) -> HyperIo {
         HyperIo(match self.0 {
-            StreamKind::Async(stream) => HyperKind::Async {
-                stream,
-                scratch: vec![0; SCRATCH].into_boxed_slice(),
-            },
+            StreamKind::Async(stream) => HyperKind::Async(Buffered::new(stream)),
             #[cfg(feature = "tokio")]
             StreamKind::Tokio(stream) => HyperKind::Tokio(hyper_util::rt::TokioIo::new(stream)),
         })
@@ -184,19 +182,80 @@ impl Stream {
 /// The size of a connection's read buffer on async-io.
 const SCRATCH: usize = 8 * 1024;
 
-/// A [`Stream`] as hyper's I/O ([`Stream::into_hyper`]).
+/// A [`Stream`] as hyper's I/O ([`Stream::into_hyper`]), or any futures-io stream
+/// ([`HyperIo::new`]: a TLS stream over a `Stream`, say).
 #[derive(Debug)]
 pub struct HyperIo(HyperKind);
 
-#[derive(Debug)]
+/// Any futures-io stream that can be served.
+trait AnyStream: futures_io::AsyncRead + futures_io::AsyncWrite + Unpin + Send {}
+
+impl<T: futures_io::AsyncRead + futures_io::AsyncWrite + Unpin + Send> AnyStream for T {}
+
 enum HyperKind {
-    Async {
-        stream: Async<TcpStream>,
-        /// Read into, then copied into hyper's buffer: only what was read is copied.
-        scratch: Box<[u8]>,
-    },
+    Async(Buffered<Async<TcpStream>>),
     #[cfg(feature = "tokio")]
     Tokio(hyper_util::rt::TokioIo<tokio::net::TcpStream>),
+    Boxed(Buffered<Box<dyn AnyStream>>),
+}
+
+impl fmt::Debug for HyperKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            HyperKind::Async(_) => "Async",
+            #[cfg(feature = "tokio")]
+            HyperKind::Tokio(_) => "Tokio",
+            HyperKind::Boxed(_) => "Boxed",
+        })
+    }
+}
+
+impl HyperIo {
+    /// Any futures-io stream as hyper's I/O, through a buffer of its own (as async-io
+    /// sockets are): a TLS stream made by
+    /// [`HttpServer::wrap_streams`](crate::http::HttpServer::wrap_streams), or a client's.
+    pub fn new<T>(stream: T) -> Self
+    where
+        T: futures_io::AsyncRead + futures_io::AsyncWrite + Unpin + Send + 'static,
+    {
+        HyperIo(HyperKind::Boxed(Buffered::new(Box::new(stream))))
+    }
+}
+
+/// A futures-io stream read into a buffer of its own, then copied into hyper's: only what
+/// was read is copied.
+struct Buffered<T> {
+    stream: T,
+    scratch: Box<[u8]>,
+}
+
+impl<T: futures_io::AsyncRead + futures_io::AsyncWrite + Unpin> Buffered<T> {
+    fn new(stream: T) -> Self {
+        Buffered {
+            stream,
+            scratch: vec![0; SCRATCH].into_boxed_slice(),
+        }
+    }
+
+    fn poll_read(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        let room = buf.remaining().min(self.scratch.len());
+        match Pin::new(&mut self.stream).poll_read(cx, &mut self.scratch[..room]) {
+            Poll::Ready(Ok(n)) => {
+                buf.put_slice(&self.scratch[..n]);
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn stream(&mut self) -> Pin<&mut T> {
+        Pin::new(&mut self.stream)
+    }
 }
 
 impl hyper::rt::Read for HyperIo {
@@ -206,19 +265,10 @@ impl hyper::rt::Read for HyperIo {
         mut buf: hyper::rt::ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
         match &mut self.get_mut().0 {
-            HyperKind::Async { stream, scratch } => {
-                let room = buf.remaining().min(scratch.len());
-                match futures_io::AsyncRead::poll_read(Pin::new(stream), cx, &mut scratch[..room]) {
-                    Poll::Ready(Ok(n)) => {
-                        buf.put_slice(&scratch[..n]);
-                        Poll::Ready(Ok(()))
-                    }
-                    Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
-                    Poll::Pending => Poll::Pending,
-                }
-            }
+            HyperKind::Async(io) => io.poll_read(cx, &mut buf),
             #[cfg(feature = "tokio")]
             HyperKind::Tokio(io) => Pin::new(io).poll_read(cx, buf),
+            HyperKind::Boxed(io) => io.poll_read(cx, &mut buf),
         }
     }
 }
@@ -230,31 +280,28 @@ impl hyper::rt::Write for HyperIo {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         match &mut self.get_mut().0 {
-            HyperKind::Async { stream, .. } => {
-                futures_io::AsyncWrite::poll_write(Pin::new(stream), cx, buf)
-            }
+            HyperKind::Async(io) => io.stream().poll_write(cx, buf),
             #[cfg(feature = "tokio")]
             HyperKind::Tokio(io) => Pin::new(io).poll_write(cx, buf),
+            HyperKind::Boxed(io) => io.stream().poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match &mut self.get_mut().0 {
-            HyperKind::Async { stream, .. } => {
-                futures_io::AsyncWrite::poll_flush(Pin::new(stream), cx)
-            }
+            HyperKind::Async(io) => io.stream().poll_flush(cx),
             #[cfg(feature = "tokio")]
             HyperKind::Tokio(io) => Pin::new(io).poll_flush(cx),
+            HyperKind::Boxed(io) => io.stream().poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match &mut self.get_mut().0 {
-            HyperKind::Async { stream, .. } => {
-                futures_io::AsyncWrite::poll_close(Pin::new(stream), cx)
-            }
+            HyperKind::Async(io) => io.stream().poll_close(cx),
             #[cfg(feature = "tokio")]
             HyperKind::Tokio(io) => Pin::new(io).poll_shutdown(cx),
+            HyperKind::Boxed(io) => io.stream().poll_close(cx),
         }
     }
 }
