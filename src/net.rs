@@ -16,19 +16,17 @@
 //! # Ok(()) }
 //! ```
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError, Weak};
-use std::task::{Context, Poll, Waker};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use async_io::Async;
 use futures_io::AsyncWrite as _;
-use futures_util::task::AtomicWaker;
 
 use crate::runtime::{BoxFuture, Runtime};
 
@@ -361,249 +359,48 @@ impl futures_io::AsyncWrite for Stream {
 
 /// hyper's timer on the app's runtime and clock, for `header_read_timeout` and the like.
 ///
-/// Its sleeps share one queue and one runtime sleep (for the earliest of them), moved
-/// only when an earlier deadline comes in: a header read timeout armed and dropped for
-/// every request then costs a map insert and remove, where a runtime sleep each would
-/// register a timer with the reactor and wake its thread every time (async-io's timers
-/// do; this is why hyper-util's tokio timer is used on tokio instead). A sleep wakes
-/// when the runtime's sleep for its deadline would.
+/// Each sleep is a runtime sleep. (Sharing one runtime sleep among all of a server's
+/// sleeps, in a queue by deadline, was measured on smol in `benches/http.rs`: a little
+/// more throughput on the hello handler, a p99 several times worse at 64 connections;
+/// see BENCHMARKS.md.)
 #[derive(Debug, Clone)]
-pub struct RuntimeTimer(Arc<Deadlines>);
+pub struct RuntimeTimer(Arc<dyn Runtime>);
 
 impl RuntimeTimer {
-    /// A timer on `runtime` (from `StartContext::runtime`). Spawns on it the task that
-    /// wakes the sleeps; the task ends when the timer and its sleeps are dropped.
+    /// A timer on `runtime` (from `StartContext::runtime`).
     pub fn new(runtime: Arc<dyn Runtime>) -> Self {
-        let deadlines = Arc::new(Deadlines {
-            runtime: runtime.clone(),
-            queue: Mutex::new(Queue::default()),
-            driver: AtomicWaker::new(),
-        });
-        runtime.spawn(Box::pin(Driver {
-            deadlines: Arc::downgrade(&deadlines),
-            sleep: None,
-        }));
-        RuntimeTimer(deadlines)
+        RuntimeTimer(runtime)
     }
 }
 
 impl hyper::rt::Timer for RuntimeTimer {
     fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
-        self.sleep_until(self.0.runtime.now() + duration)
+        self.sleep_until(self.0.now() + duration)
     }
 
     fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
-        Box::pin(QueuedSleep {
-            deadlines: self.0.clone(),
-            deadline,
-            id: None,
-        })
+        Box::pin(SyncSleep(Mutex::new(self.0.sleep_until(deadline))))
     }
 
     fn now(&self) -> Instant {
-        self.0.runtime.now()
+        self.0.now()
     }
 }
 
-/// The sleeps of one [`RuntimeTimer`], by deadline, and the driver that wakes them.
-struct Deadlines {
-    runtime: Arc<dyn Runtime>,
-    queue: Mutex<Queue>,
-    /// Woken when a deadline earlier than the one it sleeps for comes in, and when the
-    /// timer is gone.
-    driver: AtomicWaker,
-}
+/// The runtime's sleep, made `Sync` as hyper asks, by a mutex that is never contended.
+struct SyncSleep(Mutex<BoxFuture<()>>);
 
-impl fmt::Debug for Deadlines {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Deadlines").finish_non_exhaustive()
-    }
-}
-
-#[derive(Default)]
-struct Queue {
-    sleeps: BTreeMap<(Instant, u64), Waker>,
-    next_id: u64,
-    /// The deadline the driver sleeps until; `None` while it waits for a first sleep.
-    armed: Option<Instant>,
-}
-
-impl Deadlines {
-    fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
-        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-impl Drop for Deadlines {
-    fn drop(&mut self) {
-        self.driver.wake(); // it finds the timer gone and ends
-    }
-}
-
-/// A sleep until `deadline`, in the queue while it is pending.
-struct QueuedSleep {
-    deadlines: Arc<Deadlines>,
-    deadline: Instant,
-    id: Option<u64>,
-}
-
-impl Future for QueuedSleep {
+impl Future for SyncSleep {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = self.get_mut();
-        let deadlines = &*this.deadlines;
-        if deadlines.runtime.now() >= this.deadline {
-            if let Some(id) = this.id.take() {
-                deadlines.queue().sleeps.remove(&(this.deadline, id));
-            }
-            return Poll::Ready(());
-        }
-        let mut queue = deadlines.queue();
-        if let Some(waker) = this
-            .id
-            .and_then(|id| queue.sleeps.get_mut(&(this.deadline, id)))
-        {
-            if !waker.will_wake(cx.waker()) {
-                waker.clone_from(cx.waker());
-            }
-            return Poll::Pending;
-        }
-        let id = queue.next_id;
-        queue.next_id += 1;
-        queue.sleeps.insert((this.deadline, id), cx.waker().clone());
-        this.id = Some(id);
-        if queue.armed.is_none_or(|armed| this.deadline < armed) {
-            queue.armed = Some(this.deadline);
-            drop(queue);
-            deadlines.driver.wake();
-        }
-        Poll::Pending
+        let sleep = self
+            .get_mut()
+            .0
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner());
+        sleep.as_mut().poll(cx)
     }
 }
 
-impl Drop for QueuedSleep {
-    fn drop(&mut self) {
-        if let Some(id) = self.id {
-            self.deadlines.queue().sleeps.remove(&(self.deadline, id));
-        }
-    }
-}
-
-impl hyper::rt::Sleep for QueuedSleep {}
-
-/// Wakes the sleeps whose deadline has passed, then sleeps on the runtime until the
-/// earliest one left (or until woken for an earlier one).
-struct Driver {
-    deadlines: Weak<Deadlines>,
-    sleep: Option<(Instant, BoxFuture<()>)>,
-}
-
-impl Future for Driver {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = self.get_mut();
-        loop {
-            let Some(deadlines) = this.deadlines.upgrade() else {
-                return Poll::Ready(());
-            };
-            deadlines.driver.register(cx.waker());
-            let next = {
-                let now = deadlines.runtime.now();
-                let mut queue = deadlines.queue();
-                while let Some(entry) = queue.sleeps.first_entry() {
-                    if entry.key().0 > now {
-                        break;
-                    }
-                    entry.remove().wake();
-                }
-                queue.armed = queue.sleeps.first_key_value().map(|(&(at, _), _)| at);
-                queue.armed
-            };
-            let Some(at) = next else {
-                this.sleep = None;
-                return Poll::Pending;
-            };
-            if this.sleep.as_ref().is_none_or(|(armed, _)| *armed != at) {
-                this.sleep = Some((at, deadlines.runtime.sleep_until(at)));
-            }
-            drop(deadlines); // not kept alive by its own driver
-            let (_, sleep) = this.sleep.as_mut().expect("just set");
-            if sleep.as_mut().poll(cx).is_pending() {
-                return Poll::Pending;
-            }
-        }
-    }
-}
-
-#[cfg(all(test, feature = "smol"))]
-mod tests {
-    use std::sync::atomic::{AtomicBool, Ordering};
-
-    use hyper::rt::Timer;
-
-    use super::*;
-
-    /// smol's runtime, telling when the futures it spawned have ended.
-    #[derive(Debug)]
-    struct Watched(lifecycle_smol::SmolRuntime, Arc<AtomicBool>);
-
-    impl Runtime for Watched {
-        fn spawn(&self, future: BoxFuture<()>) {
-            let ended = self.1.clone();
-            self.0.spawn(Box::pin(async move {
-                future.await;
-                ended.store(true, Ordering::SeqCst);
-            }));
-        }
-        fn sleep_until(&self, deadline: Instant) -> BoxFuture<()> {
-            self.0.sleep_until(deadline)
-        }
-        fn signals(&self) -> io::Result<crate::runtime::SignalStream> {
-            self.0.signals()
-        }
-    }
-
-    #[test]
-    fn queued_sleeps_wake_at_their_deadlines_and_the_driver_ends_with_the_timer() {
-        let driver_ended = Arc::new(AtomicBool::new(false));
-        let timer = RuntimeTimer::new(Arc::new(Watched(
-            lifecycle_smol::SmolRuntime::new(),
-            driver_ended.clone(),
-        )));
-        let began = Instant::now();
-        let ms = Duration::from_millis;
-        // Registered one by one, latest first, so each earlier one moves the driver's
-        // sleep; the first is dropped while it waits.
-        let deadlines = [900, 500, 700, 100];
-        let woke: Vec<Duration> = smol::block_on(async {
-            let dropped = smol::spawn(timer.sleep_until(began + ms(400)));
-            let mut sleeps = Vec::new();
-            for n in deadlines {
-                // After the driver armed for the earlier registrations.
-                async_io::Timer::after(ms(10)).await;
-                let sleep = timer.sleep_until(began + ms(n));
-                sleeps.push(smol::spawn(async move {
-                    sleep.await;
-                    began.elapsed()
-                }));
-            }
-            drop(dropped);
-            futures_util::future::join_all(sleeps).await
-        });
-        for (woke, deadline) in woke.iter().zip(deadlines) {
-            // No sooner than its deadline, and not at a later one's (slack for a busy
-            // machine, well under the 200 ms between deadlines).
-            assert!(*woke >= ms(deadline), "{woke:?} < {deadline} ms");
-            assert!(*woke < ms(deadline + 140), "{woke:?} for {deadline} ms");
-        }
-        assert!(!driver_ended.load(Ordering::SeqCst));
-        drop(timer);
-        let waited = Instant::now();
-        while !driver_ended.load(Ordering::SeqCst) {
-            assert!(waited.elapsed() < ms(2000), "the driver outlived its timer");
-            std::thread::sleep(ms(1));
-        }
-    }
-}
+impl hyper::rt::Sleep for SyncSleep {}
