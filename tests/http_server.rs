@@ -140,10 +140,7 @@ fn start_serving(
         .unwrap();
     let handle = app.handle();
     let health = app.health();
-    let app = thread::spawn(move || match runtime {
-        "smol" => app.run().unwrap(),
-        _ => run_tokio(app),
-    });
+    let app = thread::spawn(move || common::run_app(runtime, app));
     let began = Instant::now();
     while health.phase() != lifecycle::Phase::Running {
         assert!(
@@ -159,16 +156,6 @@ fn start_serving(
         db_stop,
         dropped,
     }
-}
-
-#[cfg(feature = "tokio")]
-fn run_tokio(app: App) -> Report {
-    app.run_tokio().unwrap()
-}
-
-#[cfg(not(feature = "tokio"))]
-fn run_tokio(_: App) -> Report {
-    unreachable!("tokio is not compiled in")
 }
 
 fn laptop(drain: Duration) -> Config {
@@ -485,16 +472,6 @@ fn byte_dribbling_requests_during_shutdown_exit_cleanly(runtime: &'static str) {
     );
 }
 
-/// Spawns hyper's HTTP/2 client tasks on smol.
-#[derive(Clone)]
-struct SmolExecutor;
-
-impl<F: std::future::Future<Output = ()> + Send + 'static> hyper::rt::Executor<F> for SmolExecutor {
-    fn execute(&self, future: F) {
-        ::smol::spawn(future).detach();
-    }
-}
-
 fn h2_get(path: &str) -> Request<http_body_util::Empty<Bytes>> {
     Request::builder()
         .uri(format!("http://test{path}"))
@@ -516,7 +493,7 @@ fn http2_gets_goaway_at_the_trigger(runtime: &'static str) {
     ::smol::block_on(async move {
         let stream = lifecycle::net::Stream::connect(addr).await.unwrap();
         let (mut sender, connection) =
-            hyper::client::conn::http2::handshake(SmolExecutor, stream.into_hyper())
+            hyper::client::conn::http2::handshake(common::SmolExecutor, stream.into_hyper())
                 .await
                 .unwrap();
         let connection = ::smol::spawn(connection);
@@ -559,7 +536,7 @@ fn http2_connections_idle_at_or_opened_after_the_trigger_get_goaway(runtime: &'s
         let connect = || async {
             let stream = lifecycle::net::Stream::connect(addr).await.unwrap();
             let (sender, connection) =
-                hyper::client::conn::http2::handshake(SmolExecutor, stream.into_hyper())
+                hyper::client::conn::http2::handshake(common::SmolExecutor, stream.into_hyper())
                     .await
                     .unwrap();
             (sender, ::smol::spawn(connection))

@@ -86,10 +86,7 @@ fn start(runtime: &'static str, server: Arc<ServerConfig>, drain: Duration) -> R
     let handle = app.handle();
     let health = app.health();
     let monitor = health.clone();
-    let app = thread::spawn(move || match runtime {
-        "smol" => app.run().unwrap(),
-        _ => run_tokio(app),
-    });
+    let app = thread::spawn(move || common::run_app(runtime, app));
     let began = Instant::now();
     while health.phase() != lifecycle::Phase::Running {
         assert!(
@@ -103,26 +100,6 @@ fn start(runtime: &'static str, server: Arc<ServerConfig>, drain: Duration) -> R
         handle,
         health: monitor,
         app,
-    }
-}
-
-#[cfg(feature = "tokio")]
-fn run_tokio(app: App) -> Report {
-    app.run_tokio().unwrap()
-}
-
-#[cfg(not(feature = "tokio"))]
-fn run_tokio(_: App) -> Report {
-    unreachable!("tokio is not compiled in")
-}
-
-/// Spawns hyper's HTTP/2 client tasks on smol.
-#[derive(Clone)]
-struct SmolExecutor;
-
-impl<F: std::future::Future<Output = ()> + Send + 'static> hyper::rt::Executor<F> for SmolExecutor {
-    fn execute(&self, future: F) {
-        ::smol::spawn(future).detach();
     }
 }
 
@@ -157,10 +134,12 @@ fn https_is_served_and_drained(runtime: &'static str) {
                 .await
                 .unwrap();
         let http1_connection = ::smol::spawn(connection);
-        let (mut h2, connection) =
-            hyper::client::conn::http2::handshake(SmolExecutor, connect(addr, h2_client).await)
-                .await
-                .unwrap();
+        let (mut h2, connection) = hyper::client::conn::http2::handshake(
+            common::SmolExecutor,
+            connect(addr, h2_client).await,
+        )
+        .await
+        .unwrap();
         let h2_connection = ::smol::spawn(connection);
 
         let response = http1.send_request(get()).await.unwrap();

@@ -346,17 +346,6 @@ fn sigterm_under_load_loses_nothing(runtime: &str) {
     );
 }
 
-/// Spawns hyper's HTTP/2 client tasks on smol (the clients run on smol whatever the
-/// service's runtime: it is another process).
-#[derive(Clone)]
-struct SmolExecutor;
-
-impl<F: std::future::Future<Output = ()> + Send + 'static> hyper::rt::Executor<F> for SmolExecutor {
-    fn execute(&self, future: F) {
-        ::smol::spawn(future).detach();
-    }
-}
-
 /// hyper's I/O that notes whether the server ever sent a byte. An HTTP/2 server sends
 /// its SETTINGS as soon as it accepts a connection, before it reads any stream: a
 /// connection that heard nothing was never accepted (it was in the listen backlog when
@@ -479,7 +468,7 @@ fn h2_load_client(addr: SocketAddr, id: usize, refused: Arc<AtomicBool>) -> H2Ta
                 heard: heard.clone(),
                 scratch: vec![0; 16 * 1024].into_boxed_slice(),
             };
-            let (sender, connection) = match http2::handshake(SmolExecutor, io).await {
+            let (sender, connection) = match http2::handshake(common::SmolExecutor, io).await {
                 Ok(handshake) => handshake,
                 // Nothing was sent: the next connect tells whether the server is gone.
                 Err(_) if !heard.load(Ordering::SeqCst) => continue,

@@ -311,3 +311,25 @@ impl Component for Checked {
         }
     }
 }
+
+/// Spawns hyper's client tasks (HTTP/2 connections) on smol: the tests' clients run on
+/// smol whatever the server's runtime.
+#[derive(Debug, Clone, Copy)]
+pub struct SmolExecutor;
+
+impl<F: std::future::Future<Output = ()> + Send + 'static> hyper::rt::Executor<F> for SmolExecutor {
+    fn execute(&self, future: F) {
+        ::smol::spawn(future).detach();
+    }
+}
+
+/// Runs `app` to its end on `runtime` as `on_each_runtime!` names it: `run()` for smol,
+/// `run_tokio()` for tokio.
+pub fn run_app(runtime: &str, app: App) -> Report {
+    match runtime {
+        "smol" => app.run().unwrap(),
+        #[cfg(feature = "tokio")]
+        "tokio" => app.run_tokio().unwrap(),
+        other => panic!("no runtime {other} in this build"),
+    }
+}
