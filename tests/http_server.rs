@@ -139,16 +139,7 @@ fn start_serving(
         .build()
         .unwrap();
     let handle = app.handle();
-    let health = app.health();
-    let app = thread::spawn(move || common::run_app(runtime, app));
-    let began = Instant::now();
-    while health.phase() != lifecycle::Phase::Running {
-        assert!(
-            began.elapsed() < Duration::from_secs(10),
-            "the app never ran"
-        );
-        thread::sleep(Duration::from_millis(2));
-    }
+    let app = common::run_in_background(runtime, app);
     Running {
         addr,
         handle,
@@ -479,6 +470,21 @@ fn h2_get(path: &str) -> Request<http_body_util::Empty<Bytes>> {
         .unwrap()
 }
 
+/// An HTTP/2 (prior knowledge) connection to `addr`: its sender, and its task on smol.
+async fn h2_connect(
+    addr: SocketAddr,
+) -> (
+    hyper::client::conn::http2::SendRequest<http_body_util::Empty<Bytes>>,
+    ::smol::Task<hyper::Result<()>>,
+) {
+    let stream = lifecycle::net::Stream::connect(addr).await.unwrap();
+    let (sender, connection) =
+        hyper::client::conn::http2::handshake(common::SmolExecutor, stream.into_hyper())
+            .await
+            .unwrap();
+    (sender, ::smol::spawn(connection))
+}
+
 /// HTTP/2 with prior knowledge on the same listener; at the trigger the connection gets
 /// a GOAWAY: the request in flight completes, then the connection ends, long before the
 /// stop.
@@ -491,12 +497,7 @@ fn http2_gets_goaway_at_the_trigger(runtime: &'static str) {
     let addr = running.addr;
     let handle = running.handle.clone();
     ::smol::block_on(async move {
-        let stream = lifecycle::net::Stream::connect(addr).await.unwrap();
-        let (mut sender, connection) =
-            hyper::client::conn::http2::handshake(common::SmolExecutor, stream.into_hyper())
-                .await
-                .unwrap();
-        let connection = ::smol::spawn(connection);
+        let (mut sender, connection) = h2_connect(addr).await;
         let response = sender.send_request(h2_get("/work")).await.unwrap();
         assert_eq!(response.status(), 200);
         assert_eq!(response.version(), hyper::Version::HTTP_2);
@@ -533,20 +534,12 @@ fn http2_connections_idle_at_or_opened_after_the_trigger_get_goaway(runtime: &'s
     let addr = running.addr;
     let handle = running.handle.clone();
     ::smol::block_on(async move {
-        let connect = || async {
-            let stream = lifecycle::net::Stream::connect(addr).await.unwrap();
-            let (sender, connection) =
-                hyper::client::conn::http2::handshake(common::SmolExecutor, stream.into_hyper())
-                    .await
-                    .unwrap();
-            (sender, ::smol::spawn(connection))
-        };
-        let (mut idle, idle_connection) = connect().await;
+        let (mut idle, idle_connection) = h2_connect(addr).await;
         async_io::Timer::after(Duration::from_millis(50)).await;
         let triggered = Instant::now();
         handle.shutdown();
         async_io::Timer::after(Duration::from_millis(100)).await;
-        let (mut late, late_connection) = connect().await;
+        let (mut late, late_connection) = h2_connect(addr).await;
         for (name, sender, connection) in [
             ("idle at the trigger", &mut idle, idle_connection),
             ("opened during the drain", &mut late, late_connection),

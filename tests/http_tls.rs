@@ -85,20 +85,11 @@ fn start(runtime: &'static str, server: Arc<ServerConfig>, drain: Duration) -> R
         .unwrap();
     let handle = app.handle();
     let health = app.health();
-    let monitor = health.clone();
-    let app = thread::spawn(move || common::run_app(runtime, app));
-    let began = Instant::now();
-    while health.phase() != lifecycle::Phase::Running {
-        assert!(
-            began.elapsed() < Duration::from_secs(10),
-            "the app never ran"
-        );
-        thread::sleep(Duration::from_millis(2));
-    }
+    let app = common::run_in_background(runtime, app);
     Running {
         addr,
         handle,
-        health: monitor,
+        health,
         app,
     }
 }

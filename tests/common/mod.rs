@@ -333,3 +333,19 @@ pub fn run_app(runtime: &str, app: App) -> Report {
         other => panic!("no runtime {other} in this build"),
     }
 }
+
+/// Runs `app` on its own thread on `runtime` ([`run_app`]), once it is running: returns
+/// the thread, which ends with the report.
+pub fn run_in_background(runtime: &'static str, app: App) -> std::thread::JoinHandle<Report> {
+    let health = app.health();
+    let app = std::thread::spawn(move || run_app(runtime, app));
+    let began = std::time::Instant::now();
+    while health.phase() != lifecycle::Phase::Running {
+        assert!(
+            began.elapsed() < Duration::from_secs(10),
+            "the app never ran"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    app
+}

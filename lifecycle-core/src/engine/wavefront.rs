@@ -49,14 +49,15 @@ impl<'p> Wavefront<'p> {
                 .filter(|&&n| front.members[n])
                 .count();
         }
-        let order = plan.order().iter().copied();
-        let order: Box<dyn Iterator<Item = usize>> = match direction {
-            Direction::DependenciesFirst => Box::new(order),
-            Direction::DependentsFirst => Box::new(order.rev()),
-        };
-        front.ready = order
+        front.ready = plan
+            .order()
+            .iter()
+            .copied()
             .filter(|&i| front.members[i] && front.waiting[i] == 0)
             .collect();
+        if direction == Direction::DependentsFirst {
+            front.ready.reverse();
+        }
         front
     }
 
