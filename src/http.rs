@@ -64,9 +64,9 @@ use std::fmt;
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::pin::{pin, Pin};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -78,6 +78,7 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::header::{HeaderValue, CONNECTION};
 use hyper::{Request, Response, Version};
 use hyper_util::server::conn::auto;
+use hyper_util::service::{TowerToHyperService, TowerToHyperServiceFuture};
 use lifecycle_core::{
     async_trait, BoxError, Component, InFlight, OwnedInFlightGuard, ShutdownToken, Spawner,
     StartContext, StopContext, Task,
@@ -151,6 +152,16 @@ struct Server {
     /// The user's handshake on each accepted stream (TLS), and how long it may take.
     wrap: Option<Wrap>,
     header_read_timeout: Duration,
+    /// What [`Server::clock`] counts from.
+    epoch: Instant,
+}
+
+impl Server {
+    /// The runtime's clock, in nanoseconds since the server started: an atomic's worth.
+    fn clock(&self) -> u64 {
+        let elapsed = self.runtime.now().saturating_duration_since(self.epoch);
+        u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX)
+    }
 }
 
 /// Turns an accepted stream into the one HTTP is spoken on (a TLS handshake).
@@ -322,16 +333,15 @@ impl HttpServer {
                     let Some(io) = handshake(stream, &server).await else {
                         return;
                     };
-                    let state = Arc::new(ConnState::default());
+                    let conn = Arc::new(ConnState::new(server.clone()));
                     let hyper_service = Counted {
-                        inner: service,
-                        state: state.clone(),
-                        server: server.clone(),
+                        inner: TowerToHyperService::new(service),
+                        conn: conn.clone(),
                     };
                     let connection = server
                         .builder
                         .serve_connection_with_upgrades(io, hyper_service);
-                    drive(connection, &state, &server).await;
+                    drive(connection, &conn).await;
                 })
             });
             Ok(serve)
@@ -357,28 +367,12 @@ impl Component for HttpServer {
         let runtime = ctx.runtime().clone();
         let executor = Executor(ctx.spawner());
         let mut builder = auto::Builder::new(executor);
-        // hyper arms the header read timeout for every request: on tokio its own timer
-        // (hyper-util's, on tokio's clock, paused or not), which costs no allocation.
-        #[cfg(feature = "tokio")]
-        let on_tokio = tokio::runtime::Handle::try_current().is_ok();
-        #[cfg(not(feature = "tokio"))]
-        let on_tokio = false;
-        if on_tokio {
-            #[cfg(feature = "tokio")]
-            {
-                builder
-                    .http1()
-                    .timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(self.header_read_timeout);
-                builder.http2().timer(hyper_util::rt::TokioTimer::new());
-            }
-        } else {
-            builder
-                .http1()
-                .timer(RuntimeTimer::new(runtime.clone()))
-                .header_read_timeout(self.header_read_timeout);
-            builder.http2().timer(RuntimeTimer::new(runtime.clone()));
-        }
+        // The header read timeout is kept per connection by `ConnState`, not by hyper: hyper
+        // arms a runtime timer for every request's head (an insertion into tokio's timer
+        // wheel, or an `async_io::Timer` that wakes the reactor), where one lazy timer per
+        // connection does the same job (see BENCHMARKS.md). Its default (30 s) is off too.
+        builder.http1().header_read_timeout(None);
+        builder.http2().timer(RuntimeTimer::new(runtime.clone()));
         let (stopping, stop_begun) = oneshot::channel();
         let server = Arc::new(Server {
             serve,
@@ -393,6 +387,7 @@ impl Component for HttpServer {
             builder,
             wrap: self.wrap.clone(),
             header_read_timeout: self.header_read_timeout,
+            epoch: runtime.now(),
         });
         let accepting = server.clone();
         let max_connections = self.max_connections;
@@ -468,13 +463,16 @@ impl Component for HttpServer {
     }
 }
 
-/// What one connection has seen, for its drain.
-#[derive(Default)]
+/// What one connection has seen, for its drain and its header read timeout.
 struct ConnState {
+    server: Arc<Server>,
     /// Requests received (their headers complete).
     received: AtomicUsize,
     /// Requests whose response is not complete yet.
-    active: InFlight,
+    active: AtomicUsize,
+    /// When the connection last had no request in flight: accepted, or its last response
+    /// complete ([`Server::clock`]).
+    idle_since: AtomicU64,
     /// Whether a request came over HTTP/2 (the protocol is known from the first one),
     /// and who waits to learn it.
     http2: AtomicBool,
@@ -482,6 +480,22 @@ struct ConnState {
 }
 
 impl ConnState {
+    fn new(server: Arc<Server>) -> Self {
+        ConnState {
+            idle_since: AtomicU64::new(server.clock()),
+            server,
+            received: AtomicUsize::new(0),
+            active: AtomicUsize::new(0),
+            http2: AtomicBool::new(false),
+            http2_seen: AtomicWaker::new(),
+        }
+    }
+
+    /// Whether a request is in flight on the connection.
+    fn is_busy(&self) -> bool {
+        self.active.load(Ordering::Acquire) > 0
+    }
+
     /// Resolves once a request came over HTTP/2.
     fn is_http2(&self) -> impl Future<Output = ()> + '_ {
         std::future::poll_fn(|cx| {
@@ -496,6 +510,75 @@ impl ConnState {
             }
         })
     }
+
+    /// Resolves once an HTTP/1 connection (or one whose protocol is not known yet) has
+    /// waited the header read timeout for a request: nothing in flight, and no request's
+    /// head complete, since it was accepted or its last response completed. An idle
+    /// keep-alive connection ends so too, as with hyper's own timeout.
+    ///
+    /// One runtime sleep per connection, moved only when it fires early: a request costs
+    /// a clock reading, no timer. (HTTP/2 requests come as frames on a live connection;
+    /// hyper's HTTP/2 keeps its own time.)
+    async fn header_read_timeout(&self) {
+        let server = &*self.server;
+        let timeout = server.header_read_timeout;
+        loop {
+            if self.http2.load(Ordering::Acquire) {
+                return std::future::pending().await;
+            }
+            let now = server.runtime.now();
+            let deadline = if self.is_busy() {
+                now + timeout
+            } else {
+                let idle_since = Duration::from_nanos(self.idle_since.load(Ordering::Acquire));
+                server.epoch + idle_since + timeout
+            };
+            if deadline <= now {
+                return;
+            }
+            server.runtime.sleep_until(deadline).await;
+        }
+    }
+}
+
+/// One request on its connection and (a probe excepted) on the component's in-flight
+/// counter, until its response body is complete.
+struct RequestGuard {
+    conn: Arc<ConnState>,
+    _counted: Option<OwnedInFlightGuard>,
+}
+
+impl RequestGuard {
+    fn new(conn: &Arc<ConnState>, counted: Option<OwnedInFlightGuard>) -> Self {
+        conn.received.fetch_add(1, Ordering::AcqRel);
+        conn.active.fetch_add(1, Ordering::AcqRel);
+        RequestGuard {
+            conn: conn.clone(),
+            _counted: counted,
+        }
+    }
+}
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        // Before the count, so that a connection seen idle has its new idle time.
+        let conn = &self.conn;
+        conn.idle_since
+            .store(conn.server.clock(), Ordering::Release);
+        conn.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Serves one connection until it ends, through the drain (see [`drain`]), closing it
+/// when it overruns its header read timeout.
+async fn drive<C>(connection: C, conn: &ConnState)
+where
+    C: GracefulConnection,
+{
+    let served = pin!(drain(connection, conn));
+    if let Either::Right(_) = select(served, pin!(conn.header_read_timeout())).await {
+        tracing::debug!("no request within the header read timeout: connection closed");
+    }
 }
 
 /// Drives one connection through the drain: serves until the trigger, then until the
@@ -504,10 +587,11 @@ impl ConnState {
 /// or opened during the drain gets it with its first answer); then gives a connection
 /// without a request in flight a short grace to deliver one, closes it if it does not,
 /// and lets requests in flight finish.
-async fn drive<C>(connection: C, state: &ConnState, server: &Server)
+async fn drain<C>(connection: C, conn: &ConnState)
 where
     C: GracefulConnection,
 {
+    let server = &*conn.server;
     let mut connection = pin!(connection);
     if !server.token.is_triggered() {
         let trigger = pin!(server.token.wait());
@@ -516,7 +600,7 @@ where
         }
     }
     let mut goaway_sent = false;
-    let http2 = pin!(state.is_http2());
+    let http2 = pin!(conn.is_http2());
     let stopped = match select(connection.as_mut(), select(server.stopping.clone(), http2)).await {
         Either::Left(_) => return,
         Either::Right((Either::Left((stopped, _)), _)) => stopped,
@@ -533,10 +617,10 @@ where
     // A request not yet complete is not work in flight: wait a little for one (a client
     // whose connection was accepted just before the listener closed), else close.
     let grace_end = (server.runtime.now() + server.first_request_grace).min(deadline);
-    let idle_keep_alive = state.received.load(Ordering::Acquire) > 0;
-    if state.active.count() == 0
+    let idle_keep_alive = conn.received.load(Ordering::Acquire) > 0;
+    if !conn.is_busy()
         && !idle_keep_alive
-        && !request_within(connection.as_mut(), state, server, grace_end).await
+        && !request_within(connection.as_mut(), conn, grace_end).await
     {
         return;
     }
@@ -545,9 +629,7 @@ where
     }
     // Idle keep-alive connections end here at once. One that then reads a new request's
     // first bytes without completing it holds no work: close it after the grace.
-    if state.active.count() == 0
-        && !request_within(connection.as_mut(), state, server, grace_end).await
-    {
+    if !conn.is_busy() && !request_within(connection.as_mut(), conn, grace_end).await {
         return;
     }
     let _ = connection.await;
@@ -580,14 +662,14 @@ async fn handshake(stream: Stream, server: &Server) -> Option<HyperIo> {
 /// `until` passes with neither (`false`: the caller closes it).
 async fn request_within<C: Future>(
     connection: Pin<&mut C>,
-    state: &ConnState,
-    server: &Server,
+    conn: &ConnState,
     until: Instant,
 ) -> bool {
-    let seen = state.received.load(Ordering::Acquire);
+    let server = &*conn.server;
+    let seen = conn.received.load(Ordering::Acquire);
     // Polled on a short timer: this runs only during a stop, for at most the grace.
     let arrives = async {
-        while state.received.load(Ordering::Acquire) == seen {
+        while conn.received.load(Ordering::Acquire) == seen {
             server.runtime.sleep(Duration::from_millis(2)).await;
         }
     };
@@ -616,12 +698,15 @@ where
 }
 
 /// The user's tower service as hyper's: counts each request, hands it the shutdown
-/// token, and marks responses `Connection: close` once shutdown has begun.
+/// token and the spawner, and marks responses `Connection: close` once shutdown has
+/// begun.
 struct Counted<S> {
-    inner: S,
-    state: Arc<ConnState>,
-    server: Arc<Server>,
+    inner: TowerToHyperService<S>,
+    conn: Arc<ConnState>,
 }
+
+/// What a request's response is, counted.
+type CountedResponse<B> = Response<CountedBody<EitherBody<B, Full<Bytes>>>>;
 
 impl<S, B> hyper::service::Service<Request<Incoming>> for Counted<S>
 where
@@ -631,55 +716,76 @@ where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    type Response = Response<CountedBody<EitherBody<B, Full<Bytes>>>>;
+    type Response = CountedResponse<B>;
     type Error = BoxError;
-    type Future = crate::runtime::BoxFuture<Result<Self::Response, BoxError>>;
+    type Future = Either<
+        crate::runtime::BoxFuture<Result<CountedResponse<B>, BoxError>>,
+        CountedCall<TowerToHyperServiceFuture<S, Request<Incoming>>>,
+    >;
 
     fn call(&self, mut request: Request<Incoming>) -> Self::Future {
-        if self.server.probes.is_some() && Probes::serves(request.uri().path()) {
-            let server = self.server.clone();
-            return Box::pin(async move {
-                let probes = server.probes.as_ref().expect("checked above");
+        let server = &self.conn.server;
+        if server.probes.is_some() && Probes::serves(request.uri().path()) {
+            // On the connection (a balancer's checks keep it alive), not in flight.
+            let guard = RequestGuard::new(&self.conn, None);
+            return Either::Left(Box::pin(async move {
+                let probes = guard.conn.server.probes.as_ref().expect("checked above");
                 let response = probes.respond(&request).await;
                 Ok(response.map(|body| CountedBody {
                     inner: EitherBody::Right(body),
-                    guards: None,
+                    guard: Some(guard),
                 }))
-            });
+            }));
         }
-        let guards = (
-            self.server.requests.enter_owned(),
-            self.state.active.enter_owned(),
-        );
-        self.state.received.fetch_add(1, Ordering::AcqRel);
+        let guard = RequestGuard::new(&self.conn, Some(server.requests.enter_owned()));
         let http1 = request.version() < Version::HTTP_2;
-        if !http1 && !self.state.http2.swap(true, Ordering::AcqRel) {
-            self.state.http2_seen.wake();
+        if !http1 && !self.conn.http2.swap(true, Ordering::AcqRel) {
+            self.conn.http2_seen.wake();
         }
-        let token = self.server.token.clone();
-        request.extensions_mut().insert(token.clone());
-        request.extensions_mut().insert(self.server.spawner.clone());
-        let mut service = self.inner.clone();
-        Box::pin(async move {
-            std::future::poll_fn(|cx| service.poll_ready(cx))
-                .await
-                .map_err(Into::into)?;
-            let response = service.call(request).await.map_err(Into::into)?;
-            let (mut parts, body) = response.into_parts();
-            if http1 && token.is_triggered() {
-                // hyper closes the connection after this response.
-                parts
-                    .headers
-                    .insert(CONNECTION, HeaderValue::from_static("close"));
-            }
-            Ok(Response::from_parts(
-                parts,
-                CountedBody {
-                    inner: EitherBody::Left(body),
-                    guards: Some(guards),
-                },
-            ))
+        request.extensions_mut().insert(server.token.clone());
+        request.extensions_mut().insert(server.spawner.clone());
+        Either::Right(CountedCall {
+            inner: self.inner.call(request),
+            guard: Some(guard),
+            http1,
         })
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of a counted request: the service's, then its response counted.
+    pub struct CountedCall<F> {
+        #[pin]
+        inner: F,
+        guard: Option<RequestGuard>,
+        http1: bool,
+    }
+}
+
+impl<F, B, E> Future for CountedCall<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<CountedResponse<B>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut response = ready!(this.inner.poll(cx)).map_err(Into::into)?;
+        let guard = this.guard.take();
+        let triggered = guard
+            .as_ref()
+            .is_some_and(|guard| guard.conn.server.token.is_triggered());
+        if *this.http1 && triggered {
+            // hyper closes the connection after this response.
+            response
+                .headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("close"));
+        }
+        Poll::Ready(Ok(response.map(|body| CountedBody {
+            inner: EitherBody::Left(body),
+            guard,
+        })))
     }
 }
 
@@ -688,7 +794,7 @@ pin_project_lite::pin_project! {
     pub struct CountedBody<B> {
         #[pin]
         inner: B,
-        guards: Option<(OwnedInFlightGuard, OwnedInFlightGuard)>,
+        guard: Option<RequestGuard>,
     }
 }
 
@@ -709,7 +815,7 @@ impl<B: Body> Body for CountedBody<B> {
         let this = self.project();
         let frame = this.inner.poll_frame(cx);
         if let Poll::Ready(None) = frame {
-            *this.guards = None;
+            *this.guard = None;
         }
         frame
     }

@@ -652,7 +652,72 @@ fn probes_on_the_same_port(runtime: &'static str) {
     );
 }
 
+/// The header read timeout, with no shutdown: a client that never completes its request's
+/// header, one that never sends a byte, and a keep-alive connection left idle are closed
+/// once it passes, each on its own clock; a request slower than the timeout is answered,
+/// and its connection serves the next one; a balancer's checks every 150 ms keep theirs.
+fn the_header_read_timeout_closes_slow_silent_and_idle_clients(runtime: &'static str) {
+    let timeout = Duration::from_millis(400);
+    let running = start_serving(
+        runtime,
+        laptop(Duration::ZERO),
+        Duration::from_secs(3),
+        |http| http.header_read_timeout(timeout).mount_probes(),
+    );
+    let addr = running.addr;
+    let closed_after = |mut stream: TcpStream, since: Instant| {
+        thread::spawn(move || {
+            let mut byte = [0u8; 1];
+            let read = stream.read(&mut byte);
+            assert!(
+                matches!(read, Ok(0) | Err(_)),
+                "closed, not answered: {read:?}"
+            );
+            since.elapsed()
+        })
+    };
+    let mut half = connect(addr);
+    half.write_all(b"GET /work HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let half = closed_after(half, Instant::now());
+    let silent = closed_after(connect(addr), Instant::now());
+    let mut idle = connect(addr);
+    get(&mut idle, "/work").unwrap();
+    let idle = closed_after(idle, Instant::now());
+    let slow = thread::spawn(move || {
+        let mut slow = connect(addr);
+        let first = get(&mut slow, "/work?ms=1000").unwrap();
+        (first, get(&mut slow, "/work").unwrap())
+    });
+    let checks = thread::spawn(move || {
+        let mut checks = connect(addr);
+        for _ in 0..10 {
+            let (head, _) = get(&mut checks, "/health/live").unwrap();
+            assert!(head.starts_with("http/1.1 200"), "{head}");
+            thread::sleep(Duration::from_millis(150));
+        }
+    });
+    for (client, closed) in [("half-sent", half), ("silent", silent), ("idle", idle)] {
+        let after = closed.join().unwrap();
+        assert!(
+            after >= timeout - Duration::from_millis(50) && after < Duration::from_secs(2),
+            "[{runtime}] the {client} client was closed {after:?} after its last request (timeout {timeout:?})"
+        );
+    }
+    let ((head, body), (next, _)) = slow.join().unwrap();
+    assert!(head.starts_with("http/1.1 200") && body == "done", "{head}");
+    assert!(
+        next.starts_with("http/1.1 200"),
+        "the connection goes on: {next}"
+    );
+    checks.join().unwrap();
+    running.handle.shutdown();
+    let report = running.app.join().unwrap();
+    assert_eq!(report.exit_code(), 0, "{report}");
+}
+
 on_each_runtime!(
+    the_header_read_timeout_closes_slow_silent_and_idle_clients,
     an_upgraded_connection_is_closed_at_the_deadline,
     probes_on_the_same_port,
     http2_gets_goaway_at_the_trigger,
