@@ -25,10 +25,11 @@
 //! contain it (`tokio lifecycle`, `smol hyper`).
 //!
 //! With `HTTP_BENCH_DIAGNOSE` set, each runtime gets two more rows, not counted as peers,
-//! that tell where HttpServer's cost goes: its hyper peer given HttpServer's header read
-//! timeout (5 s on lifecycle's `RuntimeTimer`), then also HttpServer's connection setup
-//! (`lifecycle::net` sockets through `FuturesIo`, hyper-util's `auto` builder); what is
-//! left is the component's own work.
+//! that tell where HttpServer's cost goes: its hyper peer given hyper's own header read
+//! timeout (5 s on lifecycle's `RuntimeTimer`, a sleep per request: what HttpServer no
+//! longer does), and its hyper peer given HttpServer's connection setup instead
+//! (`lifecycle::net` sockets, hyper-util's `auto` builder); what is left between that
+//! row and HttpServer is the component's own work.
 //!
 //! ```sh
 //! cargo bench --all-features --bench http
@@ -124,14 +125,16 @@ enum Server {
 enum Diag {
     /// The peer as it is.
     No,
-    /// With HttpServer's header read timeout (5 s on lifecycle's `RuntimeTimer`).
+    /// With hyper's own header read timeout (5 s, on lifecycle's `RuntimeTimer`): a
+    /// runtime sleep armed for every request's head, as HttpServer had until it kept the
+    /// timeout per connection. What this row costs over the peer is what that saved.
     Timer,
-    /// And HttpServer's connections too: `lifecycle::net::{Listener, Stream}` through
-    /// smol-hyper's `FuturesIo`, hyper-util's `auto` builder, with upgrades. What is left
+    /// With HttpServer's connections instead: `lifecycle::net::{Listener, Stream}`,
+    /// hyper-util's `auto` builder, with upgrades, no header read timeout. What is left
     /// between this row and HttpServer is the component's own work (per request: the
-    /// in-flight guards, the extensions, the boxed future and body; per connection: the
-    /// tracked task, the drain's `select`).
-    TimerAndIo,
+    /// guard, the extensions, a clock reading; per connection: the tracked task, the
+    /// drain's `select`, the header read timeout's sleep).
+    Io,
 }
 
 impl Server {
@@ -140,11 +143,11 @@ impl Server {
             Server::Lifecycle(_) => "lifecycle HttpServer",
             Server::HyperUtil(Diag::No) => "hyper-util auto + tokio::spawn",
             Server::HyperUtil(Diag::Timer) => "(hyper-util + header timeout)",
-            Server::HyperUtil(Diag::TimerAndIo) => "(hyper-util + header timeout + lifecycle io)",
+            Server::HyperUtil(Diag::Io) => "(hyper-util + lifecycle io)",
             Server::AxumServe => "axum::serve",
             Server::HyperSmol(Diag::No) => "hyper http1 + smol-hyper + smol::spawn",
             Server::HyperSmol(Diag::Timer) => "(hyper smol + header timeout)",
-            Server::HyperSmol(Diag::TimerAndIo) => "(hyper smol + header timeout + lifecycle io)",
+            Server::HyperSmol(Diag::Io) => "(hyper smol + lifecycle io)",
         }
     }
 
@@ -269,17 +272,18 @@ fn start(server: Server) -> Running {
             let runtime = tokio_runtime();
             runtime.block_on(async move {
                 let mut builder = auto::Builder::new(TokioExecutor::new());
-                if diag != Diag::No {
-                    let timer = RuntimeTimer::new(Arc::new(TokioRuntime::from_handle(
-                        tokio::runtime::Handle::current(),
-                    )));
+                let timer = RuntimeTimer::new(Arc::new(TokioRuntime::from_handle(
+                    tokio::runtime::Handle::current(),
+                )));
+                if diag == Diag::Timer {
                     builder
                         .http1()
                         .timer(timer.clone())
                         .header_read_timeout(HEADER_READ_TIMEOUT);
                     builder.http2().timer(timer);
-                }
-                if diag == Diag::TimerAndIo {
+                } else if diag == Diag::Io {
+                    builder.http1().header_read_timeout(None);
+                    builder.http2().timer(timer);
                     // Made inside the runtime: tokio's sockets, as HttpServer's.
                     let listener = Listener::from_std(listener).unwrap();
                     let accept = async move {
@@ -327,16 +331,14 @@ fn start(server: Server) -> Running {
             });
             runtime.shutdown_timeout(Duration::from_millis(100));
         }),
-        Server::HyperSmol(Diag::TimerAndIo) => {
+        Server::HyperSmol(Diag::Io) => {
             start_peer(Rt::Smol, move |listener, service, stop| {
                 smol::block_on(async move {
-                    let timer = RuntimeTimer::new(Arc::new(SmolRuntime::new()));
                     let mut builder = auto::Builder::new(SmolExecutor);
+                    builder.http1().header_read_timeout(None);
                     builder
-                        .http1()
-                        .timer(timer.clone())
-                        .header_read_timeout(HEADER_READ_TIMEOUT);
-                    builder.http2().timer(timer);
+                        .http2()
+                        .timer(RuntimeTimer::new(Arc::new(SmolRuntime::new())));
                     // Made outside tokio: async-io's sockets, as HttpServer's on smol.
                     let listener = Listener::from_std(listener).unwrap();
                     let accept = async move {
@@ -741,7 +743,7 @@ fn main() {
     ];
     let mut smol_servers = vec![Server::Lifecycle(Rt::Smol), Server::HyperSmol(Diag::No)];
     if diagnose {
-        for diag in [Diag::Timer, Diag::TimerAndIo] {
+        for diag in [Diag::Timer, Diag::Io] {
             tokio_servers.push(Server::HyperUtil(diag));
             smol_servers.push(Server::HyperSmol(diag));
         }

@@ -216,8 +216,12 @@ impl HttpServer {
         self
     }
 
-    /// How long a client may take to send a request's headers (default 5 s): keep it
-    /// shorter than the stop timeout.
+    /// How long a connection may wait for a request's header to be complete (default
+    /// 5 s), counted from its accept (a client that sends nothing) or from its last
+    /// response (an idle keep-alive connection); then it is closed, unanswered. A request
+    /// in flight is never cut by it, nor an HTTP/2 connection once its first request has
+    /// come (HTTP/2 requests are frames on a live connection). A TLS handshake gets the
+    /// same time. Keep it shorter than the stop timeout.
     #[must_use]
     pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
         self.header_read_timeout = timeout;
@@ -527,11 +531,13 @@ impl ConnState {
                 return std::future::pending().await;
             }
             let now = server.runtime.now();
-            let deadline = if self.is_busy() {
-                now + timeout
+            let since = if self.is_busy() {
+                now
             } else {
-                let idle_since = Duration::from_nanos(self.idle_since.load(Ordering::Acquire));
-                server.epoch + idle_since + timeout
+                server.epoch + Duration::from_nanos(self.idle_since.load(Ordering::Acquire))
+            };
+            let Some(deadline) = since.checked_add(timeout) else {
+                return std::future::pending().await; // a timeout too long to reach
             };
             if deadline <= now {
                 return;
@@ -616,7 +622,11 @@ where
     let deadline = stopped.unwrap_or_else(|_| server.runtime.now());
     // A request not yet complete is not work in flight: wait a little for one (a client
     // whose connection was accepted just before the listener closed), else close.
-    let grace_end = (server.runtime.now() + server.first_request_grace).min(deadline);
+    let grace_end = server
+        .runtime
+        .now()
+        .checked_add(server.first_request_grace)
+        .map_or(deadline, |end| end.min(deadline));
     let idle_keep_alive = conn.received.load(Ordering::Acquire) > 0;
     if !conn.is_busy()
         && !idle_keep_alive

@@ -357,12 +357,12 @@ impl futures_io::AsyncWrite for Stream {
     }
 }
 
-/// hyper's timer on the app's runtime and clock, for `header_read_timeout` and the like.
+/// hyper's timer on the app's runtime and clock (HTTP/2 keep-alive pings and the like).
 ///
-/// Each sleep is a runtime sleep. (Sharing one runtime sleep among all of a server's
-/// sleeps, in a queue by deadline, was measured on smol in `benches/http.rs`: a little
-/// more throughput on the hello handler, a p99 several times worse at 64 connections;
-/// see BENCHMARKS.md.)
+/// Each sleep is a runtime sleep. Not for a per-request timeout on a busy server: hyper
+/// arms a new sleep for every request's head, an insertion into tokio's timer wheel or
+/// an `async_io::Timer` that wakes the reactor. `HttpServer` keeps its header read
+/// timeout with one lazy sleep per connection instead (see BENCHMARKS.md).
 #[derive(Debug, Clone)]
 pub struct RuntimeTimer(Arc<dyn Runtime>);
 
@@ -375,7 +375,10 @@ impl RuntimeTimer {
 
 impl hyper::rt::Timer for RuntimeTimer {
     fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
-        self.sleep_until(self.0.now() + duration)
+        match self.0.now().checked_add(duration) {
+            Some(deadline) => self.sleep_until(deadline),
+            None => Box::pin(SyncSleep(Mutex::new(Box::pin(std::future::pending())))),
+        }
     }
 
     fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {

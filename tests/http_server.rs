@@ -716,7 +716,36 @@ fn the_header_read_timeout_closes_slow_silent_and_idle_clients(runtime: &'static
     assert_eq!(report.exit_code(), 0, "{report}");
 }
 
+/// Durations past what the clock can count are no limit, not a panic: a silent client
+/// stays connected, requests are served, and at the stop the grace ends at the stop's
+/// deadline, the exit clean.
+fn endless_timeouts_are_no_limits(runtime: &'static str) {
+    let running = start_serving(
+        runtime,
+        laptop(Duration::ZERO),
+        Duration::from_millis(800),
+        |http| {
+            http.header_read_timeout(Duration::MAX)
+                .first_request_grace(Duration::MAX)
+        },
+    );
+    let _silent = connect(running.addr);
+    let mut client = connect(running.addr);
+    let (head, _) = get(&mut client, "/work").unwrap();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    let stopped = Instant::now();
+    running.handle.shutdown();
+    let report = running.app.join().unwrap();
+    assert_eq!(report.exit_code(), 0, "{report}");
+    assert!(
+        stopped.elapsed() < Duration::from_secs(2),
+        "the silent client held the stop past its deadline: {:?}",
+        stopped.elapsed()
+    );
+}
+
 on_each_runtime!(
+    endless_timeouts_are_no_limits,
     the_header_read_timeout_closes_slow_silent_and_idle_clients,
     an_upgraded_connection_is_closed_at_the_deadline,
     probes_on_the_same_port,

@@ -98,9 +98,13 @@ pub trait Runtime: Send + Sync + fmt::Debug + 'static {
 }
 
 impl dyn Runtime {
-    /// Returns a future that completes after `duration` on this runtime's clock.
+    /// Returns a future that completes after `duration` on this runtime's clock (never,
+    /// for a duration past what the clock can count).
     pub fn sleep(&self, duration: Duration) -> BoxFuture<()> {
-        self.sleep_until(self.now() + duration)
+        match self.now().checked_add(duration) {
+            Some(deadline) => self.sleep_until(deadline),
+            None => Box::pin(std::future::pending()),
+        }
     }
 
     /// Runs `future` until it completes or `deadline` passes on this runtime's clock,
@@ -128,13 +132,17 @@ impl dyn Runtime {
         timeout_at(self, deadline, future).await
     }
 
-    /// [`timeout_at`](#method.timeout_at) `duration` from now.
+    /// [`timeout_at`](#method.timeout_at) `duration` from now (no timeout, for a duration
+    /// past what the clock can count).
     pub async fn timeout<F: Future>(
         &self,
         duration: Duration,
         future: F,
     ) -> Result<F::Output, Elapsed> {
-        timeout_at(self, self.now() + duration, future).await
+        match self.now().checked_add(duration) {
+            Some(deadline) => timeout_at(self, deadline, future).await,
+            None => Ok(future.await),
+        }
     }
 }
 
