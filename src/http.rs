@@ -76,6 +76,7 @@ use futures_util::task::AtomicWaker;
 use http_body_util::{Either as EitherBody, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::header::{HeaderValue, CONNECTION};
+use hyper::rt::Read as _;
 use hyper::{Request, Response, Version};
 use hyper_util::server::conn::auto;
 use hyper_util::service::{TowerToHyperService, TowerToHyperServiceFuture};
@@ -219,9 +220,9 @@ impl HttpServer {
     /// How long a connection may wait for a request's header to be complete (default
     /// 5 s), counted from its accept (a client that sends nothing) or from its last
     /// response (an idle keep-alive connection); then it is closed, unanswered. A request
-    /// in flight is never cut by it, nor an HTTP/2 connection once its first request has
-    /// come (HTTP/2 requests are frames on a live connection). A TLS handshake gets the
-    /// same time. Keep it shorter than the stop timeout.
+    /// in flight is never cut by it, nor an HTTP/2 connection once its preface has come
+    /// (a gRPC channel connected ahead of its first call waits as long as it likes). A
+    /// TLS handshake gets the same time. Keep it shorter than the stop timeout.
     #[must_use]
     pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
         self.header_read_timeout = timeout;
@@ -342,6 +343,7 @@ impl HttpServer {
                         inner: TowerToHyperService::new(service),
                         conn: conn.clone(),
                     };
+                    let io = Sniffed::new(io, conn.clone());
                     let connection = server
                         .builder
                         .serve_connection_with_upgrades(io, hyper_service);
@@ -477,10 +479,13 @@ struct ConnState {
     /// When the connection last had no request in flight: accepted, or its last response
     /// complete ([`Server::clock`]).
     idle_since: AtomicU64,
-    /// Whether a request came over HTTP/2 (the protocol is known from the first one),
-    /// and who waits to learn it.
+    /// Whether the client opened with the HTTP/2 preface ([`Sniffed`]).
     http2: AtomicBool,
-    http2_seen: AtomicWaker,
+    /// Whether a request came over HTTP/2, and who waits to learn it: the drain's GOAWAY
+    /// goes with a connection's first answer (as a new HTTP/1.1 connection gets its first
+    /// request answered, with `Connection: close`).
+    http2_request: AtomicBool,
+    http2_request_seen: AtomicWaker,
 }
 
 impl ConnState {
@@ -491,7 +496,8 @@ impl ConnState {
             received: AtomicUsize::new(0),
             active: AtomicUsize::new(0),
             http2: AtomicBool::new(false),
-            http2_seen: AtomicWaker::new(),
+            http2_request: AtomicBool::new(false),
+            http2_request_seen: AtomicWaker::new(),
         }
     }
 
@@ -501,13 +507,13 @@ impl ConnState {
     }
 
     /// Resolves once a request came over HTTP/2.
-    fn is_http2(&self) -> impl Future<Output = ()> + '_ {
+    fn http2_requested(&self) -> impl Future<Output = ()> + '_ {
         std::future::poll_fn(|cx| {
-            if self.http2.load(Ordering::Acquire) {
+            if self.http2_request.load(Ordering::Acquire) {
                 return Poll::Ready(());
             }
-            self.http2_seen.register(cx.waker());
-            if self.http2.load(Ordering::Acquire) {
+            self.http2_request_seen.register(cx.waker());
+            if self.http2_request.load(Ordering::Acquire) {
                 Poll::Ready(())
             } else {
                 Poll::Pending
@@ -515,14 +521,14 @@ impl ConnState {
         })
     }
 
-    /// Resolves once an HTTP/1 connection (or one whose protocol is not known yet) has
+    /// Resolves once an HTTP/1 connection (or one whose preface is not complete yet) has
     /// waited the header read timeout for a request: nothing in flight, and no request's
     /// head complete, since it was accepted or its last response completed. An idle
     /// keep-alive connection ends so too, as with hyper's own timeout.
     ///
     /// One runtime sleep per connection, moved only when it fires early: a request costs
-    /// a clock reading, no timer. (HTTP/2 requests come as frames on a live connection;
-    /// hyper's HTTP/2 keeps its own time.)
+    /// a clock reading, no timer. (HTTP/2 requests come as frames on a live connection,
+    /// which hyper's HTTP/2 keeps alive on its own.)
     async fn header_read_timeout(&self) {
         let server = &*self.server;
         let timeout = server.header_read_timeout;
@@ -606,7 +612,7 @@ where
         }
     }
     let mut goaway_sent = false;
-    let http2 = pin!(conn.is_http2());
+    let http2 = pin!(conn.http2_requested());
     let stopped = match select(connection.as_mut(), select(server.stopping.clone(), http2)).await {
         Either::Left(_) => return,
         Either::Right((Either::Left((stopped, _)), _)) => stopped,
@@ -707,6 +713,89 @@ where
     }
 }
 
+/// What an HTTP/2 connection opens with (h2c with prior knowledge, or h2 after TLS ALPN).
+const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// A connection's I/O that tells its [`ConnState`] whether the client opened with the
+/// HTTP/2 preface, from the first bytes read: an HTTP/2 connection waits for its requests
+/// as long as it likes (no header read timeout), as a gRPC channel connected ahead of its
+/// first call does. (hyper-util's `auto` reads the same bytes to choose the protocol, and
+/// does not say.)
+struct Sniffed {
+    io: HyperIo,
+    conn: Arc<ConnState>,
+    /// Bytes of the preface matched so far, until the protocol is known.
+    matched: Option<usize>,
+}
+
+impl Sniffed {
+    fn new(io: HyperIo, conn: Arc<ConnState>) -> Self {
+        Sniffed {
+            io,
+            conn,
+            matched: Some(0),
+        }
+    }
+
+    /// Reads the connection's first bytes through a buffer of its own, to look at them.
+    fn sniff(
+        &mut self,
+        matched: usize,
+        cx: &mut Context<'_>,
+        buf: &mut hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let mut first = [0u8; 1024];
+        let room = buf.remaining().min(first.len());
+        let mut read = hyper::rt::ReadBuf::new(&mut first[..room]);
+        ready!(Pin::new(&mut self.io).poll_read(cx, read.unfilled()))?;
+        let bytes = read.filled();
+        buf.put_slice(bytes);
+        let expected = &HTTP2_PREFACE[matched..];
+        let n = bytes.len().min(expected.len());
+        self.matched = if bytes.is_empty() || bytes[..n] != expected[..n] {
+            None
+        } else if matched + n == HTTP2_PREFACE.len() {
+            self.conn.http2.store(true, Ordering::Release);
+            None
+        } else {
+            Some(matched + n)
+        };
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl hyper::rt::Read for Sniffed {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        mut buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        match this.matched {
+            Some(matched) => this.sniff(matched, cx, &mut buf),
+            None => Pin::new(&mut this.io).poll_read(cx, buf),
+        }
+    }
+}
+
+impl hyper::rt::Write for Sniffed {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
 /// The user's tower service as hyper's: counts each request, hands it the shutdown
 /// token and the spawner, and marks responses `Connection: close` once shutdown has
 /// begun.
@@ -749,8 +838,8 @@ where
         }
         let guard = RequestGuard::new(&self.conn, Some(server.requests.enter_owned()));
         let http1 = request.version() < Version::HTTP_2;
-        if !http1 && !self.conn.http2.swap(true, Ordering::AcqRel) {
-            self.conn.http2_seen.wake();
+        if !http1 && !self.conn.http2_request.swap(true, Ordering::AcqRel) {
+            self.conn.http2_request_seen.wake();
         }
         request.extensions_mut().insert(server.token.clone());
         request.extensions_mut().insert(server.spawner.clone());

@@ -744,7 +744,40 @@ fn endless_timeouts_are_no_limits(runtime: &'static str) {
     );
 }
 
+/// An HTTP/2 connection is not closed by the header read timeout: a client that
+/// connected ahead of its first request (as gRPC channels do) and one idle between
+/// requests still get their answers after twice the timeout, on the same connection.
+fn http2_connections_wait_for_requests_past_the_header_read_timeout(runtime: &'static str) {
+    let timeout = Duration::from_millis(300);
+    let running = start_serving(
+        runtime,
+        laptop(Duration::ZERO),
+        Duration::from_secs(3),
+        |http| http.header_read_timeout(timeout),
+    );
+    let addr = running.addr;
+    ::smol::block_on(async move {
+        let (mut early, early_connection) = h2_connect(addr).await;
+        let (mut between, between_connection) = h2_connect(addr).await;
+        let response = between.send_request(h2_get("/work")).await.unwrap();
+        assert_eq!(response.status(), 200);
+        async_io::Timer::after(timeout * 2).await;
+        for (client, sender) in [("connected early", &mut early), ("idle", &mut between)] {
+            let response = sender.send_request(h2_get("/work")).await;
+            let response = response.unwrap_or_else(|error| {
+                panic!("[{runtime}] the {client} HTTP/2 connection was closed: {error}")
+            });
+            assert_eq!(response.status(), 200);
+        }
+        assert!(!early_connection.is_finished() && !between_connection.is_finished());
+    });
+    running.handle.shutdown();
+    let report = running.app.join().unwrap();
+    assert_eq!(report.exit_code(), 0, "{report}");
+}
+
 on_each_runtime!(
+    http2_connections_wait_for_requests_past_the_header_read_timeout,
     endless_timeouts_are_no_limits,
     the_header_read_timeout_closes_slow_silent_and_idle_clients,
     an_upgraded_connection_is_closed_at_the_deadline,
