@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 
 use futures_channel::mpsc::UnboundedSender;
 use futures_channel::oneshot;
-use futures_util::future::{select, AbortHandle, Abortable, Aborted, Either};
+use futures_util::future::{select, Either};
 use futures_util::FutureExt;
 use tracing::Instrument;
 
@@ -18,7 +18,7 @@ use crate::error::{error_chain, panic_message, BoxError};
 use crate::report::Outcome;
 use crate::runtime::Runtime;
 use crate::shutdown::Notice;
-use crate::sync::{wait_until, AtomicUsize, Event, Flag, Ordering};
+use crate::sync::{wait_until, AtomicUsize, Event, Flag, FlagWait, Ordering};
 
 /// The live tracked tasks of one component.
 #[derive(Debug, Default)]
@@ -106,8 +106,11 @@ impl Spawner {
         E: Into<BoxError>,
     {
         let (ended, result) = oneshot::channel();
-        let (abort, registration) = AbortHandle::new_pair();
-        let handle = Task { result, abort };
+        let aborted = Arc::new(Flag::default());
+        let handle = Task {
+            result,
+            aborted: aborted.clone(),
+        };
         let shared = &*self.shared;
         if shared.tasks.cancel.is_set() {
             handle.abort();
@@ -119,56 +122,77 @@ impl Spawner {
         let main = self.main;
         let notices = shared.notices.clone();
         let span = tracing::info_span!("task", component = %shared.name);
-        shared.runtime.spawn(Box::pin(
-            async move {
-                let tasks = alive.0.clone();
-                // In a block, so the task is dropped before anyone learns that it ended.
-                let outcome = {
-                    let cancelled = std::pin::pin!(tasks.cancel.wait());
-                    let task = std::pin::pin!(Abortable::new(
-                        AssertUnwindSafe(task).catch_unwind(),
-                        registration
-                    ));
-                    match select(cancelled, task).await {
-                        Either::Left(_) | Either::Right((Err(Aborted), _)) => {
-                            Err(TaskError::Cancelled)
-                        }
-                        Either::Right((Ok(Ok(Ok(()))), _)) => Ok(()),
-                        Either::Right((Ok(Ok(Err(error))), _)) => {
-                            Err(TaskError::Failed(error_chain(&*error.into())))
-                        }
-                        Either::Right((Ok(Err(panic)), _)) => {
-                            Err(TaskError::Panicked(panic_message(&*panic)))
-                        }
+        let tracked = async move {
+            let tasks = alive.0.clone();
+            // In a block, so the task is dropped before anyone learns that it ended.
+            let outcome = {
+                let cancelled = std::pin::pin!(Cancelled {
+                    component: tasks.cancel.wait(),
+                    task: aborted.wait(),
+                });
+                let task = std::pin::pin!(AssertUnwindSafe(task).catch_unwind());
+                match select(cancelled, task).await {
+                    Either::Left(_) => Err(TaskError::Cancelled),
+                    Either::Right((Ok(Ok(())), _)) => Ok(()),
+                    Either::Right((Ok(Err(error)), _)) => {
+                        Err(TaskError::Failed(error_chain(&*error.into())))
                     }
-                };
-                let notice = match &outcome {
-                    Err(TaskError::Cancelled) => None,
-                    Ok(()) if !main => None,
-                    Ok(()) => Some(Notice::TaskEnded {
-                        node,
-                        tasks: tasks.clone(),
-                    }),
-                    Err(TaskError::Failed(error)) => Some(Notice::TaskFailed {
-                        node,
-                        tasks: tasks.clone(),
-                        outcome: Outcome::Failed(error.clone()),
-                    }),
-                    Err(TaskError::Panicked(panic)) => Some(Notice::TaskFailed {
-                        node,
-                        tasks: tasks.clone(),
-                        outcome: Outcome::Panicked(panic.clone()),
-                    }),
-                };
-                let _ = ended.send(outcome);
-                drop(alive);
-                if let Some(notice) = notice {
-                    let _ = notices.unbounded_send(notice);
+                    Either::Right((Err(panic), _)) => {
+                        Err(TaskError::Panicked(panic_message(&*panic)))
+                    }
                 }
+            };
+            let notice = match &outcome {
+                Err(TaskError::Cancelled) => None,
+                Ok(()) if !main => None,
+                Ok(()) => Some(Notice::TaskEnded {
+                    node,
+                    tasks: tasks.clone(),
+                }),
+                Err(TaskError::Failed(error)) => Some(Notice::TaskFailed {
+                    node,
+                    tasks: tasks.clone(),
+                    outcome: Outcome::Failed(error.clone()),
+                }),
+                Err(TaskError::Panicked(panic)) => Some(Notice::TaskFailed {
+                    node,
+                    tasks: tasks.clone(),
+                    outcome: Outcome::Panicked(panic.clone()),
+                }),
+            };
+            let _ = ended.send(outcome);
+            drop(alive);
+            if let Some(notice) = notice {
+                let _ = notices.unbounded_send(notice);
             }
-            .instrument(span),
-        ));
+        };
+        // A span no subscriber wants is not entered at each poll (a connection is
+        // polled at every request).
+        if span.is_disabled() {
+            shared.runtime.spawn(Box::pin(tracked));
+        } else {
+            shared.runtime.spawn(Box::pin(tracked.instrument(span)));
+        }
         handle
+    }
+}
+
+/// Completes once the task's component cancels its tasks or the task is aborted. Each
+/// is a flag: polled again with the same waker, two loads (a tracked task polls this at
+/// each of its wake-ups).
+struct Cancelled<'a> {
+    component: FlagWait<'a>,
+    task: FlagWait<'a>,
+}
+
+impl Future for Cancelled<'_> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if Pin::new(&mut self.component).poll(cx).is_ready() {
+            return Poll::Ready(());
+        }
+        Pin::new(&mut self.task).poll(cx)
     }
 }
 
@@ -211,7 +235,7 @@ impl Spawner {
 #[derive(Debug)]
 pub struct Task {
     result: oneshot::Receiver<Result<(), TaskError>>,
-    abort: AbortHandle,
+    aborted: Arc<Flag>,
 }
 
 impl Task {
@@ -219,7 +243,7 @@ impl Task {
     /// polled yet), and awaiting it gives [`TaskError::Cancelled`]. Nothing is reported:
     /// an aborted task is not a failure. Does nothing if the task has ended.
     pub fn abort(&self) {
-        self.abort.abort();
+        self.aborted.set();
     }
 }
 
