@@ -25,11 +25,12 @@
 //! Every request is counted on the component's in-flight counter from its arrival until
 //! its response body is complete, so the drain's quiet period works with no code of yours.
 //! Handlers reach the [`ShutdownToken`] as a request extension (axum:
-//! `Extension<ShutdownToken>`) to end long responses (SSE, long polls) early, and the
-//! component's [`Spawner`] (`Extension<Spawner>`) to serve an upgraded connection
-//! (WebSocket, with `hyper::upgrade::on`) as a tracked task: the stop waits for those
-//! until its deadline, then they are cut. (axum's `WebSocketUpgrade::on_upgrade` spawns
-//! on tokio itself, out of the engine's reach: end those sockets with the token.)
+//! `Extension<ShutdownToken>`) to end long responses (SSE, long polls) early. To serve an
+//! upgraded connection (WebSocket, with `hyper::upgrade::on`) as a tracked task, give the
+//! service the component's [`Spawner`] where it is built
+//! ([`serve_with`](HttpServer::serve_with): `ctx.spawner()`): the stop waits for those
+//! tasks until its deadline, then they are cut. (axum's `WebSocketUpgrade::on_upgrade`
+//! spawns on tokio itself, out of the engine's reach: end those sockets with the token.)
 //!
 //! TLS stays yours: [`wrap_streams`](HttpServer::wrap_streams) runs your TLS library's
 //! handshake on each accepted stream (futures-rustls' `TlsAcceptor::accept` fits as it
@@ -315,7 +316,8 @@ impl HttpServer {
 
     /// Serves the tower service `make` builds at start, from the start context: typically
     /// a router whose state holds resources of its dependencies
-    /// (`ctx.resource::<Pool>()?`). An error fails the start.
+    /// (`ctx.resource::<Pool>()?`), and `ctx.spawner()` if its handlers spawn tasks the
+    /// stop must wait for (upgraded connections). An error fails the start.
     #[must_use]
     pub fn serve_with<F, S, B>(mut self, make: F) -> Self
     where
@@ -873,8 +875,7 @@ impl hyper::rt::Write for Sniffed {
 }
 
 /// The user's tower service as hyper's: counts each request, hands it the shutdown
-/// token and the spawner, and marks responses `Connection: close` once shutdown has
-/// begun.
+/// token, and marks responses `Connection: close` once shutdown has begun.
 struct Counted<S> {
     inner: TowerToHyperService<S>,
     conn: Arc<ConnState>,
@@ -918,7 +919,6 @@ where
             self.conn.http2_request_seen.wake();
         }
         request.extensions_mut().insert(server.token.clone());
-        request.extensions_mut().insert(server.spawner.clone());
         Either::Right(CountedCall {
             inner: self.inner.call(request),
             guard: Some(guard),

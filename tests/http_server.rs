@@ -25,10 +25,12 @@ use lifecycle::prelude::*;
 use lifecycle::{Outcome, ShutdownHandle};
 
 /// `GET /work?ms=N`: N ms of work, then `done`. Sets `dropped` if a request's future is
-/// dropped before it finished.
+/// dropped before it finished. `GET /upgrade` holds the upgraded connection in a task of
+/// the component's spawner.
 #[derive(Clone)]
 struct Work {
     dropped: Arc<AtomicBool>,
+    spawner: lifecycle::Spawner,
 }
 
 struct DropFlag(Arc<AtomicBool>, bool);
@@ -51,14 +53,8 @@ impl tower_service::Service<Request<Incoming>> for Work {
     }
     fn call(&mut self, mut request: Request<Incoming>) -> Self::Future {
         if request.uri().path() == "/upgrade" {
-            // Holds the upgraded connection open in a task of the component's spawner.
-            let spawner = request
-                .extensions()
-                .get::<lifecycle::Spawner>()
-                .expect("the spawner is a request extension")
-                .clone();
             let upgrade = hyper::upgrade::on(&mut request);
-            drop(spawner.spawn(async move {
+            drop(self.spawner.spawn(async move {
                 if let Ok(upgraded) = upgrade.await {
                     let _held = upgraded;
                     std::future::pending::<()>().await;
@@ -125,8 +121,12 @@ fn start_serving(
 ) -> Running {
     let dropped = Arc::new(AtomicBool::new(false));
     let db_stop = Arc::new(Mutex::new(None));
-    let http = configure(HttpServer::bind("127.0.0.1:0").unwrap()).serve(Work {
-        dropped: dropped.clone(),
+    let work = dropped.clone();
+    let http = configure(HttpServer::bind("127.0.0.1:0").unwrap()).serve_with(move |ctx| {
+        Ok(Work {
+            dropped: work,
+            spawner: ctx.spawner(),
+        })
     });
     let addr = http.local_addr();
     let app = App::builder()

@@ -64,8 +64,7 @@ impl Drop for Alive {
 /// cancelled the same way.
 #[derive(Debug, Clone)]
 pub struct Spawner {
-    /// One allocation for what every clone shares: a clone (one per HTTP request, in
-    /// its extensions) is one reference count.
+    /// One allocation for what every clone shares: a clone is one reference count.
     pub(crate) shared: Arc<SpawnerShared>,
     /// Whether this is the start's own spawner: the end of its tasks restarts a component
     /// whose policy is [`Restart::always`](crate::Restart::always).
