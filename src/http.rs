@@ -66,8 +66,8 @@ use std::future::Future;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, PoisonError};
-use std::task::{ready, Context, Poll, Wake, Waker};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -590,9 +590,7 @@ where
     C: GracefulConnection,
 {
     let served = pin!(drain(connection, conn));
-    let timeout = pin!(conn.header_read_timeout());
-    let timeout = WhenWoken::new(timeout);
-    if let Either::Right(_) = select(served, timeout).await {
+    if let Either::Right(_) = select(served, pin!(conn.header_read_timeout())).await {
         tracing::debug!("no request within the header read timeout: connection closed");
     }
 }
@@ -714,80 +712,6 @@ where
 {
     fn graceful_shutdown(self: Pin<&mut Self>) {
         auto::UpgradeableConnection::graceful_shutdown(self)
-    }
-}
-
-/// `inner`, polled only on its first poll and after its own waker fired: the
-/// connection's header read timeout is a sleep that fires once in a while, and is not
-/// polled again at each of the connection's wake-ups (on tokio a sleep registers its
-/// waker at every poll). A poll is then a waker comparison and a load.
-struct WhenWoken<F> {
-    inner: F,
-    gate: Arc<Gate>,
-    waker: Waker,
-    /// The task's waker last given to the gate.
-    task: Option<Waker>,
-}
-
-/// Whether [`WhenWoken`]'s inner future must be polled, and the task to wake when so.
-#[derive(Default)]
-struct Gate {
-    open: AtomicBool,
-    task: std::sync::Mutex<Option<Waker>>,
-}
-
-impl Wake for Gate {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.open.store(true, Ordering::Release);
-        let task = self.task.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(task) = &*task {
-            task.wake_by_ref();
-        }
-    }
-}
-
-impl<F> WhenWoken<F> {
-    fn new(inner: F) -> Self {
-        let gate = Arc::new(Gate::default());
-        WhenWoken {
-            inner,
-            waker: Waker::from(gate.clone()),
-            gate,
-            task: None,
-        }
-    }
-}
-
-impl<F: Future + Unpin> Future for WhenWoken<F> {
-    type Output = F::Output;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let this = &mut *self;
-        if !this
-            .task
-            .as_ref()
-            .is_some_and(|task| task.will_wake(cx.waker()))
-        {
-            // A new task to wake: given to the gate before the inner future is polled.
-            let task = cx.waker().clone();
-            *this
-                .gate
-                .task
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner) = Some(task.clone());
-            this.task = Some(task);
-            this.gate.open.store(true, Ordering::Release);
-        }
-        if !this.gate.open.load(Ordering::Acquire) {
-            return Poll::Pending;
-        }
-        // Closed before the poll: a wake from here on opens it again.
-        this.gate.open.store(false, Ordering::Release);
-        Pin::new(&mut this.inner).poll(&mut Context::from_waker(&this.waker))
     }
 }
 
