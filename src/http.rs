@@ -436,11 +436,14 @@ impl Component for HttpServer {
         };
         running.accept.abort();
         let _ = running.accept.await; // the loop is dropped: the listener is closed
-                                      // Kept to report what is cut before the engine cancels the connections.
+                                      // The stop reports what is cut a margin before the engine cancels the connections;
+                                      // a connection without a request is closed a margin before that, at the latest,
+                                      // so that it is never counted as cut.
         let margin = Duration::from_millis(20);
-        let deadline = ctx.deadline().checked_sub(margin).unwrap_or(ctx.deadline());
+        let before = |instant: Instant| instant.checked_sub(margin).unwrap_or(instant);
+        let deadline = before(ctx.deadline());
         if let Some(stopping) = running.stopping.take() {
-            let _ = stopping.send(deadline);
+            let _ = stopping.send(before(deadline));
         }
         let server = &running.server;
         tracing::info!(
