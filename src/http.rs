@@ -856,7 +856,7 @@ where
 
 pin_project_lite::pin_project! {
     /// The future of a counted request: the service's, then its response counted.
-    pub struct CountedCall<F> {
+    pub(crate) struct CountedCall<F> {
         #[pin]
         inner: F,
         guard: Option<RequestGuard>,
@@ -893,7 +893,7 @@ where
 
 pin_project_lite::pin_project! {
     /// A response body that counts its request as in flight until the body is complete.
-    pub struct CountedBody<B> {
+    pub(crate) struct CountedBody<B> {
         #[pin]
         inner: B,
         guard: Option<RequestGuard>,
