@@ -375,10 +375,7 @@ impl RuntimeTimer {
 
 impl hyper::rt::Timer for RuntimeTimer {
     fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
-        match self.0.now().checked_add(duration) {
-            Some(deadline) => self.sleep_until(deadline),
-            None => Box::pin(SyncSleep(Mutex::new(Box::pin(std::future::pending())))),
-        }
+        Box::pin(SyncSleep(Mutex::new(self.0.sleep(duration))))
     }
 
     fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
