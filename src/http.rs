@@ -64,6 +64,7 @@
 use std::fmt;
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::panic::AssertUnwindSafe;
 use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -76,22 +77,22 @@ use futures_util::future::{select, Either, FutureExt, Shared};
 use futures_util::task::AtomicWaker;
 use http_body_util::{Either as EitherBody, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::header::{HeaderValue, CONNECTION};
+use hyper::header::{HeaderValue, CONNECTION, CONTENT_TYPE};
 use hyper::rt::Read as _;
-use hyper::{Request, Response, Version};
+use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper_util::server::conn::auto;
 use hyper_util::service::{TowerToHyperService, TowerToHyperServiceFuture};
 use lifecycle_core::{
-    async_trait, BoxError, Component, InFlight, OwnedInFlightGuard, ShutdownToken, Spawner,
-    StartContext, StopContext, Task,
+    async_trait, BoxError, Component, InFlight, OwnedInFlightGuard, PanicCounter, ShutdownToken,
+    Spawner, StartContext, StopContext, Task,
 };
 
 use crate::net::{HyperIo, Listener, RuntimeTimer, Stream};
 use crate::probe::Probes;
 use crate::runtime::Runtime;
 
-/// Builds the service at start, from the start context (resources, the token).
-type Factory = Box<dyn FnOnce(&StartContext) -> Result<Serve, BoxError> + Send + Sync>;
+/// Builds the service at each start, from the start context (resources, the token).
+type Factory = Box<dyn Fn(&StartContext) -> Result<Serve, BoxError> + Send + Sync>;
 
 /// Serves one accepted connection until it ends or is dropped.
 type Serve = Arc<dyn Fn(Stream, Arc<Server>) -> crate::runtime::BoxFuture<()> + Send + Sync>;
@@ -102,14 +103,32 @@ type Serve = Arc<dyn Fn(Stream, Arc<Server>) -> crate::runtime::BoxFuture<()> + 
 /// # Cancellation, panics and timeouts
 ///
 /// A handler's future is dropped when its connection is force-closed at the stop
-/// deadline (or when the app's run future is dropped). A panic in a handler is caught by
-/// hyper's connection as an error and closes that connection; it does not take the app
-/// down. Limits: [`header_read_timeout`](HttpServer::header_read_timeout) (5 s) and
+/// deadline (or when the app's run future is dropped).
+///
+/// A panic in a handler fails that request only, as with `axum::serve`: the response is
+/// a `500 Internal Server Error` if the handler had not returned its response yet; a
+/// panic while its body streams closes the HTTP/1.1 connection or resets the HTTP/2
+/// stream. The app keeps serving; the panic is logged (error level, with the method and
+/// path) and counted in the health snapshot and the report
+/// ([`PanicCounter`](lifecycle_core::PanicCounter)). To fail fast instead, catch nothing
+/// yourself and compile with `panic = "abort"`.
+///
+/// Limits: [`header_read_timeout`](HttpServer::header_read_timeout) (5 s) and
 /// [`max_connections`](HttpServer::max_connections) (10,000); a malformed request gets a
 /// `400` from hyper and its connection is closed.
+///
+/// # Restarts
+///
+/// The server can be restarted (when a component it depends on, or one of its own
+/// policy, is restarted): its stop drains as at shutdown (idle connections closed,
+/// requests in flight finished, their HTTP/1.1 responses marked `Connection: close`),
+/// and its start builds the service again (`serve_with`'s closure runs again, with the
+/// new resources). The socket stays bound throughout, so the port never closes:
+/// connections made meanwhile wait in the listen queue and are served after the start.
 pub struct HttpServer {
     name: String,
-    listener: Option<TcpListener>,
+    /// Kept for the component's life: each start listens on a clone of it.
+    listener: TcpListener,
     addr: SocketAddr,
     factory: Option<Factory>,
     header_read_timeout: Duration,
@@ -148,6 +167,8 @@ struct Server {
     connections: InFlight,
     /// Resolves with the stop's deadline when the stop begins.
     stopping: Shared<oneshot::Receiver<Instant>>,
+    /// Handler panics, caught and counted.
+    panics: PanicCounter,
     first_request_grace: Duration,
     probes: Option<Probes>,
     builder: auto::Builder<Executor>,
@@ -159,6 +180,15 @@ struct Server {
 }
 
 impl Server {
+    /// Logs and counts a handler's panic, which failed `what` only.
+    fn handler_panicked(&self, panic: &(dyn std::any::Any + Send), what: fmt::Arguments<'_>) {
+        self.panics.record();
+        tracing::error!(
+            panic = %panic_message(panic),
+            "a handler panicked: {what} failed, the server serves on"
+        );
+    }
+
     /// The runtime's clock, in nanoseconds since the server started: an atomic's worth.
     fn clock(&self) -> u64 {
         let elapsed = self.runtime.now().saturating_duration_since(self.epoch);
@@ -195,7 +225,7 @@ impl HttpServer {
         Ok(HttpServer {
             name: "http".into(),
             addr: listener.local_addr()?,
-            listener: Some(listener),
+            listener,
             factory: None,
             header_read_timeout: Duration::from_secs(5),
             max_connections: 10_000,
@@ -311,17 +341,18 @@ impl HttpServer {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        self.serve_with(move |_: &StartContext| Ok(service))
+        self.serve_with(move |_: &StartContext| Ok(service.clone()))
     }
 
     /// Serves the tower service `make` builds at start, from the start context: typically
     /// a router whose state holds resources of its dependencies
     /// (`ctx.resource::<Pool>()?`), and `ctx.spawner()` if its handlers spawn tasks the
-    /// stop must wait for (upgraded connections). An error fails the start.
+    /// stop must wait for (upgraded connections). An error fails the start. `make` runs
+    /// once per start: once, unless the server is restarted.
     #[must_use]
     pub fn serve_with<F, S, B>(mut self, make: F) -> Self
     where
-        F: FnOnce(&StartContext) -> Result<S, BoxError> + Send + Sync + 'static,
+        F: Fn(&StartContext) -> Result<S, BoxError> + Send + Sync + 'static,
         S: tower_service::Service<Request<Incoming>, Response = Response<B>>
             + Clone
             + Send
@@ -367,13 +398,12 @@ impl Component for HttpServer {
     async fn start(&mut self, ctx: &StartContext) -> Result<(), BoxError> {
         let factory = self
             .factory
-            .take()
+            .as_ref()
             .ok_or("no service to serve: call HttpServer::serve or serve_with")?;
-        let listener = self.listener.take().ok_or("started twice")?;
         let serve = factory(ctx)?;
-        let listener = Listener::from_std(listener)?;
+        let listener = Listener::from_std(self.listener.try_clone()?)?;
         let runtime = ctx.runtime().clone();
-        let executor = Executor(ctx.spawner());
+        let executor = Executor(ctx.spawner(), ctx.panic_counter());
         let mut builder = auto::Builder::new(executor);
         // The header read timeout is kept per connection by `ConnState`, not by hyper: hyper
         // arms a runtime timer for every request's head (an insertion into tokio's timer
@@ -390,6 +420,7 @@ impl Component for HttpServer {
             requests: ctx.in_flight().clone(),
             connections: InFlight::new(),
             stopping: stop_begun.shared(),
+            panics: ctx.panic_counter(),
             first_request_grace: self.first_request_grace,
             probes: self.probes.then(|| Probes::new(ctx.health(), false)),
             builder,
@@ -408,8 +439,13 @@ impl Component for HttpServer {
                     Ok((stream, _peer)) => {
                         let alive = accepting.connections.enter_owned();
                         let connection = (accepting.serve)(stream, accepting.clone());
+                        let server = accepting.clone();
                         drop(accepting.spawner.spawn(async move {
-                            connection.await;
+                            // Requests catch their handlers' panics; this is the last line
+                            // that keeps any other panic to its connection.
+                            if let Err(panic) = AssertUnwindSafe(connection).catch_unwind().await {
+                                server.handler_panicked(&*panic, format_args!("a connection"));
+                            }
                             drop(alive);
                         }));
                     }
@@ -598,8 +634,8 @@ where
     }
 }
 
-/// Drives one connection through the drain: serves until the trigger, then until the
-/// stop, sending HTTP/2 connections a GOAWAY as soon as both the trigger has come and the
+/// Drives one connection through the drain: serves until the trigger (the component's
+/// token, which a restart's stop triggers too), then until the stop, sending HTTP/2 connections a GOAWAY as soon as both the trigger has come and the
 /// connection is known to be HTTP/2 (its first request says so: one idle at the trigger
 /// or opened during the drain gets it with its first answer); then gives a connection
 /// without a request in flight a short grace to deliver one, closes it if it does not,
@@ -846,21 +882,29 @@ where
             self.conn.http2_request_seen.wake();
         }
         request.extensions_mut().insert(server.token.clone());
+        let method = request.method().clone();
+        let uri = request.uri().clone();
         Either::Right(CountedCall {
             inner: self.inner.call(request),
             guard: Some(guard),
             http1,
+            method,
+            uri,
         })
     }
 }
 
 pin_project_lite::pin_project! {
-    /// The future of a counted request: the service's, then its response counted.
+    /// The future of a counted request: the service's, then its response counted; a
+    /// panic of the service's future is this request's `500`.
     pub(crate) struct CountedCall<F> {
         #[pin]
         inner: F,
         guard: Option<RequestGuard>,
         http1: bool,
+        // For the log line of a handler's panic.
+        method: Method,
+        uri: Uri,
     }
 }
 
@@ -873,21 +917,37 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let mut response = ready!(this.inner.poll(cx)).map_err(Into::into)?;
+        // The future is not polled again after a panic: the request is answered.
+        let polled = std::panic::catch_unwind(AssertUnwindSafe(|| this.inner.poll(cx)));
         let guard = this.guard.take();
-        let triggered = guard
-            .as_ref()
-            .is_some_and(|guard| guard.conn.server.token.is_triggered());
-        if *this.http1 && triggered {
+        let server = guard.as_ref().map(|guard| &*guard.conn.server);
+        let mut response = match polled {
+            Ok(Poll::Pending) => {
+                *this.guard = guard;
+                return Poll::Pending;
+            }
+            Ok(Poll::Ready(response)) => response.map_err(Into::into)?.map(EitherBody::Left),
+            Err(panic) => {
+                if let Some(server) = server {
+                    server.handler_panicked(&*panic, format_args!("{} {}", this.method, this.uri));
+                }
+                let mut response =
+                    Response::new(EitherBody::Right(Full::from("internal server error\n")));
+                *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                response.headers_mut().insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; charset=utf-8"),
+                );
+                response
+            }
+        };
+        if *this.http1 && server.is_some_and(|server| server.token.is_triggered()) {
             // hyper closes the connection after this response.
             response
                 .headers_mut()
                 .insert(CONNECTION, HeaderValue::from_static("close"));
         }
-        Poll::Ready(Ok(response.map(|body| CountedBody {
-            inner: EitherBody::Left(body),
-            guard,
-        })))
+        Poll::Ready(Ok(response.map(|body| CountedBody { inner: body, guard })))
     }
 }
 
@@ -906,16 +966,27 @@ impl<B> fmt::Debug for CountedBody<B> {
     }
 }
 
-impl<B: Body> Body for CountedBody<B> {
+impl<B: Body<Error = BoxError>> Body for CountedBody<B> {
     type Data = B::Data;
-    type Error = B::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+    ) -> Poll<Option<Result<Frame<B::Data>, BoxError>>> {
         let this = self.project();
-        let frame = this.inner.poll_frame(cx);
+        // A body that panics ends in an error: hyper closes the HTTP/1.1 connection or
+        // resets the HTTP/2 stream (the head went out already). It is not polled again.
+        let frame = match std::panic::catch_unwind(AssertUnwindSafe(|| this.inner.poll_frame(cx))) {
+            Ok(frame) => frame,
+            Err(panic) => {
+                if let Some(guard) = this.guard.take() {
+                    let what = format_args!("a response body");
+                    guard.conn.server.handler_panicked(&*panic, what);
+                }
+                return Poll::Ready(Some(Err("the response body panicked".into())));
+            }
+        };
         if let Poll::Ready(None) = frame {
             *this.guard = None;
         }
@@ -931,15 +1002,33 @@ impl<B: Body> Body for CountedBody<B> {
     }
 }
 
-/// Runs hyper's HTTP/2 stream tasks as the component's tracked tasks.
+/// Runs hyper's HTTP/2 stream tasks as the component's tracked tasks; a panic in one
+/// (the request and its body catch their own) is that stream's, never the component's.
 #[derive(Clone)]
-struct Executor(Spawner);
+struct Executor(Spawner, PanicCounter);
 
 impl<F> hyper::rt::Executor<F> for Executor
 where
     F: Future<Output = ()> + Send + 'static,
 {
     fn execute(&self, future: F) {
-        drop(self.0.spawn(future));
+        let panics = self.1.clone();
+        drop(self.0.spawn(async move {
+            if let Err(panic) = AssertUnwindSafe(future).catch_unwind().await {
+                panics.record();
+                tracing::error!(panic = %panic_message(&*panic), "an HTTP/2 stream panicked");
+            }
+        }));
+    }
+}
+
+/// The message of a caught panic.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    if let Some(text) = panic.downcast_ref::<&str>() {
+        text
+    } else if let Some(text) = panic.downcast_ref::<String>() {
+        text
+    } else {
+        "a panic with a non-string payload"
     }
 }

@@ -208,6 +208,11 @@ impl Component for ProbeServer {
     }
 
     async fn start(&mut self, ctx: &StartContext) -> Result<(), BoxError> {
+        if self.close.is_some() {
+            // Restarted (with a component it depends on): it serves until its flush, so
+            // it is still serving.
+            return Ok(());
+        }
         let listener = self
             .listener
             .take()

@@ -147,13 +147,15 @@ impl Builder {
             .into_iter()
             .zip(specs)
             .map(|((component, options), (name, _))| {
+                let restart = options.restart.unwrap_or_default();
+                restart.check(&name)?;
                 Ok(Node {
                     timeouts: Timeouts::resolve(&name, &options, &self.config)?,
                     name: name.into(),
                     component,
                     tasks: Arc::new(TaskSet::default()),
                     resources: resources.clone(),
-                    restart: options.restart.unwrap_or_default(),
+                    restart,
                     in_flight: InFlight::new(),
                 })
             })

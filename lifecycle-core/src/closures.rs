@@ -14,12 +14,16 @@ use crate::error::BoxError;
 use crate::runtime::BoxFuture;
 use crate::task::{Task, TaskError};
 
-type Open<T> = Box<dyn FnOnce(&StartContext) -> BoxFuture<Result<T, BoxError>> + Send + Sync>;
+type Open<T> = Box<dyn Fn(&StartContext) -> BoxFuture<Result<T, BoxError>> + Send + Sync>;
 type Close<T> = Box<dyn FnMut(T) -> BoxFuture<()> + Send + Sync>;
 
 /// A component that opens a `T` at start, [provides](StartContext::provide) it to the
 /// components that [use](Options::uses) it, and closes it at stop, under the stop
 /// deadline (a close that does not finish by then fails the stop and is dropped).
+///
+/// It can be restarted (under a [`Restart`](crate::Restart) policy of its own or of a
+/// dependency): each start calls `open` again, and its dependents, restarted with it,
+/// receive the new value.
 ///
 /// # Examples
 ///
@@ -39,7 +43,7 @@ type Close<T> = Box<dyn FnMut(T) -> BoxFuture<()> + Send + Sync>;
 /// ```
 pub struct Provider<T> {
     name: String,
-    open: Option<Open<T>>,
+    open: Open<T>,
     close: Close<T>,
     value: Option<T>,
 }
@@ -47,10 +51,11 @@ pub struct Provider<T> {
 impl<T: Clone + Send + Sync + 'static> Provider<T> {
     /// A component named `name` whose start runs `open` (which may take what it needs of
     /// the start context first: other resources, the runtime) and whose stop runs `close`.
-    /// An error of `open` fails the start.
+    /// An error of `open` fails the start. `open` is called once per start: once, unless
+    /// the component is restarted.
     pub fn new<O, OF, E, C, CF>(name: impl Into<String>, open: O, mut close: C) -> Self
     where
-        O: FnOnce(&StartContext) -> OF + Send + Sync + 'static,
+        O: Fn(&StartContext) -> OF + Send + Sync + 'static,
         OF: Future<Output = Result<T, E>> + Send + 'static,
         E: Into<BoxError>,
         C: FnMut(T) -> CF + Send + Sync + 'static,
@@ -58,10 +63,10 @@ impl<T: Clone + Send + Sync + 'static> Provider<T> {
     {
         Provider {
             name: name.into(),
-            open: Some(Box::new(move |ctx: &StartContext| {
+            open: Box::new(move |ctx: &StartContext| {
                 let opening = open(ctx);
                 Box::pin(async move { opening.await.map_err(Into::into) }) as BoxFuture<_>
-            })),
+            }),
             close: Box::new(move |value| Box::pin(close(value))),
             value: None,
         }
@@ -88,8 +93,7 @@ impl<T: Clone + Send + Sync + 'static> Component for Provider<T> {
     }
 
     async fn start(&mut self, ctx: &StartContext) -> Result<(), BoxError> {
-        let open = self.open.take().ok_or("started twice")?;
-        let value = open(ctx).await?;
+        let value = (self.open)(ctx).await?;
         ctx.provide(value.clone());
         self.value = Some(value);
         Ok(())
@@ -108,15 +112,17 @@ impl<T: Clone + Send + Sync + 'static> Component for Provider<T> {
     }
 }
 
-type Make = Box<
-    dyn FnOnce(&StartContext) -> Result<BoxFuture<Result<(), BoxError>>, BoxError> + Send + Sync,
->;
+type Make =
+    Box<dyn Fn(&StartContext) -> Result<BoxFuture<Result<(), BoxError>>, BoxError> + Send + Sync>;
 
 /// A component that runs one loop as a tracked task: `make` builds it at start, and the
 /// stop waits for it to end, until the stop deadline. The loop should end once the
 /// [shutdown token](StartContext::shutdown_token) resolves, after finishing its current
 /// item; what is still running at the deadline is cancelled and the stop fails. An error
-/// or panic of the loop while the app runs triggers shutdown, naming the component.
+/// or panic of the loop while the app runs triggers shutdown, naming the component, or
+/// restarts it under a [`Restart`](crate::Restart) policy: each start calls `make` again
+/// for a new loop (with [`Restart::always`](crate::Restart::always), also when the loop
+/// ends while the app runs).
 ///
 /// # Examples
 ///
@@ -138,25 +144,26 @@ type Make = Box<
 /// ```
 pub struct Background {
     name: String,
-    make: Option<Make>,
+    make: Make,
     task: Option<Task>,
 }
 
 impl Background {
     /// A component named `name` running the loop `make` builds from the start context
-    /// (an error of `make` fails the start).
+    /// (an error of `make` fails the start). `make` is called once per start: once,
+    /// unless the component is restarted.
     pub fn new<M, F, E>(name: impl Into<String>, make: M) -> Self
     where
-        M: FnOnce(&StartContext) -> Result<F, BoxError> + Send + Sync + 'static,
+        M: Fn(&StartContext) -> Result<F, BoxError> + Send + Sync + 'static,
         F: Future<Output = Result<(), E>> + Send + 'static,
         E: Into<BoxError>,
     {
         Background {
             name: name.into(),
-            make: Some(Box::new(move |ctx: &StartContext| {
+            make: Box::new(move |ctx: &StartContext| {
                 let run = make(ctx)?;
                 Ok(Box::pin(async move { run.await.map_err(Into::into) }) as BoxFuture<_>)
-            })),
+            }),
             task: None,
         }
     }
@@ -177,8 +184,7 @@ impl Component for Background {
     }
 
     async fn start(&mut self, ctx: &StartContext) -> Result<(), BoxError> {
-        let make = self.make.take().ok_or("started twice")?;
-        self.task = Some(ctx.spawn_fallible(make(ctx)?));
+        self.task = Some(ctx.spawn_fallible((self.make)(ctx)?));
         Ok(())
     }
 

@@ -184,6 +184,39 @@ pub enum Health {
     Down(String),
 }
 
+/// Counts the panics a component caught and survived: a request handler's panic that
+/// failed only its own request, where a panic of a tracked task would have failed the
+/// component. The count is in the health snapshot
+/// ([`ComponentHealth::handled_panics`](crate::ComponentHealth::handled_panics)) and the
+/// report ([`ComponentReport::handled_panics`](crate::ComponentReport::handled_panics));
+/// it does not make the exit unclean. From
+/// [`StartContext::panic_counter`]; cheap to clone.
+#[derive(Clone)]
+pub struct PanicCounter {
+    shared: Arc<crate::health::Shared>,
+    node: usize,
+}
+
+impl fmt::Debug for PanicCounter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PanicCounter")
+            .field("count", &self.count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PanicCounter {
+    /// Counts one more panic.
+    pub fn record(&self) {
+        self.shared.count_handled_panic(self.node);
+    }
+
+    /// How many panics were counted.
+    pub fn count(&self) -> u64 {
+        self.shared.handled_panics(self.node)
+    }
+}
+
 /// What [`Component::start`] receives: the component's name, a way to spawn tracked
 /// tasks, the shutdown token and handle, the runtime and the start deadline.
 pub struct StartContext {
@@ -191,6 +224,8 @@ pub struct StartContext {
     pub(crate) spawner: Spawner,
     pub(crate) resources: Arc<Resources>,
     pub(crate) handle: ShutdownHandle,
+    /// The app's token, or this component's own when it is stopped before the app.
+    pub(crate) token: ShutdownToken,
     pub(crate) health: HealthMonitor,
     pub(crate) in_flight: InFlight,
     pub(crate) deadline: Instant,
@@ -229,6 +264,26 @@ impl StartContext {
         F: Future<Output = ()> + Send + 'static,
     {
         self.spawner.spawn(task)
+    }
+
+    /// A counter of the panics this component catches and survives (a request handler's
+    /// panic that fails only its request), shown in the health snapshot and the report.
+    ///
+    /// ```
+    /// # fn start(ctx: &lifecycle_core::StartContext) {
+    /// let panics = ctx.panic_counter();
+    /// let handled = std::panic::catch_unwind(|| panic!("a handler's bug"));
+    /// if handled.is_err() {
+    ///     panics.record();
+    /// }
+    /// assert_eq!(panics.count(), 1);
+    /// # }
+    /// ```
+    pub fn panic_counter(&self) -> PanicCounter {
+        PanicCounter {
+            shared: self.health.0.clone(),
+            node: self.spawner.shared.node,
+        }
     }
 
     /// Spawns a tracked task that can fail: an error it returns, or a panic, while the
@@ -333,9 +388,12 @@ impl StartContext {
         }
     }
 
-    /// A token that resolves when shutdown begins.
+    /// A token that resolves when shutdown begins, or when this component is stopped
+    /// before the app (by a [restart](crate::Restart) of it or of a dependency): the
+    /// signal for its loops and long responses to finish what they do and end. A
+    /// restarted component gets a new token.
     pub fn shutdown_token(&self) -> ShutdownToken {
-        self.handle.token()
+        self.token.clone()
     }
 
     /// A handle that triggers shutdown, for a component that decides the app must stop.

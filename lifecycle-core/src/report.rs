@@ -106,6 +106,10 @@ pub struct ComponentReport {
     /// Failures of its tracked tasks (errors and panics; cancellations are not failures),
     /// including the one that triggered shutdown, if any.
     pub task_failures: Vec<Outcome>,
+    /// Panics it caught and survived while the app ran: an HTTP handler's panic that
+    /// failed only its own request ([`PanicCounter`](crate::PanicCounter)). They do not
+    /// make the exit unclean.
+    pub handled_panics: u64,
 }
 
 /// What ended the running phase (or aborted the start).
@@ -390,6 +394,13 @@ impl fmt::Display for Report {
         for restart in &self.restarts {
             writeln!(f, "  {restart}")?;
         }
+        for c in self.components.iter().filter(|c| c.handled_panics > 0) {
+            writeln!(
+                f,
+                "  {} caught {} panics (each failed only its own request)",
+                c.name, c.handled_panics
+            )?;
+        }
         for failure in self.failures() {
             writeln!(f, "  {failure}")?;
         }
@@ -432,6 +443,7 @@ mod tests {
                     stop: step(Outcome::TimedOut(Duration::from_secs(5)), 5000),
                     flush: step(Outcome::Completed, 0),
                     task_failures: vec![],
+                    handled_panics: 0,
                 },
                 ComponentReport {
                     name: "http".into(),
@@ -439,6 +451,7 @@ mod tests {
                     stop: step(Outcome::Completed, 200),
                     flush: Step::NOT_RUN,
                     task_failures: vec![Outcome::Failed("accept failed".into())],
+                    handled_panics: 0,
                 },
             ],
             trigger: Trigger::Signal(Signal::Terminate),
@@ -531,12 +544,13 @@ mod json {
 
     impl Serialize for ComponentReport {
         fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-            let mut component = serializer.serialize_struct("ComponentReport", 5)?;
+            let mut component = serializer.serialize_struct("ComponentReport", 6)?;
             component.serialize_field("name", &self.name)?;
             component.serialize_field("start", &self.start)?;
             component.serialize_field("stop", &self.stop)?;
             component.serialize_field("flush", &self.flush)?;
             component.serialize_field("task_failures", &self.task_failures)?;
+            component.serialize_field("handled_panics", &self.handled_panics)?;
             component.end()
         }
     }

@@ -10,6 +10,9 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use crate::config::check_duration;
+use crate::error::BuildError;
+
 /// When a component is restarted, and how often it may be.
 ///
 /// # Examples
@@ -98,6 +101,19 @@ impl Restart {
     pub(crate) fn restarts(&self) -> bool {
         self.when != When::Never
     }
+
+    /// Refuses durations longer than [`MAX_DURATION`](crate::config::MAX_DURATION), as for
+    /// every configured duration, naming the component.
+    pub(crate) fn check(&self, name: &str) -> Result<(), BuildError> {
+        for (what, value) in [
+            ("backoff minimum", self.backoff_min),
+            ("backoff maximum", self.backoff_max),
+            ("window", self.window),
+        ] {
+            check_duration(value, false, || format!("the restart {what} of `{name}`"))?;
+        }
+        Ok(())
+    }
 }
 
 impl Default for Restart {
@@ -125,14 +141,16 @@ impl fmt::Display for Restart {
 #[derive(Debug)]
 pub(crate) struct History {
     recent: VecDeque<Instant>,
-    seed: u64,
+    /// Seeded from fastrand's per-thread generator, which is seeded randomly per process:
+    /// replicas that fail together (a database blip) retry at different moments.
+    jitter: fastrand::Rng,
 }
 
 impl History {
-    pub(crate) fn new(node: usize) -> Self {
+    pub(crate) fn new() -> Self {
         History {
             recent: VecDeque::new(),
-            seed: 0x9E37_79B9_7F4A_7C15 ^ (node as u64 + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9),
+            jitter: fastrand::Rng::new(),
         }
     }
 
@@ -155,16 +173,42 @@ impl History {
             .backoff_min
             .saturating_mul(1 << doublings)
             .min(policy.backoff_max);
-        // ±20%, from a xorshift: no dependency for a few random bits.
-        self.seed ^= self.seed << 13;
-        self.seed ^= self.seed >> 7;
-        self.seed ^= self.seed << 17;
-        let jitter = (self.seed % 401) as f64 / 1000.0 - 0.2;
-        Some(backoff.mul_f64(1.0 + jitter))
+        // ±20%; the durations are at most an hour (checked at build), so this cannot
+        // overflow.
+        let jitter = 0.8 + 0.4 * self.jitter.f64();
+        Some(backoff.mul_f64(jitter))
     }
 
     /// How many restarts are within the window.
     pub(crate) fn count(&self) -> usize {
         self.recent.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two components failing at the same moments (two replicas after a database blip)
+    /// wait different backoffs, each within ±20% of the policy's.
+    #[test]
+    fn jitter_differs_between_histories_and_stays_within_a_fifth() {
+        let policy = Restart::on_failure()
+            .limit(100, Duration::from_secs(3600))
+            .backoff(Duration::from_secs(1), Duration::from_secs(1));
+        let now = Instant::now();
+        let waits = |history: &mut History| -> Vec<Duration> {
+            (0..8)
+                .map(|_| history.next_attempt(&policy, now).unwrap())
+                .collect()
+        };
+        let (first, second) = (waits(&mut History::new()), waits(&mut History::new()));
+        assert_ne!(first, second, "the two histories retried in lockstep");
+        for wait in first.iter().chain(&second) {
+            assert!(
+                (Duration::from_millis(800)..=Duration::from_millis(1200)).contains(wait),
+                "{wait:?} is not within 20% of 1 s"
+            );
+        }
     }
 }

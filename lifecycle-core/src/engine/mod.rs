@@ -14,7 +14,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::ops::ControlFlow;
 use std::panic::AssertUnwindSafe;
-use std::pin::Pin;
+use std::pin::{pin, Pin};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -34,7 +34,7 @@ use crate::health::{ComponentState, Phase, Shared};
 use crate::report::{ComponentReport, Outcome, Report, RestartReport, Step, Trigger};
 use crate::resources::Resources;
 use crate::runtime::{timeout_at, Runtime, Signal};
-use crate::shutdown::{InFlight, Notice, ShutdownHandle};
+use crate::shutdown::{InFlight, Notice, ShutdownHandle, ShutdownToken};
 use crate::supervision::{History, Restart, When};
 use crate::task::{Spawner, SpawnerShared, TaskSet};
 use wavefront::{Direction, Interrupted, Wavefront};
@@ -63,12 +63,36 @@ impl Node {
     }
 }
 
-/// Every incarnation's tracked tasks (a restart adds one per restarted node).
+/// Each node's current tracked tasks: a restart replaces a node's set (the old one is
+/// cancelled by the restart's stop, and its late notices are recognised as stale).
 type TaskSets = Arc<Mutex<Vec<Arc<TaskSet>>>>;
 
 /// Cancels every tracked task when dropped: when the run ends, and when its future is
 /// dropped mid-run (the app's tasks end with the app; stops are not run then).
 struct CancelTasksOnDrop(TaskSets);
+
+/// When the shutdown's stops must end (its budget less the flush reserve), fixed when
+/// the shutdown begins: a restart's stop that began before the trigger ends by it too.
+#[derive(Clone)]
+struct ShutdownEnd {
+    token: ShutdownToken,
+    stop_end: Arc<OnceLock<Instant>>,
+}
+
+impl ShutdownEnd {
+    /// The shutdown's stop end, if it has begun.
+    fn get(&self) -> Option<Instant> {
+        self.stop_end.get().copied()
+    }
+
+    /// Resolves at the shutdown's stop end, once a shutdown has begun.
+    async fn reached(&self, runtime: &dyn Runtime) -> Instant {
+        self.token.wait().await;
+        let end = self.get().expect("fixed before the token is triggered");
+        runtime.sleep_until(end).await;
+        end
+    }
+}
 
 impl Drop for CancelTasksOnDrop {
     fn drop(&mut self) {
@@ -104,11 +128,21 @@ struct Engine<'a> {
     /// Which nodes have started at least once (and are flushed at the end).
     ran: Vec<bool>,
     forced_by: Option<Signal>,
+    /// How many more signals force the exit: one once a signal began the shutdown, two
+    /// once the app began it itself (the first is logged).
+    signals_to_force: u8,
     /// For the start contexts.
     shutdown_budget: Duration,
+    flush_reserve: Duration,
+    shutdown_end: ShutdownEnd,
     /// Each node's current tasks: a notice from an earlier incarnation is stale.
-    incarnations: Vec<Arc<TaskSet>>,
     task_sets: TaskSets,
+    /// Each node's current shutdown token: triggered with the app's, or by a restart's
+    /// stop of the node.
+    tokens: Vec<ShutdownToken>,
+    /// The members of the restart under way, if one is: the engine answers health
+    /// checks for them ("restarting") while their hooks run.
+    restarting: Option<Vec<bool>>,
     /// Each node's restart policy and recent restarts.
     policies: Vec<Restart>,
     histories: Vec<History>,
@@ -165,26 +199,34 @@ pub(crate) async fn run(
                 stop: Step::NOT_RUN,
                 flush: Step::NOT_RUN,
                 task_failures: Vec::new(),
+                handled_panics: 0,
             })
             .collect(),
         started: vec![false; nodes.len()],
         ran: vec![false; nodes.len()],
         runtime,
         plan,
-        handle,
         health,
         events,
         origin,
         forced_by: None,
+        signals_to_force: 1,
         shutdown_budget: config.shutdown_timeout,
-        incarnations: nodes.iter().map(|node| node.tasks.clone()).collect(),
+        flush_reserve: config.flush_reserve,
+        shutdown_end: ShutdownEnd {
+            token: handle.token.clone(),
+            stop_end: Arc::default(),
+        },
         task_sets,
+        tokens: nodes.iter().map(|_| ShutdownToken::default()).collect(),
+        restarting: None,
         policies: nodes.iter().map(|node| node.restart).collect(),
-        histories: (0..nodes.len()).map(History::new).collect(),
+        histories: nodes.iter().map(|_| History::new()).collect(),
         deferred: VecDeque::new(),
         restarts: Vec::new(),
         triggered_at: None,
         health_check_interval: config.health_check_interval,
+        handle,
     };
     let everything = vec![true; nodes.len()];
 
@@ -203,19 +245,19 @@ pub(crate) async fn run(
         }
         Err(trigger) => trigger,
     };
-    // Readiness goes false first, before anything else reacts to the trigger.
-    run.health.set_phase(if reached_running {
-        Phase::Draining
-    } else {
-        Phase::Stopping
-    });
-    run.handle.token.trigger();
-    let triggered = run.triggered_at.unwrap_or_else(|| run.runtime.now());
+    let triggered = run.begin_shutdown(
+        &trigger,
+        if reached_running {
+            Phase::Draining
+        } else {
+            Phase::Stopping
+        },
+    );
     tracing::info!(trigger = %trigger, "shutting down");
 
     // A rolled-back start gets the whole budget afresh, measured from the abort.
     let budget_end = triggered + config.shutdown_timeout;
-    let stop_end = budget_end - config.flush_reserve;
+    let stop_end = run.shutdown_end.get().expect("fixed as the shutdown began");
     if reached_running && !config.drain_delay.is_zero() {
         let drain_end = (triggered + config.drain_delay).min(stop_end);
         run.drain(nodes, drain_end, config.drain_quiet_period)
@@ -235,6 +277,9 @@ pub(crate) async fn run(
         .instrument(tracing::info_span!("flush"))
         .await;
 
+    for (i, report) in run.reports.iter_mut().enumerate() {
+        report.handled_panics = run.health.handled_panics(i);
+    }
     let report = Report {
         components: run
             .plan
@@ -355,6 +400,7 @@ impl Engine<'_> {
             },
             resources: node.resources.clone(),
             handle: self.handle.clone(),
+            token: self.tokens[i].clone(),
             health: crate::HealthMonitor(self.health.clone()),
             in_flight: node.in_flight.clone(),
             deadline,
@@ -384,6 +430,31 @@ impl Engine<'_> {
             }
             .instrument(span),
         )
+    }
+
+    /// The next event from outside the hooks. During a restart, the health checks that
+    /// monitors ask for meanwhile are answered, the restarting members as down
+    /// ("restarting") and the others with their last results: liveness never waits on
+    /// a hook.
+    async fn next_event(&mut self) -> Event {
+        loop {
+            let health = self.health.clone();
+            let answering = self.restarting.is_some();
+            let asked = async move {
+                if answering {
+                    health.checks_requested().await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            };
+            match select(self.events.next(), pin!(asked)).await {
+                Either::Left((event, _)) => return event.expect("events never end"),
+                Either::Right(((), _)) => {
+                    let members = self.restarting.as_deref().expect("answering a restart");
+                    self.health.publish_restarting(self.runtime.now(), members);
+                }
+            }
+        }
     }
 
     /// Waits for the first trigger while the app runs, running the health checks that
@@ -578,15 +649,36 @@ impl Engine<'_> {
         let runtime = self.runtime.clone();
         let origin = self.origin;
         let began = runtime.now();
-        let deadline = (began + node.timeouts.stop).min(stop_end);
+        let deadline = (began + node.timeouts.stop)
+            .min(stop_end)
+            .min(self.shutdown_end.get().unwrap_or(stop_end));
+        // A restart's stop begun before the trigger: a shutdown beginning meanwhile cuts
+        // it at the shutdown's stop end, so the shutdown keeps its budget and its flush.
+        let shutdown_end =
+            (!self.handle.token.is_triggered()).then(|| self.shutdown_end.clone());
+        // The component's loops and long responses end now (at once in a restart).
+        self.tokens[i].trigger();
         let ctx = node.stop_context(runtime.clone(), deadline);
         let span = tracing::info_span!("stop", component = %node.name);
         Box::pin(
             async move {
-                let outcome = run_hook(&*runtime, began, deadline, node.component.stop(&ctx)).await;
+                let hook = run_hook(&*runtime, began, deadline, node.component.stop(&ctx));
+                let outcome = match &shutdown_end {
+                    None => hook.await,
+                    Some(end) => match select(pin!(hook), pin!(end.reached(&*runtime))).await {
+                        Either::Left((outcome, _)) => outcome,
+                        Either::Right((end, _)) => {
+                            Outcome::TimedOut(end.saturating_duration_since(began))
+                        }
+                    },
+                };
                 let _ = hook_ended.set(step(origin, began, runtime.now(), outcome.clone()));
                 // Whatever the stop left running is cancelled now; give the tasks until
                 // the same deadline to be dropped.
+                let deadline = match shutdown_end.as_ref().and_then(ShutdownEnd::get) {
+                    Some(end) => deadline.min(end),
+                    None => deadline,
+                };
                 node.tasks.cancel();
                 let _ = timeout_at(&*runtime, deadline, node.tasks.idle()).await;
                 node.resources.release(i);
@@ -642,7 +734,7 @@ impl Engine<'_> {
                 tasks,
                 outcome,
             }) => {
-                if !Arc::ptr_eq(&tasks, &self.incarnations[node]) {
+                if !self.is_current(node, &tasks) {
                     tracing::debug!(
                         component = self.plan.name(node),
                         "a task of an earlier run {outcome}"
@@ -655,8 +747,7 @@ impl Engine<'_> {
                 }
             }
             Event::Notice(Notice::TaskEnded { node, tasks }) => {
-                if Arc::ptr_eq(&tasks, &self.incarnations[node])
-                    && self.policies[node].when == When::Always
+                if self.is_current(node, &tasks) && self.policies[node].when == When::Always
                 {
                     Classified::Restart(node, Outcome::Completed)
                 } else {
@@ -675,12 +766,18 @@ impl Engine<'_> {
         }
     }
 
+    /// Whether `tasks` is `node`'s current task set (a notice of an earlier one is stale).
+    fn is_current(&self, node: usize, tasks: &Arc<TaskSet>) -> bool {
+        let sets = self.task_sets.lock().unwrap_or_else(PoisonError::into_inner);
+        Arc::ptr_eq(tasks, &sets[node])
+    }
+
     /// Handles an event during a restart: a trigger begins the shutdown at once and is
     /// returned (the restart then ends); another component's failure waits its turn.
     fn during_restart(&mut self, event: Event) -> Option<Trigger> {
         match self.classify(event) {
             Classified::Trigger(trigger) => {
-                self.begin_shutdown();
+                self.begin_shutdown(&trigger, Phase::Draining);
                 Some(trigger)
             }
             Classified::Restart(node, cause) => {
@@ -691,18 +788,44 @@ impl Engine<'_> {
         }
     }
 
-    /// Readiness off and the token triggered at once, for a trigger seen before the
-    /// main flow gets it (during a restart); the budget counts from now.
-    fn begin_shutdown(&mut self) {
-        self.health.set_phase(Phase::Draining);
+    /// Begins the shutdown, once per run (the first call counts; a restart may see the
+    /// trigger before the main flow does): readiness off (`phase`) before anything else
+    /// reacts, the shutdown's stop end fixed, the token triggered, and how many signals
+    /// force the exit from now on. Returns when the shutdown began.
+    fn begin_shutdown(&mut self, trigger: &Trigger, phase: Phase) -> Instant {
+        self.health.set_phase(phase);
+        if let Some(triggered) = self.triggered_at {
+            return triggered;
+        }
+        let now = self.runtime.now();
+        self.triggered_at = Some(now);
+        let stop_end = now + self.shutdown_budget.saturating_sub(self.flush_reserve);
+        let _ = self.shutdown_end.stop_end.set(stop_end);
+        // Only a signal during a shutdown that a signal began forces: an orchestrator's
+        // first SIGTERM after the app began to stop itself is a request to do what it
+        // already does.
+        self.signals_to_force = if matches!(trigger, Trigger::Signal(_)) {
+            1
+        } else {
+            2
+        };
         self.handle.token.trigger();
-        self.triggered_at.get_or_insert_with(|| self.runtime.now());
+        for token in &self.tokens {
+            token.trigger();
+        }
+        now
     }
 
-    /// Handles an event during shutdown; returns whether it forced the exit (a signal).
+    /// Handles an event during shutdown; returns whether it forced the exit (a signal,
+    /// once the signals that force have come).
     fn during_shutdown(&mut self, event: Event) -> bool {
         match event {
             Event::Signal(signal) => {
+                self.signals_to_force = self.signals_to_force.saturating_sub(1);
+                if self.signals_to_force > 0 {
+                    tracing::warn!(%signal, "signal during a shutdown the app began itself: the shutdown goes on (another signal forces the exit)");
+                    return false;
+                }
                 tracing::warn!(%signal, "signal during shutdown: skipping what is left of drain and stop");
                 self.forced_by = Some(signal);
                 true
@@ -713,7 +836,7 @@ impl Engine<'_> {
                 tasks,
                 outcome,
             }) => {
-                if Arc::ptr_eq(&tasks, &self.incarnations[node]) {
+                if self.is_current(node, &tasks) {
                     self.record_task_failure(node, &outcome);
                 }
                 false

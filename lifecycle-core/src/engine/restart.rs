@@ -13,11 +13,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::{select, Either};
-use futures_util::StreamExt;
 
 use super::{Engine, Node};
 use crate::health::ComponentState;
 use crate::report::{Outcome, RestartReport, Trigger};
+use crate::shutdown::ShutdownToken;
 use crate::task::TaskSet;
 
 /// How long a restart's stops may take at most, besides each node's own stop timeout
@@ -83,6 +83,7 @@ impl Engine<'_> {
                 }
             }
             self.health.publish_restarting(now, &members);
+            self.restarting = Some(members.clone());
 
             let stop_end = now + NO_BUDGET;
             if let Some(trigger) = self.stop(nodes, stop_end, &members, false).await {
@@ -94,24 +95,27 @@ impl Engine<'_> {
                 }
             }
             let waiting = self.runtime.now();
-            let waited = self.back_off(waiting + backoff, &members).await;
+            let waited = self.back_off(waiting.checked_add(backoff)).await;
             report.backoff += self.runtime.now() - waiting;
             if let Err(trigger) = waited {
                 break Err(trigger);
             }
 
-            // Each member starts with a fresh set of tracked tasks: the old set stays
-            // cancelled, and its late notices are recognised as stale.
+            // Each member starts with a fresh set of tracked tasks (the old set stays
+            // cancelled, and its late notices are recognised as stale) and a fresh token.
             // Failures of members seen meanwhile are this restart's concern.
             self.deferred.retain(|&(node, _)| !members[node]);
-            for (i, node) in nodes.iter_mut().enumerate() {
-                if members[i] {
-                    node.tasks = Arc::new(TaskSet::default());
-                    self.incarnations[i] = node.tasks.clone();
-                    self.task_sets
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .push(node.tasks.clone());
+            {
+                let mut task_sets = self
+                    .task_sets
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                for (i, node) in nodes.iter_mut().enumerate() {
+                    if members[i] {
+                        node.tasks = Arc::new(TaskSet::default());
+                        task_sets[i] = node.tasks.clone();
+                        self.tokens[i] = ShutdownToken::default();
+                    }
                 }
             }
             match self.start(nodes, &members, false).await {
@@ -129,6 +133,7 @@ impl Engine<'_> {
                 Err(trigger) => break Err(trigger),
             }
         };
+        self.restarting = None;
         report.took = self.runtime.now() - began;
         if report.completed {
             tracing::info!(
@@ -144,31 +149,26 @@ impl Engine<'_> {
         result
     }
 
-    /// Waits until `until`, answering health checks for the restarting members; a
-    /// trigger ends the wait (and the restart).
-    async fn back_off(
-        &mut self,
-        until: std::time::Instant,
-        members: &[bool],
-    ) -> Result<(), Trigger> {
+    /// Waits until `until` (forever, for a backoff past what the clock can count), answering
+    /// health checks for the restarting members; a trigger ends the wait (and the restart).
+    async fn back_off(&mut self, until: Option<std::time::Instant>) -> Result<(), Trigger> {
+        let runtime = self.runtime.clone();
+        let mut backoff = std::pin::pin!(async {
+            match until {
+                Some(until) => runtime.sleep_until(until).await,
+                None => std::future::pending().await,
+            }
+        });
         loop {
-            let health = self.health.clone();
-            let checks = std::pin::pin!(health.checks_requested());
-            let waited = select(
-                self.runtime.sleep_until(until),
-                select(self.events.next(), checks),
-            )
-            .await;
-            match waited {
-                Either::Left(_) => return Ok(()),
-                Either::Right((Either::Right(_), _)) => {
-                    self.health.publish_restarting(self.runtime.now(), members);
+            let event = {
+                let event = std::pin::pin!(self.next_event());
+                match select(backoff.as_mut(), event).await {
+                    Either::Left(_) => return Ok(()),
+                    Either::Right((event, _)) => event,
                 }
-                Either::Right((Either::Left((event, _)), _)) => {
-                    if let Some(trigger) = self.during_restart(event.expect("events never end")) {
-                        return Err(trigger);
-                    }
-                }
+            };
+            if let Some(trigger) = self.during_restart(event) {
+                return Err(trigger);
             }
         }
     }

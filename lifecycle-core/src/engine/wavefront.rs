@@ -5,6 +5,7 @@
 //! are handled between polls, before any hook that completed.
 
 use std::ops::ControlFlow;
+use std::pin::pin;
 use std::time::Instant;
 
 use futures_util::future::{select, Either};
@@ -122,8 +123,15 @@ impl Engine<'_> {
                 return Ok(());
             }
             // Events first: a signal is never starved by hooks that keep completing.
-            let flow = match select(self.events.next(), in_flight.next()).await {
-                Either::Right((Some((i, step)), _)) => {
+            let next = {
+                let event = pin!(self.next_event());
+                match select(event, in_flight.next()).await {
+                    Either::Left((event, _)) => Either::Left(event),
+                    Either::Right((ended, _)) => Either::Right(ended),
+                }
+            };
+            let flow = match next {
+                Either::Right(Some((i, step))) => {
                     began[i] = None;
                     let flow = ended(self, i, step);
                     if flow.is_continue() {
@@ -131,8 +139,8 @@ impl Engine<'_> {
                     }
                     flow
                 }
-                Either::Right((None, _)) => unreachable!("in_flight is not empty"),
-                Either::Left((next, _)) => event(self, next.expect("events never end")),
+                Either::Right(None) => unreachable!("in_flight is not empty"),
+                Either::Left(next) => event(self, next),
             };
             if let ControlFlow::Break(reason) = flow {
                 break reason;

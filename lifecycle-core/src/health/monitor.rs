@@ -93,6 +93,7 @@ impl HealthMonitor {
                     latency: result.map(|&(_, latency)| latency),
                     restarts: u32::try_from(shared.restarts[i].load(Ordering::Acquire))
                         .unwrap_or(u32::MAX),
+                    handled_panics: shared.handled_panics(i),
                     streak: rounds.streaks.get(i).copied().unwrap_or_default(),
                 }
             })

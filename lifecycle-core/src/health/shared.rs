@@ -48,6 +48,8 @@ pub(crate) struct Shared {
     pub(super) phase: AtomicU8,
     pub(super) states: Box<[AtomicU8]>,
     pub(super) restarts: Box<[AtomicU64]>,
+    /// Per node: panics it caught and survived ([`PanicCounter`](crate::PanicCounter)).
+    pub(super) handled_panics: Box<[AtomicU64]>,
     /// Whether the app has reached `Running` (and stays started from then on).
     pub(super) started: AtomicBool,
     pub(super) rounds: Mutex<Rounds>,
@@ -76,7 +78,9 @@ impl Shared {
             .map(|_| AtomicU8::new(ComponentState::Pending as u8))
             .collect();
         let restarts = names.iter().map(|_| AtomicU64::new(0)).collect();
+        let handled_panics = names.iter().map(|_| AtomicU64::new(0)).collect();
         Shared {
+            handled_panics,
             thresholds: thresholds.into(),
             names: names.into(),
             critical: critical.into(),
@@ -161,6 +165,17 @@ impl Shared {
                 (reported, latency)
             })
             .collect()
+    }
+
+    /// Counts a panic that `node` caught and survived.
+    pub(crate) fn count_handled_panic(&self, node: usize) {
+        self.handled_panics[node].fetch_add(1, Ordering::AcqRel);
+        self.bump();
+    }
+
+    /// How many panics `node` caught and survived.
+    pub(crate) fn handled_panics(&self, node: usize) -> u64 {
+        self.handled_panics[node].load(Ordering::Acquire)
     }
 
     /// Counts a restart of `node` (in the snapshot's `restarts`).

@@ -28,6 +28,9 @@ pub struct ComponentHealth {
     pub latency: Option<Duration>,
     /// How many times it was restarted (with its dependencies' restarts too).
     pub restarts: u32,
+    /// Panics it caught and survived: an HTTP handler's panic that failed only its own
+    /// request ([`PanicCounter`](crate::PanicCounter)).
+    pub handled_panics: u64,
     /// Its consecutive failed checks (Down), and consecutive good ones, so far: it is
     /// reported Down once the failures reach its failure threshold, and Up again once
     /// the good ones reach its success threshold
@@ -61,7 +64,8 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// The snapshot as JSON: `phase`, `status`, `ready`, `live`, and with `details`, a
-    /// `components` array (`name`, `critical`, `state`, `status`, `reason`, `latency_ms`, `restarts`).
+    /// `components` array (`name`, `critical`, `state`, `status`, `reason`, `latency_ms`,
+    /// `restarts`, `handled_panics`).
     pub fn to_json(&self, details: bool) -> String {
         let mut json = format!(
             r#"{{"phase":"{}","status":{},"ready":{},"live":{}"#,
@@ -95,7 +99,11 @@ impl Snapshot {
                     }
                     None => json.push_str(r#","latency_ms":null"#),
                 }
-                let _ = write!(json, r#","restarts":{}}}"#, component.restarts);
+                let _ = write!(
+                    json,
+                    r#","restarts":{},"handled_panics":{}}}"#,
+                    component.restarts, component.handled_panics
+                );
             }
             json.push(']');
         }
