@@ -1,0 +1,249 @@
+//! Where the HTTP component meets the rest, with real clients on each runtime: a
+//! panicking axum handler fails only its own request (HTTP/1.1 and HTTP/2), and an
+//! `HttpServer` restarted with a failed dependency drains, keeps its port, and serves
+//! again with the new resources.
+#![cfg(feature = "http")]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::routing::get;
+use bytes::Bytes;
+use common::run_in_background;
+use lifecycle::http::HttpServer;
+use lifecycle::prelude::*;
+use lifecycle::{Background, Restart};
+
+/// Sends `GET path` on `stream` and reads one response: its status line and headers
+/// (lower case) and its body; an error if the connection closed first.
+fn get_on(stream: &mut TcpStream, path: &str) -> std::io::Result<(String, String)> {
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: test\r\n\r\n")?;
+    let mut data = Vec::new();
+    let mut buffer = [0u8; 1024];
+    loop {
+        let text = String::from_utf8_lossy(&data).to_string();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length = head
+                .to_ascii_lowercase()
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: ").map(str::to_owned))
+                .and_then(|n| n.trim().parse::<usize>().ok());
+            if length.is_some_and(|length| body.len() >= length) {
+                return Ok((head.to_ascii_lowercase(), body.to_owned()));
+            }
+        }
+        let n = stream.read(&mut buffer)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        data.extend_from_slice(&buffer[..n]);
+    }
+}
+
+fn connect(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+}
+
+fn laptop() -> Config {
+    Config::default().shutdown_timeout(Duration::from_secs(10))
+}
+
+async fn panics() -> &'static str {
+    let config: Option<&str> = None;
+    config.unwrap()
+}
+
+/// A body whose first chunk goes out, then panics.
+async fn body_panics() -> axum::body::Body {
+    let chunks = futures_util::stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(
+        b"first chunk",
+    ))])
+    .chain(futures_util::stream::poll_fn(|_| -> std::task::Poll<Option<Result<Bytes, std::io::Error>>> {
+        panic!("the stream broke its invariant")
+    }));
+    axum::body::Body::from_stream(chunks)
+}
+
+use futures_util::StreamExt as _;
+
+/// An axum router whose `/panic` handler panics (an `unwrap` on `None`) and whose
+/// `/body-panic` body panics after its first chunk: each fails its own request (500, or
+/// the connection closed once the head went out), and the app serves on: `/ok` on the same
+/// and on new connections, over HTTP/1.1 and HTTP/2, then a clean exit whose report
+/// counts the panics.
+fn a_panicking_handler_fails_only_its_request(runtime: &'static str) {
+    let router = axum::Router::new()
+        .route("/ok", get(|| async { "ok" }))
+        .route("/panic", get(panics))
+        .route("/body-panic", get(body_panics));
+    let http = HttpServer::bind("127.0.0.1:0").unwrap().serve(router);
+    let addr = http.local_addr();
+    let app = App::builder().config(laptop()).add(http).build().unwrap();
+    let (handle, monitor) = (app.handle(), app.health());
+    let app = run_in_background(runtime, app);
+
+    // HTTP/1.1: a 500, and the connection serves its next request.
+    let mut stream = connect(addr);
+    let (head, _) = get_on(&mut stream, "/panic").unwrap();
+    assert!(head.starts_with("http/1.1 500"), "{head}");
+    let (head, body) = get_on(&mut stream, "/ok").unwrap();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert_eq!(body, "ok");
+
+    // A body that panics once its head went out: that connection closes, others serve.
+    let mut stream = connect(addr);
+    let cut = get_on(&mut stream, "/body-panic");
+    assert!(cut.is_err(), "the connection closed: {cut:?}");
+    let (head, _) = get_on(&mut connect(addr), "/ok").unwrap();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+
+    // HTTP/2: the stream answers 500, the connection serves the next stream.
+    ::smol::block_on(async {
+        let (mut sender, _connection) = h2_connect(addr).await;
+        let response = sender.send_request(h2_get("/panic")).await.unwrap();
+        assert_eq!(response.status(), 500);
+        let response = sender.send_request(h2_get("/ok")).await.unwrap();
+        assert_eq!(response.status(), 200);
+    });
+
+    assert_eq!(monitor.phase(), lifecycle::Phase::Running);
+    assert_eq!(monitor.cached().components[0].handled_panics, 3);
+    handle.shutdown();
+    let report = app.join().unwrap();
+    assert_eq!(report.exit_code(), 0, "{report}");
+    assert_eq!(report.trigger, lifecycle::Trigger::Requested);
+    assert_eq!(report.component("http").unwrap().handled_panics, 3);
+    assert!(report.to_string().contains("http caught 3 panics"), "{report}");
+}
+
+fn h2_get(path: &str) -> hyper::Request<http_body_util::Empty<Bytes>> {
+    hyper::Request::builder()
+        .uri(format!("http://test{path}"))
+        .body(http_body_util::Empty::new())
+        .unwrap()
+}
+
+async fn h2_connect(
+    addr: SocketAddr,
+) -> (
+    hyper::client::conn::http2::SendRequest<http_body_util::Empty<Bytes>>,
+    ::smol::Task<hyper::Result<()>>,
+) {
+    let stream = lifecycle::net::Stream::connect(addr).await.unwrap();
+    let (sender, connection) =
+        hyper::client::conn::http2::handshake(common::SmolExecutor, stream.into_hyper())
+            .await
+            .unwrap();
+    (sender, ::smol::spawn(connection))
+}
+
+/// What `feed` provides: which start it came from.
+#[derive(Clone)]
+struct Generation(usize);
+
+/// `http` (axum) depends on `feed`, a `Background` with a restart policy whose loop the
+/// test makes fail: the restart cycles `feed` and `http`. The request in flight finishes
+/// (its response says `Connection: close`), the idle connection is closed, a client that
+/// connects during the restart is served after it on the same port, and the server's
+/// handlers see the new generation.
+fn an_http_server_restarts_with_its_dependency(runtime: &'static str) {
+    let fail = Arc::new(AtomicBool::new(false));
+    let generations = Arc::new(AtomicUsize::new(0));
+    let feed = {
+        let (fail, generations) = (fail.clone(), generations.clone());
+        Background::new("feed", move |ctx| {
+            let generation = generations.fetch_add(1, Ordering::SeqCst) + 1;
+            ctx.provide(Generation(generation));
+            let (fail, token, runtime) =
+                (fail.clone(), ctx.shutdown_token(), ctx.runtime().clone());
+            Ok(async move {
+                while !token.is_triggered() {
+                    if fail.swap(false, Ordering::SeqCst) {
+                        return Err("the feed lost its upstream");
+                    }
+                    runtime.sleep(Duration::from_millis(5)).await;
+                }
+                Ok(())
+            })
+        })
+    };
+    let http = HttpServer::bind("127.0.0.1:0")
+        .unwrap()
+        .serve_with(|ctx: &StartContext| {
+            let Generation(generation) = ctx.resource::<Generation>()?;
+            Ok(axum::Router::new()
+                .route(
+                    "/generation",
+                    get(move || async move { generation.to_string() }),
+                )
+                .route(
+                    "/slow",
+                    get(|| async {
+                        async_io::Timer::after(Duration::from_millis(400)).await;
+                        "slow done"
+                    }),
+                ))
+        });
+    let addr = http.local_addr();
+    let app = App::builder()
+        .config(laptop())
+        .add_with(
+            feed,
+            Options::new()
+                .provides::<Generation>()
+                .restart(Restart::on_failure().backoff(Duration::from_millis(300), Duration::from_millis(300))),
+        )
+        .add_with(http, Options::new().uses::<Generation>())
+        .build()
+        .unwrap();
+    let (handle, monitor) = (app.handle(), app.health());
+    let app = run_in_background(runtime, app);
+
+    let mut idle = connect(addr);
+    let (_, body) = get_on(&mut idle, "/generation").unwrap();
+    assert_eq!(body, "1");
+    let mut busy = connect(addr);
+    write!(busy, "GET /slow HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    fail.store(true, Ordering::SeqCst);
+    // The request in flight finishes through the restart's stop.
+    let mut response = String::new();
+    busy.read_to_string(&mut response).unwrap();
+    let response = response.to_ascii_lowercase();
+    assert!(response.starts_with("http/1.1 200"), "{response}");
+    assert!(response.contains("connection: close"), "{response}");
+    assert!(response.ends_with("slow done"), "{response}");
+    // The idle keep-alive connection was closed by the restart's stop.
+    let mut rest = Vec::new();
+    assert_eq!(idle.read_to_end(&mut rest).unwrap(), 0, "closed, unanswered");
+
+    // During the backoff the port is still bound: the connection waits in the listen
+    // queue and is answered by the new server.
+    let waited = Instant::now();
+    let (head, body) = get_on(&mut connect(addr), "/generation").unwrap();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert_eq!(body, "2", "the restarted server serves the new resource");
+    assert!(waited.elapsed() < Duration::from_secs(5));
+    assert_eq!(monitor.cached().components[1].restarts, 1);
+
+    handle.shutdown();
+    let report = app.join().unwrap();
+    assert_eq!(report.exit_code(), 0, "{report}");
+    assert_eq!(report.restarts.len(), 1, "{report}");
+    assert!(report.restarts[0].completed, "{report}");
+    assert_eq!(report.restarts[0].cycled, ["feed", "http"]);
+}
+
+on_each_runtime!(
+    a_panicking_handler_fails_only_its_request,
+    an_http_server_restarts_with_its_dependency,
+);
