@@ -78,6 +78,8 @@ pub struct ProbeServer {
     details: bool,
     endpoints: Vec<Endpoint>,
     groups: Vec<Group>,
+    /// What is wrong with the endpoints, said when the server starts.
+    invalid: Vec<String>,
     /// Dropping it closes the server: the accept loop and every connection end.
     close: Option<oneshot::Sender<()>>,
     /// Completes once the accept loop has ended and the socket is closed.
@@ -125,6 +127,7 @@ impl ProbeServer {
             details: false,
             endpoints: Vec::new(),
             groups: Vec::new(),
+            invalid: Vec::new(),
             close: None,
             closed: None,
         })
@@ -149,6 +152,9 @@ impl ProbeServer {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     ///
+    /// A `content_type` that is not a valid header value fails the server's start, naming
+    /// the endpoint.
+    ///
     /// # Panics
     ///
     /// If `path` does not begin with `/`, or is one of the probe paths.
@@ -162,9 +168,15 @@ impl ProbeServer {
             path.starts_with('/') && !Probes::serves(path),
             "a probe server endpoint must begin with `/` and not be a probe path (`/health...`): {path:?}"
         );
+        let Ok(content_type) = HeaderValue::from_str(content_type) else {
+            self.invalid.push(format!(
+                "the content type of the probe server's `{path}` endpoint ({content_type:?}) is not a valid header value"
+            ));
+            return self;
+        };
         self.endpoints.push(Endpoint {
             path: path.to_owned(),
-            content_type: HeaderValue::from_static(content_type),
+            content_type,
             render: Arc::new(render),
         });
         self
@@ -208,6 +220,9 @@ impl Component for ProbeServer {
     }
 
     async fn start(&mut self, ctx: &StartContext) -> Result<(), BoxError> {
+        if !self.invalid.is_empty() {
+            return Err(self.invalid.join("; ").into());
+        }
         if self.close.is_some() {
             // Restarted (with a component it depends on): it serves until its flush, so
             // it is still serving.

@@ -124,7 +124,7 @@ fn start_serving(
     let work = dropped.clone();
     let http = configure(HttpServer::bind("127.0.0.1:0").unwrap()).serve_with(move |ctx| {
         Ok(Work {
-            dropped: work,
+            dropped: work.clone(),
             spawner: ctx.spawner(),
         })
     });

@@ -277,7 +277,30 @@ async fn restart_durations_past_the_maximum_are_refused(_h: Harness) {
     }
 }
 
+/// A probe endpoint whose content type is not a valid header value fails the probe
+/// server's start with a message naming it, instead of a panic in the builder.
+async fn a_bad_probe_content_type_fails_the_start_clearly(h: Harness) {
+    let probes = lifecycle::ProbeServer::bind("127.0.0.1:0")
+        .unwrap()
+        .endpoint("/metrics", "text/plain\n", String::new);
+    let app = App::builder().add(probes).build().unwrap();
+    let report = h.run(app).await;
+
+    assert_eq!(report.exit_code(), 1, "{report}");
+    match &report.trigger {
+        Trigger::StartFailed { component, outcome } => {
+            assert_eq!(component, "probes");
+            assert!(
+                outcome.to_string().contains("`/metrics` endpoint"),
+                "{outcome}"
+            );
+        }
+        other => panic!("expected a failed start, got {other}"),
+    }
+}
+
 lifecycle::scenarios!(
+    a_bad_probe_content_type_fails_the_start_clearly,
     provider_and_background_restart_with_their_dependency,
     restart_always_drives_a_background_loop,
     liveness_holds_through_a_slow_restart,

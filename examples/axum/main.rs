@@ -42,7 +42,11 @@ pub fn app(db: &str, http: &str, probes: &str) -> std::io::Result<Builder> {
     let db = db.to_owned();
     let db = Provider::new(
         "db",
-        |_| async move { routes::open(&db).await },
+        // Called at each start: again if the pool is restarted.
+        move |_| {
+            let db = db.clone();
+            async move { routes::open(&db).await }
+        },
         |pool: SqlitePool| async move { pool.close().await },
     );
     let worker = Background::new("worker", |ctx| {

@@ -281,11 +281,18 @@ pub struct Report {
     pub startup: Duration,
     /// From the trigger to the end of the flush.
     pub shutdown: Duration,
-    /// The restarts while the app ran, in order ([`Restart`](crate::Restart) policies).
+    /// The restarts while the app ran, in order ([`Restart`](crate::Restart) policies):
+    /// the last [`Report::KEPT_RESTARTS`], so that a service that restarts often runs in
+    /// bounded memory.
     pub restarts: Vec<RestartReport>,
+    /// How many restarts came before those in `restarts`, counted but not kept.
+    pub earlier_restarts: usize,
 }
 
 impl Report {
+    /// How many restarts a report keeps (the last ones): see [`Report::restarts`].
+    pub const KEPT_RESTARTS: usize = 100;
+
     /// The process exit code: `128 + signo` when a second signal forced the exit (143
     /// for `SIGTERM`, 130 for `SIGINT`), 1 when anything failed or timed out or the start
     /// was aborted (the app never ran), else 0.
@@ -391,6 +398,9 @@ impl fmt::Display for Report {
         for c in &self.components {
             row(&c.name, &cell(&c.start), &cell(&c.stop), &cell(&c.flush))?;
         }
+        if self.earlier_restarts > 0 {
+            writeln!(f, "  {} earlier restarts", self.earlier_restarts)?;
+        }
         for restart in &self.restarts {
             writeln!(f, "  {restart}")?;
         }
@@ -460,6 +470,7 @@ mod tests {
             startup: Duration::from_millis(400),
             shutdown: Duration::from_millis(5200),
             restarts: Vec::new(),
+            earlier_restarts: 0,
         }
     }
 
@@ -576,7 +587,7 @@ mod json {
 
     impl Serialize for Report {
         fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-            let mut report = serializer.serialize_struct("Report", 9)?;
+            let mut report = serializer.serialize_struct("Report", 10)?;
             report.serialize_field("exit_code", &self.exit_code())?;
             report.serialize_field("trigger", &self.trigger)?;
             report.serialize_field("reached_running", &self.reached_running)?;
@@ -593,6 +604,7 @@ mod json {
                     .map(ToString::to_string)
                     .collect::<Vec<_>>(),
             )?;
+            report.serialize_field("earlier_restarts", &self.earlier_restarts)?;
             report.end()
         }
     }

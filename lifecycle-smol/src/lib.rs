@@ -59,10 +59,15 @@ impl Runtime for SmolRuntime {
     }
 }
 
-/// Maps async-signal's stream to [`Signal`]s, skipping read errors of its pipe.
-struct SignalsStream(async_signal::Signals);
+/// Maps async-signal's stream to [`Signal`]s. An interrupted read of its pipe is retried;
+/// any other error will not go away (the pipe is broken), so it ends the stream, logged,
+/// instead of being retried in a loop that would never yield.
+struct SignalsStream<S>(S);
 
-impl Stream for SignalsStream {
+impl<S> Stream for SignalsStream<S>
+where
+    S: Stream<Item = io::Result<async_signal::Signal>> + Unpin,
+{
     type Item = Signal;
 
     fn poll_next(
@@ -71,15 +76,21 @@ impl Stream for SignalsStream {
     ) -> std::task::Poll<Option<Signal>> {
         use std::task::Poll;
         loop {
-            match std::pin::Pin::new(&mut self.0).poll_next(cx) {
+            return match std::pin::Pin::new(&mut self.0).poll_next(cx) {
                 Poll::Ready(Some(Ok(async_signal::Signal::Term))) => {
-                    return Poll::Ready(Some(Signal::Terminate))
+                    Poll::Ready(Some(Signal::Terminate))
                 }
-                Poll::Ready(Some(Ok(_))) => return Poll::Ready(Some(Signal::Interrupt)),
-                Poll::Ready(Some(Err(_))) => continue,
-                Poll::Ready(None) => return Poll::Ready(None),
-                Poll::Pending => return Poll::Pending,
-            }
+                Poll::Ready(Some(Ok(_))) => Poll::Ready(Some(Signal::Interrupt)),
+                Poll::Ready(Some(Err(error))) if error.kind() == io::ErrorKind::Interrupted => {
+                    continue
+                }
+                Poll::Ready(Some(Err(error))) => {
+                    tracing::error!(%error, "cannot read signals any more: SIGTERM and SIGINT are no longer seen");
+                    Poll::Ready(None)
+                }
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            };
         }
     }
 }
@@ -87,4 +98,27 @@ impl Stream for SignalsStream {
 /// Runs `future` to completion on the current thread, as `smol::block_on` does.
 pub fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {
     smol::block_on(future)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use smol::stream::StreamExt;
+
+    /// A pipe that fails for good ends the stream at once; an interrupted read is retried.
+    #[test]
+    fn a_broken_signal_pipe_ends_the_stream_instead_of_spinning() {
+        let reads = smol::stream::iter([
+            Err(io::Error::from(io::ErrorKind::Interrupted)),
+            Ok(async_signal::Signal::Term),
+        ])
+        .chain(smol::stream::repeat_with(|| {
+            Err(io::Error::from(io::ErrorKind::BrokenPipe))
+        }));
+        let mut signals = SignalsStream(reads);
+        smol::block_on(async {
+            assert_eq!(signals.next().await, Some(Signal::Terminate));
+            assert_eq!(signals.next().await, None);
+        });
+    }
 }

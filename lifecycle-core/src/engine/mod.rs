@@ -148,7 +148,9 @@ struct Engine<'a> {
     histories: Vec<History>,
     /// Failures seen during a restart, restarted after it.
     deferred: VecDeque<(usize, Outcome)>,
-    restarts: Vec<RestartReport>,
+    /// The last [`Report::KEPT_RESTARTS`] restarts, and how many came before.
+    restarts: VecDeque<RestartReport>,
+    earlier_restarts: usize,
     /// When shutdown was triggered, if a restart saw the trigger before returning it.
     triggered_at: Option<Instant>,
     /// How often the checks run in the background, if they do.
@@ -223,7 +225,8 @@ pub(crate) async fn run(
         policies: nodes.iter().map(|node| node.restart).collect(),
         histories: nodes.iter().map(|_| History::new()).collect(),
         deferred: VecDeque::new(),
-        restarts: Vec::new(),
+        restarts: VecDeque::new(),
+        earlier_restarts: 0,
         triggered_at: None,
         health_check_interval: config.health_check_interval,
         handle,
@@ -292,7 +295,8 @@ pub(crate) async fn run(
         forced_by: run.forced_by,
         startup,
         shutdown: run.runtime.now() - triggered,
-        restarts: std::mem::take(&mut run.restarts),
+        restarts: std::mem::take(&mut run.restarts).into(),
+        earlier_restarts: run.earlier_restarts,
     };
     if report.is_clean() {
         tracing::info!("exited cleanly\n{report}");

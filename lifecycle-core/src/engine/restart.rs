@@ -143,7 +143,11 @@ impl Engine<'_> {
                 report.cycled.join(", ")
             );
         }
-        self.restarts.push(report);
+        if self.restarts.len() == crate::Report::KEPT_RESTARTS {
+            self.restarts.pop_front();
+            self.earlier_restarts += 1;
+        }
+        self.restarts.push_back(report);
         // Fresh checks, now that the cycled components answer again.
         self.health.request_checks(self.runtime.now());
         result

@@ -79,6 +79,7 @@ mod tests {
                     health: Some(Health::Down("said \"no\"\n".into())),
                     latency: Some(Duration::from_micros(1500)),
                     restarts: 0,
+                    handled_panics: 0,
                     streak: (0, 0),
                 },
                 ComponentHealth {
@@ -88,6 +89,7 @@ mod tests {
                     health: None,
                     latency: None,
                     restarts: 0,
+                    handled_panics: 0,
                     streak: (0, 0),
                 },
             ],
@@ -100,8 +102,8 @@ mod tests {
             snapshot.to_json(true),
             concat!(
                 r#"{"phase":"running","status":"down","ready":false,"live":true,"components":["#,
-                r#"{"name":"db","critical":true,"state":"running","status":"down","reason":"said \"no\"\n","latency_ms":1.500,"restarts":0},"#,
-                r#"{"name":"cache","critical":false,"state":"pending","status":null,"reason":null,"latency_ms":null,"restarts":0}]}"#
+                r#"{"name":"db","critical":true,"state":"running","status":"down","reason":"said \"no\"\n","latency_ms":1.500,"restarts":0,"handled_panics":0},"#,
+                r#"{"name":"cache","critical":false,"state":"pending","status":null,"reason":null,"latency_ms":null,"restarts":0,"handled_panics":0}]}"#
             )
         );
         #[cfg(feature = "serde")]
@@ -113,9 +115,10 @@ mod tests {
                 "components": [
                     {"name": "db", "critical": true, "state": "running",
                      "health": {"status": "down", "reason": "said \"no\"\n"},
-                     "latency_ms": 1.5, "restarts": 0, "streak": [0, 0]},
+                     "latency_ms": 1.5, "restarts": 0, "handled_panics": 0, "streak": [0, 0]},
                     {"name": "cache", "critical": false, "state": "pending",
-                     "health": null, "latency_ms": null, "restarts": 0, "streak": [0, 0]},
+                     "health": null, "latency_ms": null, "restarts": 0, "handled_panics": 0,
+                     "streak": [0, 0]},
                 ]
             })
         );
