@@ -110,8 +110,8 @@ type Serve = Arc<dyn Fn(Stream, Arc<Server>) -> crate::runtime::BoxFuture<()> + 
 /// panic while its body streams closes the HTTP/1.1 connection or resets the HTTP/2
 /// stream. The app keeps serving; the panic is logged (error level, with the method and
 /// path) and counted in the health snapshot and the report
-/// ([`PanicCounter`](lifecycle_core::PanicCounter)). To fail fast instead, catch nothing
-/// yourself and compile with `panic = "abort"`.
+/// ([`PanicCounter`](lifecycle_core::PanicCounter)). To fail fast instead, opt in with
+/// [`fail_on_panic`](HttpServer::fail_on_panic).
 ///
 /// Limits: [`header_read_timeout`](HttpServer::header_read_timeout) (5 s) and
 /// [`max_connections`](HttpServer::max_connections) (10,000); a malformed request gets a
@@ -135,6 +135,7 @@ pub struct HttpServer {
     max_connections: usize,
     first_request_grace: Duration,
     probes: bool,
+    fail_on_panic: bool,
     wrap: Option<Wrap>,
     running: Option<Running>,
 }
@@ -167,8 +168,8 @@ struct Server {
     connections: InFlight,
     /// Resolves with the stop's deadline when the stop begins.
     stopping: Shared<oneshot::Receiver<Instant>>,
-    /// Handler panics, caught and counted.
-    panics: PanicCounter,
+    /// What a handler's panic does.
+    panics: Panics,
     first_request_grace: Duration,
     probes: Option<Probes>,
     builder: auto::Builder<Executor>,
@@ -180,15 +181,6 @@ struct Server {
 }
 
 impl Server {
-    /// Logs and counts a handler's panic, which failed `what` only.
-    fn handler_panicked(&self, panic: &(dyn std::any::Any + Send), what: fmt::Arguments<'_>) {
-        self.panics.record();
-        tracing::error!(
-            panic = %panic_message(panic),
-            "a handler panicked: {what} failed, the server serves on"
-        );
-    }
-
     /// The runtime's clock, in nanoseconds since the server started: an atomic's worth.
     fn clock(&self) -> u64 {
         let elapsed = self.runtime.now().saturating_duration_since(self.epoch);
@@ -231,6 +223,7 @@ impl HttpServer {
             max_connections: 10_000,
             first_request_grace: Duration::from_millis(500),
             probes: false,
+            fail_on_panic: false,
             wrap: None,
             running: None,
         })
@@ -287,6 +280,17 @@ impl HttpServer {
     #[must_use]
     pub fn mount_probes(mut self) -> Self {
         self.probes = true;
+        self
+    }
+
+    /// Lets a handler's panic fail the component, as the panic of any tracked task does:
+    /// the app shuts down naming it (exit code 1), or, under a
+    /// [`Restart`](lifecycle_core::Restart) policy, the server restarts. By default a
+    /// handler's panic fails only its own request (see [`HttpServer`]); opt in where a
+    /// panic means state you cannot trust any more.
+    #[must_use]
+    pub fn fail_on_panic(mut self) -> Self {
+        self.fail_on_panic = true;
         self
     }
 
@@ -403,7 +407,11 @@ impl Component for HttpServer {
         let serve = factory(ctx)?;
         let listener = Listener::from_std(self.listener.try_clone()?)?;
         let runtime = ctx.runtime().clone();
-        let executor = Executor(ctx.spawner(), ctx.panic_counter());
+        let panics = Panics {
+            counter: ctx.panic_counter(),
+            fail: self.fail_on_panic,
+        };
+        let executor = Executor(ctx.spawner(), panics.clone());
         let mut builder = auto::Builder::new(executor);
         // The header read timeout is kept per connection by `ConnState`, not by hyper: hyper
         // arms a runtime timer for every request's head (an insertion into tokio's timer
@@ -420,7 +428,7 @@ impl Component for HttpServer {
             requests: ctx.in_flight().clone(),
             connections: InFlight::new(),
             stopping: stop_begun.shared(),
-            panics: ctx.panic_counter(),
+            panics,
             first_request_grace: self.first_request_grace,
             probes: self.probes.then(|| Probes::new(ctx.health(), false)),
             builder,
@@ -444,7 +452,7 @@ impl Component for HttpServer {
                             // Requests catch their handlers' panics; this is the last line
                             // that keeps any other panic to its connection.
                             if let Err(panic) = AssertUnwindSafe(connection).catch_unwind().await {
-                                server.handler_panicked(&*panic, format_args!("a connection"));
+                                server.panics.caught(panic, format_args!("a connection"));
                             }
                             drop(alive);
                         }));
@@ -929,7 +937,8 @@ where
             Ok(Poll::Ready(response)) => response.map_err(Into::into)?.map(EitherBody::Left),
             Err(panic) => {
                 if let Some(server) = server {
-                    server.handler_panicked(&*panic, format_args!("{} {}", this.method, this.uri));
+                    let what = format_args!("{} {}", this.method, this.uri);
+                    server.panics.caught(panic, what);
                 }
                 let mut response =
                     Response::new(EitherBody::Right(Full::from("internal server error\n")));
@@ -982,7 +991,7 @@ impl<B: Body<Error = BoxError>> Body for CountedBody<B> {
             Err(panic) => {
                 if let Some(guard) = this.guard.take() {
                     let what = format_args!("a response body");
-                    guard.conn.server.handler_panicked(&*panic, what);
+                    guard.conn.server.panics.caught(panic, what);
                 }
                 return Poll::Ready(Some(Err("the response body panicked".into())));
             }
@@ -1005,7 +1014,7 @@ impl<B: Body<Error = BoxError>> Body for CountedBody<B> {
 /// Runs hyper's HTTP/2 stream tasks as the component's tracked tasks; a panic in one
 /// (the request and its body catch their own) is that stream's, never the component's.
 #[derive(Clone)]
-struct Executor(Spawner, PanicCounter);
+struct Executor(Spawner, Panics);
 
 impl<F> hyper::rt::Executor<F> for Executor
 where
@@ -1015,10 +1024,32 @@ where
         let panics = self.1.clone();
         drop(self.0.spawn(async move {
             if let Err(panic) = AssertUnwindSafe(future).catch_unwind().await {
-                panics.record();
-                tracing::error!(panic = %panic_message(&*panic), "an HTTP/2 stream panicked");
+                panics.caught(panic, format_args!("an HTTP/2 stream"));
             }
         }));
+    }
+}
+
+/// What a panic caught in a request, its body or its connection does: it is logged and
+/// counted, and fails only what it happened in; or, with
+/// [`fail_on_panic`](HttpServer::fail_on_panic), it goes on unwinding, to fail the
+/// component.
+#[derive(Clone)]
+struct Panics {
+    counter: PanicCounter,
+    fail: bool,
+}
+
+impl Panics {
+    fn caught(&self, panic: Box<dyn std::any::Any + Send>, what: fmt::Arguments<'_>) {
+        if self.fail {
+            std::panic::resume_unwind(panic);
+        }
+        self.counter.record();
+        tracing::error!(
+            panic = %panic_message(&*panic),
+            "a handler panicked: {what} failed, the server serves on"
+        );
     }
 }
 

@@ -300,19 +300,28 @@ async fn run_case(h: Harness, case: Case) {
                 .drain_delay(DRAIN)
                 .stop_timeout(Duration::from_secs(1)),
         )
-        .add(probes)
+        .add(h.wrap(probes))
         .add_with(
             h.probe("net")
                 .task(net_task)
                 .stop(common::Act::Sleep(ms(case.net_stop))),
             Options::new().restart(quick(net_policy)),
         )
-        .add_with(db, on_net(0, Options::new()))
         .add_with(
-            worker,
+            h.wrap(db)
+                .inject(Hook::Stop, Fault::Sleep(ms(case.stops[0]))),
+            on_net(0, Options::new()),
+        )
+        .add_with(
+            h.wrap(worker)
+                .inject(Hook::Stop, Fault::Sleep(ms(case.stops[1]))),
             on_net(1, Options::new().uses::<Pool>()).restart(quick(Restart::on_failure())),
         )
-        .add_with(http, on_net(2, Options::new().uses::<Pool>()));
+        .add_with(
+            h.wrap(http)
+                .inject(Hook::Stop, Fault::Sleep(ms(case.stops[2]))),
+            on_net(2, Options::new().uses::<Pool>()),
+        );
     let mut names = vec!["net".to_owned(), "db".to_owned()];
     for (i, (deps, stop)) in case.extra.iter().enumerate() {
         let name = format!("extra{i}");
@@ -332,13 +341,9 @@ async fn run_case(h: Harness, case: Case) {
     if let Planned::TaskFailure = case.planned {
         builder = builder.add(h.probe("failer").task(TaskAct::FailAfter(ms(case.trigger_at))));
     }
-    let app = h
-        .instrument(builder)
-        .inject("db", Hook::Stop, Fault::Sleep(ms(case.stops[0])))
-        .inject("worker", Hook::Stop, Fault::Sleep(ms(case.stops[1])))
-        .inject("http", Hook::Stop, Fault::Sleep(ms(case.stops[2])))
-        .build()
-        .unwrap();
+    // The built-ins record on the timeline through the testing kit's wrapper, the
+    // hand-written ones (`h.probe`) by themselves.
+    let app = builder.build().unwrap();
     match case.planned {
         Planned::Signal(signal) => h.signal_after(ms(case.trigger_at), signal),
         Planned::Handle => h.shutdown_after(ms(case.trigger_at), app.handle()),

@@ -125,6 +125,32 @@ fn a_panicking_handler_fails_only_its_request(runtime: &'static str) {
     assert!(report.to_string().contains("http caught 3 panics"), "{report}");
 }
 
+/// Opted in with `fail_on_panic`, a handler's panic fails the component: the app shuts
+/// down naming `http`, exit code 1.
+fn fail_on_panic_fails_the_component(runtime: &'static str) {
+    let router = axum::Router::new().route("/panic", get(panics));
+    let http = HttpServer::bind("127.0.0.1:0")
+        .unwrap()
+        .fail_on_panic()
+        .serve(router);
+    let addr = http.local_addr();
+    let app = App::builder().config(laptop()).add(http).build().unwrap();
+    let app = run_in_background(runtime, app);
+
+    let answer = get_on(&mut connect(addr), "/panic");
+    assert!(answer.is_err(), "no answer: {answer:?}");
+    let report = app.join().unwrap();
+    assert_eq!(report.exit_code(), 1, "{report}");
+    match &report.trigger {
+        lifecycle::Trigger::TaskFailed { component, outcome } => {
+            assert_eq!(component, "http");
+            assert_eq!(outcome.kind(), "panicked", "{report}");
+        }
+        other => panic!("expected http's failure, got {other}: {report}"),
+    }
+    assert_eq!(report.component("http").unwrap().handled_panics, 0);
+}
+
 fn h2_get(path: &str) -> hyper::Request<http_body_util::Empty<Bytes>> {
     hyper::Request::builder()
         .uri(format!("http://test{path}"))
@@ -245,5 +271,6 @@ fn an_http_server_restarts_with_its_dependency(runtime: &'static str) {
 
 on_each_runtime!(
     a_panicking_handler_fails_only_its_request,
+    fail_on_panic_fails_the_component,
     an_http_server_restarts_with_its_dependency,
 );
