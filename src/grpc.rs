@@ -10,6 +10,11 @@
 //! the server's stop nor is cut at its deadline. Serve it with [`HttpServer`](crate::http::HttpServer), alone or next to your
 //! tonic services (`tonic::service::Routes::new(health).add_service(yours)`).
 //!
+//! A `Check` runs the health checks first when they are older than the cache TTL, as the
+//! HTTP readiness probe does. A `Watch` stream follows the checks as they run: without
+//! [`Config::health_check_interval`](crate::Config::health_check_interval), only when
+//! something asks (a `Check`, a probe); with it, at every round.
+//!
 //! ```no_run
 //! use lifecycle::grpc::{GrpcHealth, GrpcHealthService};
 //! use lifecycle::http::HttpServer;
@@ -32,6 +37,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures_util::lock::Mutex;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::header::{HeaderMap, HeaderValue};
 use hyper::{Request, Response};
@@ -41,19 +47,25 @@ use tonic_health::ServingStatus;
 
 use crate::runtime::{BoxFuture, Runtime};
 use crate::{
-    async_trait, BoxError, Component, Health, Options, Phase, ShutdownToken, Snapshot,
+    async_trait, BoxError, Component, Health, HealthMonitor, Options, Phase, ShutdownToken,
     StartContext, StopContext,
 };
 
 /// How long `Watch` streams go on after the trigger, to deliver `NOT_SERVING`.
 const WATCH_GRACE: Duration = Duration::from_millis(250);
 
+/// The path of the `Check` method.
+const CHECK: &str = "/grpc.health.v1.Health/Check";
+
 /// The `grpc.health.v1.Health` server, a tower service (serve it with
 /// [`HttpServer`](crate::http::HttpServer)); [`GrpcHealth`] provides it as a resource.
-/// Its `Watch` streams end (status OK) shortly after shutdown begins.
+/// A `Check` runs the health checks first if they are older than the cache TTL, as the
+/// HTTP readiness probe does. Its `Watch` streams end (status OK) shortly after shutdown
+/// begins.
 #[derive(Clone)]
 pub struct GrpcHealthService {
     inner: HealthServer<HealthService>,
+    statuses: Statuses,
     token: ShutdownToken,
     runtime: Arc<dyn Runtime>,
 }
@@ -77,14 +89,21 @@ impl tower_service::Service<Request<Incoming>> for GrpcHealthService {
     }
 
     fn call(&mut self, request: Request<Incoming>) -> Self::Future {
-        let answer =
-            <HealthServer<HealthService> as tower_service::Service<Request<Incoming>>>::call(
-                &mut self.inner,
-                request,
-            );
+        // Checks run when asked unless the app has a check interval: a `Check` asks, so
+        // that it answers what they say now and not what they said at the last round.
+        let refresh = (request.uri().path() == CHECK).then(|| self.statuses.clone());
+        // A clone, to call once the statuses are fresh (tonic's server is always ready).
+        let mut inner = self.inner.clone();
         let (token, runtime) = (self.token.clone(), self.runtime.clone());
         Box::pin(async move {
-            let response = answer.await?;
+            if let Some(statuses) = refresh {
+                statuses.monitor.snapshot().await;
+                statuses.publish().await;
+            }
+            let response = <HealthServer<HealthService> as tower_service::Service<
+                Request<Incoming>,
+            >>::call(&mut inner, request)
+            .await?;
             Ok(response.map(|body| EndsAtShutdown {
                 inner: body,
                 token,
@@ -166,8 +185,11 @@ impl Body for EndsAtShutdown {
 
 /// The component keeping gRPC health statuses in step with the app (see the [module
 /// docs](self)). It is named `grpc-health` and provides a [`GrpcHealthService`].
+///
+/// Its start takes nothing from it: it can start again after a stop (a restart).
 pub struct GrpcHealth {
     reporter: HealthReporter,
+    publishing: Arc<Mutex<()>>,
 }
 
 impl fmt::Debug for GrpcHealth {
@@ -187,28 +209,44 @@ impl GrpcHealth {
     pub fn new() -> Self {
         GrpcHealth {
             reporter: HealthReporter::new(),
+            publishing: Arc::default(),
         }
     }
 }
 
-/// Sets every status from `snapshot`.
-async fn publish(reporter: &HealthReporter, snapshot: &Snapshot) {
-    let status = |serving: bool| {
-        if serving {
-            ServingStatus::Serving
-        } else {
-            ServingStatus::NotServing
-        }
-    };
-    let running = snapshot.phase == Phase::Running;
-    reporter
-        .set_service_status("", status(snapshot.ready))
-        .await;
-    for component in &snapshot.components {
-        let down = matches!(component.health, Some(Health::Down(_)));
-        reporter
-            .set_service_status(&*component.name, status(running && !down))
+/// The statuses, and what they are set from.
+#[derive(Clone)]
+struct Statuses {
+    reporter: HealthReporter,
+    monitor: HealthMonitor,
+    /// Held by the publish under way: the publisher task and `Check`s both publish.
+    publishing: Arc<Mutex<()>>,
+}
+
+impl Statuses {
+    /// Sets every status from the health as last checked. Each publish reads the health
+    /// once it holds the lock, so a later publish never sets an older health over a
+    /// newer one.
+    async fn publish(&self) {
+        let _alone = self.publishing.lock().await;
+        let snapshot = self.monitor.cached();
+        let status = |serving: bool| {
+            if serving {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            }
+        };
+        let running = snapshot.phase == Phase::Running;
+        self.reporter
+            .set_service_status("", status(snapshot.ready))
             .await;
+        for component in &snapshot.components {
+            let down = matches!(component.health, Some(Health::Down(_)));
+            self.reporter
+                .set_service_status(&*component.name, status(running && !down))
+                .await;
+        }
     }
 }
 
@@ -223,20 +261,26 @@ impl Component for GrpcHealth {
     }
 
     async fn start(&mut self, ctx: &StartContext) -> Result<(), BoxError> {
-        let monitor = ctx.health();
-        let reporter = self.reporter.clone();
-        publish(&reporter, &monitor.cached()).await;
+        let statuses = Statuses {
+            reporter: self.reporter.clone(),
+            monitor: ctx.health(),
+            publishing: self.publishing.clone(),
+        };
+        // Subscribed before the first publish: a change after the health it reads (the
+        // app becoming ready before the task below first runs) is one the task sees.
+        let mut changes = statuses.monitor.subscribe();
+        statuses.publish().await;
         ctx.provide(GrpcHealthService {
-            inner: HealthServer::new(HealthService::from_health_reporter(reporter.clone())),
+            inner: HealthServer::new(HealthService::from_health_reporter(self.reporter.clone())),
+            statuses: statuses.clone(),
             token: ctx.shutdown_token(),
             runtime: ctx.runtime().clone(),
         });
         // Until this component stops, which is after every server that serves it.
         ctx.spawn(async move {
-            let mut changes = monitor.subscribe();
             loop {
-                let snapshot = changes.changed().await;
-                publish(&reporter, &snapshot).await;
+                changes.changed().await;
+                statuses.publish().await;
             }
         });
         Ok(())
