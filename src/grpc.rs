@@ -32,6 +32,7 @@
 //! ```
 
 use std::fmt;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -48,7 +49,7 @@ use tonic_health::ServingStatus;
 use crate::runtime::{BoxFuture, Runtime};
 use crate::{
     async_trait, BoxError, Component, Health, HealthMonitor, Options, Phase, ShutdownToken,
-    StartContext, StopContext,
+    StartContext, StopContext, WaitForShutdownOwned,
 };
 
 /// How long `Watch` streams go on after the trigger, to deliver `NOT_SERVING`.
@@ -94,7 +95,8 @@ impl tower_service::Service<Request<Incoming>> for GrpcHealthService {
         let refresh = (request.uri().path() == CHECK).then(|| self.statuses.clone());
         // A clone, to call once the statuses are fresh (tonic's server is always ready).
         let mut inner = self.inner.clone();
-        let (token, runtime) = (self.token.clone(), self.runtime.clone());
+        let shutdown = self.token.clone().wait_owned();
+        let runtime = self.runtime.clone();
         Box::pin(async move {
             if let Some(statuses) = refresh {
                 statuses.monitor.snapshot().await;
@@ -106,10 +108,9 @@ impl tower_service::Service<Request<Incoming>> for GrpcHealthService {
             .await?;
             Ok(response.map(|body| EndsAtShutdown {
                 inner: body,
-                token,
+                shutdown,
                 runtime,
                 grace: None,
-                watching: false,
                 ended: false,
             }))
         })
@@ -120,11 +121,12 @@ impl tower_service::Service<Request<Incoming>> for GrpcHealthService {
 /// has passed: a `Watch` stream would otherwise never end.
 pub struct EndsAtShutdown {
     inner: tonic::body::Body,
-    token: ShutdownToken,
+    /// Completes at the trigger. Polled with the body's waker whenever the inner body is
+    /// pending, so the trigger wakes the stream itself: no task waits on its behalf.
+    shutdown: WaitForShutdownOwned,
     runtime: Arc<dyn Runtime>,
+    /// From the trigger on: the end of the grace.
     grace: Option<BoxFuture<()>>,
-    /// Whether a task waits for the trigger to wake this body.
-    watching: bool,
     ended: bool,
 }
 
@@ -148,30 +150,20 @@ impl Body for EndsAtShutdown {
         if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
             return Poll::Ready(frame);
         }
-        if self.grace.is_none() && self.token.is_triggered() {
+        if self.grace.is_none() {
+            if Pin::new(&mut self.shutdown).poll(cx).is_pending() {
+                return Poll::Pending;
+            }
             self.grace = Some(self.runtime.sleep(WATCH_GRACE));
         }
-        match self.grace.as_mut().map(|grace| grace.as_mut().poll(cx)) {
-            Some(Poll::Ready(())) => {
-                self.ended = true;
-                let mut trailers = HeaderMap::new();
-                trailers.insert("grpc-status", HeaderValue::from_static("0"));
-                Poll::Ready(Some(Ok(Frame::trailers(trailers))))
-            }
-            _ => {
-                if self.grace.is_none() && !std::mem::replace(&mut self.watching, true) {
-                    // Woken by the trigger too, to start the grace (the waker of a
-                    // stream's body stays the same: one task per stream).
-                    let token = self.token.clone();
-                    let waker = cx.waker().clone();
-                    self.runtime.spawn(Box::pin(async move {
-                        token.wait_owned().await;
-                        waker.wake();
-                    }));
-                }
-                Poll::Pending
-            }
+        let grace = self.grace.as_mut().expect("set from the trigger on");
+        if grace.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
         }
+        self.ended = true;
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", HeaderValue::from_static("0"));
+        Poll::Ready(Some(Ok(Frame::trailers(trailers))))
     }
 
     fn is_end_stream(&self) -> bool {

@@ -2,7 +2,8 @@
 //! of the whole app and of one component, and `Watch` seeing SERVING, then NOT_SERVING
 //! at the trigger while the server still serves the drain, then the stream ending
 //! cleanly; all with the default check interval. Also: a health change before the
-//! publisher task first runs is not lost. The app runs on each runtime.
+//! publisher task first runs is not lost, and a `Watch` stream spawns no task of its
+//! own. The app runs on each runtime.
 #![cfg(all(feature = "grpc", feature = "tokio"))]
 
 mod common;
@@ -368,4 +369,49 @@ fn a_change_between_the_first_publish_and_the_subscription_is_kept_on_smol() {
 #[test]
 fn a_change_between_the_first_publish_and_the_subscription_is_kept_on_tokio() {
     change_before_the_publisher_runs("tokio");
+}
+
+/// A pending `Watch` stream costs the server no more tasks than a `Check` (hyper's task
+/// for the HTTP/2 stream): nothing of its own waits for the trigger.
+fn watch_spawns_nothing_of_its_own(runtime: &'static str) {
+    let (app, addr, _) = app();
+    let handle = app.handle();
+    let (app, spawned) = run_observed(runtime, app, false);
+    let spawns = move || spawned.load(Ordering::SeqCst);
+    as_client(async move {
+        let mut client = client(addr).await;
+        check_until(&mut client, "", ServingStatus::Serving).await;
+        // Whatever the server spawns a while after answering, it has spawned by then.
+        let settled = || tokio::time::sleep(ms(100));
+        settled().await;
+        let before = spawns();
+        client.check(check("")).await.unwrap();
+        settled().await;
+        let by_check = spawns() - before;
+        let before = spawns();
+        let mut watches = Vec::new();
+        for _ in 0..10 {
+            watches.push(watch_until(&mut client, "", ServingStatus::Serving).await);
+        }
+        settled().await;
+        let by_watches = spawns() - before;
+        assert_eq!(
+            by_watches,
+            10 * by_check,
+            "10 pending Watch streams spawned {by_watches} tasks, one Check {by_check}"
+        );
+    });
+    handle.shutdown();
+    let report = app.join().unwrap();
+    assert_eq!(report.exit_code(), 0, "{report}");
+}
+
+#[test]
+fn a_watch_stream_spawns_no_task_of_its_own_on_smol() {
+    watch_spawns_nothing_of_its_own("smol");
+}
+
+#[test]
+fn a_watch_stream_spawns_no_task_of_its_own_on_tokio() {
+    watch_spawns_nothing_of_its_own("tokio");
 }
