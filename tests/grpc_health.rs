@@ -2,25 +2,29 @@
 //! of the whole app and of one component, and `Watch` seeing SERVING, then NOT_SERVING
 //! at the trigger while the server still serves the drain, then the stream ending
 //! cleanly; all with the default check interval. Also: a health change before the
-//! publisher task first runs is not lost, and a `Watch` stream spawns no task of its
-//! own. The app runs on each runtime.
+//! publisher task first runs is not lost, a `Watch` stream spawns no task of its own,
+//! and `grpc-health` restarts with what it depends on. The app runs on each runtime.
 #![cfg(all(feature = "grpc", feature = "tokio"))]
 
 mod common;
 
+use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{ms, Checked};
-use lifecycle::grpc::{GrpcHealth, GrpcHealthService};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use lifecycle::grpc::{EndsAtShutdown, GrpcHealth, GrpcHealthService};
 use lifecycle::http::HttpServer;
 use lifecycle::prelude::*;
 use lifecycle::runtime::{BoxFuture, Runtime, SignalStream};
-use lifecycle::{HealthMonitor, SmolRuntime, TokioRuntime};
+use lifecycle::{ComponentState, HealthMonitor, Restart, SmolRuntime, TokioRuntime};
 use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -414,4 +418,130 @@ fn a_watch_stream_spawns_no_task_of_its_own_on_smol() {
 #[test]
 fn a_watch_stream_spawns_no_task_of_its_own_on_tokio() {
     watch_spawns_nothing_of_its_own("tokio");
+}
+
+/// Fails a task of its first start, once; restarts on failure.
+struct Flaky(Arc<AtomicUsize>);
+
+#[async_trait]
+impl Component for Flaky {
+    fn name(&self) -> &str {
+        "flaky"
+    }
+
+    fn options(&self) -> Options {
+        Options::new().restart(Restart::on_failure().backoff(ms(10), ms(10)))
+    }
+
+    async fn start(&mut self, ctx: &StartContext) -> Result<(), BoxError> {
+        if self.0.fetch_add(1, Ordering::SeqCst) == 0 {
+            let runtime = ctx.runtime().clone();
+            ctx.spawn_fallible(async move {
+                runtime.sleep(ms(200)).await;
+                Err::<(), BoxError>("lost its connection".into())
+            });
+        }
+        Ok(())
+    }
+
+    async fn stop(&mut self, _: &StopContext) -> Result<(), BoxError> {
+        Ok(())
+    }
+}
+
+/// The service of `grpc-health`'s latest start, kept by a component that uses it, and
+/// served through this slot: the server itself does not use it, so it does not restart
+/// with it (it cannot: its listener is taken by its first start).
+#[derive(Clone, Default)]
+struct Latest(Arc<Mutex<Option<GrpcHealthService>>>);
+
+#[async_trait]
+impl Component for Latest {
+    fn name(&self) -> &str {
+        "latest"
+    }
+
+    fn options(&self) -> Options {
+        Options::new().uses::<GrpcHealthService>()
+    }
+
+    async fn start(&mut self, ctx: &StartContext) -> Result<(), BoxError> {
+        *self.0.lock().unwrap() = Some(ctx.resource::<GrpcHealthService>()?);
+        Ok(())
+    }
+
+    async fn stop(&mut self, _: &StopContext) -> Result<(), BoxError> {
+        Ok(())
+    }
+}
+
+impl tower_service::Service<Request<Incoming>> for Latest {
+    type Response = Response<EndsAtShutdown>;
+    type Error = Infallible;
+    type Future = <GrpcHealthService as tower_service::Service<Request<Incoming>>>::Future;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Incoming>) -> Self::Future {
+        let mut service = self.0.lock().unwrap().clone().expect("grpc-health started");
+        service.call(request)
+    }
+}
+
+/// `grpc-health` depends on `flaky`, so flaky's restart restarts it: its second start
+/// works as the first did, and its statuses follow the app again.
+fn restarted(runtime: &'static str) {
+    let latest = Latest::default();
+    let grpc = HttpServer::bind("127.0.0.1:0")
+        .unwrap()
+        .name("grpc")
+        .serve(latest.clone());
+    let addr = grpc.local_addr();
+    let app = App::builder()
+        .add(Flaky(Arc::default()))
+        .add_with(GrpcHealth::new(), Options::new().depends_on("flaky"))
+        .add(latest)
+        .add(grpc)
+        .build()
+        .unwrap();
+    let (handle, monitor) = (app.handle(), app.health());
+    let app = common::run_in_background(runtime, app);
+    let began = Instant::now();
+    let restarted = |name: &str| {
+        monitor.cached().components.iter().any(|component| {
+            &*component.name == name
+                && component.restarts == 1
+                && component.state == ComponentState::Running
+        })
+    };
+    while !(restarted("grpc-health") && restarted("latest")) {
+        assert!(
+            began.elapsed() < BOUND,
+            "grpc-health never ran again after a restart"
+        );
+        thread::sleep(ms(2));
+    }
+    as_client(async move {
+        let mut client = client(addr).await;
+        check_until(&mut client, "", ServingStatus::Serving).await;
+        check_until(&mut client, "flaky", ServingStatus::Serving).await;
+        watch_until(&mut client, "grpc-health", ServingStatus::Serving).await;
+    });
+    handle.shutdown();
+    let report = app.join().unwrap();
+    assert_eq!(report.exit_code(), 0, "{report}");
+    assert_eq!(report.restarts.len(), 1, "{report}");
+    assert!(report.restarts[0].completed, "{report}");
+}
+
+#[test]
+fn restarts_with_what_it_depends_on_on_smol() {
+    restarted("smol");
+}
+
+#[test]
+fn restarts_with_what_it_depends_on_on_tokio() {
+    restarted("tokio");
 }
