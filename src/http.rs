@@ -83,8 +83,8 @@ use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper_util::server::conn::auto;
 use hyper_util::service::{TowerToHyperService, TowerToHyperServiceFuture};
 use lifecycle_core::{
-    async_trait, BoxError, Component, InFlight, OwnedInFlightGuard, PanicCounter, ShutdownToken,
-    Spawner, StartContext, StopContext, Task,
+    async_trait, BoxError, Component, FlushContext, InFlight, OwnedInFlightGuard, PanicCounter,
+    ShutdownToken, Spawner, StartContext, StopContext, Task,
 };
 
 use crate::net::{HyperIo, Listener, RuntimeTimer, Stream};
@@ -127,8 +127,9 @@ type Serve = Arc<dyn Fn(Stream, Arc<Server>) -> crate::runtime::BoxFuture<()> + 
 /// connections made meanwhile wait in the listen queue and are served after the start.
 pub struct HttpServer {
     name: String,
-    /// Kept for the component's life: each start listens on a clone of it.
-    listener: TcpListener,
+    /// Kept from the bind to the shutdown's stop (so a restart keeps the port): each
+    /// start listens on a clone of it.
+    listener: Option<TcpListener>,
     addr: SocketAddr,
     factory: Option<Factory>,
     header_read_timeout: Duration,
@@ -217,7 +218,7 @@ impl HttpServer {
         Ok(HttpServer {
             name: "http".into(),
             addr: listener.local_addr()?,
-            listener,
+            listener: Some(listener),
             factory: None,
             header_read_timeout: Duration::from_secs(5),
             max_connections: 10_000,
@@ -405,7 +406,11 @@ impl Component for HttpServer {
             .as_ref()
             .ok_or("no service to serve: call HttpServer::serve or serve_with")?;
         let serve = factory(ctx)?;
-        let listener = Listener::from_std(self.listener.try_clone()?)?;
+        let listener = self
+            .listener
+            .as_ref()
+            .ok_or("the socket was closed when the app shut down")?;
+        let listener = Listener::from_std(listener.try_clone()?)?;
         let runtime = ctx.runtime().clone();
         let panics = Panics {
             counter: ctx.panic_counter(),
@@ -474,15 +479,25 @@ impl Component for HttpServer {
         Ok(())
     }
 
+    /// Closes the socket, if a shutdown that began during a restart's stop left it bound
+    /// for a start that did not come.
+    async fn flush(&mut self, _: &FlushContext) -> Result<(), BoxError> {
+        self.listener = None;
+        Ok(())
+    }
+
     async fn stop(&mut self, ctx: &StopContext) -> Result<(), BoxError> {
         let Some(mut running) = self.running.take() else {
             return Ok(());
         };
         running.accept.abort();
-        let _ = running.accept.await; // the loop is dropped: the listener is closed
-                                      // The stop reports what is cut a margin before the engine cancels the connections;
-                                      // a connection without a request is closed a margin before that, at the latest,
-                                      // so that it is never counted as cut.
+        let _ = running.accept.await; // the loop is dropped with its clone of the socket
+        if ctx.is_shutdown() {
+            self.listener = None; // the port closes; a restart keeps it bound
+        }
+        // The stop reports what is cut a margin before the engine cancels the connections;
+        // a connection without a request is closed a margin before that, at the latest,
+        // so that it is never counted as cut.
         let margin = Duration::from_millis(20);
         let before = |instant: Instant| instant.checked_sub(margin).unwrap_or(instant);
         let deadline = before(ctx.deadline());

@@ -339,7 +339,10 @@ async fn run_case(h: Harness, case: Case) {
         names.push(name);
     }
     if let Planned::TaskFailure = case.planned {
-        builder = builder.add(h.probe("failer").task(TaskAct::FailAfter(ms(case.trigger_at))));
+        builder = builder.add(
+            h.probe("failer")
+                .task(TaskAct::FailAfter(ms(case.trigger_at))),
+        );
     }
     // The built-ins record on the timeline through the testing kit's wrapper, the
     // hand-written ones (`h.probe`) by themselves.
@@ -426,7 +429,11 @@ async fn run_case(h: Harness, case: Case) {
                     running = true;
                 }
                 What::StopBegan => {
-                    assert!(running, "{} stopped while not running: {report}", component.name);
+                    assert!(
+                        running,
+                        "{} stopped while not running: {report}",
+                        component.name
+                    );
                     running = false;
                 }
                 _ => {}

@@ -8,19 +8,15 @@
 
 mod common;
 
-use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{ms, Checked};
-use hyper::body::Incoming;
-use hyper::{Request, Response};
-use lifecycle::grpc::{EndsAtShutdown, GrpcHealth, GrpcHealthService};
+use lifecycle::grpc::{GrpcHealth, GrpcHealthService};
 use lifecycle::http::HttpServer;
 use lifecycle::prelude::*;
 use lifecycle::runtime::{BoxFuture, Runtime, SignalStream};
@@ -449,61 +445,19 @@ impl Component for Flaky {
     }
 }
 
-/// The service of `grpc-health`'s latest start, kept by a component that uses it, and
-/// served through this slot: the server itself does not use it, so it does not restart
-/// with it (it cannot: its listener is taken by its first start).
-#[derive(Clone, Default)]
-struct Latest(Arc<Mutex<Option<GrpcHealthService>>>);
-
-#[async_trait]
-impl Component for Latest {
-    fn name(&self) -> &str {
-        "latest"
-    }
-
-    fn options(&self) -> Options {
-        Options::new().uses::<GrpcHealthService>()
-    }
-
-    async fn start(&mut self, ctx: &StartContext) -> Result<(), BoxError> {
-        *self.0.lock().unwrap() = Some(ctx.resource::<GrpcHealthService>()?);
-        Ok(())
-    }
-
-    async fn stop(&mut self, _: &StopContext) -> Result<(), BoxError> {
-        Ok(())
-    }
-}
-
-impl tower_service::Service<Request<Incoming>> for Latest {
-    type Response = Response<EndsAtShutdown>;
-    type Error = Infallible;
-    type Future = <GrpcHealthService as tower_service::Service<Request<Incoming>>>::Future;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request<Incoming>) -> Self::Future {
-        let mut service = self.0.lock().unwrap().clone().expect("grpc-health started");
-        service.call(request)
-    }
-}
-
-/// `grpc-health` depends on `flaky`, so flaky's restart restarts it: its second start
-/// works as the first did, and its statuses follow the app again.
+/// `grpc-health` depends on `flaky`, so flaky's restart restarts it and the server that
+/// serves it, as a user writes it: its second start works as the first did, the server
+/// serves the new service on the same port, and the statuses follow the app again.
 fn restarted(runtime: &'static str) {
-    let latest = Latest::default();
     let grpc = HttpServer::bind("127.0.0.1:0")
         .unwrap()
         .name("grpc")
-        .serve(latest.clone());
+        .serve_with(|ctx: &StartContext| Ok(ctx.resource::<GrpcHealthService>()?));
     let addr = grpc.local_addr();
     let app = App::builder()
         .add(Flaky(Arc::default()))
         .add_with(GrpcHealth::new(), Options::new().depends_on("flaky"))
-        .add(latest)
-        .add(grpc)
+        .add_with(grpc, Options::new().uses::<GrpcHealthService>())
         .build()
         .unwrap();
     let (handle, monitor) = (app.handle(), app.health());
@@ -516,7 +470,7 @@ fn restarted(runtime: &'static str) {
                 && component.state == ComponentState::Running
         })
     };
-    while !(restarted("grpc-health") && restarted("latest")) {
+    while !(restarted("grpc-health") && restarted("grpc")) {
         assert!(
             began.elapsed() < BOUND,
             "grpc-health never ran again after a restart"

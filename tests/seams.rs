@@ -163,7 +163,11 @@ async fn one_signal_after_a_requested_shutdown_does_not_force(h: Harness) {
     let app = App::builder()
         .config(Config::default().drain_delay(ms(500)))
         .add(h.probe("db"))
-        .add(h.probe("http").after(&["db"]).stop(common::Act::Sleep(ms(200))))
+        .add(
+            h.probe("http")
+                .after(&["db"])
+                .stop(common::Act::Sleep(ms(200))),
+        )
         .build()
         .unwrap();
     h.shutdown_after(ms(100), app.handle());
@@ -207,7 +211,10 @@ async fn one_signal_after_a_task_failure_does_not_force(h: Harness) {
     h.signal_after(ms(150), Signal::Interrupt);
     let report = h.run(app).await;
 
-    assert!(matches!(report.trigger, Trigger::TaskFailed { .. }), "{report}");
+    assert!(
+        matches!(report.trigger, Trigger::TaskFailed { .. }),
+        "{report}"
+    );
     assert_eq!(report.forced_by, None, "{report}");
     assert_eq!(report.exit_code(), 1, "{report}");
     assert_eq!(h.timeline().count("db", What::Stopped), 1);
@@ -265,7 +272,10 @@ async fn restart_durations_past_the_maximum_are_refused(_h: Harness) {
         Restart::on_failure().limit(3, Duration::MAX),
     ] {
         let built = App::builder()
-            .add_with(common::Named("worker", vec![]), Options::new().restart(restart))
+            .add_with(
+                common::Named("worker", vec![]),
+                Options::new().restart(restart),
+            )
             .build();
         match built {
             Err(BuildError::InvalidConfig(why)) => {

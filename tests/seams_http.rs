@@ -64,12 +64,13 @@ async fn panics() -> &'static str {
 
 /// A body whose first chunk goes out, then panics.
 async fn body_panics() -> axum::body::Body {
-    let chunks = futures_util::stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(
-        b"first chunk",
-    ))])
-    .chain(futures_util::stream::poll_fn(|_| -> std::task::Poll<Option<Result<Bytes, std::io::Error>>> {
-        panic!("the stream broke its invariant")
-    }));
+    let chunks =
+        futures_util::stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(b"first chunk"))])
+            .chain(futures_util::stream::poll_fn(
+                |_| -> std::task::Poll<Option<Result<Bytes, std::io::Error>>> {
+                    panic!("the stream broke its invariant")
+                },
+            ));
     axum::body::Body::from_stream(chunks)
 }
 
@@ -122,7 +123,10 @@ fn a_panicking_handler_fails_only_its_request(runtime: &'static str) {
     assert_eq!(report.exit_code(), 0, "{report}");
     assert_eq!(report.trigger, lifecycle::Trigger::Requested);
     assert_eq!(report.component("http").unwrap().handled_panics, 3);
-    assert!(report.to_string().contains("http caught 3 panics"), "{report}");
+    assert!(
+        report.to_string().contains("http caught 3 panics"),
+        "{report}"
+    );
 }
 
 /// Opted in with `fail_on_panic`, a handler's panic fails the component: the app shuts
@@ -224,9 +228,10 @@ fn an_http_server_restarts_with_its_dependency(runtime: &'static str) {
         .config(laptop())
         .add_with(
             feed,
-            Options::new()
-                .provides::<Generation>()
-                .restart(Restart::on_failure().backoff(Duration::from_millis(300), Duration::from_millis(300))),
+            Options::new().provides::<Generation>().restart(
+                Restart::on_failure()
+                    .backoff(Duration::from_millis(300), Duration::from_millis(300)),
+            ),
         )
         .add_with(http, Options::new().uses::<Generation>())
         .build()
@@ -250,7 +255,11 @@ fn an_http_server_restarts_with_its_dependency(runtime: &'static str) {
     assert!(response.ends_with("slow done"), "{response}");
     // The idle keep-alive connection was closed by the restart's stop.
     let mut rest = Vec::new();
-    assert_eq!(idle.read_to_end(&mut rest).unwrap(), 0, "closed, unanswered");
+    assert_eq!(
+        idle.read_to_end(&mut rest).unwrap(),
+        0,
+        "closed, unanswered"
+    );
 
     // During the backoff the port is still bound: the connection waits in the listen
     // queue and is answered by the new server.

@@ -450,6 +450,8 @@ pub struct StopContext {
     pub(crate) in_flight: InFlight,
     pub(crate) tasks: Arc<TaskSet>,
     pub(crate) deadline: Instant,
+    /// The app's token: triggered once the app shuts down.
+    pub(crate) app_shutdown: ShutdownToken,
 }
 
 /// The context of [`Component::flush`]: the same as the stop context, with the flush
@@ -465,6 +467,27 @@ impl StopContext {
     /// The app's runtime: sleep on its clock.
     pub fn runtime(&self) -> &Arc<dyn Runtime> {
         &self.runtime
+    }
+
+    /// Whether the app is shutting down: `false` when this stop is a
+    /// [restart](crate::Restart)'s, and the component will be started again (a server
+    /// keeps its socket bound then). A shutdown that begins during a restart's stop makes
+    /// it `true`: nothing is started again after that.
+    ///
+    /// ```
+    /// # use lifecycle_core::{BoxError, StopContext};
+    /// # struct Server { socket: Option<std::net::TcpListener> }
+    /// # impl Server {
+    /// async fn stop(&mut self, ctx: &StopContext) -> Result<(), BoxError> {
+    ///     if ctx.is_shutdown() {
+    ///         self.socket = None; // the port closes; a restart keeps it
+    ///     }
+    ///     Ok(())
+    /// }
+    /// # }
+    /// ```
+    pub fn is_shutdown(&self) -> bool {
+        self.app_shutdown.is_triggered()
     }
 
     /// This component's in-flight counter (the one from [`StartContext::in_flight`]).

@@ -52,13 +52,19 @@ pub(crate) struct Node {
 
 impl Node {
     /// The context of this node's stop or flush.
-    fn stop_context(&self, runtime: Arc<dyn Runtime>, deadline: Instant) -> StopContext {
+    fn stop_context(
+        &self,
+        runtime: Arc<dyn Runtime>,
+        deadline: Instant,
+        app_shutdown: &ShutdownToken,
+    ) -> StopContext {
         StopContext {
             name: self.name.clone(),
             runtime,
             in_flight: self.in_flight.clone(),
             tasks: self.tasks.clone(),
             deadline,
+            app_shutdown: app_shutdown.clone(),
         }
     }
 }
@@ -658,11 +664,10 @@ impl Engine<'_> {
             .min(self.shutdown_end.get().unwrap_or(stop_end));
         // A restart's stop begun before the trigger: a shutdown beginning meanwhile cuts
         // it at the shutdown's stop end, so the shutdown keeps its budget and its flush.
-        let shutdown_end =
-            (!self.handle.token.is_triggered()).then(|| self.shutdown_end.clone());
+        let shutdown_end = (!self.handle.token.is_triggered()).then(|| self.shutdown_end.clone());
         // The component's loops and long responses end now (at once in a restart).
         self.tokens[i].trigger();
-        let ctx = node.stop_context(runtime.clone(), deadline);
+        let ctx = node.stop_context(runtime.clone(), deadline, &self.handle.token);
         let span = tracing::info_span!("stop", component = %node.name);
         Box::pin(
             async move {
@@ -709,7 +714,7 @@ impl Engine<'_> {
             let node = &mut nodes[i];
             let began = self.runtime.now();
             let deadline = (began + node.timeouts.flush).min(flush_end);
-            let ctx = node.stop_context(self.runtime.clone(), deadline);
+            let ctx = node.stop_context(self.runtime.clone(), deadline, &self.handle.token);
             let runtime = &*self.runtime;
             let outcome = async {
                 let outcome = run_hook(runtime, began, deadline, node.component.flush(&ctx)).await;
@@ -751,8 +756,7 @@ impl Engine<'_> {
                 }
             }
             Event::Notice(Notice::TaskEnded { node, tasks }) => {
-                if self.is_current(node, &tasks) && self.policies[node].when == When::Always
-                {
+                if self.is_current(node, &tasks) && self.policies[node].when == When::Always {
                     Classified::Restart(node, Outcome::Completed)
                 } else {
                     Classified::Ignore
@@ -772,7 +776,10 @@ impl Engine<'_> {
 
     /// Whether `tasks` is `node`'s current task set (a notice of an earlier one is stale).
     fn is_current(&self, node: usize, tasks: &Arc<TaskSet>) -> bool {
-        let sets = self.task_sets.lock().unwrap_or_else(PoisonError::into_inner);
+        let sets = self
+            .task_sets
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         Arc::ptr_eq(tasks, &sets[node])
     }
 
