@@ -110,7 +110,7 @@ type Serve = Arc<dyn Fn(Stream, Arc<Server>) -> crate::runtime::BoxFuture<()> + 
 /// panic while its body streams closes the HTTP/1.1 connection or resets the HTTP/2
 /// stream. The app keeps serving; the panic is logged (error level, with the method and
 /// path) and counted in the health snapshot and the report
-/// ([`PanicCounter`](lifecycle_core::PanicCounter)). To fail fast instead, opt in with
+/// ([`PanicCounter`]). To fail fast instead, opt in with
 /// [`fail_on_panic`](HttpServer::fail_on_panic).
 ///
 /// Limits: [`header_read_timeout`](HttpServer::header_read_timeout) (5 s) and

@@ -57,9 +57,11 @@ fn laptop() -> Config {
     Config::default().shutdown_timeout(Duration::from_secs(10))
 }
 
-async fn panics() -> &'static str {
-    let config: Option<&str> = None;
-    config.unwrap()
+/// A handler with a bug: an `unwrap` on a setting that is not there.
+async fn panics() -> String {
+    std::env::var("LIFECYCLE_TEST_A_SETTING_NOBODY_SET")
+        .ok()
+        .unwrap()
 }
 
 /// A body whose first chunk goes out, then panics.
