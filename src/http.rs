@@ -658,11 +658,12 @@ where
 }
 
 /// Drives one connection through the drain: serves until the trigger (the component's
-/// token, which a restart's stop triggers too), then until the stop, sending HTTP/2 connections a GOAWAY as soon as both the trigger has come and the
-/// connection is known to be HTTP/2 (its first request says so: one idle at the trigger
-/// or opened during the drain gets it with its first answer); then gives a connection
-/// without a request in flight a short grace to deliver one, closes it if it does not,
-/// and lets requests in flight finish.
+/// token, which a restart's stop triggers too), then until the stop, sending HTTP/2
+/// connections a GOAWAY as soon as both the trigger has come and the connection is known
+/// to be HTTP/2 (its first request says so: one idle at the trigger or opened during the
+/// drain gets it with its first answer); then gives a connection without a request in
+/// flight a short grace to deliver one, closes it if it does not, and lets requests in
+/// flight finish.
 async fn drain<C>(connection: C, conn: &ConnState)
 where
     C: GracefulConnection,
@@ -942,14 +943,15 @@ where
         let this = self.project();
         // The future is not polled again after a panic: the request is answered.
         let polled = std::panic::catch_unwind(AssertUnwindSafe(|| this.inner.poll(cx)));
+        let answered = match polled {
+            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Ready(response)) => Ok(response),
+            Err(panic) => Err(panic),
+        };
         let guard = this.guard.take();
         let server = guard.as_ref().map(|guard| &*guard.conn.server);
-        let mut response = match polled {
-            Ok(Poll::Pending) => {
-                *this.guard = guard;
-                return Poll::Pending;
-            }
-            Ok(Poll::Ready(response)) => response.map_err(Into::into)?.map(EitherBody::Left),
+        let mut response = match answered {
+            Ok(response) => response.map_err(Into::into)?.map(EitherBody::Left),
             Err(panic) => {
                 if let Some(server) = server {
                     let what = format_args!("{} {}", this.method, this.uri);

@@ -27,6 +27,7 @@ use std::convert::Infallible;
 use std::fmt;
 use std::io;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -474,8 +475,18 @@ impl Probes {
                 }
                 match self.endpoints.iter().find(|e| e.path == path) {
                     Some(endpoint) => {
-                        let mut response =
-                            Response::new(Full::new(Bytes::from((endpoint.render)())));
+                        // A render that panics (a metrics registry's bug) fails this scrape
+                        // only, as a handler's panic does on `HttpServer`.
+                        let rendered =
+                            std::panic::catch_unwind(AssertUnwindSafe(&*endpoint.render));
+                        let Ok(body) = rendered else {
+                            tracing::error!(path, "the probe server endpoint panicked: 500");
+                            return json(
+                                StatusCode::INTERNAL_SERVER_ERROR,
+                                r#"{"error":"the endpoint panicked"}"#.to_owned(),
+                            );
+                        };
+                        let mut response = Response::new(Full::new(Bytes::from(body)));
                         let headers = response.headers_mut();
                         headers.insert(CONTENT_TYPE, endpoint.content_type.clone());
                         headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));

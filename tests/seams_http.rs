@@ -157,6 +157,39 @@ fn fail_on_panic_fails_the_component(runtime: &'static str) {
     assert_eq!(report.component("http").unwrap().handled_panics, 0);
 }
 
+/// A probe server endpoint whose render panics (a metrics registry's bug) fails that
+/// scrape with a 500; the next scrape, the probes and the app go on.
+fn a_panicking_probe_endpoint_fails_only_its_scrape(runtime: &'static str) {
+    let scrapes = Arc::new(AtomicUsize::new(0));
+    let render = {
+        let scrapes = scrapes.clone();
+        move || {
+            if scrapes.fetch_add(1, Ordering::SeqCst) == 0 {
+                panic!("the registry broke its invariant");
+            }
+            "requests_total 1\n".to_owned()
+        }
+    };
+    let probes = lifecycle::ProbeServer::bind("127.0.0.1:0")
+        .unwrap()
+        .endpoint("/metrics", "text/plain; version=0.0.4", render);
+    let addr = probes.local_addr();
+    let app = App::builder().config(laptop()).add(probes).build().unwrap();
+    let handle = app.handle();
+    let app = run_in_background(runtime, app);
+
+    let (head, _) = get_on(&mut connect(addr), "/metrics").unwrap();
+    assert!(head.starts_with("http/1.1 500"), "{head}");
+    let (head, body) = get_on(&mut connect(addr), "/metrics").unwrap();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert_eq!(body, "requests_total 1\n");
+    let (head, _) = get_on(&mut connect(addr), "/health/live").unwrap();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    handle.shutdown();
+    let report = app.join().unwrap();
+    assert_eq!(report.exit_code(), 0, "{report}");
+}
+
 fn h2_get(path: &str) -> hyper::Request<http_body_util::Empty<Bytes>> {
     hyper::Request::builder()
         .uri(format!("http://test{path}"))
@@ -283,5 +316,6 @@ fn an_http_server_restarts_with_its_dependency(runtime: &'static str) {
 on_each_runtime!(
     a_panicking_handler_fails_only_its_request,
     fail_on_panic_fails_the_component,
+    a_panicking_probe_endpoint_fails_only_its_scrape,
     an_http_server_restarts_with_its_dependency,
 );
