@@ -287,6 +287,45 @@ async fn restart_durations_past_the_maximum_are_refused(_h: Harness) {
     }
 }
 
+/// A `Background` loop on its stop token runs through the drain and until its dependent
+/// has stopped (it may still feed it); one on its shutdown token ends at the trigger.
+async fn a_background_loop_on_its_stop_token_runs_until_its_turn(h: Harness) {
+    let timeline = h.timeline().clone();
+    let worker = Background::new("worker", move |ctx| {
+        let (stop, shutdown, timeline) = (ctx.stop_token(), ctx.shutdown_token(), timeline.clone());
+        Ok(async move {
+            shutdown.wait().await;
+            timeline.record("worker-shutdown-token", What::Stopped);
+            stop.wait().await;
+            timeline.record("worker-stop-token", What::Stopped);
+            Ok::<(), BoxError>(())
+        })
+    });
+    let app = App::builder()
+        .config(Config::default().drain_delay(ms(100)))
+        .add(worker)
+        .add(
+            h.probe("http")
+                .after(&["worker"])
+                .stop(common::Act::Sleep(ms(200))),
+        )
+        .build()
+        .unwrap();
+    h.shutdown_after(ms(50), app.handle());
+    let report = h.run(app).await;
+
+    assert_eq!(report.exit_code(), 0, "{report}");
+    let at = |name: &str| h.timeline().time(name, What::Stopped).unwrap();
+    assert!(
+        at("worker-shutdown-token") < ms(100),
+        "at the trigger: {report}"
+    );
+    assert!(
+        at("worker-stop-token") >= at("http"),
+        "the loop ended before its dependent stopped: {report}"
+    );
+}
+
 /// A probe endpoint whose content type is not a valid header value fails the probe
 /// server's start with a message naming it, instead of a panic in the builder.
 async fn a_bad_probe_content_type_fails_the_start_clearly(h: Harness) {
@@ -310,6 +349,7 @@ async fn a_bad_probe_content_type_fails_the_start_clearly(h: Harness) {
 }
 
 lifecycle::scenarios!(
+    a_background_loop_on_its_stop_token_runs_until_its_turn,
     a_bad_probe_content_type_fails_the_start_clearly,
     provider_and_background_restart_with_their_dependency,
     restart_always_drives_a_background_loop,

@@ -52,7 +52,7 @@ pub fn app(db: &str, http: &str, probes: &str) -> std::io::Result<Builder> {
     let worker = Background::new("worker", |ctx| {
         Ok(routes::work(
             ctx.resource()?,
-            ctx.shutdown_token().wait_owned(),
+            ctx.stop_token().wait_owned(), // at its turn: after the drain
         ))
     });
     let http = HttpServer::bind(http)?

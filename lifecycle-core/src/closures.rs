@@ -116,9 +116,12 @@ type Make =
     Box<dyn Fn(&StartContext) -> Result<BoxFuture<Result<(), BoxError>>, BoxError> + Send + Sync>;
 
 /// A component that runs one loop as a tracked task: `make` builds it at start, and the
-/// stop waits for it to end, until the stop deadline. The loop should end once the
-/// [shutdown token](StartContext::shutdown_token) resolves, after finishing its current
-/// item; what is still running at the deadline is cancelled and the stop fails. An error
+/// stop waits for it to end, until the stop deadline. The loop should end once its
+/// [stop token](StartContext::stop_token) resolves, after finishing its current item: at
+/// its turn in the shutdown, once the components that depend on it have stopped (so it
+/// runs through the drain), or at a restart's stop. (Its
+/// [shutdown token](StartContext::shutdown_token) would end it at the trigger instead.)
+/// What is still running at the deadline is cancelled and the stop fails. An error
 /// or panic of the loop while the app runs triggers shutdown, naming the component, or
 /// restarts it under a [`Restart`](crate::Restart) policy: each start calls `make` again
 /// for a new loop (with [`Restart::always`](crate::Restart::always), also when the loop
@@ -130,9 +133,9 @@ type Make =
 /// use lifecycle_core::{App, Background, BoxError};
 ///
 /// let worker = Background::new("worker", |ctx| {
-///     let shutdown = ctx.shutdown_token();
+///     let stop = ctx.stop_token();
 ///     Ok(async move {
-///         while !shutdown.is_triggered() {
+///         while !stop.is_triggered() {
 ///             // take a job, do it
 /// #           break;
 ///         }

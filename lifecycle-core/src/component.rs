@@ -226,6 +226,8 @@ pub struct StartContext {
     pub(crate) handle: ShutdownHandle,
     /// The app's token, or this component's own when it is stopped before the app.
     pub(crate) token: ShutdownToken,
+    /// This component's stop.
+    pub(crate) stop_token: ShutdownToken,
     pub(crate) health: HealthMonitor,
     pub(crate) in_flight: InFlight,
     pub(crate) deadline: Instant,
@@ -394,6 +396,29 @@ impl StartContext {
     /// restarted component gets a new token.
     pub fn shutdown_token(&self) -> ShutdownToken {
         self.token.clone()
+    }
+
+    /// A token that resolves when this component's stop begins: in the shutdown, at its
+    /// turn, once every component that depends on it has stopped (after the drain); or
+    /// when a [restart](crate::Restart) stops it. For a loop that its dependents rely on
+    /// until they have stopped (a queue worker whose jobs the HTTP server enqueues: it runs
+    /// through the drain), where [`shutdown_token`](StartContext::shutdown_token) ends a
+    /// loop at the trigger. A forced exit (a second signal) skips the stops: the tracked
+    /// tasks are cancelled instead.
+    ///
+    /// ```
+    /// # fn start(ctx: &lifecycle_core::StartContext) {
+    /// let stop = ctx.stop_token();
+    /// ctx.spawn(async move {
+    ///     while !stop.is_triggered() {
+    ///         // take a job, do it
+    /// #       break;
+    ///     }
+    /// });
+    /// # }
+    /// ```
+    pub fn stop_token(&self) -> ShutdownToken {
+        self.stop_token.clone()
     }
 
     /// A handle that triggers shutdown, for a component that decides the app must stop.

@@ -77,6 +77,15 @@ type TaskSets = Arc<Mutex<Vec<Arc<TaskSet>>>>;
 /// dropped mid-run (the app's tasks end with the app; stops are not run then).
 struct CancelTasksOnDrop(TaskSets);
 
+/// One incarnation of a node's tokens (a restart gives the node new ones).
+#[derive(Default)]
+struct NodeTokens {
+    /// Triggered with the app's token, or by the node's stop (a restart's).
+    shutdown: ShutdownToken,
+    /// Triggered by the node's stop only: in the shutdown, once its dependents stopped.
+    stop: ShutdownToken,
+}
+
 /// When the shutdown's stops must end (its budget less the flush reserve), fixed when
 /// the shutdown begins: a restart's stop that began before the trigger ends by it too.
 #[derive(Clone)]
@@ -143,9 +152,8 @@ struct Engine<'a> {
     shutdown_end: ShutdownEnd,
     /// Each node's current tasks: a notice from an earlier incarnation is stale.
     task_sets: TaskSets,
-    /// Each node's current shutdown token: triggered with the app's, or by a restart's
-    /// stop of the node.
-    tokens: Vec<ShutdownToken>,
+    /// Each node's current tokens.
+    tokens: Vec<NodeTokens>,
     /// The members of the restart under way, if one is: the engine answers health
     /// checks for them ("restarting") while their hooks run.
     restarting: Option<Vec<bool>>,
@@ -226,7 +234,7 @@ pub(crate) async fn run(
             stop_end: Arc::default(),
         },
         task_sets,
-        tokens: nodes.iter().map(|_| ShutdownToken::default()).collect(),
+        tokens: nodes.iter().map(|_| NodeTokens::default()).collect(),
         restarting: None,
         policies: nodes.iter().map(|node| node.restart).collect(),
         histories: nodes.iter().map(|_| History::new()).collect(),
@@ -410,7 +418,8 @@ impl Engine<'_> {
             },
             resources: node.resources.clone(),
             handle: self.handle.clone(),
-            token: self.tokens[i].clone(),
+            token: self.tokens[i].shutdown.clone(),
+            stop_token: self.tokens[i].stop.clone(),
             health: crate::HealthMonitor(self.health.clone()),
             in_flight: node.in_flight.clone(),
             deadline,
@@ -666,7 +675,8 @@ impl Engine<'_> {
         // it at the shutdown's stop end, so the shutdown keeps its budget and its flush.
         let shutdown_end = (!self.handle.token.is_triggered()).then(|| self.shutdown_end.clone());
         // The component's loops and long responses end now (at once in a restart).
-        self.tokens[i].trigger();
+        self.tokens[i].shutdown.trigger();
+        self.tokens[i].stop.trigger();
         let ctx = node.stop_context(runtime.clone(), deadline, &self.handle.token);
         let span = tracing::info_span!("stop", component = %node.name);
         Box::pin(
@@ -821,8 +831,8 @@ impl Engine<'_> {
             2
         };
         self.handle.token.trigger();
-        for token in &self.tokens {
-            token.trigger();
+        for tokens in &self.tokens {
+            tokens.shutdown.trigger();
         }
         now
     }

@@ -17,7 +17,6 @@ use futures_util::future::{select, Either};
 use super::{Engine, Node};
 use crate::health::ComponentState;
 use crate::report::{Outcome, RestartReport, Trigger};
-use crate::shutdown::ShutdownToken;
 use crate::task::TaskSet;
 
 /// How long a restart's stops may take at most, besides each node's own stop timeout
@@ -114,7 +113,7 @@ impl Engine<'_> {
                     if members[i] {
                         node.tasks = Arc::new(TaskSet::default());
                         task_sets[i] = node.tasks.clone();
-                        self.tokens[i] = ShutdownToken::default();
+                        self.tokens[i] = super::NodeTokens::default();
                     }
                 }
             }
