@@ -156,7 +156,28 @@ fn two_sigints_exit_130(runtime: &'static str) {
     second_signal_forces_exit(runtime, "INT", 130);
 }
 
+/// The report reaches the operator whatever the log filter: under `RUST_LOG=warn` a clean
+/// exit's report (an INFO event) is printed on stderr; under `RUST_LOG=info` it is logged,
+/// and not printed a second time.
+fn the_report_reaches_stderr_whatever_the_log_filter(runtime: &'static str) {
+    for (filter, how) in [("warn", "printed"), ("info", "logged")] {
+        let mut demo = Process::spawn("01_minimal", runtime, &[], &[("RUST_LOG", filter)]);
+        demo.wait_for("hello (press Ctrl-C to stop)");
+        demo.signal("TERM");
+        let (status, _) = demo.wait_for_exit();
+        assert_eq!(status.code(), Some(0), "{status}");
+        let stderr = demo.stderr();
+        assert_eq!(
+            stderr.matches("shutdown by SIGTERM: exit code 0").count(),
+            1,
+            "the report should be {how} once under RUST_LOG={filter}:\n{stderr}"
+        );
+        assert!(stderr.contains("component  start"), "{stderr}");
+    }
+}
+
 on_each_runtime!(
+    the_report_reaches_stderr_whatever_the_log_filter,
     sigterm_stops_in_reverse_order,
     sigterm_during_startup_aborts_and_exits_1,
     two_sigterms_exit_143,

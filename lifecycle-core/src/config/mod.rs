@@ -55,6 +55,7 @@ pub struct Config {
     pub(crate) health_cache_ttl: Duration,
     pub(crate) health_check_interval: Option<Duration>,
     pub(crate) grace_period: Option<Duration>,
+    pub(crate) report_on_stderr: bool,
 }
 
 /// Every duration a `Config` holds, by its name in configuration files (and, upper-cased
@@ -145,6 +146,7 @@ impl Default for Config {
             health_cache_ttl: Duration::from_secs(1),
             health_check_interval: None,
             grace_period: None,
+            report_on_stderr: true,
         }
     }
 }
@@ -205,6 +207,22 @@ impl Config {
     /// the budget does not fit in it.
     pub fn grace_period(mut self, grace: Duration) -> Self {
         self.grace_period = Some(grace);
+        self
+    }
+
+    /// Whether the report is printed on stderr at exit when the log filter would hide it
+    /// (default: yes). The engine logs the report through `tracing` (INFO when clean,
+    /// WARN otherwise); with no subscriber, or one whose filter drops that event
+    /// (`RUST_LOG=warn` and a clean exit), the operator would see nothing of how the
+    /// shutdown went. `false` leaves the report to the logs (and to the caller, which
+    /// gets it from `run`).
+    ///
+    /// ```
+    /// let quiet = lifecycle_core::Config::default().report_on_stderr(false);
+    /// # let _ = quiet;
+    /// ```
+    pub fn report_on_stderr(mut self, print: bool) -> Self {
+        self.report_on_stderr = print;
         self
     }
 

@@ -312,10 +312,16 @@ pub(crate) async fn run(
         restarts: std::mem::take(&mut run.restarts).into(),
         earlier_restarts: run.earlier_restarts,
     };
-    if report.is_clean() {
+    let logged = if report.is_clean() {
         tracing::info!("exited cleanly\n{report}");
+        tracing::enabled!(tracing::Level::INFO)
     } else {
         tracing::warn!("exited with code {}\n{report}", report.exit_code());
+        tracing::enabled!(tracing::Level::WARN)
+    };
+    if !logged && config.report_on_stderr {
+        // The operator sees how it went whatever the log filter.
+        eprintln!("{report}");
     }
     run.health.set_phase(Phase::Exited);
     Ok(report)
