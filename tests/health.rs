@@ -480,7 +480,64 @@ async fn thresholds_tame_a_flapping_check(h: Harness) {
     assert!(!seen[6].2 && seen[8].2, "readiness follows: {seen:?}");
 }
 
+/// A `Provider`'s health check runs on its open value, as its component's health:
+/// readiness follows the database (down with the check's error), and a `Provider`
+/// without a check is up.
+async fn a_provider_health_check_drives_readiness(h: Harness) {
+    #[derive(Clone)]
+    struct Pool(Arc<Mutex<Result<(), String>>>);
+    let state = Arc::new(Mutex::new(Ok(())));
+    let db = {
+        let state = state.clone();
+        lifecycle::Provider::new(
+            "db",
+            move |_: &StartContext| {
+                let pool = Pool(state.clone());
+                async move { Ok::<_, BoxError>(pool) }
+            },
+            |_: Pool| async {},
+        )
+        .health_check(|pool: Pool| async move { pool.0.lock().unwrap().clone() })
+    };
+    let cache = lifecycle::Provider::new(
+        "cache",
+        |_: &StartContext| async { Ok::<_, BoxError>(7u32) },
+        |_: u32| async {},
+    );
+    let app = App::builder().add(db).add(cache).build().unwrap();
+    let monitor = app.health();
+    let handle = app.handle();
+    let runtime = h.runtime().clone();
+    let probe = async move {
+        reach(&monitor, Phase::Running).await;
+        let up = monitor.snapshot().await;
+        *state.lock().unwrap() = Err("database is locked".to_owned());
+        runtime.sleep(ms(1100)).await; // past the cache TTL
+        let down = monitor.snapshot().await;
+        handle.shutdown();
+        (up, down)
+    };
+    let (report, (up, down)) = join(h.run(app), probe).await;
+
+    assert_eq!(report.exit_code(), 0, "{report}");
+    assert!(up.ready, "{up:?}");
+    assert!(!down.ready, "{down:?}");
+    let health = |snapshot: &lifecycle::Snapshot, name: &str| {
+        snapshot
+            .components
+            .iter()
+            .find(|c| &*c.name == name)
+            .and_then(|c| c.health.clone())
+    };
+    assert_eq!(
+        health(&down, "db"),
+        Some(Health::Down("database is locked".into()))
+    );
+    assert_eq!(health(&down, "cache"), Some(Health::Up));
+}
+
 scenarios!(
+    a_provider_health_check_drives_readiness,
     background_checks_are_seen_without_a_probe,
     thresholds_tame_a_flapping_check,
     readiness_follows_phase_and_aggregate,

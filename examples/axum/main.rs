@@ -48,7 +48,8 @@ pub fn app(db: &str, http: &str, probes: &str) -> std::io::Result<Builder> {
             async move { routes::open(&db).await }
         },
         |pool: SqlitePool| async move { pool.close().await },
-    );
+    )
+    .health_check(routes::ping); // readiness follows the database
     let worker = Background::new("worker", |ctx| {
         Ok(routes::work(
             ctx.resource()?,

@@ -29,11 +29,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let token = tokio_util::sync::CancellationToken::new();
     let worker = tokio::spawn(routes::work(pool.clone(), token.clone().cancelled_owned()));
     let ready = Arc::new(AtomicBool::new(true));
-    let probe_ready = ready.clone();
+    let (probe_ready, probe_pool) = (ready.clone(), pool.clone());
     let probes = Router::new().route(
         "/health/ready",
         get(move || async move {
-            match probe_ready.load(Ordering::SeqCst) {
+            let up = routes::ping(probe_pool).await.is_ok();
+            match probe_ready.load(Ordering::SeqCst) && up {
                 true => StatusCode::OK,
                 false => StatusCode::SERVICE_UNAVAILABLE,
             }

@@ -28,6 +28,11 @@ pub async fn open(url: &str) -> Result<SqlitePool, sqlx::Error> {
     Ok(pool)
 }
 
+/// Whether the database answers: readiness follows it.
+pub async fn ping(pool: SqlitePool) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT 1").execute(&pool).await.map(drop)
+}
+
 /// `POST /items` queues an item; `GET /items` counts them by state.
 pub fn router(pool: SqlitePool) -> Router {
     Router::new()

@@ -8,7 +8,7 @@ use std::future::Future;
 
 use async_trait::async_trait;
 
-use crate::component::{Component, StartContext, StopContext};
+use crate::component::{Component, Health, StartContext, StopContext};
 use crate::config::Options;
 use crate::error::BoxError;
 use crate::runtime::BoxFuture;
@@ -16,6 +16,7 @@ use crate::task::{Task, TaskError};
 
 type Open<T> = Box<dyn Fn(&StartContext) -> BoxFuture<Result<T, BoxError>> + Send + Sync>;
 type Close<T> = Box<dyn FnMut(T) -> BoxFuture<()> + Send + Sync>;
+type Check<T> = Box<dyn Fn(T) -> BoxFuture<Health> + Send + Sync>;
 
 /// A component that opens a `T` at start, [provides](StartContext::provide) it to the
 /// components that [use](Options::uses) it, and closes it at stop, under the stop
@@ -45,6 +46,7 @@ pub struct Provider<T> {
     name: String,
     open: Open<T>,
     close: Close<T>,
+    check: Option<Check<T>>,
     value: Option<T>,
 }
 
@@ -68,8 +70,43 @@ impl<T: Clone + Send + Sync + 'static> Provider<T> {
                 Box::pin(async move { opening.await.map_err(Into::into) }) as BoxFuture<_>
             }),
             close: Box::new(move |value| Box::pin(close(value))),
+            check: None,
             value: None,
         }
+    }
+
+    /// Checks the value while it is open, as the component's
+    /// [health](Component::health): `check` gets a clone of it and returns a [`Health`],
+    /// or a `Result<(), E>` (`Ok` is up, an error is down with its message). Checks run
+    /// under the health check timeout, cached briefly (see
+    /// [`Config`](crate::Config)); a check that hangs or panics is down.
+    ///
+    /// ```
+    /// use lifecycle_core::Provider;
+    ///
+    /// #[derive(Clone)]
+    /// struct Pool;
+    /// impl Pool {
+    ///     async fn connect(_url: &str) -> Result<Pool, std::io::Error> { Ok(Pool) }
+    ///     async fn ping(self) -> Result<(), std::io::Error> { Ok(()) }
+    ///     async fn close(self) {}
+    /// }
+    ///
+    /// let db = Provider::new("db", |_| Pool::connect("sqlite://data.db"), Pool::close)
+    ///     .health_check(Pool::ping); // readiness follows the database
+    /// ```
+    #[must_use]
+    pub fn health_check<H, HF, R>(mut self, check: H) -> Self
+    where
+        H: Fn(T) -> HF + Send + Sync + 'static,
+        HF: Future<Output = R> + Send + 'static,
+        R: Into<Health>,
+    {
+        self.check = Some(Box::new(move |value| {
+            let checking = check(value);
+            Box::pin(async move { checking.await.into() })
+        }));
+        self
     }
 }
 
@@ -90,6 +127,13 @@ impl<T: Clone + Send + Sync + 'static> Component for Provider<T> {
 
     fn options(&self) -> Options {
         Options::new().provides::<T>()
+    }
+
+    async fn health(&self) -> Health {
+        match (&self.check, &self.value) {
+            (Some(check), Some(value)) => check(value.clone()).await,
+            _ => Health::Up,
+        }
     }
 
     async fn start(&mut self, ctx: &StartContext) -> Result<(), BoxError> {

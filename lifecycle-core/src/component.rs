@@ -184,6 +184,28 @@ pub enum Health {
     Down(String),
 }
 
+/// `Ok` is [`Up`](Health::Up), an error [`Down`](Health::Down) with its message: a
+/// check written with `?` (`sqlx::query("SELECT 1").execute(&pool).await?`) reports as
+/// it fails.
+///
+/// ```
+/// use lifecycle_core::Health;
+///
+/// assert_eq!(Health::from(Ok::<(), String>(())), Health::Up);
+/// assert_eq!(
+///     Health::from(Err::<(), _>("connection refused")),
+///     Health::Down("connection refused".into())
+/// );
+/// ```
+impl<E: fmt::Display> From<Result<(), E>> for Health {
+    fn from(result: Result<(), E>) -> Self {
+        match result {
+            Ok(()) => Health::Up,
+            Err(error) => Health::Down(error.to_string()),
+        }
+    }
+}
+
 /// Counts the panics a component caught and survived: a request handler's panic that
 /// failed only its own request, where a panic of a tracked task would have failed the
 /// component. The count is in the health snapshot
