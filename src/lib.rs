@@ -127,9 +127,14 @@ pub trait Run: Sized + Send + 'static {
     /// # Errors
     ///
     /// A build error, a runtime that cannot be created, or signal handlers that cannot be
-    /// registered. Everything after the first start is in the [`Report`].
+    /// registered; [`Error::InsideRuntime`] when called inside a tokio runtime (whose
+    /// worker it would block). Everything after the first start is in the [`Report`].
     #[cfg(feature = "smol")]
     fn run(self) -> Result<Report, Error> {
+        #[cfg(feature = "tokio")]
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return Err(Error::InsideRuntime(INSIDE_TOKIO));
+        }
         match chosen_runtime()? {
             RuntimeKind::Smol => {
                 let app = self.into_app()?;
@@ -146,17 +151,14 @@ pub trait Run: Sized + Send + 'static {
     /// # Errors
     ///
     /// A build error, a runtime that cannot be created, or signal handlers that cannot be
-    /// registered; also when called inside a tokio runtime, where blocking is not
-    /// allowed ([`run_async`](Run::run_async) is the call there).
+    /// registered; [`Error::InsideRuntime`] when called inside a tokio runtime, where
+    /// blocking is not allowed ([`run_async`](Run::run_async) is the call there).
     #[cfg(feature = "tokio")]
     fn run_tokio(self) -> Result<Report, Error> {
         let app = self.into_app()?;
         signals::catch()?;
         if tokio::runtime::Handle::try_current().is_ok() {
-            return Err(Error::Runtime(io::Error::other(
-                "run() and run_tokio() block the thread and cannot be called inside a tokio \
-                 runtime: use `run_async().await` there",
-            )));
+            return Err(Error::InsideRuntime(INSIDE_TOKIO));
         }
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
@@ -185,6 +187,12 @@ pub trait Run: Sized + Send + 'static {
         }
     }
 }
+
+/// What [`Error::InsideRuntime`] says in `#[tokio::main]`.
+#[cfg(feature = "tokio")]
+const INSIDE_TOKIO: &str = "run() and run_tokio() block the thread, and were called inside a \
+    tokio runtime (`#[tokio::main]`?): call `run_async().await` there, or drop \
+    `#[tokio::main]` and call `run_tokio()` from a plain `fn main`";
 
 impl Run for Builder {
     fn into_app(self) -> Result<App, BuildError> {
@@ -275,6 +283,10 @@ impl<R: Backend> Runtime for CaughtSignals<R> {
 
     fn now(&self) -> std::time::Instant {
         self.0.now()
+    }
+
+    fn name(&self) -> &'static str {
+        self.0.name()
     }
 
     fn signals(&self) -> io::Result<runtime::SignalStream> {

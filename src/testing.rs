@@ -376,6 +376,9 @@ impl Runtime for TestRuntime {
     fn now(&self) -> Instant {
         self.inner.now()
     }
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
     fn signals(&self) -> io::Result<SignalStream> {
         let receiver = self
             .signals

@@ -1,7 +1,8 @@
 //! The axum example against the same service on plain axum: its orchestration (the code
 //! between the `orchestration` markers: components, signals, deadlines, drain, main) is
 //! shorter on lifecycle, and the README says by how much. And the app itself, under the
-//! testing kit.
+//! testing kit, on tokio's threads: it is a tokio app (sqlx and its worker on tokio), as
+//! its `main` runs it.
 #![cfg(all(feature = "tokio", feature = "http"))]
 
 fn orchestration_lines(path: &str) -> usize {
@@ -71,8 +72,7 @@ async fn the_worker_finishes_its_item_on_sigterm(h: Harness) {
     }
     let builder = axum_app::app(&url, "127.0.0.1:0", "127.0.0.1:0").unwrap();
     let app = h.instrument(builder).build().unwrap();
-    // SIGTERM once the worker holds an item (its 200 ms of work run on the real clock,
-    // the harness's on tokio is paused: watched in the database, not timed).
+    // SIGTERM once the worker holds an item: watched in the database, not timed.
     let signal = h.signaller();
     let watch_url = url.clone();
     let watcher = std::thread::spawn(move || {
@@ -145,18 +145,8 @@ async fn a_hung_db_start_rolls_back_what_had_started(h: Harness) {
 }
 
 #[test]
-fn smol_the_worker_finishes_its_item_on_sigterm() {
-    lifecycle::testing::on_smol(the_worker_finishes_its_item_on_sigterm);
-}
-
-#[test]
 fn tokio_the_worker_finishes_its_item_on_sigterm() {
     lifecycle::testing::on_tokio_threads(the_worker_finishes_its_item_on_sigterm);
-}
-
-#[test]
-fn smol_a_hung_db_start_rolls_back_what_had_started() {
-    lifecycle::testing::on_smol(a_hung_db_start_rolls_back_what_had_started);
 }
 
 #[test]

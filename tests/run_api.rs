@@ -122,18 +122,27 @@ fn run_picks_the_documented_runtime() {
     );
 }
 
-/// Blocking inside a tokio runtime would panic in tokio; it is an error naming the fix,
-/// and nothing starts.
+/// Blocking inside a tokio runtime would panic in tokio (or block a worker, for smol's
+/// `run()`); it is its own error kind, naming the fix, and nothing starts.
 #[cfg(feature = "tokio")]
 #[tokio::test]
-async fn run_tokio_inside_a_tokio_runtime_is_an_error() {
+async fn blocking_entry_points_inside_a_tokio_runtime_are_an_error() {
     let counter = Arc::new(AtomicUsize::new(0));
-    let error = app(&counter).run_tokio().unwrap_err();
-    assert_eq!(
-        error.to_string(),
-        "could not create the async runtime: run() and run_tokio() block the thread and \
-         cannot be called inside a tokio runtime: use `run_async().await` there"
-    );
+    let mut errors = vec![app(&counter).run_tokio().unwrap_err()];
+    #[cfg(feature = "smol")]
+    errors.push(app(&counter).run().unwrap_err());
+    for error in errors {
+        assert!(
+            matches!(error, lifecycle::Error::InsideRuntime(_)),
+            "{error}"
+        );
+        assert_eq!(
+            error.to_string(),
+            "run() and run_tokio() block the thread, and were called inside a tokio runtime \
+             (`#[tokio::main]`?): call `run_async().await` there, or drop `#[tokio::main]` and \
+             call `run_tokio()` from a plain `fn main`"
+        );
+    }
     assert_eq!(counter.load(Ordering::SeqCst), 0);
 }
 
@@ -161,5 +170,43 @@ fn run_async_on_a_tokio_runtime_without_timers_is_an_error() {
         .build()
         .unwrap();
     let report = runtime.block_on(app(&counter).run_async()).unwrap();
+    assert_eq!(report.exit_code(), 0, "{report}");
+}
+
+/// A library that needs tokio, started by an app on smol (the runtime trap): the start
+/// fails, and its message says which runtime the app is on and how to switch. The same app
+/// on tokio runs.
+#[cfg(all(feature = "smol", feature = "tokio"))]
+#[test]
+fn a_tokio_library_on_smol_says_how_to_switch() {
+    struct NeedsTokio;
+
+    #[async_trait]
+    impl Component for NeedsTokio {
+        fn name(&self) -> &str {
+            "db"
+        }
+        async fn start(&mut self, ctx: &StartContext) -> Result<(), BoxError> {
+            // What a tokio-only client does when it connects.
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            ctx.shutdown_handle().shutdown();
+            Ok(())
+        }
+        async fn stop(&mut self, _: &StopContext) -> Result<(), BoxError> {
+            Ok(())
+        }
+    }
+
+    let report = App::builder().add(NeedsTokio).run().unwrap();
+    assert_eq!(report.exit_code(), 1, "{report}");
+    let failure = &report.failures()[0];
+    assert!(failure.starts_with("start of db panicked"), "{failure}");
+    assert!(
+        failure.contains("this app runs on smol")
+            && failure.contains("`tokio` feature")
+            && failure.contains("run_tokio()"),
+        "{failure}"
+    );
+    let report = App::builder().add(NeedsTokio).run_tokio().unwrap();
     assert_eq!(report.exit_code(), 0, "{report}");
 }

@@ -33,7 +33,7 @@ fn main() -> Result<Report, lifecycle::Error> {
         "127.0.0.1:9000",
     )?
     .config(Config::from_env()?)
-    .run()
+    .run_tokio()
 }
 
 /// The app: the pool, the worker, the routes, the probes and how they depend on each

@@ -70,13 +70,13 @@ pub async fn work(
         .fetch_optional(&pool)
         .await?;
         let Some(id) = claimed else {
-            let idle = async_io::Timer::after(Duration::from_millis(100));
+            let idle = std::pin::pin!(tokio::time::sleep(Duration::from_millis(100)));
             if let Either::Right(_) = select(idle, shutdown.as_mut()).await {
                 break;
             }
             continue;
         };
-        async_io::Timer::after(ITEM).await; // the work: not interrupted by shutdown
+        tokio::time::sleep(ITEM).await; // the work: not interrupted by shutdown
         sqlx::query("UPDATE items SET state = 'done' WHERE id = ?")
             .bind(id)
             .execute(&pool)

@@ -130,6 +130,10 @@ pub enum Error {
     /// The async runtime could not be created.
     #[error("could not create the async runtime: {0}")]
     Runtime(io::Error),
+    /// A call that blocks the thread (`run()`, `run_tokio()`) was made inside an async
+    /// runtime, whose thread it would block; the message says what to call instead.
+    #[error("{0}")]
+    InsideRuntime(&'static str),
     /// The app's own setup failed before it ran: a port that cannot be bound, a file that
     /// cannot be opened (`?` on an `io::Error` in `main` gives this).
     #[error("setup failed: {0}")]

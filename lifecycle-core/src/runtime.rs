@@ -95,6 +95,13 @@ pub trait Runtime: Send + Sync + fmt::Debug + 'static {
     ///
     /// Returns the operating system's error when the handlers cannot be installed.
     fn signals(&self) -> io::Result<SignalStream>;
+
+    /// The runtime's name, for messages that depend on it: a start that fails because a
+    /// library needs another runtime (tokio's "there is no reactor running") says which
+    /// one the app runs on. `"smol"` and `"tokio"` for lifecycle's backends.
+    fn name(&self) -> &'static str {
+        "custom"
+    }
 }
 
 impl dyn Runtime {

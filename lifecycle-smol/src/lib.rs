@@ -39,6 +39,10 @@ impl SmolRuntime {
 }
 
 impl Runtime for SmolRuntime {
+    fn name(&self) -> &'static str {
+        "smol"
+    }
+
     fn spawn(&self, future: BoxFuture<()>) {
         smol::spawn(future).detach();
     }

@@ -69,6 +69,10 @@ impl Default for TokioRuntime {
 }
 
 impl Runtime for TokioRuntime {
+    fn name(&self) -> &'static str {
+        "tokio"
+    }
+
     fn spawn(&self, future: BoxFuture<()>) {
         // The JoinHandle is dropped: the task is detached, as the engine expects.
         drop(self.handle.spawn(future));

@@ -443,6 +443,7 @@ impl Engine<'_> {
                 }
                 if outcome != Outcome::Completed {
                     node.resources.release(i);
+                    outcome = with_runtime_hint(outcome, runtime.name());
                 }
                 log_step(
                     "start",
@@ -887,6 +888,20 @@ where
         Ok(Ok(Err(error))) => Outcome::Failed(error_chain(&*error)),
         Ok(Err(panic)) => Outcome::Panicked(panic_message(&*panic)),
         Err(_) => Outcome::TimedOut(deadline.saturating_duration_since(began)),
+    }
+}
+
+/// A start that failed because a library needs tokio (its panic or error says "Tokio"
+/// context or reactor) while the app runs on smol: says so, and how to switch.
+fn with_runtime_hint(outcome: Outcome, runtime: &str) -> Outcome {
+    const HINT: &str = " (this app runs on smol, and a library it starts needs tokio: \
+        enable lifecycle's `tokio` feature and run the app with `run_tokio()`, or \
+        `run_async()` inside `#[tokio::main]`)";
+    let needs_tokio = |why: &str| why.contains("Tokio") && runtime == "smol";
+    match outcome {
+        Outcome::Panicked(why) if needs_tokio(&why) => Outcome::Panicked(why + HINT),
+        Outcome::Failed(why) if needs_tokio(&why) => Outcome::Failed(why + HINT),
+        other => other,
     }
 }
 
