@@ -72,6 +72,9 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
+#[cfg(all(feature = "http", not(any(feature = "smol", feature = "tokio"))))]
+compile_error!("lifecycle's `http` feature serves on a runtime: enable `smol` or `tokio` too");
+
 use std::future::Future;
 use std::io;
 use std::sync::Arc;

@@ -3,7 +3,8 @@
 //!
 //! A [`Listener`] made inside a tokio runtime uses tokio's sockets; anywhere else it uses
 //! `async-io`'s, which drive their own reactor and so work under any executor (smol's
-//! among them). [`Stream`] is a `futures-io` stream either way, [`Stream::into_hyper`]
+//! among them). A build without the `smol` feature compiles no async-io: its sockets are
+//! made inside a tokio runtime only (elsewhere, making one is an error that says so). [`Stream`] is a `futures-io` stream either way, [`Stream::into_hyper`]
 //! adapts it for hyper, and [`RuntimeTimer`] gives hyper the app's clock.
 //!
 //! ```no_run
@@ -19,12 +20,15 @@
 use std::fmt;
 use std::future::Future;
 use std::io;
-use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+#[cfg(feature = "smol")]
+use std::net::TcpStream;
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+#[cfg(feature = "smol")]
 use async_io::Async;
 use futures_io::AsyncWrite as _;
 
@@ -36,6 +40,15 @@ fn in_tokio() -> bool {
     tokio::runtime::Handle::try_current().is_ok()
 }
 
+/// Built without smol, a socket can only be made inside a tokio runtime.
+#[cfg(not(feature = "smol"))]
+fn no_runtime() -> io::Error {
+    io::Error::other(
+        "lifecycle's sockets are made on the app's runtime: this program is built with tokio \
+         only (no `smol` feature), and this was called outside a tokio runtime",
+    )
+}
+
 /// A listening TCP socket on the app's runtime: tokio's inside a tokio runtime, async-io's
 /// otherwise. Make it where it is used (in a component's `start`): the runtime is chosen
 /// when it is made.
@@ -44,6 +57,7 @@ pub struct Listener(ListenerKind);
 
 #[derive(Debug)]
 enum ListenerKind {
+    #[cfg(feature = "smol")]
     Async(Async<TcpListener>),
     #[cfg(feature = "tokio")]
     Tokio(tokio::net::TcpListener),
@@ -76,7 +90,10 @@ impl Listener {
                 tokio::net::TcpListener::from_std(listener)?,
             )));
         }
-        Ok(Listener(ListenerKind::Async(Async::new(listener)?)))
+        #[cfg(feature = "smol")]
+        return Ok(Listener(ListenerKind::Async(Async::new(listener)?)));
+        #[cfg(not(feature = "smol"))]
+        Err(no_runtime())
     }
 
     /// Waits for the next connection.
@@ -87,6 +104,7 @@ impl Listener {
     /// listener can still be used.
     pub async fn accept(&self) -> io::Result<(Stream, SocketAddr)> {
         match &self.0 {
+            #[cfg(feature = "smol")]
             ListenerKind::Async(listener) => {
                 let (stream, peer) = listener.accept().await?;
                 Ok((Stream(StreamKind::Async(stream)), peer))
@@ -106,6 +124,7 @@ impl Listener {
     /// The operating system's error.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         match &self.0 {
+            #[cfg(feature = "smol")]
             ListenerKind::Async(listener) => listener.get_ref().local_addr(),
             #[cfg(feature = "tokio")]
             ListenerKind::Tokio(listener) => listener.local_addr(),
@@ -119,6 +138,7 @@ pub struct Stream(StreamKind);
 
 #[derive(Debug)]
 enum StreamKind {
+    #[cfg(feature = "smol")]
     Async(Async<TcpStream>),
     #[cfg(feature = "tokio")]
     Tokio(tokio::net::TcpStream),
@@ -144,10 +164,13 @@ impl Stream {
                 }
                 continue;
             }
+            #[cfg(feature = "smol")]
             match Async::<TcpStream>::connect(resolved).await {
                 Ok(stream) => return Ok(Stream(StreamKind::Async(stream))),
                 Err(error) => last = error,
             }
+            #[cfg(not(feature = "smol"))]
+            return Err(no_runtime());
         }
         Err(context(last))
     }
@@ -157,6 +180,7 @@ impl Stream {
     /// before every read: 8 KB of memset per request, measured in `benches/http.rs`).
     pub fn into_hyper(self) -> HyperIo {
         HyperIo(match self.0 {
+            #[cfg(feature = "smol")]
             StreamKind::Async(stream) => HyperKind::Async(Buffered::new(stream)),
             #[cfg(feature = "tokio")]
             StreamKind::Tokio(stream) => HyperKind::Tokio(hyper_util::rt::TokioIo::new(stream)),
@@ -170,6 +194,7 @@ impl Stream {
     /// The operating system's error.
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
         match &self.0 {
+            #[cfg(feature = "smol")]
             StreamKind::Async(stream) => stream.get_ref().peer_addr(),
             #[cfg(feature = "tokio")]
             StreamKind::Tokio(stream) => stream.peer_addr(),
@@ -191,6 +216,7 @@ trait AnyStream: futures_io::AsyncRead + futures_io::AsyncWrite + Unpin + Send {
 impl<T: futures_io::AsyncRead + futures_io::AsyncWrite + Unpin + Send> AnyStream for T {}
 
 enum HyperKind {
+    #[cfg(feature = "smol")]
     Async(Buffered<Async<TcpStream>>),
     #[cfg(feature = "tokio")]
     Tokio(hyper_util::rt::TokioIo<tokio::net::TcpStream>),
@@ -200,6 +226,7 @@ enum HyperKind {
 impl fmt::Debug for HyperKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
+            #[cfg(feature = "smol")]
             HyperKind::Async(_) => "Async",
             #[cfg(feature = "tokio")]
             HyperKind::Tokio(_) => "Tokio",
@@ -263,6 +290,7 @@ impl hyper::rt::Read for HyperIo {
         mut buf: hyper::rt::ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
         match &mut self.get_mut().0 {
+            #[cfg(feature = "smol")]
             HyperKind::Async(io) => io.poll_read(cx, &mut buf),
             #[cfg(feature = "tokio")]
             HyperKind::Tokio(io) => Pin::new(io).poll_read(cx, buf),
@@ -278,6 +306,7 @@ impl hyper::rt::Write for HyperIo {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         match &mut self.get_mut().0 {
+            #[cfg(feature = "smol")]
             HyperKind::Async(io) => io.stream().poll_write(cx, buf),
             #[cfg(feature = "tokio")]
             HyperKind::Tokio(io) => Pin::new(io).poll_write(cx, buf),
@@ -287,6 +316,7 @@ impl hyper::rt::Write for HyperIo {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match &mut self.get_mut().0 {
+            #[cfg(feature = "smol")]
             HyperKind::Async(io) => io.stream().poll_flush(cx),
             #[cfg(feature = "tokio")]
             HyperKind::Tokio(io) => Pin::new(io).poll_flush(cx),
@@ -296,6 +326,7 @@ impl hyper::rt::Write for HyperIo {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match &mut self.get_mut().0 {
+            #[cfg(feature = "smol")]
             HyperKind::Async(io) => io.stream().poll_close(cx),
             #[cfg(feature = "tokio")]
             HyperKind::Tokio(io) => Pin::new(io).poll_shutdown(cx),
@@ -311,6 +342,7 @@ impl futures_io::AsyncRead for Stream {
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
         match &mut self.get_mut().0 {
+            #[cfg(feature = "smol")]
             StreamKind::Async(stream) => Pin::new(stream).poll_read(cx, buf),
             #[cfg(feature = "tokio")]
             StreamKind::Tokio(stream) => {
@@ -332,6 +364,7 @@ impl futures_io::AsyncWrite for Stream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         match &mut self.get_mut().0 {
+            #[cfg(feature = "smol")]
             StreamKind::Async(stream) => Pin::new(stream).poll_write(cx, buf),
             #[cfg(feature = "tokio")]
             StreamKind::Tokio(stream) => {
@@ -342,6 +375,7 @@ impl futures_io::AsyncWrite for Stream {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match &mut self.get_mut().0 {
+            #[cfg(feature = "smol")]
             StreamKind::Async(stream) => Pin::new(stream).poll_flush(cx),
             #[cfg(feature = "tokio")]
             StreamKind::Tokio(stream) => tokio::io::AsyncWrite::poll_flush(Pin::new(stream), cx),
@@ -350,6 +384,7 @@ impl futures_io::AsyncWrite for Stream {
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match &mut self.get_mut().0 {
+            #[cfg(feature = "smol")]
             StreamKind::Async(stream) => Pin::new(stream).poll_close(cx),
             #[cfg(feature = "tokio")]
             StreamKind::Tokio(stream) => tokio::io::AsyncWrite::poll_shutdown(Pin::new(stream), cx),

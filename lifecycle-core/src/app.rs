@@ -229,7 +229,7 @@ fn resolve_uses(
                             return Err(BuildError::ResourceNotProvided {
                                 component: component.to_owned(),
                                 provider: from.clone(),
-                                resource: resource.name().to_owned(),
+                                resource: resource.to_string(),
                                 provided: entries[p]
                                     .1
                                     .provides
@@ -242,13 +242,13 @@ fn resolve_uses(
                         (None, []) => {
                             return Err(BuildError::MissingResource {
                                 component: component.to_owned(),
-                                resource: resource.name().to_owned(),
+                                resource: resource.to_string(),
                             })
                         }
                         (_, many) => {
                             return Err(BuildError::AmbiguousResource {
                                 component: component.to_owned(),
-                                resource: resource.name().to_owned(),
+                                resource: resource.to_string(),
                                 providers: names(many),
                             })
                         }

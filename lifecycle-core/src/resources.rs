@@ -51,10 +51,33 @@ impl fmt::Debug for ResourceType {
     }
 }
 
+/// The type's name without its module paths, in messages: `Pool<Sqlite>`, not
+/// `sqlx_core::pool::Pool<sqlx_sqlite::database::Sqlite>` (crates the user may never have
+/// named).
 impl fmt::Display for ResourceType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name)
+        f.write_str(&short_type_name(self.name))
     }
+}
+
+/// `type_name` without the paths: each `a::b::C` is `C`, generics and all.
+pub(crate) fn short_type_name(name: &str) -> String {
+    let mut short = String::with_capacity(name.len());
+    // Where the path segment being written began.
+    let mut segment = 0;
+    let mut chars = name.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == ':' && chars.peek() == Some(&':') {
+            chars.next();
+            short.truncate(segment);
+        } else {
+            short.push(c);
+            if !(c.is_alphanumeric() || c == '_') {
+                segment = short.len();
+            }
+        }
+    }
+    short
 }
 
 /// Why [`StartContext::resource`](crate::StartContext::resource) found no value. Each
@@ -292,5 +315,27 @@ impl Resources {
             queue.extend(self.dependencies[next].iter().copied());
         }
         found
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::short_type_name;
+
+    #[test]
+    fn type_names_lose_their_paths() {
+        assert_eq!(
+            short_type_name("sqlx_core::pool::Pool<sqlx_sqlite::database::Sqlite>"),
+            "Pool<Sqlite>"
+        );
+        assert_eq!(
+            short_type_name("alloc::sync::Arc<dyn core::any::Any + core::marker::Send>"),
+            "Arc<dyn Any + Send>"
+        );
+        assert_eq!(
+            short_type_name("(u32, alloc::string::String)"),
+            "(u32, String)"
+        );
+        assert_eq!(short_type_name("u32"), "u32");
     }
 }
