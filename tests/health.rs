@@ -482,8 +482,8 @@ async fn thresholds_tame_a_flapping_check(h: Harness) {
 
 /// A `Provider`'s health check runs on its open value, as its component's health:
 /// readiness follows the database (down with the check's error), and a `Provider`
-/// without a check is up.
-async fn a_provider_health_check_drives_readiness(h: Harness) {
+/// without a check is up. A `Background`'s check is its loop's health.
+async fn closure_components_health_checks_drive_readiness(h: Harness) {
     #[derive(Clone)]
     struct Pool(Arc<Mutex<Result<(), String>>>);
     let state = Arc::new(Mutex::new(Ok(())));
@@ -504,7 +504,27 @@ async fn a_provider_health_check_drives_readiness(h: Harness) {
         |_: &StartContext| async { Ok::<_, BoxError>(7u32) },
         |_: u32| async {},
     );
-    let app = App::builder().add(db).add(cache).build().unwrap();
+    let worker_up = Arc::new(Mutex::new(true));
+    let worker = {
+        let up = worker_up.clone();
+        lifecycle::Background::new("worker", |ctx| {
+            let stop = ctx.stop_token();
+            Ok(async move {
+                stop.wait().await;
+                Ok::<(), BoxError>(())
+            })
+        })
+        .health_check(move || {
+            let up = *up.lock().unwrap();
+            async move { up.then_some(()).ok_or("the queue is gone") }
+        })
+    };
+    let app = App::builder()
+        .add(db)
+        .add(cache)
+        .add_with(worker, Options::new().critical(false))
+        .build()
+        .unwrap();
     let monitor = app.health();
     let handle = app.handle();
     let runtime = h.runtime().clone();
@@ -512,6 +532,7 @@ async fn a_provider_health_check_drives_readiness(h: Harness) {
         reach(&monitor, Phase::Running).await;
         let up = monitor.snapshot().await;
         *state.lock().unwrap() = Err("database is locked".to_owned());
+        *worker_up.lock().unwrap() = false;
         runtime.sleep(ms(1100)).await; // past the cache TTL
         let down = monitor.snapshot().await;
         handle.shutdown();
@@ -534,10 +555,15 @@ async fn a_provider_health_check_drives_readiness(h: Harness) {
         Some(Health::Down("database is locked".into()))
     );
     assert_eq!(health(&down, "cache"), Some(Health::Up));
+    assert_eq!(health(&up, "worker"), Some(Health::Up));
+    assert_eq!(
+        health(&down, "worker"),
+        Some(Health::Down("the queue is gone".into()))
+    );
 }
 
 scenarios!(
-    a_provider_health_check_drives_readiness,
+    closure_components_health_checks_drive_readiness,
     background_checks_are_seen_without_a_probe,
     thresholds_tame_a_flapping_check,
     readiness_follows_phase_and_aggregate,

@@ -192,6 +192,7 @@ type Make =
 pub struct Background {
     name: String,
     make: Make,
+    check: Option<Check<()>>,
     task: Option<Task>,
 }
 
@@ -211,8 +212,41 @@ impl Background {
                 let run = make(ctx)?;
                 Ok(Box::pin(async move { run.await.map_err(Into::into) }) as BoxFuture<_>)
             }),
+            check: None,
             task: None,
         }
+    }
+
+    /// The loop's [health](Component::health): `check` returns a [`Health`] or a
+    /// `Result<(), E>` (an error is down with its message), under the health check
+    /// timeout. For a loop whose health is in shared state it updates (the age of its last
+    /// item, the depth of its queue).
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicBool, Ordering};
+    /// use std::sync::Arc;
+    /// use lifecycle_core::{Background, BoxError, Health};
+    ///
+    /// let connected = Arc::new(AtomicBool::new(true));
+    /// let watched = connected.clone();
+    /// let worker = Background::new("worker", |_| Ok(async { Ok::<(), BoxError>(()) }))
+    ///     .health_check(move || {
+    ///         let up = watched.load(Ordering::Relaxed);
+    ///         async move { if up { Health::Up } else { Health::Down("queue lost".into()) } }
+    ///     });
+    /// ```
+    #[must_use]
+    pub fn health_check<H, HF, R>(mut self, check: H) -> Self
+    where
+        H: Fn() -> HF + Send + Sync + 'static,
+        HF: Future<Output = R> + Send + 'static,
+        R: Into<Health>,
+    {
+        self.check = Some(Box::new(move |()| {
+            let checking = check();
+            Box::pin(async move { checking.await.into() })
+        }));
+        self
     }
 }
 
@@ -228,6 +262,13 @@ impl fmt::Debug for Background {
 impl Component for Background {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    async fn health(&self) -> Health {
+        match &self.check {
+            Some(check) => check(()).await,
+            None => Health::Up,
+        }
     }
 
     async fn start(&mut self, ctx: &StartContext) -> Result<(), BoxError> {
