@@ -313,9 +313,9 @@ async fn run_case(h: Harness, case: Case) {
                 .shutdown_timeout(BUDGET)
                 .flush_reserve(ms(300))
                 .drain_delay(DRAIN)
-                // An engine that does not answer is not live after 100 + 250 ms: well
-                // within a restart's slow stop.
-                .health_check_timeout(ms(100))
+                // An engine that does not answer is not live after 300 + 250 ms: well
+                // within a restart's slow stop, well above a loaded machine's hiccups.
+                .health_check_timeout(ms(300))
                 .health_cache_ttl(ms(50))
                 .stop_timeout(Duration::from_secs(2)),
         )
