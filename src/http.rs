@@ -167,6 +167,9 @@ struct Server {
     requests: InFlight,
     /// One guard per live connection.
     connections: InFlight,
+    /// Notified when a connection ends: the accept loop, held at the connection limit,
+    /// waits for it.
+    slot_freed: event_listener::Event,
     /// Resolves with the stop's deadline when the stop begins.
     stopping: Shared<oneshot::Receiver<Instant>>,
     /// What a handler's panic does.
@@ -432,6 +435,7 @@ impl Component for HttpServer {
             token: ctx.shutdown_token(),
             requests: ctx.in_flight().clone(),
             connections: InFlight::new(),
+            slot_freed: event_listener::Event::new(),
             stopping: stop_begun.shared(),
             panics,
             first_request_grace: self.first_request_grace,
@@ -445,8 +449,14 @@ impl Component for HttpServer {
         let max_connections = self.max_connections;
         let accept = ctx.spawn(async move {
             loop {
+                // At the limit, the next connection waits in the listen queue until one
+                // ends (listen, then check again: an end in between is not missed).
                 while accepting.connections.count() >= max_connections {
-                    accepting.runtime.sleep(Duration::from_millis(5)).await;
+                    let freed = accepting.slot_freed.listen();
+                    if accepting.connections.count() < max_connections {
+                        break;
+                    }
+                    freed.await;
                 }
                 match listener.accept().await {
                     Ok((stream, _peer)) => {
@@ -460,6 +470,7 @@ impl Component for HttpServer {
                                 server.panics.caught(panic, format_args!("a connection"));
                             }
                             drop(alive);
+                            server.slot_freed.notify(1);
                         }));
                     }
                     Err(error) => {
@@ -538,6 +549,10 @@ struct ConnState {
     server: Arc<Server>,
     /// Requests received (their headers complete).
     received: AtomicUsize,
+    /// Whether the drain waits for this connection's next request, and who waits
+    /// ([`request_within`]): a request's arrival wakes it only then.
+    awaiting_request: AtomicBool,
+    request_arrived: AtomicWaker,
     /// Requests whose response is not complete yet.
     active: AtomicUsize,
     /// When the connection last had no request in flight: accepted, or its last response
@@ -558,6 +573,8 @@ impl ConnState {
             idle_since: AtomicU64::new(server.clock()),
             server,
             received: AtomicUsize::new(0),
+            awaiting_request: AtomicBool::new(false),
+            request_arrived: AtomicWaker::new(),
             active: AtomicUsize::new(0),
             http2: AtomicBool::new(false),
             http2_request: AtomicBool::new(false),
@@ -626,7 +643,12 @@ struct RequestGuard {
 
 impl RequestGuard {
     fn new(conn: &Arc<ConnState>, counted: Option<OwnedInFlightGuard>) -> Self {
-        conn.received.fetch_add(1, Ordering::AcqRel);
+        // SeqCst, with `request_within`'s: either it sees this request, or this sees it
+        // waiting and wakes it.
+        conn.received.fetch_add(1, Ordering::SeqCst);
+        if conn.awaiting_request.load(Ordering::SeqCst) {
+            conn.request_arrived.wake();
+        }
         conn.active.fetch_add(1, Ordering::AcqRel);
         RequestGuard {
             conn: conn.clone(),
@@ -747,13 +769,19 @@ async fn request_within<C: Future>(
     until: Instant,
 ) -> bool {
     let server = &*conn.server;
-    let seen = conn.received.load(Ordering::Acquire);
-    // Polled on a short timer: this runs only during a stop, for at most the grace.
-    let arrives = async {
-        while conn.received.load(Ordering::Acquire) == seen {
-            server.runtime.sleep(Duration::from_millis(2)).await;
+    let seen = conn.received.load(Ordering::SeqCst);
+    let arrives = std::future::poll_fn(|cx| {
+        if conn.received.load(Ordering::SeqCst) != seen {
+            return Poll::Ready(());
         }
-    };
+        conn.request_arrived.register(cx.waker());
+        conn.awaiting_request.store(true, Ordering::SeqCst);
+        if conn.received.load(Ordering::SeqCst) != seen {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    });
     let grace = pin!(server.runtime.timeout_at(until, arrives));
     matches!(select(connection, grace).await, Either::Right((Ok(()), _)))
 }
