@@ -54,7 +54,8 @@ fn run_counted(runtime: &'static str, app: App) -> (thread::JoinHandle<Report>, 
             sleeps: counted,
         })))
         .unwrap(),
-        _ => {
+        #[cfg(feature = "tokio")]
+        "tokio" => {
             let tokio = ::tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -67,6 +68,7 @@ fn run_counted(runtime: &'static str, app: App) -> (thread::JoinHandle<Report>, 
                 })))
                 .unwrap()
         }
+        other => panic!("no runtime {other} in this build"),
     });
     let began = Instant::now();
     while monitor.phase() != lifecycle::Phase::Running {
