@@ -7,6 +7,8 @@
 
 mod common;
 
+use common::{h2_connect, h2_get};
+
 use std::convert::Infallible;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -461,28 +463,6 @@ fn byte_dribbling_requests_during_shutdown_exit_cleanly(runtime: &'static str) {
         report.shutdown,
         complete - triggered
     );
-}
-
-fn h2_get(path: &str) -> Request<http_body_util::Empty<Bytes>> {
-    Request::builder()
-        .uri(format!("http://test{path}"))
-        .body(http_body_util::Empty::new())
-        .unwrap()
-}
-
-/// An HTTP/2 (prior knowledge) connection to `addr`: its sender, and its task on smol.
-async fn h2_connect(
-    addr: SocketAddr,
-) -> (
-    hyper::client::conn::http2::SendRequest<http_body_util::Empty<Bytes>>,
-    ::smol::Task<hyper::Result<()>>,
-) {
-    let stream = lifecycle::net::Stream::connect(addr).await.unwrap();
-    let (sender, connection) =
-        hyper::client::conn::http2::handshake(common::SmolExecutor, stream.into_hyper())
-            .await
-            .unwrap();
-    (sender, ::smol::spawn(connection))
 }
 
 /// HTTP/2 with prior knowledge on the same listener; at the trigger the connection gets

@@ -6,6 +6,8 @@
 
 mod common;
 
+use common::{h2_connect, h2_get};
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -190,33 +192,12 @@ fn a_panicking_probe_endpoint_fails_only_its_scrape(runtime: &'static str) {
     assert_eq!(report.exit_code(), 0, "{report}");
 }
 
-fn h2_get(path: &str) -> hyper::Request<http_body_util::Empty<Bytes>> {
-    hyper::Request::builder()
-        .uri(format!("http://test{path}"))
-        .body(http_body_util::Empty::new())
-        .unwrap()
-}
-
-async fn h2_connect(
-    addr: SocketAddr,
-) -> (
-    hyper::client::conn::http2::SendRequest<http_body_util::Empty<Bytes>>,
-    ::smol::Task<hyper::Result<()>>,
-) {
-    let stream = lifecycle::net::Stream::connect(addr).await.unwrap();
-    let (sender, connection) =
-        hyper::client::conn::http2::handshake(common::SmolExecutor, stream.into_hyper())
-            .await
-            .unwrap();
-    (sender, ::smol::spawn(connection))
-}
-
 /// What `feed` provides: which start it came from.
 #[derive(Clone)]
 struct Generation(usize);
 
-/// `http` (axum) depends on `feed`, a `Background` with a restart policy whose loop the
-/// test makes fail: the restart cycles `feed` and `http`. The request in flight finishes
+/// `http` (axum) and a probe server depend on `feed`, a `Background` with a restart policy
+/// whose loop the test makes fail: the restart cycles all three. The request in flight finishes
 /// (its response says `Connection: close`), the idle connection is closed, a client that
 /// connects during the restart is served after it on the same port, and the server's
 /// handlers see the new generation.
@@ -259,6 +240,10 @@ fn an_http_server_restarts_with_its_dependency(runtime: &'static str) {
                 ))
         });
     let addr = http.local_addr();
+    // A probe server that depends on `feed` too (not first, as by default): restarted
+    // with it, it answers throughout.
+    let probes = lifecycle::ProbeServer::bind("127.0.0.1:0").unwrap();
+    let probes_addr = probes.local_addr();
     let app = App::builder()
         .config(laptop())
         .add_with(
@@ -269,6 +254,7 @@ fn an_http_server_restarts_with_its_dependency(runtime: &'static str) {
             ),
         )
         .add_with(http, Options::new().uses::<Generation>())
+        .add_with(probes, Options::new().not_before_all().depends_on("feed"))
         .build()
         .unwrap();
     let (handle, monitor) = (app.handle(), app.health());
@@ -296,21 +282,34 @@ fn an_http_server_restarts_with_its_dependency(runtime: &'static str) {
         "closed, unanswered"
     );
 
-    // During the backoff the port is still bound: the connection waits in the listen
-    // queue and is answered by the new server.
+    // During the backoff the probe server answers, and the port is still bound: the
+    // connection waits in the listen queue and is answered by the new server.
+    let (head, _) = get_on(&mut connect(probes_addr), "/health/live").unwrap();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
     let waited = Instant::now();
     let (head, body) = get_on(&mut connect(addr), "/generation").unwrap();
     assert!(head.starts_with("http/1.1 200"), "{head}");
     assert_eq!(body, "2", "the restarted server serves the new resource");
     assert!(waited.elapsed() < Duration::from_secs(5));
-    assert_eq!(monitor.cached().components[1].restarts, 1);
+    let restarts = |name: &str| {
+        let snapshot = monitor.cached();
+        snapshot
+            .components
+            .iter()
+            .find(|c| &*c.name == name)
+            .unwrap()
+            .restarts
+    };
+    assert_eq!((restarts("http"), restarts("probes")), (1, 1));
+    let (head, _) = get_on(&mut connect(probes_addr), "/health/live").unwrap();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
 
     handle.shutdown();
     let report = app.join().unwrap();
     assert_eq!(report.exit_code(), 0, "{report}");
     assert_eq!(report.restarts.len(), 1, "{report}");
     assert!(report.restarts[0].completed, "{report}");
-    assert_eq!(report.restarts[0].cycled, ["feed", "http"]);
+    assert_eq!(report.restarts[0].cycled, ["feed", "http", "probes"]);
 }
 
 on_each_runtime!(

@@ -323,6 +323,31 @@ impl<F: std::future::Future<Output = ()> + Send + 'static> hyper::rt::Executor<F
     }
 }
 
+/// `GET path` for an HTTP/2 client.
+#[cfg(feature = "http")]
+pub fn h2_get(path: &str) -> hyper::Request<http_body_util::Empty<bytes::Bytes>> {
+    hyper::Request::builder()
+        .uri(format!("http://test{path}"))
+        .body(http_body_util::Empty::new())
+        .unwrap()
+}
+
+/// An HTTP/2 (prior knowledge) connection to `addr`: its sender, and its task on smol.
+#[cfg(feature = "http")]
+pub async fn h2_connect(
+    addr: std::net::SocketAddr,
+) -> (
+    hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+    ::smol::Task<hyper::Result<()>>,
+) {
+    let stream = lifecycle::net::Stream::connect(addr).await.unwrap();
+    let (sender, connection) =
+        hyper::client::conn::http2::handshake(SmolExecutor, stream.into_hyper())
+            .await
+            .unwrap();
+    (sender, ::smol::spawn(connection))
+}
+
 /// Runs `app` to its end on `runtime` as `on_each_runtime!` names it: `run()` for smol,
 /// `run_tokio()` for tokio.
 pub fn run_app(runtime: &str, app: App) -> Report {
