@@ -6,8 +6,6 @@
 
 mod common;
 
-use common::{h2_connect, h2_get};
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -16,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use axum::routing::get;
 use bytes::Bytes;
-use common::run_in_background;
+use common::{h2_connect, h2_get, run_in_background};
 use lifecycle::http::HttpServer;
 use lifecycle::prelude::*;
 use lifecycle::{Background, Restart};
@@ -312,7 +310,92 @@ fn an_http_server_restarts_with_its_dependency(runtime: &'static str) {
     assert_eq!(report.restarts[0].cycled, ["feed", "http", "probes"]);
 }
 
+/// Flushes slowly: the last thing the app does, after every other flush.
+struct SlowFlush;
+
+#[async_trait]
+impl Component for SlowFlush {
+    fn name(&self) -> &str {
+        "logs"
+    }
+    async fn start(&mut self, _: &StartContext) -> Result<(), BoxError> {
+        Ok(())
+    }
+    async fn stop(&mut self, _: &StopContext) -> Result<(), BoxError> {
+        Ok(())
+    }
+    async fn flush(&mut self, _: &FlushContext) -> Result<(), BoxError> {
+        async_io::Timer::after(Duration::from_millis(800)).await;
+        Ok(())
+    }
+}
+
+/// A shutdown during a restart's backoff: `http` was stopped by the restart (its socket
+/// kept for the start that will not come), and its port closes at its flush, not only
+/// when the process exits.
+fn a_restart_cut_short_by_the_shutdown_closes_the_port(runtime: &'static str) {
+    let fail = Arc::new(AtomicBool::new(false));
+    let feed = {
+        let fail = fail.clone();
+        Background::new("feed", move |ctx| {
+            let (fail, stop, runtime) = (fail.clone(), ctx.stop_token(), ctx.runtime().clone());
+            Ok(async move {
+                while !stop.is_triggered() {
+                    if fail.swap(false, Ordering::SeqCst) {
+                        return Err("the feed lost its upstream");
+                    }
+                    runtime.sleep(Duration::from_millis(5)).await;
+                }
+                Ok(())
+            })
+        })
+    };
+    let http = HttpServer::bind("127.0.0.1:0")
+        .unwrap()
+        .serve(axum::Router::new().route("/", get(|| async { "ok" })));
+    let addr = http.local_addr();
+    let app = App::builder()
+        .config(laptop())
+        .add_with(
+            SlowFlush,
+            Options::new().flush_timeout(Duration::from_secs(2)),
+        )
+        .add_with(
+            feed,
+            Options::new().restart(
+                Restart::on_failure().backoff(Duration::from_secs(5), Duration::from_secs(5)),
+            ),
+        )
+        .add_with(http, Options::new().depends_on("feed"))
+        .build()
+        .unwrap();
+    let (handle, monitor) = (app.handle(), app.health());
+    let app = run_in_background(runtime, app);
+
+    fail.store(true, Ordering::SeqCst);
+    let began = Instant::now();
+    while monitor.cached().components.iter().all(|c| c.restarts == 0) {
+        assert!(began.elapsed() < Duration::from_secs(5), "no restart");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(200)); // in the backoff: http stopped
+    assert!(
+        TcpStream::connect(addr).is_ok(),
+        "kept bound for the restart"
+    );
+    handle.shutdown();
+    std::thread::sleep(Duration::from_millis(300)); // in the 800 ms flush of `logs`
+    assert!(
+        TcpStream::connect(addr).is_err(),
+        "the port of a server the shutdown will not start again is closed"
+    );
+    let report = app.join().unwrap();
+    assert_eq!(report.restarts.len(), 1, "{report}");
+    assert!(!report.restarts[0].completed, "{report}");
+}
+
 on_each_runtime!(
+    a_restart_cut_short_by_the_shutdown_closes_the_port,
     a_panicking_handler_fails_only_its_request,
     fail_on_panic_fails_the_component,
     a_panicking_probe_endpoint_fails_only_its_scrape,
