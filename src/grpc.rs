@@ -23,10 +23,10 @@
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let grpc = HttpServer::bind("127.0.0.1:50051")?
 //!     .name("grpc")
-//!     .serve_with(|ctx: &StartContext| Ok(ctx.resource::<GrpcHealthService>()?));
+//!     .serve_with(|health: GrpcHealthService| health);
 //! App::builder()
 //!     .add(GrpcHealth::new())
-//!     .add_with(grpc, Options::new().uses::<GrpcHealthService>())
+//!     .add(grpc)
 //!     .run()?;
 //! # Ok(()) }
 //! ```

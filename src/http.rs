@@ -54,9 +54,10 @@
 //! # }
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let http = HttpServer::bind("127.0.0.1:8080")? // a busy port fails here, before anything starts
-//!     .serve_with(|ctx: &StartContext| Ok(router(ctx.resource::<Pool>()?)));
+//!     .serve_with(router); // takes a Pool: http starts after its provider, stops before it
 //! App::builder()
-//!     .add_with(http, Options::new().uses::<Pool>()) // http stops before the pool's provider
+//! #   .add(lifecycle::Provider::new("db", || async { Ok::<_, BoxError>(Pool) }, |_| async {}))
+//!     .add(http)
 //!     .run()?;
 //! # Ok(()) }
 //! ```
@@ -83,8 +84,8 @@ use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper_util::server::conn::auto;
 use hyper_util::service::{TowerToHyperService, TowerToHyperServiceFuture};
 use lifecycle_core::{
-    async_trait, BoxError, Component, FlushContext, InFlight, OwnedInFlightGuard, PanicCounter,
-    ShutdownToken, Spawner, StartContext, StopContext, Task,
+    async_trait, BoxError, Component, FlushContext, InFlight, Options, OwnedInFlightGuard,
+    PanicCounter, ShutdownToken, Spawner, StartContext, StartFn, StopContext, Task,
 };
 
 use crate::net::{HyperIo, Listener, RuntimeTimer, Stream};
@@ -132,6 +133,8 @@ pub struct HttpServer {
     listener: Option<TcpListener>,
     addr: SocketAddr,
     factory: Option<Factory>,
+    /// The resources `serve_with`'s closure takes.
+    uses: Options,
     header_read_timeout: Duration,
     max_connections: usize,
     first_request_grace: Duration,
@@ -223,6 +226,7 @@ impl HttpServer {
             addr: listener.local_addr()?,
             listener: Some(listener),
             factory: None,
+            uses: Options::new(),
             header_read_timeout: Duration::from_secs(5),
             max_connections: 10_000,
             first_request_grace: Duration::from_millis(500),
@@ -349,18 +353,19 @@ impl HttpServer {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        self.serve_with(move |_: &StartContext| Ok(service.clone()))
+        self.serve_with(move || service.clone())
     }
 
-    /// Serves the tower service `make` builds at start, from the start context: typically
-    /// a router whose state holds resources of its dependencies
-    /// (`ctx.resource::<Pool>()?`), and `ctx.spawner()` if its handlers spawn tasks the
-    /// stop must wait for (upgraded connections). An error fails the start. `make` runs
-    /// once per start: once, unless the server is restarted.
+    /// Serves the tower service `make` builds at start from the resources it takes as
+    /// arguments (see [`StartFn`]): typically a router whose state holds them, so the
+    /// server starts after their providers and stops before them. `make` may take the
+    /// [`StartContext`] first, for `ctx.spawner()` if its handlers spawn tasks the stop
+    /// must wait for (upgraded connections). It runs once per start: once, unless the
+    /// server is restarted.
     #[must_use]
-    pub fn serve_with<F, S, B>(mut self, make: F) -> Self
+    pub fn serve_with<Args, F, S, B>(mut self, make: F) -> Self
     where
-        F: Fn(&StartContext) -> Result<S, BoxError> + Send + Sync + 'static,
+        F: StartFn<Args, Output = S>,
         S: tower_service::Service<Request<Incoming>, Response = Response<B>>
             + Clone
             + Send
@@ -371,8 +376,9 @@ impl HttpServer {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
+        self.uses = F::uses(Options::new());
         self.factory = Some(Box::new(move |ctx: &StartContext| {
-            let service = make(ctx)?;
+            let service = make.call(ctx)?;
             let serve: Serve = Arc::new(move |stream: Stream, server: Arc<Server>| {
                 let service = service.clone();
                 Box::pin(async move {
@@ -401,6 +407,10 @@ impl HttpServer {
 impl Component for HttpServer {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn options(&self) -> Options {
+        self.uses.clone()
     }
 
     async fn start(&mut self, ctx: &StartContext) -> Result<(), BoxError> {

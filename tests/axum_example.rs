@@ -32,6 +32,27 @@ fn the_lifecycle_version_is_shorter_and_the_readme_says_so() {
     let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
     let claim = format!("{lifecycle} lines of orchestration on lifecycle, {plain} on plain axum");
     assert!(readme.contains(&claim), "the README should say: {claim}");
+    assert!(
+        2 * lifecycle <= plain,
+        "lifecycle's orchestration ({lifecycle} lines) is more than half plain axum's ({plain})"
+    );
+}
+
+/// The README shows the example's whole orchestration, as it is.
+#[test]
+fn the_readme_shows_the_example_as_it_is() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let source = std::fs::read_to_string(format!("{root}/examples/axum/main.rs")).unwrap();
+    let section = source
+        .split_once("// --- orchestration: begin\n")
+        .and_then(|(_, rest)| rest.split_once("// --- orchestration: end"))
+        .map(|(section, _)| section)
+        .unwrap();
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+    assert!(
+        readme.contains(&format!("```rust\n{section}```")),
+        "README.md's axum section should show examples/axum/main.rs's orchestration:\n{section}"
+    );
 }
 
 /// The example's app itself, as `main` assembles it.
@@ -152,4 +173,70 @@ fn tokio_the_worker_finishes_its_item_on_sigterm() {
 #[test]
 fn tokio_a_hung_db_start_rolls_back_what_had_started() {
     lifecycle::testing::on_tokio_threads(a_hung_db_start_rolls_back_what_had_started);
+}
+
+/// The packages a build resolves: `cargo tree` of one of `examples/axum/footprint/`'s
+/// packages (the example's dependencies, declared as a user would).
+fn packages(package: &str) -> std::collections::BTreeSet<String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let output = std::process::Command::new(cargo)
+        .args([
+            "tree",
+            "--offline",
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+            "-p",
+            package,
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "cargo tree -p {package}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .filter(|name| !name.starts_with("footprint-"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The example's service on lifecycle (tokio + http, the README's one line) compiles no
+/// smol crate, and at most 25 packages more than the same service on plain axum, most of
+/// them lifecycle's own.
+#[test]
+fn the_example_compiles_little_more_than_plain_axum() {
+    let plain = packages("footprint-axum-plain");
+    let on_lifecycle = packages("footprint-axum-lifecycle");
+    let more: Vec<&String> = on_lifecycle.difference(&plain).collect();
+    let smol = [
+        "smol",
+        "async-io",
+        "async-executor",
+        "async-signal",
+        "async-net",
+        "smol-hyper",
+        "polling",
+        "futures-lite",
+        "lifecycle-smol",
+    ];
+    assert!(
+        !more.iter().any(|name| smol.contains(&name.as_str())),
+        "a tokio build compiles smol's crates: {more:?}"
+    );
+    assert!(
+        more.len() <= 25,
+        "{} packages more than plain axum: {more:?}",
+        more.len()
+    );
+    assert!(
+        more.iter().any(|name| *name == "lifecycle-tokio"),
+        "{more:?}"
+    );
 }

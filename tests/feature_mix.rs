@@ -267,16 +267,15 @@ async fn run_case(h: Harness, case: Case) {
     );
     let db = Provider::new(
         "db",
-        |_: &StartContext| async { Ok::<_, BoxError>(Pool) },
+        || async { Ok::<_, BoxError>(Pool) },
         |_: Pool| async {},
     );
     let worker_fails = case.worker_fails;
     let worker_runs = Arc::new(AtomicUsize::new(0));
-    let worker = Background::new("worker", move |ctx| {
-        let _pool = ctx.resource::<Pool>()?;
+    let worker = Background::new("worker", move |ctx: StartContext, _pool: Pool| {
         let first = worker_runs.fetch_add(1, Ordering::SeqCst) == 0;
         let (token, runtime) = (ctx.shutdown_token(), ctx.runtime().clone());
-        Ok(async move {
+        async move {
             match worker_fails.filter(|_| first) {
                 Some(after) => {
                     if runtime.timeout(ms(after), token.wait()).await.is_err() {
@@ -286,12 +285,12 @@ async fn run_case(h: Harness, case: Case) {
                 None => token.wait().await,
             }
             Ok(())
-        })
+        }
     });
     let http = HttpServer::bind("127.0.0.1:0")
         .unwrap()
-        .serve_with(|ctx: &StartContext| {
-            Ok(axum::Router::new()
+        .serve_with(|pool: Pool| {
+            axum::Router::new()
                 .route("/ok", get(|State(_pool): State<Pool>| async { "ok" }))
                 .route(
                     "/panic",
@@ -301,7 +300,7 @@ async fn run_case(h: Harness, case: Case) {
                         "unreachable"
                     }),
                 )
-                .with_state(ctx.resource::<Pool>()?))
+                .with_state(pool)
         });
     let http_addr = http.local_addr();
     let probes = ProbeServer::bind("127.0.0.1:0").unwrap();
@@ -334,12 +333,12 @@ async fn run_case(h: Harness, case: Case) {
         .add_with(
             h.wrap(worker)
                 .inject(Hook::Stop, Fault::Sleep(ms(case.stops[1]))),
-            on_net(1, Options::new().uses::<Pool>()).restart(quick(Restart::on_failure())),
+            on_net(1, Options::new()).restart(quick(Restart::on_failure())),
         )
         .add_with(
             h.wrap(http)
                 .inject(Hook::Stop, Fault::Sleep(ms(case.stops[2]))),
-            on_net(2, Options::new().uses::<Pool>()),
+            on_net(2, Options::new()),
         );
     let mut names = vec!["net".to_owned(), "db".to_owned()];
     for (i, (deps, stop)) in case.extra.iter().enumerate() {

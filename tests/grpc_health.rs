@@ -37,13 +37,13 @@ fn scenario(runtime: &'static str) {
     let grpc = HttpServer::bind("127.0.0.1:0")
         .unwrap()
         .name("grpc")
-        .serve_with(|ctx: &StartContext| Ok(ctx.resource::<GrpcHealthService>()?));
+        .serve_with(|health: GrpcHealthService| health);
     let addr: SocketAddr = grpc.local_addr();
     let app = App::builder()
         .config(Config::default().drain_delay(Duration::from_millis(600)))
         .add(db)
         .add(GrpcHealth::new())
-        .add_with(grpc, Options::new().uses::<GrpcHealthService>())
+        .add(grpc)
         .build()
         .unwrap();
     let handle = app.handle();
@@ -213,12 +213,12 @@ fn app() -> (App, SocketAddr, Arc<Mutex<Health>>) {
     let grpc = HttpServer::bind("127.0.0.1:0")
         .unwrap()
         .name("grpc")
-        .serve_with(|ctx: &StartContext| Ok(ctx.resource::<GrpcHealthService>()?));
+        .serve_with(|health: GrpcHealthService| health);
     let addr = grpc.local_addr();
     let app = App::builder()
         .add(db)
         .add(GrpcHealth::new())
-        .add_with(grpc, Options::new().uses::<GrpcHealthService>())
+        .add(grpc)
         .build()
         .unwrap();
     (app, addr, db_health)
@@ -452,12 +452,12 @@ fn restarted(runtime: &'static str) {
     let grpc = HttpServer::bind("127.0.0.1:0")
         .unwrap()
         .name("grpc")
-        .serve_with(|ctx: &StartContext| Ok(ctx.resource::<GrpcHealthService>()?));
+        .serve_with(|health: GrpcHealthService| health);
     let addr = grpc.local_addr();
     let app = App::builder()
         .add(Flaky(Arc::default()))
         .add_with(GrpcHealth::new(), Options::new().depends_on("flaky"))
-        .add_with(grpc, Options::new().uses::<GrpcHealthService>())
+        .add(grpc)
         .build()
         .unwrap();
     let (handle, monitor) = (app.handle(), app.health());

@@ -491,7 +491,7 @@ async fn closure_components_health_checks_drive_readiness(h: Harness) {
         let state = state.clone();
         lifecycle::Provider::new(
             "db",
-            move |_: &StartContext| {
+            move || {
                 let pool = Pool(state.clone());
                 async move { Ok::<_, BoxError>(pool) }
             },
@@ -501,18 +501,15 @@ async fn closure_components_health_checks_drive_readiness(h: Harness) {
     };
     let cache = lifecycle::Provider::new(
         "cache",
-        |_: &StartContext| async { Ok::<_, BoxError>(7u32) },
+        || async { Ok::<_, BoxError>(7u32) },
         |_: u32| async {},
     );
     let worker_up = Arc::new(Mutex::new(true));
     let worker = {
         let up = worker_up.clone();
-        lifecycle::Background::new("worker", |ctx| {
-            let stop = ctx.stop_token();
-            Ok(async move {
-                stop.wait().await;
-                Ok::<(), BoxError>(())
-            })
+        lifecycle::Background::new("worker", |ctx: StartContext| async move {
+            ctx.stop_token().wait().await;
+            Ok::<(), BoxError>(())
         })
         .health_check(move || {
             let up = *up.lock().unwrap();

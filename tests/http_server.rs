@@ -124,12 +124,13 @@ fn start_serving(
     let dropped = Arc::new(AtomicBool::new(false));
     let db_stop = Arc::new(Mutex::new(None));
     let work = dropped.clone();
-    let http = configure(HttpServer::bind("127.0.0.1:0").unwrap()).serve_with(move |ctx| {
-        Ok(Work {
-            dropped: work.clone(),
-            spawner: ctx.spawner(),
-        })
-    });
+    let http =
+        configure(HttpServer::bind("127.0.0.1:0").unwrap()).serve_with(move |ctx: StartContext| {
+            Work {
+                dropped: work.clone(),
+                spawner: ctx.spawner(),
+            }
+        });
     let addr = http.local_addr();
     let app = App::builder()
         .config(config)

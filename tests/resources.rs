@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, Weak};
 
 use common::{Harness, Named};
 use lifecycle::prelude::*;
+use lifecycle::testing::What;
 use lifecycle::{BuildError, Outcome, Trigger};
 
 /// A pool, as a provider would hand it out (clones share one connection set).
@@ -264,13 +265,69 @@ async fn a_provider_must_provide_what_it_declares(h: Harness) {
     );
 }
 
+/// The closures of `Provider`, `Background` and `serve_with` take their resources as
+/// arguments, and that is their whole declaration: added before their providers, with no
+/// options, they start after them and stop before them, and get the values.
+async fn closures_take_their_resources_as_arguments(h: Harness) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let worker = {
+        let seen = seen.clone();
+        lifecycle::Background::new("worker", move |ctx: StartContext, pool: Pool, n: u32| {
+            seen.lock().unwrap().push(format!("{} {n}", pool.0));
+            async move {
+                ctx.stop_token().wait().await;
+                Ok::<(), BoxError>(())
+            }
+        })
+    };
+    // A provider that uses another's value.
+    let settings = lifecycle::Provider::new(
+        "settings",
+        |pool: Pool| async move { Ok::<_, BoxError>(pool.0.len() as u32) },
+        |_: u32| async {},
+    );
+    let app = App::builder()
+        .add(h.wrap(worker))
+        .add(h.wrap(settings))
+        .add(h.wrap(Provider::new("db", "sqlite://data.db")))
+        .build()
+        .unwrap();
+    h.shutdown_after(common::ms(100), app.handle());
+    let report = h.run(app).await;
+    assert_eq!(report.exit_code(), 0, "{report}");
+    assert_eq!(*seen.lock().unwrap(), ["sqlite://data.db 16"]);
+    let timeline = h.timeline();
+    timeline.assert_before(("db", What::Started), ("settings", What::StartBegan));
+    timeline.assert_before(("settings", What::Started), ("worker", What::StartBegan));
+    timeline.assert_before(("worker", What::Stopped), ("settings", What::StopBegan));
+    timeline.assert_before(("settings", What::Stopped), ("db", What::StopBegan));
+}
+
 scenarios!(
+    closures_take_their_resources_as_arguments,
     a_dependent_receives_the_value_by_type,
     the_value_is_released_after_the_provider_stops,
     transitive_and_named_providers,
     a_value_is_visible_only_to_dependents,
     a_provider_must_provide_what_it_declares,
 );
+
+/// A closure's argument that nobody provides is a build error, before anything starts,
+/// naming the type as the user wrote it and how to provide one.
+#[cfg(feature = "http")]
+#[test]
+fn a_closure_argument_without_a_provider_fails_the_build() {
+    let http = lifecycle::http::HttpServer::bind("127.0.0.1:0")
+        .unwrap()
+        .serve_with(|_pool: Pool| axum::Router::new());
+    let error = App::builder().add(http).build().unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "component `http` uses a `Pool`, which no component provides; add one: a \
+         `Provider` whose `open` returns a `Pool`, or a component whose options declare \
+         `Options::provides::<Pool>()`"
+    );
+}
 
 /// A resource nobody provides is a build error naming the user and the type.
 #[test]
@@ -291,8 +348,9 @@ fn a_missing_provider_is_a_build_error() {
     assert_eq!(
         error.to_string(),
         format!(
-            "component `http` uses a `{pool}`, which no component provides; the provider \
-             declares it with `Options::provides::<{pool}>()`"
+            "component `http` uses a `{pool}`, which no component provides; add one: a \
+             `Provider` whose `open` returns a `{pool}`, or a component whose options \
+             declare `Options::provides::<{pool}>()`"
         )
     );
 }

@@ -33,7 +33,7 @@ async fn provider_and_background_restart_with_their_dependency(h: Harness) {
         let (opened, closed) = (opened.clone(), closed.clone());
         Provider::new(
             "db",
-            move |_: &StartContext| {
+            move || {
                 let n = opened.fetch_add(1, Ordering::SeqCst) + 1;
                 async move { Ok::<_, BoxError>(Pool(n)) }
             },
@@ -45,14 +45,12 @@ async fn provider_and_background_restart_with_their_dependency(h: Harness) {
     };
     let worker = {
         let loops = loops.clone();
-        Background::new("worker", move |ctx| {
-            let pool = ctx.resource::<Pool>()?;
+        Background::new("worker", move |ctx: StartContext, pool: Pool| {
             loops.lock().unwrap().push(pool.0);
-            let token = ctx.shutdown_token();
-            Ok(async move {
-                token.wait().await;
+            async move {
+                ctx.shutdown_token().wait().await;
                 Ok::<(), BoxError>(())
-            })
+            }
         })
     };
     let failures = Arc::new(AtomicUsize::new(1));
@@ -62,7 +60,7 @@ async fn provider_and_background_restart_with_their_dependency(h: Harness) {
             Options::new().restart(quick()),
         )
         .add_with(db, Options::new().depends_on("net"))
-        .add_with(worker, Options::new().uses::<Pool>())
+        .add(worker)
         .build()
         .unwrap();
     h.shutdown_after(ms(400), app.handle());
@@ -83,13 +81,12 @@ async fn restart_always_drives_a_background_loop(h: Harness) {
     let runs = Arc::new(AtomicUsize::new(0));
     let ticker = {
         let runs = runs.clone();
-        Background::new("ticker", move |ctx| {
+        Background::new("ticker", move |ctx: StartContext| {
             runs.fetch_add(1, Ordering::SeqCst);
-            let runtime = ctx.runtime().clone();
-            Ok(async move {
-                runtime.sleep(ms(40)).await;
+            async move {
+                ctx.runtime().sleep(ms(40)).await;
                 Ok::<(), BoxError>(())
-            })
+            }
         })
     };
     let app = App::builder()
@@ -291,15 +288,15 @@ async fn restart_durations_past_the_maximum_are_refused(_h: Harness) {
 /// has stopped (it may still feed it); one on its shutdown token ends at the trigger.
 async fn a_background_loop_on_its_stop_token_runs_until_its_turn(h: Harness) {
     let timeline = h.timeline().clone();
-    let worker = Background::new("worker", move |ctx| {
-        let (stop, shutdown, timeline) = (ctx.stop_token(), ctx.shutdown_token(), timeline.clone());
-        Ok(async move {
-            shutdown.wait().await;
+    let worker = Background::new("worker", move |ctx: StartContext| {
+        let timeline = timeline.clone();
+        async move {
+            ctx.shutdown_token().wait().await;
             timeline.record("worker-shutdown-token", What::Stopped);
-            stop.wait().await;
+            ctx.stop_token().wait().await;
             timeline.record("worker-stop-token", What::Stopped);
             Ok::<(), BoxError>(())
-        })
+        }
     });
     let app = App::builder()
         .config(Config::default().drain_delay(ms(100)))

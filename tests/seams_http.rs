@@ -204,27 +204,24 @@ fn an_http_server_restarts_with_its_dependency(runtime: &'static str) {
     let generations = Arc::new(AtomicUsize::new(0));
     let feed = {
         let (fail, generations) = (fail.clone(), generations.clone());
-        Background::new("feed", move |ctx| {
+        Background::new("feed", move |ctx: StartContext| {
             let generation = generations.fetch_add(1, Ordering::SeqCst) + 1;
             ctx.provide(Generation(generation));
-            let (fail, token, runtime) =
-                (fail.clone(), ctx.shutdown_token(), ctx.runtime().clone());
-            Ok(async move {
-                while !token.is_triggered() {
+            let fail = fail.clone();
+            async move {
+                while !ctx.shutdown_token().is_triggered() {
                     if fail.swap(false, Ordering::SeqCst) {
                         return Err("the feed lost its upstream");
                     }
-                    runtime.sleep(Duration::from_millis(5)).await;
+                    ctx.runtime().sleep(Duration::from_millis(5)).await;
                 }
                 Ok(())
-            })
+            }
         })
     };
-    let http = HttpServer::bind("127.0.0.1:0")
-        .unwrap()
-        .serve_with(|ctx: &StartContext| {
-            let Generation(generation) = ctx.resource::<Generation>()?;
-            Ok(axum::Router::new()
+    let http = HttpServer::bind("127.0.0.1:0").unwrap().serve_with(
+        |Generation(generation): Generation| {
+            axum::Router::new()
                 .route(
                     "/generation",
                     get(move || async move { generation.to_string() }),
@@ -235,8 +232,9 @@ fn an_http_server_restarts_with_its_dependency(runtime: &'static str) {
                         async_io::Timer::after(Duration::from_millis(400)).await;
                         "slow done"
                     }),
-                ))
-        });
+                )
+        },
+    );
     let addr = http.local_addr();
     // A probe server that depends on `feed` too (not first, as by default): restarted
     // with it, it answers throughout.
@@ -251,7 +249,7 @@ fn an_http_server_restarts_with_its_dependency(runtime: &'static str) {
                     .backoff(Duration::from_millis(300), Duration::from_millis(300)),
             ),
         )
-        .add_with(http, Options::new().uses::<Generation>())
+        .add(http)
         .add_with(probes, Options::new().not_before_all().depends_on("feed"))
         .build()
         .unwrap();
@@ -337,17 +335,17 @@ fn a_restart_cut_short_by_the_shutdown_closes_the_port(runtime: &'static str) {
     let fail = Arc::new(AtomicBool::new(false));
     let feed = {
         let fail = fail.clone();
-        Background::new("feed", move |ctx| {
-            let (fail, stop, runtime) = (fail.clone(), ctx.stop_token(), ctx.runtime().clone());
-            Ok(async move {
-                while !stop.is_triggered() {
+        Background::new("feed", move |ctx: StartContext| {
+            let fail = fail.clone();
+            async move {
+                while !ctx.stop_token().is_triggered() {
                     if fail.swap(false, Ordering::SeqCst) {
                         return Err("the feed lost its upstream");
                     }
-                    runtime.sleep(Duration::from_millis(5)).await;
+                    ctx.runtime().sleep(Duration::from_millis(5)).await;
                 }
                 Ok(())
-            })
+            }
         })
     };
     let http = HttpServer::bind("127.0.0.1:0")

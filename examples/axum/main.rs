@@ -27,46 +27,27 @@ use sqlx::SqlitePool;
 fn main() -> Result<Report, lifecycle::Error> {
     lifecycle::signals::catch()?; // first: a SIGTERM during the setup is not lost
     tracing_subscriber::fmt().init();
-    app(
+    let app = app(
         "sqlite://axum.db?mode=rwc",
         "127.0.0.1:3000",
         "127.0.0.1:9000",
-    )?
-    .config(Config::from_env()?)
-    .run_tokio()
+    )?;
+    app.config(Config::from_env()?).run_tokio()
 }
 
-/// The app: the pool, the worker, the routes, the probes and how they depend on each
-/// other. The tests run it under the testing kit.
+/// The app: the pool, the worker, the routes, the probes. Each closure takes what it
+/// uses as arguments (a `SqlitePool`): that orders the graph. The tests run it too.
 pub fn app(db: &str, http: &str, probes: &str) -> std::io::Result<Builder> {
-    let db = db.to_owned();
-    let db = Provider::new(
-        "db",
-        // Called at each start: again if the pool is restarted.
-        move |_| {
-            let db = db.clone();
-            async move { routes::open(&db).await }
-        },
-        |pool: SqlitePool| async move { pool.close().await },
-    )
-    .health_check(routes::ping); // readiness follows the database
-    let worker = Background::new("worker", |ctx| {
-        Ok(routes::work(
-            ctx.resource()?,
-            ctx.stop_token().wait_owned(), // at its turn: after the drain
-        ))
+    let url = db.to_owned(); // `open` runs at each start: again if the pool restarts
+    let db = Provider::new("db", move || routes::open(url.clone()), routes::close)
+        .health_check(routes::ping); // readiness follows the database
+    let worker = Background::new("worker", |ctx: StartContext, pool: SqlitePool| {
+        routes::work(pool, ctx.stop_token().wait_owned()) // at its turn: after the drain
     });
-    let http = HttpServer::bind(http)?
-        .serve_with(|ctx: &StartContext| Ok(routes::router(ctx.resource()?)));
     Ok(App::builder()
         .add(ProbeServer::bind(probes)?)
         .add(db)
-        .add_with(
-            worker,
-            Options::new()
-                .uses::<SqlitePool>()
-                .stop_timeout(Duration::from_secs(5)),
-        )
-        .add_with(http, Options::new().uses::<SqlitePool>()))
+        .add_with(worker, Options::new().stop_timeout(Duration::from_secs(5)))
+        .add(HttpServer::bind(http)?.serve_with(routes::router)))
 }
 // --- orchestration: end

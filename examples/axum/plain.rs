@@ -6,6 +6,7 @@
 //! Run it with `cargo run --example axum_plain --features tokio`.
 
 #[path = "routes.rs"]
+#[allow(dead_code)] // `close`: lifecycle's `Provider` takes it as a function
 mod routes;
 
 use std::future::IntoFuture;

@@ -15,10 +15,10 @@ use sqlx::SqlitePool;
 const ITEM: Duration = Duration::from_millis(200);
 
 /// Opens the database and creates the table.
-pub async fn open(url: &str) -> Result<SqlitePool, sqlx::Error> {
+pub async fn open(url: impl AsRef<str>) -> Result<SqlitePool, sqlx::Error> {
     let pool = SqlitePoolOptions::new()
         .max_connections(1)
-        .connect(url)
+        .connect(url.as_ref())
         .await?;
     sqlx::query(
         "CREATE TABLE IF NOT EXISTS items (id INTEGER PRIMARY KEY, state TEXT NOT NULL DEFAULT 'queued')",
@@ -26,6 +26,11 @@ pub async fn open(url: &str) -> Result<SqlitePool, sqlx::Error> {
     .execute(&pool)
     .await?;
     Ok(pool)
+}
+
+/// Closes the pool.
+pub async fn close(pool: SqlitePool) {
+    pool.close().await
 }
 
 /// Whether the database answers: readiness follows it.

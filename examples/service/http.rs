@@ -40,22 +40,22 @@ pub fn server(
         Some(listener) => HttpServer::from_listener(listener)?,
         None => HttpServer::bind(addr)?,
     };
-    Ok(server.serve_with(|ctx: &StartContext| {
-        Ok(Routes(Arc::new(Handler {
-            db: ctx.resource()?,
-            cache: ctx.resource()?,
-            runtime: ctx.runtime().clone(),
-        })))
-    }))
+    Ok(
+        server.serve_with(|ctx: StartContext, db: Database, cache: Cache| {
+            Routes(Arc::new(Handler {
+                db,
+                cache,
+                runtime: ctx.runtime().clone(),
+            }))
+        }),
+    )
 }
 
-/// Its options: using the database and the cache is what makes `http` depend on `db` and
-/// `cache`. With a 5 s drain, `http` 8 s + `db` 5 s + 1 s each for `metrics`, `logs` and
+/// Its options (taking the database and the cache is what makes `http` depend on `db`
+/// and `cache`). With a 5 s drain, `http` 8 s + `db` 5 s + 1 s each for `metrics`, `logs` and
 /// the probes fit the default 17 s stop phase (`--explain` shows it).
 pub fn options() -> Options {
     Options::new()
-        .uses::<Database>()
-        .uses::<Cache>()
         .depends_on("metrics")
         .stop_timeout(Duration::from_secs(8))
         .flush_timeout(Duration::from_millis(250))

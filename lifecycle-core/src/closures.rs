@@ -2,6 +2,9 @@
 //! opens a value at start, hands it to its dependents and closes it at stop (a pool, a
 //! client), and a [`Background`] loop that runs until shutdown and finishes its current
 //! item (a queue worker, a ticker).
+//!
+//! Their closures take what they use as arguments ([`StartFn`]): the parameter types are
+//! the component's resource uses, declared once, where the closure is written.
 
 use std::fmt;
 use std::future::Future;
@@ -11,10 +14,112 @@ use async_trait::async_trait;
 use crate::component::{Component, Health, StartContext, StopContext};
 use crate::config::Options;
 use crate::error::BoxError;
+use crate::resources::ResourceError;
 use crate::runtime::BoxFuture;
 use crate::task::{Task, TaskError};
 
+/// A closure that a closure component ([`Provider`], [`Background`], and the `lifecycle`
+/// crate's `HttpServer::serve_with`) calls at each start, with the resources it takes as
+/// arguments.
+///
+/// Each parameter is a resource of that type, provided by another component: the
+/// parameter types *are* the component's [uses](Options::uses), so a resource is declared
+/// once, where it is used. [`Builder::build`](crate::Builder::build) fails, naming the
+/// component and the type, when no component provides one (or several do: then take it
+/// from the start context with [`resource_from`](StartContext::resource_from) in a
+/// component of your own). The closure may take the [`StartContext`] first, by value,
+/// for its tokens, runtime or spawner: it can move into the future the closure returns
+/// (a task it spawns later is the component's, tracked like the others).
+///
+/// It is implemented for closures and functions of up to six resources:
+///
+/// ```
+/// use lifecycle_core::{Background, BoxError, Provider, StartContext};
+///
+/// #[derive(Clone)]
+/// struct Pool;
+/// #[derive(Clone)]
+/// struct Settings { batch: usize }
+///
+/// async fn drain_queue(pool: Pool, batch: usize) -> Result<(), BoxError> { Ok(()) }
+///
+/// // No argument: uses nothing.
+/// let settings = Provider::new("settings", || async { Ok::<_, BoxError>(Settings { batch: 10 }) }, |_| async {});
+/// // Two resources: `worker` starts after `db` and `settings`, and stops before them.
+/// let worker = Background::new("worker", |pool: Pool, settings: Settings| {
+///     drain_queue(pool, settings.batch)
+/// });
+/// // The start context first, then the resources.
+/// let ticker = Background::new("ticker", |ctx: StartContext, pool: Pool| {
+///     let stop = ctx.stop_token();
+///     async move { stop.wait().await; drop(pool); Ok::<(), BoxError>(()) }
+/// });
+/// ```
+pub trait StartFn<Args>: Send + Sync + 'static {
+    /// What the closure returns.
+    type Output;
+
+    /// `options` with this closure's resource uses added.
+    fn uses(options: Options) -> Options;
+
+    /// Takes the resources from `ctx` and calls the closure; fails, naming the type,
+    /// when one is missing.
+    fn call(&self, ctx: &StartContext) -> Result<Self::Output, ResourceError>;
+}
+
+/// Marks the [`StartFn`] implementations whose closure takes the [`StartContext`] first.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct WithContext;
+
+macro_rules! start_fn {
+    ($($resource:ident),*) => {
+        impl<Func, Out, $($resource),*> StartFn<($($resource,)*)> for Func
+        where
+            Func: Fn($($resource),*) -> Out + Send + Sync + 'static,
+            $($resource: Clone + Send + Sync + 'static,)*
+        {
+            type Output = Out;
+
+            fn uses(options: Options) -> Options {
+                options$(.uses::<$resource>())*
+            }
+
+            #[allow(unused_variables)]
+            fn call(&self, ctx: &StartContext) -> Result<Out, ResourceError> {
+                Ok(self($(ctx.resource::<$resource>()?),*))
+            }
+        }
+
+        impl<Func, Out, $($resource),*> StartFn<(WithContext, $($resource,)*)> for Func
+        where
+            Func: Fn(StartContext, $($resource),*) -> Out + Send + Sync + 'static,
+            $($resource: Clone + Send + Sync + 'static,)*
+        {
+            type Output = Out;
+
+            fn uses(options: Options) -> Options {
+                options$(.uses::<$resource>())*
+            }
+
+            fn call(&self, ctx: &StartContext) -> Result<Out, ResourceError> {
+                Ok(self(ctx.duplicate(), $(ctx.resource::<$resource>()?),*))
+            }
+        }
+    };
+}
+
+start_fn!();
+start_fn!(A);
+start_fn!(A, B);
+start_fn!(A, B, C);
+start_fn!(A, B, C, D);
+start_fn!(A, B, C, D, E);
+start_fn!(A, B, C, D, E, F);
+
 type Open<T> = Box<dyn Fn(&StartContext) -> BoxFuture<Result<T, BoxError>> + Send + Sync>;
+type Make =
+    Box<dyn Fn(&StartContext) -> Result<BoxFuture<Result<(), BoxError>>, BoxError> + Send + Sync>;
 type Close<T> = Box<dyn FnMut(T) -> BoxFuture<()> + Send + Sync>;
 type Check<T> = Box<dyn Fn(T) -> BoxFuture<Health> + Send + Sync>;
 
@@ -38,12 +143,13 @@ type Check<T> = Box<dyn Fn(T) -> BoxFuture<Health> + Send + Sync>;
 ///     async fn close(self) {}
 /// }
 ///
-/// let db = Provider::new("db", |_ctx| Pool::connect("sqlite://data.db"), Pool::close);
+/// let db = Provider::new("db", || Pool::connect("sqlite://data.db"), Pool::close);
 /// let app = App::builder().add(db).build()?;
 /// # Ok::<(), lifecycle_core::BuildError>(())
 /// ```
 pub struct Provider<T> {
     name: String,
+    options: Options,
     open: Open<T>,
     close: Close<T>,
     check: Option<Check<T>>,
@@ -51,13 +157,13 @@ pub struct Provider<T> {
 }
 
 impl<T: Clone + Send + Sync + 'static> Provider<T> {
-    /// A component named `name` whose start runs `open` (which may take what it needs of
-    /// the start context first: other resources, the runtime) and whose stop runs `close`.
-    /// An error of `open` fails the start. `open` is called once per start: once, unless
-    /// the component is restarted.
-    pub fn new<O, OF, E, C, CF>(name: impl Into<String>, open: O, mut close: C) -> Self
+    /// A component named `name` whose start runs `open` and whose stop runs `close`.
+    /// `open` takes the resources it needs as arguments (see [`StartFn`]); an error it
+    /// returns fails the start. `open` is called once per start: once, unless the
+    /// component is restarted.
+    pub fn new<Args, O, OF, E, C, CF>(name: impl Into<String>, open: O, mut close: C) -> Self
     where
-        O: Fn(&StartContext) -> OF + Send + Sync + 'static,
+        O: StartFn<Args, Output = OF>,
         OF: Future<Output = Result<T, E>> + Send + 'static,
         E: Into<BoxError>,
         C: FnMut(T) -> CF + Send + Sync + 'static,
@@ -65,9 +171,10 @@ impl<T: Clone + Send + Sync + 'static> Provider<T> {
     {
         Provider {
             name: name.into(),
-            open: Box::new(move |ctx: &StartContext| {
-                let opening = open(ctx);
-                Box::pin(async move { opening.await.map_err(Into::into) }) as BoxFuture<_>
+            options: O::uses(Options::new().provides::<T>()),
+            open: Box::new(move |ctx: &StartContext| match open.call(ctx) {
+                Ok(opening) => Box::pin(async move { opening.await.map_err(Into::into) }),
+                Err(missing) => Box::pin(std::future::ready(Err(missing.into()))),
             }),
             close: Box::new(move |value| Box::pin(close(value))),
             check: None,
@@ -92,7 +199,7 @@ impl<T: Clone + Send + Sync + 'static> Provider<T> {
     ///     async fn close(self) {}
     /// }
     ///
-    /// let db = Provider::new("db", |_| Pool::connect("sqlite://data.db"), Pool::close)
+    /// let db = Provider::new("db", || Pool::connect("sqlite://data.db"), Pool::close)
     ///     .health_check(Pool::ping); // readiness follows the database
     /// ```
     #[must_use]
@@ -126,7 +233,7 @@ impl<T: Clone + Send + Sync + 'static> Component for Provider<T> {
     }
 
     fn options(&self) -> Options {
-        Options::new().provides::<T>()
+        self.options.clone()
     }
 
     async fn health(&self) -> Health {
@@ -156,9 +263,6 @@ impl<T: Clone + Send + Sync + 'static> Component for Provider<T> {
     }
 }
 
-type Make =
-    Box<dyn Fn(&StartContext) -> Result<BoxFuture<Result<(), BoxError>>, BoxError> + Send + Sync>;
-
 /// A component that runs one loop as a tracked task: `make` builds it at start, and the
 /// stop waits for it to end, until the stop deadline. The loop should end once its
 /// [stop token](StartContext::stop_token) resolves, after finishing its current item: at
@@ -174,42 +278,45 @@ type Make =
 /// # Examples
 ///
 /// ```
-/// use lifecycle_core::{App, Background, BoxError};
+/// use lifecycle_core::{App, Background, BoxError, StartContext};
 ///
-/// let worker = Background::new("worker", |ctx| {
+/// let worker = Background::new("worker", |ctx: StartContext| {
 ///     let stop = ctx.stop_token();
-///     Ok(async move {
+///     async move {
 ///         while !stop.is_triggered() {
 ///             // take a job, do it
 /// #           break;
 ///         }
 ///         Ok::<(), BoxError>(())
-///     })
+///     }
 /// });
 /// let app = App::builder().add(worker).build()?;
 /// # Ok::<(), lifecycle_core::BuildError>(())
 /// ```
 pub struct Background {
     name: String,
+    options: Options,
     make: Make,
     check: Option<Check<()>>,
     task: Option<Task>,
 }
 
 impl Background {
-    /// A component named `name` running the loop `make` builds from the start context
-    /// (an error of `make` fails the start). `make` is called once per start: once,
-    /// unless the component is restarted.
-    pub fn new<M, F, E>(name: impl Into<String>, make: M) -> Self
+    /// A component named `name` running the loop `make` returns. `make` takes the
+    /// resources the loop needs as arguments, and the [`StartContext`] first if it needs
+    /// its stop token (see [`StartFn`]); it is called once per start: once, unless the
+    /// component is restarted.
+    pub fn new<Args, M, F, E>(name: impl Into<String>, make: M) -> Self
     where
-        M: Fn(&StartContext) -> Result<F, BoxError> + Send + Sync + 'static,
+        M: StartFn<Args, Output = F>,
         F: Future<Output = Result<(), E>> + Send + 'static,
         E: Into<BoxError>,
     {
         Background {
             name: name.into(),
+            options: M::uses(Options::new()),
             make: Box::new(move |ctx: &StartContext| {
-                let run = make(ctx)?;
+                let run = make.call(ctx)?;
                 Ok(Box::pin(async move { run.await.map_err(Into::into) }) as BoxFuture<_>)
             }),
             check: None,
@@ -229,7 +336,7 @@ impl Background {
     ///
     /// let connected = Arc::new(AtomicBool::new(true));
     /// let watched = connected.clone();
-    /// let worker = Background::new("worker", |_| Ok(async { Ok::<(), BoxError>(()) }))
+    /// let worker = Background::new("worker", || async { Ok::<(), BoxError>(()) })
     ///     .health_check(move || {
     ///         let up = watched.load(Ordering::Relaxed);
     ///         async move { if up { Health::Up } else { Health::Down("queue lost".into()) } }
@@ -262,6 +369,10 @@ impl fmt::Debug for Background {
 impl Component for Background {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn options(&self) -> Options {
+        self.options.clone()
     }
 
     async fn health(&self) -> Health {

@@ -257,6 +257,24 @@ pub struct StartContext {
 }
 
 impl StartContext {
+    /// A second handle on this context, for a closure component's closure (see
+    /// [`StartFn`](crate::StartFn)). Not `Clone`: a `StartContext` argument must not read
+    /// as a resource.
+    pub(crate) fn duplicate(&self) -> StartContext {
+        StartContext {
+            name: self.name.clone(),
+            spawner: self.spawner.clone(),
+            resources: self.resources.clone(),
+            handle: self.handle.clone(),
+            token: self.token.clone(),
+            stop_token: self.stop_token.clone(),
+            health: self.health.clone(),
+            in_flight: self.in_flight.clone(),
+            deadline: self.deadline,
+            shutdown_budget: self.shutdown_budget,
+        }
+    }
+
     /// The component's name.
     pub fn name(&self) -> &str {
         &self.name

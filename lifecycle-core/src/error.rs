@@ -45,8 +45,9 @@ pub enum BuildError {
     },
     /// A component uses a resource type that no component provides.
     #[error(
-        "component `{component}` uses a `{resource}`, which no component provides; the \
-         provider declares it with `Options::provides::<{resource}>()`"
+        "component `{component}` uses a `{resource}`, which no component provides; add one: \
+         a `Provider` whose `open` returns a `{resource}`, or a component whose options \
+         declare `Options::provides::<{resource}>()`"
     )]
     MissingResource {
         /// The component that uses the resource.

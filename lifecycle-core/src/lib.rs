@@ -55,7 +55,7 @@ mod task;
 
 pub use app::{App, Builder};
 pub use async_trait::async_trait;
-pub use closures::{Background, Provider};
+pub use closures::{Background, Provider, StartFn, WithContext};
 pub use component::{Component, FlushContext, Health, PanicCounter, StartContext, StopContext};
 pub use config::{Config, Options};
 pub use error::{BoxError, BuildError, Error};

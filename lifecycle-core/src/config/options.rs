@@ -113,19 +113,22 @@ impl Options {
     /// [`Builder::build`](crate::Builder::build) fails, naming the component and the type,
     /// when no component or more than one provides a `T`
     /// ([`uses_from`](Options::uses_from) picks one).
-    pub fn uses<T: Clone + Send + Sync + 'static>(mut self) -> Self {
-        self.uses.push((ResourceType::of::<T>(), None));
-        self
+    pub fn uses<T: Clone + Send + Sync + 'static>(self) -> Self {
+        self.add_use(ResourceType::of::<T>(), None)
     }
 
     /// Like [`uses`](Options::uses), from the component named `provider`, for a type that
     /// several components provide (two pools, say).
-    pub fn uses_from<T: Clone + Send + Sync + 'static>(
-        mut self,
-        provider: impl Into<String>,
-    ) -> Self {
-        self.uses
-            .push((ResourceType::of::<T>(), Some(provider.into())));
+    pub fn uses_from<T: Clone + Send + Sync + 'static>(self, provider: impl Into<String>) -> Self {
+        self.add_use(ResourceType::of::<T>(), Some(provider.into()))
+    }
+
+    /// Adds a use once: a closure component declares its uses itself, and an
+    /// `add_with` may name the same type again.
+    fn add_use(mut self, resource: ResourceType, provider: Option<String>) -> Self {
+        if !self.uses.contains(&(resource, provider.clone())) {
+            self.uses.push((resource, provider));
+        }
         self
     }
 
@@ -158,7 +161,9 @@ impl Options {
     pub(crate) fn merge(mut self, other: Options) -> Options {
         self.dependencies.extend(other.dependencies);
         self.provides.extend(other.provides);
-        self.uses.extend(other.uses);
+        for (resource, provider) in other.uses {
+            self = self.add_use(resource, provider);
+        }
         Options {
             dependencies: self.dependencies,
             provides: self.provides,

@@ -1,0 +1,2 @@
+//! Only its dependencies matter: see Cargo.toml.
+fn main() {}
