@@ -93,7 +93,7 @@ impl Cache {
         let mut connection = connection.lock().await;
         let exchange = async {
             if connection.is_none() {
-                *connection = Some(BufReader::new(Stream::connect(addr.as_str()).await?));
+                *connection = Some(BufReader::new(Stream::connect(addr.clone()).await?));
             }
             let stream = connection.as_mut().expect("connected above");
             stream.get_mut().write_all(&encode(command)).await?;

@@ -1,0 +1,282 @@
+//! One connection's life: its state ([`ConnState`]), its header read timeout, and the
+//! drain ([`drain`]) that ends it at the stop.
+
+use std::future::Future;
+use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use futures_util::future::{select, Either};
+use futures_util::task::AtomicWaker;
+use hyper::body::{Body, Incoming};
+use hyper::{Request, Response};
+use hyper_util::server::conn::auto;
+use lifecycle_core::{BoxError, OwnedInFlightGuard};
+
+use super::panics::Executor;
+use super::server::Server;
+use crate::net::{HyperIo, Stream};
+
+/// What one connection has seen, for its drain and its header read timeout.
+pub(super) struct ConnState {
+    pub(super) server: Arc<Server>,
+    /// Requests received (their headers complete).
+    pub(super) received: AtomicUsize,
+    /// Whether the drain waits for this connection's next request, and who waits
+    /// ([`request_within`]): a request's arrival wakes it only then.
+    pub(super) awaiting_request: AtomicBool,
+    pub(super) request_arrived: AtomicWaker,
+    /// Requests whose response is not complete yet.
+    pub(super) active: AtomicUsize,
+    /// When the connection last had no request in flight: accepted, or its last response
+    /// complete ([`Server::clock`]).
+    pub(super) idle_since: AtomicU64,
+    /// Whether the client opened with the HTTP/2 preface ([`Sniffed`]).
+    pub(super) http2: AtomicBool,
+    /// Whether a request came over HTTP/2, and who waits to learn it: the drain's GOAWAY
+    /// goes with a connection's first answer (as a new HTTP/1.1 connection gets its first
+    /// request answered, with `Connection: close`).
+    pub(super) http2_request: AtomicBool,
+    pub(super) http2_request_seen: AtomicWaker,
+}
+
+impl ConnState {
+    pub(super) fn new(server: Arc<Server>) -> Self {
+        ConnState {
+            idle_since: AtomicU64::new(server.clock()),
+            server,
+            received: AtomicUsize::new(0),
+            awaiting_request: AtomicBool::new(false),
+            request_arrived: AtomicWaker::new(),
+            active: AtomicUsize::new(0),
+            http2: AtomicBool::new(false),
+            http2_request: AtomicBool::new(false),
+            http2_request_seen: AtomicWaker::new(),
+        }
+    }
+
+    /// Whether a request is in flight on the connection.
+    pub(super) fn is_busy(&self) -> bool {
+        self.active.load(Ordering::Acquire) > 0
+    }
+
+    /// Resolves once a request came over HTTP/2.
+    pub(super) fn http2_requested(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(|cx| {
+            if self.http2_request.load(Ordering::Acquire) {
+                return Poll::Ready(());
+            }
+            self.http2_request_seen.register(cx.waker());
+            if self.http2_request.load(Ordering::Acquire) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+    }
+
+    /// Resolves once an HTTP/1 connection (or one whose preface is not complete yet) has
+    /// waited the header read timeout for a request: nothing in flight, and no request's
+    /// head complete, since it was accepted or its last response completed. An idle
+    /// keep-alive connection ends so too, as with hyper's own timeout.
+    ///
+    /// One runtime sleep per connection, moved only when it fires early: a request costs
+    /// a clock reading, no timer. (HTTP/2 requests come as frames on a live connection,
+    /// which hyper's HTTP/2 keeps alive on its own.)
+    pub(super) async fn header_read_timeout(&self) {
+        let server = &*self.server;
+        let timeout = server.header_read_timeout;
+        loop {
+            if self.http2.load(Ordering::Acquire) {
+                return std::future::pending().await;
+            }
+            let now = server.runtime.now();
+            let since = if self.is_busy() {
+                now
+            } else {
+                server.epoch + Duration::from_nanos(self.idle_since.load(Ordering::Acquire))
+            };
+            let Some(deadline) = since.checked_add(timeout) else {
+                return std::future::pending().await; // a timeout too long to reach
+            };
+            if deadline <= now {
+                return;
+            }
+            server.runtime.sleep_until(deadline).await;
+        }
+    }
+}
+
+/// One request on its connection and (a probe excepted) on the component's in-flight
+/// counter, until its response body is complete.
+pub(super) struct RequestGuard {
+    pub(super) conn: Arc<ConnState>,
+    pub(super) _counted: Option<OwnedInFlightGuard>,
+}
+
+impl RequestGuard {
+    pub(super) fn new(conn: &Arc<ConnState>, counted: Option<OwnedInFlightGuard>) -> Self {
+        // SeqCst, with `request_within`'s: either it sees this request, or this sees it
+        // waiting and wakes it.
+        conn.received.fetch_add(1, Ordering::SeqCst);
+        if conn.awaiting_request.load(Ordering::SeqCst) {
+            conn.request_arrived.wake();
+        }
+        conn.active.fetch_add(1, Ordering::AcqRel);
+        RequestGuard {
+            conn: conn.clone(),
+            _counted: counted,
+        }
+    }
+}
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        // Before the count, so that a connection seen idle has its new idle time.
+        let conn = &self.conn;
+        conn.idle_since
+            .store(conn.server.clock(), Ordering::Release);
+        conn.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Serves one connection until it ends, through the drain (see [`drain`]), closing it
+/// when it overruns its header read timeout.
+pub(super) async fn drive<C>(connection: C, conn: &ConnState)
+where
+    C: GracefulConnection,
+{
+    let served = pin!(drain(connection, conn));
+    if let Either::Right(_) = select(served, pin!(conn.header_read_timeout())).await {
+        tracing::debug!("no request within the header read timeout: connection closed");
+    }
+}
+
+/// Drives one connection through the drain: serves until the trigger (the component's
+/// token, which a restart's stop triggers too), then until the stop, sending HTTP/2
+/// connections a GOAWAY as soon as both the trigger has come and the connection is known
+/// to be HTTP/2 (its first request says so: one idle at the trigger or opened during the
+/// drain gets it with its first answer); then gives a connection without a request in
+/// flight a short grace to deliver one, closes it if it does not, and lets requests in
+/// flight finish.
+pub(super) async fn drain<C>(connection: C, conn: &ConnState)
+where
+    C: GracefulConnection,
+{
+    let server = &*conn.server;
+    let mut connection = pin!(connection);
+    if !server.token.is_triggered() {
+        let trigger = pin!(server.token.wait());
+        if let Either::Left(_) = select(connection.as_mut(), trigger).await {
+            return;
+        }
+    }
+    let mut goaway_sent = false;
+    let http2 = pin!(conn.http2_requested());
+    let stopped = match select(connection.as_mut(), select(server.stopping.clone(), http2)).await {
+        Either::Left(_) => return,
+        Either::Right((Either::Left((stopped, _)), _)) => stopped,
+        Either::Right((Either::Right(((), stopping)), _)) => {
+            connection.as_mut().graceful_shutdown();
+            goaway_sent = true;
+            match select(connection.as_mut(), stopping).await {
+                Either::Left(_) => return,
+                Either::Right((stopped, _)) => stopped,
+            }
+        }
+    };
+    let deadline = stopped.unwrap_or_else(|_| server.runtime.now());
+    // A request not yet complete is not work in flight: wait a little for one (a client
+    // whose connection was accepted just before the listener closed), else close.
+    let grace_end = server
+        .runtime
+        .now()
+        .checked_add(server.first_request_grace)
+        .map_or(deadline, |end| end.min(deadline));
+    let idle_keep_alive = conn.received.load(Ordering::Acquire) > 0;
+    if !conn.is_busy()
+        && !idle_keep_alive
+        && !request_within(connection.as_mut(), conn, grace_end).await
+    {
+        return;
+    }
+    if !goaway_sent {
+        connection.as_mut().graceful_shutdown();
+    }
+    // Idle keep-alive connections end here at once. One that then reads a new request's
+    // first bytes without completing it holds no work: close it after the grace.
+    if !conn.is_busy() && !request_within(connection.as_mut(), conn, grace_end).await {
+        return;
+    }
+    let _ = connection.await;
+}
+
+/// The stream HTTP is spoken on: the accepted one, or what the user's handshake made of
+/// it; `None` when the handshake failed, timed out, or was still going at the stop.
+pub(super) async fn handshake(stream: Stream, server: &Server) -> Option<HyperIo> {
+    let Some(wrap) = &server.wrap else {
+        return Some(stream.into_hyper());
+    };
+    let handshake = server
+        .runtime
+        .timeout(server.header_read_timeout, wrap(stream));
+    match select(pin!(handshake), server.stopping.clone()).await {
+        Either::Left((Ok(Ok(io)), _)) => Some(io),
+        Either::Left((Ok(Err(error)), _)) => {
+            tracing::debug!(%error, "handshake failed: connection closed");
+            None
+        }
+        Either::Left((Err(_), _)) => {
+            tracing::debug!("handshake timed out: connection closed");
+            None
+        }
+        Either::Right(_) => None,
+    }
+}
+
+/// Drives `connection` until it ends (`false`), a new request arrives on it (`true`), or
+/// `until` passes with neither (`false`: the caller closes it).
+pub(super) async fn request_within<C: Future>(
+    connection: Pin<&mut C>,
+    conn: &ConnState,
+    until: Instant,
+) -> bool {
+    let server = &*conn.server;
+    let seen = conn.received.load(Ordering::SeqCst);
+    let arrives = std::future::poll_fn(|cx| {
+        if conn.received.load(Ordering::SeqCst) != seen {
+            return Poll::Ready(());
+        }
+        conn.request_arrived.register(cx.waker());
+        conn.awaiting_request.store(true, Ordering::SeqCst);
+        if conn.received.load(Ordering::SeqCst) != seen {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    });
+    let grace = pin!(server.runtime.timeout_at(until, arrives));
+    matches!(select(connection, grace).await, Either::Right((Ok(()), _)))
+}
+
+/// A connection that can be asked to finish what it does and close.
+pub(super) trait GracefulConnection: Future {
+    fn graceful_shutdown(self: Pin<&mut Self>);
+}
+
+impl<I, S, B> GracefulConnection for auto::UpgradeableConnection<'_, I, S, Executor>
+where
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>>,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        auto::UpgradeableConnection::graceful_shutdown(self)
+    }
+}

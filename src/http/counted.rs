@@ -1,0 +1,189 @@
+//! The user's service as hyper's: each request counted in flight until its body is
+//! complete, its handler's panic caught, `Connection: close` once the drain began.
+
+use std::fmt;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures_util::future::Either;
+use http_body_util::{Either as EitherBody, Full};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::header::{HeaderValue, CONNECTION, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper_util::service::{TowerToHyperService, TowerToHyperServiceFuture};
+use lifecycle_core::BoxError;
+
+use super::connection::{ConnState, RequestGuard};
+use crate::probe::Probes;
+
+/// The user's tower service as hyper's: counts each request, hands it the shutdown
+/// token, and marks responses `Connection: close` once shutdown has begun.
+pub(super) struct Counted<S> {
+    pub(super) inner: TowerToHyperService<S>,
+    pub(super) conn: Arc<ConnState>,
+}
+
+/// What a request's response is, counted.
+pub(super) type CountedResponse<B> = Response<CountedBody<EitherBody<B, Full<Bytes>>>>;
+
+impl<S, B> hyper::service::Service<Request<Incoming>> for Counted<S>
+where
+    S: tower_service::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = CountedResponse<B>;
+    type Error = BoxError;
+    type Future = Either<
+        crate::runtime::BoxFuture<Result<CountedResponse<B>, BoxError>>,
+        CountedCall<TowerToHyperServiceFuture<S, Request<Incoming>>>,
+    >;
+
+    fn call(&self, mut request: Request<Incoming>) -> Self::Future {
+        let server = &self.conn.server;
+        if server.probes.is_some() && Probes::serves(request.uri().path()) {
+            // On the connection (a balancer's checks keep it alive), not in flight.
+            let guard = RequestGuard::new(&self.conn, None);
+            return Either::Left(Box::pin(async move {
+                let probes = guard.conn.server.probes.as_ref().expect("checked above");
+                let response = probes.respond(&request).await;
+                Ok(response.map(|body| CountedBody {
+                    inner: EitherBody::Right(body),
+                    guard: Some(guard),
+                }))
+            }));
+        }
+        let guard = RequestGuard::new(&self.conn, Some(server.requests.enter_owned()));
+        let http1 = request.version() < Version::HTTP_2;
+        if !http1 && !self.conn.http2_request.swap(true, Ordering::AcqRel) {
+            self.conn.http2_request_seen.wake();
+        }
+        request.extensions_mut().insert(server.token.clone());
+        let method = request.method().clone();
+        let uri = request.uri().clone();
+        Either::Right(CountedCall {
+            inner: self.inner.call(request),
+            guard: Some(guard),
+            http1,
+            method,
+            uri,
+        })
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of a counted request: the service's, then its response counted; a
+    /// panic of the service's future is this request's `500`.
+    pub(super) struct CountedCall<F> {
+        #[pin]
+        pub(super) inner: F,
+        pub(super) guard: Option<RequestGuard>,
+        pub(super) http1: bool,
+        // For the log line of a handler's panic.
+        pub(super) method: Method,
+        pub(super) uri: Uri,
+    }
+}
+
+impl<F, B, E> Future for CountedCall<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<CountedResponse<B>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        // The future is not polled again after a panic: the request is answered.
+        let polled = std::panic::catch_unwind(AssertUnwindSafe(|| this.inner.poll(cx)));
+        let answered = match polled {
+            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Ready(response)) => Ok(response),
+            Err(panic) => Err(panic),
+        };
+        let guard = this.guard.take();
+        let server = guard.as_ref().map(|guard| &*guard.conn.server);
+        let mut response = match answered {
+            Ok(response) => response.map_err(Into::into)?.map(EitherBody::Left),
+            Err(panic) => {
+                if let Some(server) = server {
+                    let what = format_args!("{} {}", this.method, this.uri);
+                    server.panics.caught(panic, what);
+                }
+                let mut response =
+                    Response::new(EitherBody::Right(Full::from("internal server error\n")));
+                *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                response.headers_mut().insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; charset=utf-8"),
+                );
+                response
+            }
+        };
+        if *this.http1 && server.is_some_and(|server| server.token.is_triggered()) {
+            // hyper closes the connection after this response.
+            response
+                .headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("close"));
+        }
+        Poll::Ready(Ok(response.map(|body| CountedBody { inner: body, guard })))
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that counts its request as in flight until the body is complete.
+    pub(super) struct CountedBody<B> {
+        #[pin]
+        pub(super) inner: B,
+        pub(super) guard: Option<RequestGuard>,
+    }
+}
+
+impl<B> fmt::Debug for CountedBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CountedBody").finish_non_exhaustive()
+    }
+}
+
+impl<B: Body<Error = BoxError>> Body for CountedBody<B> {
+    type Data = B::Data;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, BoxError>>> {
+        let this = self.project();
+        // A body that panics ends in an error: hyper closes the HTTP/1.1 connection or
+        // resets the HTTP/2 stream (the head went out already). It is not polled again.
+        let frame = match std::panic::catch_unwind(AssertUnwindSafe(|| this.inner.poll_frame(cx))) {
+            Ok(frame) => frame,
+            Err(panic) => {
+                if let Some(guard) = this.guard.take() {
+                    let what = format_args!("a response body");
+                    guard.conn.server.panics.caught(panic, what);
+                }
+                return Poll::Ready(Some(Err("the response body panicked".into())));
+            }
+        };
+        if let Poll::Ready(None) = frame {
+            *this.guard = None;
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,62 @@
+//! What a handler's panic does, and hyper's HTTP/2 stream tasks as tracked tasks that
+//! catch theirs.
+
+use std::fmt;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+
+use futures_util::future::FutureExt;
+use lifecycle_core::{PanicCounter, Spawner};
+
+/// Runs hyper's HTTP/2 stream tasks as the component's tracked tasks; a panic in one
+/// (the request and its body catch their own) is that stream's, never the component's.
+#[derive(Clone)]
+pub(super) struct Executor(pub(super) Spawner, pub(super) Panics);
+
+impl<F> hyper::rt::Executor<F> for Executor
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    fn execute(&self, future: F) {
+        let panics = self.1.clone();
+        drop(self.0.spawn(async move {
+            if let Err(panic) = AssertUnwindSafe(future).catch_unwind().await {
+                panics.caught(panic, format_args!("an HTTP/2 stream"));
+            }
+        }));
+    }
+}
+
+/// What a panic caught in a request, its body or its connection does: it is logged and
+/// counted, and fails only what it happened in; or, with
+/// [`fail_on_panic`](HttpServer::fail_on_panic), it goes on unwinding, to fail the
+/// component.
+#[derive(Clone)]
+pub(super) struct Panics {
+    pub(super) counter: PanicCounter,
+    pub(super) fail: bool,
+}
+
+impl Panics {
+    pub(super) fn caught(&self, panic: Box<dyn std::any::Any + Send>, what: fmt::Arguments<'_>) {
+        if self.fail {
+            std::panic::resume_unwind(panic);
+        }
+        self.counter.record();
+        tracing::error!(
+            panic = %panic_message(&*panic),
+            "a handler panicked: {what} failed, the server serves on"
+        );
+    }
+}
+
+/// The message of a caught panic.
+pub(super) fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    if let Some(text) = panic.downcast_ref::<&str>() {
+        text
+    } else if let Some(text) = panic.downcast_ref::<String>() {
+        text
+    } else {
+        "a panic with a non-string payload"
+    }
+}
