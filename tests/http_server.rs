@@ -633,17 +633,24 @@ fn probes_on_the_same_port(runtime: &'static str) {
     );
 }
 
-/// The header read timeout, with no shutdown: a client that never completes its request's
-/// header, one that never sends a byte, and a keep-alive connection left idle are closed
-/// once it passes, each on its own clock; a request slower than the timeout is answered,
-/// and its connection serves the next one; a balancer's checks every 150 ms keep theirs.
-fn the_header_read_timeout_closes_slow_silent_and_idle_clients(runtime: &'static str) {
+/// The header read and idle timeouts, with no shutdown: a client that never completes
+/// its first request's head and one that never sends a byte are closed at the header read
+/// timeout; a keep-alive connection left idle is not, it is closed at the idle timeout;
+/// one whose next request's head stalls is closed at the header read timeout from that
+/// head's first bytes; a request slower than both is answered, and its connection serves
+/// the next one; a balancer's checks every 150 ms keep theirs.
+fn the_header_read_and_idle_timeouts_close_slow_silent_and_idle_clients(runtime: &'static str) {
     let timeout = Duration::from_millis(400);
+    let idle_timeout = Duration::from_millis(1500);
     let running = start_serving(
         runtime,
         laptop(Duration::ZERO),
         Duration::from_secs(3),
-        |http| http.header_read_timeout(timeout).mount_probes(),
+        |http| {
+            http.header_read_timeout(timeout)
+                .idle_timeout(idle_timeout)
+                .mount_probes()
+        },
     );
     let addr = running.addr;
     let closed_after = |mut stream: TcpStream, since: Instant| {
@@ -665,24 +672,39 @@ fn the_header_read_timeout_closes_slow_silent_and_idle_clients(runtime: &'static
     let mut idle = connect(addr);
     get(&mut idle, "/work").unwrap();
     let idle = closed_after(idle, Instant::now());
+    let stalled = thread::spawn(move || {
+        let mut stalled = connect(addr);
+        get(&mut stalled, "/work").unwrap();
+        thread::sleep(Duration::from_millis(300));
+        stalled.write_all(b"GET /work HTTP/1.1\r\n").unwrap();
+        closed_after(stalled, Instant::now()).join().unwrap()
+    });
     let slow = thread::spawn(move || {
         let mut slow = connect(addr);
-        let first = get(&mut slow, "/work?ms=1000").unwrap();
+        let first = get(&mut slow, "/work?ms=1800").unwrap();
         (first, get(&mut slow, "/work").unwrap())
     });
     let checks = thread::spawn(move || {
         let mut checks = connect(addr);
-        for _ in 0..10 {
+        for _ in 0..16 {
             let (head, _) = get(&mut checks, "/health/live").unwrap();
             assert!(head.starts_with("http/1.1 200"), "{head}");
             thread::sleep(Duration::from_millis(150));
         }
     });
-    for (client, closed) in [("half-sent", half), ("silent", silent), ("idle", idle)] {
+    let within = |after: Duration, limit: Duration| {
+        after >= limit - Duration::from_millis(50) && after < limit + Duration::from_millis(1000)
+    };
+    for (client, closed, limit) in [
+        ("half-sent", half, timeout),
+        ("silent", silent, timeout),
+        ("idle", idle, idle_timeout),
+        ("stalled", stalled, timeout),
+    ] {
         let after = closed.join().unwrap();
         assert!(
-            after >= timeout - Duration::from_millis(50) && after < Duration::from_secs(2),
-            "[{runtime}] the {client} client was closed {after:?} after its last request (timeout {timeout:?})"
+            within(after, limit),
+            "[{runtime}] the {client} client was closed {after:?} after its last bytes (limit {limit:?})"
         );
     }
     let ((head, body), (next, _)) = slow.join().unwrap();
@@ -692,6 +714,28 @@ fn the_header_read_timeout_closes_slow_silent_and_idle_clients(runtime: &'static
         "the connection goes on: {next}"
     );
     checks.join().unwrap();
+    running.handle.shutdown();
+    let report = running.app.join().unwrap();
+    assert_eq!(report.exit_code(), 0, "{report}");
+}
+
+/// Behind a load balancer that keeps idle connections 60 s (AWS ALB), the server must
+/// close later than that: by default an idle keep-alive connection outlives the header
+/// read timeout, and is still served after it.
+fn the_default_idle_timeout_outlives_the_header_read_timeout(runtime: &'static str) {
+    let timeout = Duration::from_millis(300);
+    let running = start_serving(
+        runtime,
+        laptop(Duration::ZERO),
+        Duration::from_secs(3),
+        |http| http.header_read_timeout(timeout),
+    );
+    let mut client = connect(running.addr);
+    get(&mut client, "/work").unwrap();
+    thread::sleep(timeout * 3);
+    let (head, _) = get(&mut client, "/work")
+        .unwrap_or_else(|error| panic!("[{runtime}] the idle connection was closed: {error}"));
+    assert!(head.starts_with("http/1.1 200"), "{head}");
     running.handle.shutdown();
     let report = running.app.join().unwrap();
     assert_eq!(report.exit_code(), 0, "{report}");
@@ -725,16 +769,18 @@ fn endless_timeouts_are_no_limits(runtime: &'static str) {
     );
 }
 
-/// An HTTP/2 connection is not closed by the header read timeout: a client that
-/// connected ahead of its first request (as gRPC channels do) and one idle between
-/// requests still get their answers after twice the timeout, on the same connection.
-fn http2_connections_wait_for_requests_past_the_header_read_timeout(runtime: &'static str) {
+/// HTTP/2 and the timeouts: a client that connected ahead of its first request (or sent
+/// only its preface) is closed at the header read timeout; one idle between requests is
+/// not (it is still served after twice that), and gets a GOAWAY once idle for the idle
+/// timeout.
+fn http2_connections_and_the_timeouts(runtime: &'static str) {
     let timeout = Duration::from_millis(300);
+    let idle_timeout = Duration::from_millis(1200);
     let running = start_serving(
         runtime,
         laptop(Duration::ZERO),
         Duration::from_secs(3),
-        |http| http.header_read_timeout(timeout),
+        |http| http.header_read_timeout(timeout).idle_timeout(idle_timeout),
     );
     let addr = running.addr;
     ::smol::block_on(async move {
@@ -742,15 +788,115 @@ fn http2_connections_wait_for_requests_past_the_header_read_timeout(runtime: &'s
         let (mut between, between_connection) = h2_connect(addr).await;
         let response = between.send_request(h2_get("/work")).await.unwrap();
         assert_eq!(response.status(), 200);
+        let idle_since = Instant::now();
         async_io::Timer::after(timeout * 2).await;
-        for (client, sender) in [("connected early", &mut early), ("idle", &mut between)] {
-            let response = sender.send_request(h2_get("/work")).await;
-            let response = response.unwrap_or_else(|error| {
-                panic!("[{runtime}] the {client} HTTP/2 connection was closed: {error}")
-            });
-            assert_eq!(response.status(), 200);
-        }
-        assert!(!early_connection.is_finished() && !between_connection.is_finished());
+        assert!(
+            early_connection.is_finished() && early.send_request(h2_get("/work")).await.is_err(),
+            "[{runtime}] the HTTP/2 client without a request was not closed"
+        );
+        let response = between.send_request(h2_get("/work")).await;
+        let response = response.unwrap_or_else(|error| {
+            panic!("[{runtime}] the idle HTTP/2 connection was closed: {error}")
+        });
+        assert_eq!(response.status(), 200);
+        let idle_since = idle_since + timeout * 2;
+        let ended = between_connection.await;
+        let after = idle_since.elapsed();
+        assert!(
+            ended.is_ok(),
+            "[{runtime}] closed without a GOAWAY: {ended:?}"
+        );
+        assert!(
+            after >= idle_timeout - Duration::from_millis(50)
+                && after < idle_timeout + Duration::from_secs(1),
+            "[{runtime}] the idle HTTP/2 connection ended {after:?} after its last response"
+        );
+    });
+    running.handle.shutdown();
+    let report = running.app.join().unwrap();
+    assert_eq!(report.exit_code(), 0, "{report}");
+}
+
+/// Clients that send the HTTP/2 preface and nothing else do not hold the connection
+/// limit: with four slots and four such clients, a fifth, ordinary client is answered
+/// once the header read timeout has closed them.
+fn preface_only_clients_do_not_starve_the_connection_limit(runtime: &'static str) {
+    let timeout = Duration::from_millis(300);
+    let running = start_serving(
+        runtime,
+        laptop(Duration::ZERO),
+        Duration::from_secs(3),
+        |http| http.header_read_timeout(timeout).max_connections(4),
+    );
+    let prefaces: Vec<TcpStream> = (0..4)
+        .map(|_| {
+            let mut stream = connect(running.addr);
+            stream
+                .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+                .unwrap();
+            stream
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(50));
+    let began = Instant::now();
+    let mut client = connect(running.addr);
+    let (head, _) = get(&mut client, "/work").unwrap();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(
+        began.elapsed() < timeout + Duration::from_secs(2),
+        "[{runtime}] answered only after {:?}",
+        began.elapsed()
+    );
+    drop(prefaces);
+    running.handle.shutdown();
+    let report = running.app.join().unwrap();
+    assert_eq!(report.exit_code(), 0, "{report}");
+}
+
+/// HTTP/2 keep-alive pings, set through `HttpServer::hyper`: a client that stops
+/// answering them (its connection no longer read, as a peer gone without a FIN) is
+/// closed after the ping timeout, long before the idle timeout.
+fn an_http2_peer_that_does_not_answer_pings_is_closed(runtime: &'static str) {
+    let running = start_serving(
+        runtime,
+        laptop(Duration::ZERO),
+        Duration::from_secs(3),
+        |http| {
+            http.hyper(|builder| {
+                builder
+                    .http2()
+                    .keep_alive_interval(Duration::from_millis(200))
+                    .keep_alive_timeout(Duration::from_millis(200));
+            })
+        },
+    );
+    let addr = running.addr;
+    // h2's client: its connection is driven only when polled here (hyper's client would
+    // answer pings from a task of its own).
+    let client = ::tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    client.block_on(async move {
+        let tcp = ::tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut sender, connection) = h2::client::handshake(tcp).await.unwrap();
+        let mut connection = std::pin::pin!(connection);
+        let request = hyper::Request::get(format!("http://{addr}/work"))
+            .body(())
+            .unwrap();
+        let (response, _) = sender.send_request(request, true).unwrap();
+        let response = match futures_util::future::select(response, connection.as_mut()).await {
+            futures_util::future::Either::Left((response, _)) => response.unwrap(),
+            futures_util::future::Either::Right((ended, _)) => panic!("ended: {ended:?}"),
+        };
+        assert_eq!(response.status(), 200);
+        // The connection is not polled: the server's pings go unanswered.
+        ::tokio::time::sleep(Duration::from_millis(1500)).await;
+        let ended = ::tokio::time::timeout(Duration::from_millis(500), connection).await;
+        assert!(
+            ended.is_ok(),
+            "[{runtime}] the server kept a connection whose peer answers no ping"
+        );
     });
     running.handle.shutdown();
     let report = running.app.join().unwrap();
@@ -758,9 +904,12 @@ fn http2_connections_wait_for_requests_past_the_header_read_timeout(runtime: &'s
 }
 
 on_each_runtime!(
-    http2_connections_wait_for_requests_past_the_header_read_timeout,
+    http2_connections_and_the_timeouts,
+    preface_only_clients_do_not_starve_the_connection_limit,
+    an_http2_peer_that_does_not_answer_pings_is_closed,
+    the_default_idle_timeout_outlives_the_header_read_timeout,
     endless_timeouts_are_no_limits,
-    the_header_read_timeout_closes_slow_silent_and_idle_clients,
+    the_header_read_and_idle_timeouts_close_slow_silent_and_idle_clients,
     an_upgraded_connection_is_closed_at_the_deadline,
     probes_on_the_same_port,
     http2_gets_goaway_at_the_trigger,

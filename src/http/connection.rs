@@ -33,6 +33,10 @@ pub(super) struct ConnState {
     /// When the connection last had no request in flight: accepted, or its last response
     /// complete ([`Server::clock`]).
     pub(super) idle_since: AtomicU64,
+    /// When the first bytes of an HTTP/1 request came on an idle keep-alive connection
+    /// ([`Server::clock`]; [`NO_HEAD`] when none is being read): its head has the header
+    /// read timeout from then, not the idle timeout.
+    pub(super) head_since: AtomicU64,
     /// Whether the client opened with the HTTP/2 preface ([`Sniffed`]).
     pub(super) http2: AtomicBool,
     /// Whether a request came over HTTP/2, and who waits to learn it: the drain's GOAWAY
@@ -46,6 +50,7 @@ impl ConnState {
     pub(super) fn new(server: Arc<Server>) -> Self {
         ConnState {
             idle_since: AtomicU64::new(server.clock()),
+            head_since: AtomicU64::new(NO_HEAD),
             server,
             received: AtomicUsize::new(0),
             awaiting_request: AtomicBool::new(false),
@@ -77,37 +82,81 @@ impl ConnState {
         })
     }
 
-    /// Resolves once an HTTP/1 connection (or one whose preface is not complete yet) has
-    /// waited the header read timeout for a request: nothing in flight, and no request's
-    /// head complete, since it was accepted or its last response completed. An idle
-    /// keep-alive connection ends so too, as with hyper's own timeout.
+    /// Whether the connection is an idle HTTP/1 keep-alive one, whose next bytes begin a
+    /// request's head ([`head_begun`](ConnState::head_begun)).
+    pub(super) fn awaits_head(&self) -> bool {
+        self.head_since.load(Ordering::Relaxed) == NO_HEAD
+            && self.received.load(Ordering::Relaxed) > 0
+            && !self.is_busy()
+            && !self.http2.load(Ordering::Relaxed)
+    }
+
+    /// Notes that the first bytes of a next request's head came.
+    pub(super) fn head_begun(&self) {
+        self.head_since
+            .store(self.server.clock(), Ordering::Release);
+    }
+
+    /// Resolves, with the reason, once the connection has waited too long with no request
+    /// in flight:
+    ///
+    /// - for its first request (HTTP/1, or HTTP/2 after its preface): the header read
+    ///   timeout from the accept, so silent and preface-only clients are closed;
+    /// - for the head of a next HTTP/1 request whose first bytes came: the header read
+    ///   timeout from those bytes;
+    /// - otherwise (an idle keep-alive connection, an HTTP/2 connection with no open
+    ///   stream): the idle timeout since its last response.
     ///
     /// One runtime sleep per connection, moved only when it fires early: a request costs
-    /// a clock reading, no timer. (HTTP/2 requests come as frames on a live connection,
-    /// which hyper's HTTP/2 keeps alive on its own.)
-    pub(super) async fn header_read_timeout(&self) {
+    /// a clock reading, no timer.
+    pub(super) async fn timed_out(&self) -> &'static str {
         let server = &*self.server;
-        let timeout = server.header_read_timeout;
+        let header_read = server.header_read_timeout;
+        let at =
+            |clock: &AtomicU64| server.epoch + Duration::from_nanos(clock.load(Ordering::Acquire));
         loop {
-            if self.http2.load(Ordering::Acquire) {
-                return std::future::pending().await;
-            }
             let now = server.runtime.now();
-            let since = if self.is_busy() {
-                now
+            let http1 = !self.http2.load(Ordering::Acquire);
+            let (deadline, reason) = if self.is_busy() {
+                (now.checked_add(header_read), "")
+            } else if self.received.load(Ordering::Acquire) == 0 {
+                let reason = "no request within the header read timeout";
+                (at(&self.idle_since).checked_add(header_read), reason)
+            } else if self.head_since.load(Ordering::Acquire) != NO_HEAD {
+                let reason = "a request's head incomplete at the header read timeout";
+                (at(&self.head_since).checked_add(header_read), reason)
             } else {
-                server.epoch + Duration::from_nanos(self.idle_since.load(Ordering::Acquire))
+                let reason = "idle for the idle timeout";
+                (
+                    at(&self.idle_since).checked_add(server.idle_timeout),
+                    reason,
+                )
             };
-            let Some(deadline) = since.checked_add(timeout) else {
-                return std::future::pending().await; // a timeout too long to reach
-            };
-            if deadline <= now {
-                return;
+            match deadline {
+                Some(deadline) if deadline <= now && !self.is_busy() => return reason,
+                // An idle HTTP/1 connection looks again within the header read timeout,
+                // for a head begun meanwhile (at most one wake per header read timeout,
+                // not one per request).
+                Some(deadline) if http1 => {
+                    let look_again = now.checked_add(header_read).unwrap_or(deadline);
+                    server.runtime.sleep_until(deadline.min(look_again)).await;
+                }
+                Some(deadline) => server.runtime.sleep_until(deadline).await,
+                // A timeout too long to reach: look again later.
+                None => server.runtime.sleep(UNREACHABLE_RECHECK).await,
             }
-            server.runtime.sleep_until(deadline).await;
         }
     }
 }
+
+/// [`ConnState::head_since`] when no request's head is being read.
+const NO_HEAD: u64 = u64::MAX;
+
+/// How often a connection whose timeouts are too long to reach looks at them again.
+const UNREACHABLE_RECHECK: Duration = Duration::from_secs(60);
+
+/// How long an HTTP/2 connection closed for a timeout has to read its GOAWAY.
+const GOAWAY_GRACE: Duration = Duration::from_secs(1);
 
 /// One request on its connection and (a probe excepted) on the component's in-flight
 /// counter, until its response body is complete.
@@ -120,6 +169,7 @@ impl RequestGuard {
     pub(super) fn new(conn: &Arc<ConnState>, counted: Option<OwnedInFlightGuard>) -> Self {
         // SeqCst, with `request_within`'s: either it sees this request, or this sees it
         // waiting and wakes it.
+        conn.head_since.store(NO_HEAD, Ordering::Release);
         conn.received.fetch_add(1, Ordering::SeqCst);
         if conn.awaiting_request.load(Ordering::SeqCst) {
             conn.request_arrived.wake();
@@ -143,14 +193,24 @@ impl Drop for RequestGuard {
 }
 
 /// Serves one connection until it ends, through the drain (see [`drain`]), closing it
-/// when it overruns its header read timeout.
+/// when it overruns its header read or idle timeout ([`ConnState::timed_out`]): an
+/// HTTP/1 connection at once (it holds no request), an HTTP/2 one after a GOAWAY.
 pub(super) async fn drive<C>(connection: C, conn: &ConnState)
 where
     C: GracefulConnection,
 {
-    let served = pin!(drain(connection, conn));
-    if let Either::Right(_) = select(served, pin!(conn.header_read_timeout())).await {
-        tracing::debug!("no request within the header read timeout: connection closed");
+    let mut connection = pin!(connection);
+    let reason = {
+        let served = pin!(drain(connection.as_mut(), conn));
+        match select(served, pin!(conn.timed_out())).await {
+            Either::Left(_) => return,
+            Either::Right((reason, _)) => reason,
+        }
+    };
+    tracing::debug!("{reason}: connection closed");
+    if conn.http2.load(Ordering::Acquire) {
+        connection.as_mut().graceful_shutdown();
+        let _ = conn.server.runtime.timeout(GOAWAY_GRACE, connection).await;
     }
 }
 
@@ -161,12 +221,11 @@ where
 /// drain gets it with its first answer); then gives a connection without a request in
 /// flight a short grace to deliver one, closes it if it does not, and lets requests in
 /// flight finish.
-pub(super) async fn drain<C>(connection: C, conn: &ConnState)
+pub(super) async fn drain<C>(mut connection: Pin<&mut C>, conn: &ConnState)
 where
     C: GracefulConnection,
 {
     let server = &*conn.server;
-    let mut connection = pin!(connection);
     if !server.token.is_triggered() {
         let trigger = pin!(server.token.wait());
         if let Either::Left(_) = select(connection.as_mut(), trigger).await {

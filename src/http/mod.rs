@@ -79,4 +79,5 @@ mod server;
 mod sniff;
 
 pub use crate::net::Stream;
+pub use panics::Executor;
 pub use server::HttpServer;

@@ -10,8 +10,17 @@ use lifecycle_core::{PanicCounter, Spawner};
 
 /// Runs hyper's HTTP/2 stream tasks as the component's tracked tasks; a panic in one
 /// (the request and its body catch their own) is that stream's, never the component's.
+/// hyper's executor in an [`HttpServer`](super::HttpServer): it runs HTTP/2 streams as the
+/// component's tracked tasks, each catching its own panic. It appears only in the type of
+/// [`HttpServer::hyper`](super::HttpServer::hyper)'s builder.
 #[derive(Clone)]
-pub(super) struct Executor(pub(super) Spawner, pub(super) Panics);
+pub struct Executor(pub(super) Spawner, pub(super) Panics);
+
+impl fmt::Debug for Executor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Executor").finish_non_exhaustive()
+    }
+}
 
 impl<F> hyper::rt::Executor<F> for Executor
 where

@@ -73,6 +73,9 @@ pub struct HttpServer {
     /// The resources `serve_with`'s closure takes.
     pub(super) uses: Options,
     pub(super) header_read_timeout: Duration,
+    pub(super) idle_timeout: Duration,
+    /// The user's hyper options.
+    pub(super) configure: Option<Arc<dyn Fn(&mut auto::Builder<Executor>) + Send + Sync>>,
     pub(super) max_connections: usize,
     pub(super) first_request_grace: Duration,
     pub(super) probes: bool,
@@ -120,6 +123,7 @@ pub(super) struct Server {
     /// The user's handshake on each accepted stream (TLS), and how long it may take.
     pub(super) wrap: Option<Wrap>,
     pub(super) header_read_timeout: Duration,
+    pub(super) idle_timeout: Duration,
     /// What [`Server::clock`] counts from.
     pub(super) epoch: Instant,
 }
@@ -131,6 +135,10 @@ impl Server {
         u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX)
     }
 }
+
+/// How often an HTTP/2 connection is pinged, and how long its peer has to answer.
+const HTTP2_PING_INTERVAL: Duration = Duration::from_secs(20);
+const HTTP2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Turns an accepted stream into the one HTTP is spoken on (a TLS handshake).
 pub(super) type Wrap =
@@ -165,6 +173,8 @@ impl HttpServer {
             factory: None,
             uses: Options::new(),
             header_read_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(620),
+            configure: None,
             max_connections: 10_000,
             first_request_grace: Duration::from_millis(500),
             probes: false,
@@ -186,15 +196,70 @@ impl HttpServer {
         self
     }
 
-    /// How long a connection may wait for a request's header to be complete (default
-    /// 5 s), counted from its accept (a client that sends nothing) or from its last
-    /// response (an idle keep-alive connection); then it is closed, unanswered. A request
-    /// in flight is never cut by it, nor an HTTP/2 connection once its preface has come
-    /// (a gRPC channel connected ahead of its first call waits as long as it likes). A
-    /// TLS handshake gets the same time. Keep it shorter than the stop timeout.
+    /// How long a client has to send a request's head (default 5 s): its first request's,
+    /// counted from the accept (a client that sends nothing, or an HTTP/2 client that
+    /// sends only its preface, is closed then, unanswered), and on an HTTP/1 keep-alive
+    /// connection each next one's, counted from its first bytes (a slow-header client).
+    /// A TLS handshake gets the same time. A request in flight is never cut by it. Keep it
+    /// shorter than the stop timeout. (hyper's own `header_read_timeout`, 30 s by default,
+    /// is off: this one is kept with one timer per connection instead of one per request.)
     #[must_use]
     pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
         self.header_read_timeout = timeout;
+        self
+    }
+
+    /// How long a connection may stay open with no request in flight after its last
+    /// response (default 620 s): an HTTP/1 keep-alive connection is then closed, an HTTP/2
+    /// connection with no open stream gets a GOAWAY and is closed.
+    ///
+    /// Behind a load balancer that reuses idle connections, keep it longer than the
+    /// balancer's own idle timeout, so that the balancer always closes first: a server
+    /// that closes an idle connection just as the balancer sends a request on it makes the
+    /// balancer answer 502 (why Node.js tells users to raise its 5 s `keepAliveTimeout`
+    /// above AWS ALB's 60 s). The default is above AWS ALB's 60 s, nginx's and HAProxy's
+    /// usual settings and Google Cloud's load balancers' 600 s; Go's `IdleTimeout` has no
+    /// limit by default, nginx's `keepalive_timeout` is 75 s. An idle connection holds
+    /// a few KB, and counts against [`max_connections`](HttpServer::max_connections).
+    #[must_use]
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// Sets hyper's connection options, on hyper-util's `auto` builder, at each start:
+    /// HTTP/2's maximum concurrent streams, window sizes and keep-alive pings, HTTP/1's
+    /// maximum header count and buffer size, and the like. `configure` runs after the
+    /// server's own settings, so what it sets wins. The drain, the timeouts, the limits
+    /// and the panic isolation stay the server's.
+    ///
+    /// The server's own settings: HTTP/2 keep-alive pings every 20 s, a connection whose
+    /// peer does not answer one within 20 s is closed (hyper's are off; a half-open TCP
+    /// connection, its peer gone without a FIN, would otherwise hold its slot until the
+    /// idle timeout); hyper's header read timer is off (see
+    /// [`header_read_timeout`](HttpServer::header_read_timeout)). hyper's defaults
+    /// otherwise: 200 concurrent HTTP/2 streams per connection (Go: 250), 16 KB of
+    /// HTTP/2 header list (Go: 1 MB of header bytes), 100 HTTP/1 headers.
+    ///
+    /// ```no_run
+    /// # fn f(router: axum::Router) -> std::io::Result<()> {
+    /// use std::time::Duration;
+    /// use lifecycle::http::HttpServer;
+    ///
+    /// let http = HttpServer::bind("0.0.0.0:8080")?
+    ///     .hyper(|builder| {
+    ///         builder.http2().max_concurrent_streams(100).keep_alive_interval(Duration::from_secs(10));
+    ///         builder.http1().max_headers(50);
+    ///     })
+    ///     .serve(router);
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn hyper<F>(mut self, configure: F) -> Self
+    where
+        F: Fn(&mut auto::Builder<Executor>) + Send + Sync + 'static,
+    {
+        self.configure = Some(Arc::new(configure));
         self
     }
 
@@ -371,9 +436,16 @@ impl Component for HttpServer {
         // The header read timeout is kept per connection by `ConnState`, not by hyper: hyper
         // arms a runtime timer for every request's head (an insertion into tokio's timer
         // wheel, or an `async_io::Timer` that wakes the reactor), where one lazy timer per
-        // connection does the same job (see BENCHMARKS.md). Its default (30 s) is off too.
+        // connection does the same job. Its default (30 s) is off too.
         builder.http1().header_read_timeout(None);
-        builder.http2().timer(RuntimeTimer::new(runtime.clone()));
+        builder
+            .http2()
+            .timer(RuntimeTimer::new(runtime.clone()))
+            .keep_alive_interval(HTTP2_PING_INTERVAL)
+            .keep_alive_timeout(HTTP2_PING_TIMEOUT);
+        if let Some(configure) = &self.configure {
+            configure(&mut builder);
+        }
         let (stopping, stop_begun) = oneshot::channel();
         let server = Arc::new(Server {
             serve,
@@ -390,6 +462,7 @@ impl Component for HttpServer {
             builder,
             wrap: self.wrap.clone(),
             header_read_timeout: self.header_read_timeout,
+            idle_timeout: self.idle_timeout,
             epoch: runtime.now(),
         });
         let accepting = server.clone();

@@ -1,4 +1,5 @@
-//! Telling HTTP/2 from HTTP/1 by a connection's first bytes.
+//! What a connection's bytes say, read as they come: HTTP/2 or HTTP/1 from its first
+//! bytes, and on an idle HTTP/1 keep-alive connection, when a next request begins.
 
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -14,10 +15,10 @@ use crate::net::HyperIo;
 pub(super) const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// A connection's I/O that tells its [`ConnState`] whether the client opened with the
-/// HTTP/2 preface, from the first bytes read: an HTTP/2 connection waits for its requests
-/// as long as it likes (no header read timeout), as a gRPC channel connected ahead of its
-/// first call does. (hyper-util's `auto` reads the same bytes to choose the protocol, and
-/// does not say.)
+/// HTTP/2 preface, from the first bytes read (hyper-util's `auto` reads the same bytes to
+/// choose the protocol, and does not say), and when the first bytes of a next HTTP/1
+/// request come on an idle keep-alive connection ([`ConnState::bytes_read`]): from then
+/// its head has the header read timeout, not the idle timeout.
 pub(super) struct Sniffed {
     pub(super) io: HyperIo,
     pub(super) conn: Arc<ConnState>,
@@ -34,12 +35,13 @@ impl Sniffed {
         }
     }
 
-    /// Reads the connection's first bytes through a buffer of its own, to look at them.
-    pub(super) fn sniff(
+    /// Reads through a small buffer of its own, to look at the bytes (hyper's cursor
+    /// cannot say how many bytes a read put in it).
+    fn read_seen(
         &mut self,
-        matched: usize,
         cx: &mut Context<'_>,
         buf: &mut hyper::rt::ReadBufCursor<'_>,
+        seen: impl FnOnce(&mut Self, &[u8]),
     ) -> Poll<std::io::Result<()>> {
         let mut first = [0u8; 1024];
         let room = buf.remaining().min(first.len());
@@ -47,6 +49,12 @@ impl Sniffed {
         ready!(Pin::new(&mut self.io).poll_read(cx, read.unfilled()))?;
         let bytes = read.filled();
         buf.put_slice(bytes);
+        seen(self, bytes);
+        Poll::Ready(Ok(()))
+    }
+
+    /// Matches the connection's first bytes against the HTTP/2 preface.
+    fn sniff(&mut self, matched: usize, bytes: &[u8]) {
         let expected = &HTTP2_PREFACE[matched..];
         let n = bytes.len().min(expected.len());
         self.matched = if bytes.is_empty() || bytes[..n] != expected[..n] {
@@ -57,7 +65,6 @@ impl Sniffed {
         } else {
             Some(matched + n)
         };
-        Poll::Ready(Ok(()))
     }
 }
 
@@ -69,7 +76,12 @@ impl hyper::rt::Read for Sniffed {
     ) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
         match this.matched {
-            Some(matched) => this.sniff(matched, cx, &mut buf),
+            Some(matched) => this.read_seen(cx, &mut buf, |this, bytes| this.sniff(matched, bytes)),
+            None if this.conn.awaits_head() => this.read_seen(cx, &mut buf, |this, bytes| {
+                if !bytes.is_empty() {
+                    this.conn.head_begun();
+                }
+            }),
             None => Pin::new(&mut this.io).poll_read(cx, buf),
         }
     }
