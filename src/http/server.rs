@@ -75,7 +75,7 @@ pub struct HttpServer {
     pub(super) header_read_timeout: Duration,
     pub(super) idle_timeout: Duration,
     /// The user's hyper options.
-    pub(super) configure: Option<Arc<dyn Fn(&mut auto::Builder<Executor>) + Send + Sync>>,
+    pub(super) configure: Option<Configure>,
     pub(super) max_connections: usize,
     pub(super) first_request_grace: Duration,
     pub(super) probes: bool,
@@ -135,6 +135,9 @@ impl Server {
         u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX)
     }
 }
+
+/// The user's hyper options ([`HttpServer::hyper`]).
+pub(super) type Configure = Arc<dyn Fn(&mut auto::Builder<Executor>) + Send + Sync>;
 
 /// How often an HTTP/2 connection is pinged, and how long its peer has to answer.
 const HTTP2_PING_INTERVAL: Duration = Duration::from_secs(20);

@@ -1,0 +1,174 @@
+#!/usr/bin/env bash
+# Idle keep-alive connections behind a load balancer that reuses them must never turn
+# into a 502.
+#
+# HAProxy (`http-reuse always`, idle server connections kept 60 s by `pool-purge-delay
+# 60s`, `timeout server 60s`, as AWS ALB keeps its idle upstream connections 60 s) sends
+# a request to examples/service, then another after each idle gap: 5.1 s, 6 s, 12 s,
+# 30 s and 65 s. Each request after a gap goes over the idle server connection HAProxy
+# kept (or a new one once HAProxy dropped it, past 60 s). If the server closed idle
+# connections first (as it did at its 5 s header read timeout), a request crossing the
+# close would get a 502; the idle timeout (620 s by default) keeps the server's side
+# open longer than the balancer's. One instance on smol and one on tokio, in parallel.
+#
+# Passes when every response is 200 and HAProxy reused its idle server connection after
+# each gap under 60 s (a server that closed it first, as at 5 s before, fails here every
+# time, where the 502 itself needs a request to cross the close). Prints one summary line per runtime:
+#
+#   haproxy idle (smol): 6 requests, 6 x 200, 4 over a reused connection
+#
+# Usage: scripts/haproxy-idle.sh   (needs haproxy and curl, installed with apt-get when
+# missing and running as root). IDLE_GAPS overrides the gaps, in seconds.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$PWD
+GAPS=${IDLE_GAPS:-"5.1 6 12 30 65"}
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/service
+
+log() { printf '[%s] %s\n' "$(date -u +%T)" "$*"; }
+die() {
+    log "FAIL: $*" >&2
+    exit 1
+}
+
+for tool in haproxy curl; do
+    if ! command -v "$tool" >/dev/null 2>&1; then
+        [ "$(id -u)" = 0 ] || die "$tool missing, and not root to apt-get install it"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends haproxy curl >/dev/null
+    fi
+done
+
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+BASE=
+for base in 18280 28280 38280 48280; do
+    busy=
+    for p in $base $((base + 1)) $((base + 2)) $((base + 3)) $((base + 10)) $((base + 1001)) $((base + 1002)); do
+        if port_busy "$p"; then busy=1; fi
+    done
+    if [ -z "$busy" ]; then BASE=$base; break; fi
+done
+[ -n "$BASE" ] || die "no free set of ports"
+declare -A LB=([smol]=$BASE [tokio]=$((BASE + 3)))
+declare -A APP=([smol]=$((BASE + 1)) [tokio]=$((BASE + 2)))
+declare -A PROBE=([smol]=$((BASE + 1001)) [tokio]=$((BASE + 1002)))
+STATS=$((BASE + 10))
+
+TMP=$(mktemp -d)
+PIDS=()
+cleanup() {
+    local status=$?
+    trap - EXIT
+    set +e
+    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null; done
+    sleep 0.3
+    for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; done
+    if [ "$status" != 0 ]; then
+        for f in "$TMP"/*.out "$TMP"/haproxy.log; do
+            [ -f "$f" ] && { echo "--- tail $f" >&2; tail -n 30 "$f" >&2; }
+        done
+    fi
+    rm -rf "$TMP"
+    exit "$status"
+}
+trap cleanup EXIT
+
+cargo build --release --example service --features tokio
+[ -x "$BIN" ] || die "$BIN was not built"
+
+cat >"$TMP/haproxy.cfg" <<EOF
+global
+    log stdout format iso local0 info
+defaults
+    mode http
+    log global
+    option httplog
+    option http-keep-alive
+    # A new client connection's first request goes over an idle server connection too:
+    # the reuse every balancer with a connection pool does.
+    http-reuse always
+    timeout connect 1s
+    timeout client 70s
+    timeout server 60s
+    timeout http-keep-alive 1s
+    # Idle server connections are kept 60 s (half of them closed every 60 s).
+    default-server pool-purge-delay 60s
+frontend fe_smol
+    bind 127.0.0.1:${LB[smol]}
+    default_backend be_smol
+backend be_smol
+    server app 127.0.0.1:${APP[smol]}
+frontend fe_tokio
+    bind 127.0.0.1:${LB[tokio]}
+    default_backend be_tokio
+backend be_tokio
+    server app 127.0.0.1:${APP[tokio]}
+frontend fe_stats
+    bind 127.0.0.1:$STATS
+    stats enable
+    stats uri /stats
+EOF
+haproxy -c -q -f "$TMP/haproxy.cfg" || die "bad HAProxy configuration"
+
+for rt in smol tokio; do
+    LIFECYCLE_RUNTIME=$rt "$BIN" \
+        --addr "127.0.0.1:${APP[$rt]}" \
+        --health-addr "127.0.0.1:${PROBE[$rt]}" \
+        --data-dir "$TMP/data-$rt" \
+        >"$TMP/$rt.out" 2>&1 &
+    PIDS+=($!)
+done
+haproxy -db -f "$TMP/haproxy.cfg" >"$TMP/haproxy.log" 2>&1 &
+PIDS+=($!)
+for rt in smol tokio; do
+    deadline=$((SECONDS + 30))
+    until curl -fsS -o /dev/null -m 1 "http://127.0.0.1:${PROBE[$rt]}/health/ready" 2>/dev/null; do
+        [ $SECONDS -lt $deadline ] || die "$rt instance not ready after 30 s"
+        sleep 0.1
+    done
+done
+
+# One request, then one after each gap; the status codes, one per line.
+requests() { # runtime
+    local rt=$1 gap
+    curl -sS -o /dev/null -m 10 -w '%{http_code}\n' "http://127.0.0.1:${LB[$rt]}/stats" || echo 000
+    for gap in $GAPS; do
+        sleep "$gap"
+        curl -sS -o /dev/null -m 10 -w '%{http_code}\n' "http://127.0.0.1:${LB[$rt]}/stats" || echo 000
+    done
+}
+log "gaps of $GAPS s, through HAProxy ${LB[smol]} (smol) and ${LB[tokio]} (tokio)"
+requests smol >"$TMP/codes-smol" &
+SMOL=$!
+requests tokio >"$TMP/codes-tokio" &
+TOKIO=$!
+wait $SMOL $TOKIO
+
+# HAProxy's count of requests sent over an idle server connection it kept (`reuse`).
+stat() { # backend column
+    curl -fsS -m 2 "http://127.0.0.1:$STATS/stats;csv" |
+        awk -F, -v be="$1" -v col="$2" '
+            NR == 1 { for (i = 1; i <= NF; i++) if ($i == col) c = i }
+            $1 == be && $2 == "app" { print $c }'
+}
+short_gaps=0
+for gap in $GAPS; do
+    if awk -v g="$gap" 'BEGIN { exit !(g < 55) }'; then short_gaps=$((short_gaps + 1)); fi
+done
+failed=0
+for rt in smol tokio; do
+    total=$(wc -l <"$TMP/codes-$rt")
+    ok=$(grep -c '^200$' "$TMP/codes-$rt" || true)
+    reused=$(stat "be_$rt" reuse)
+    echo "haproxy idle ($rt): $total requests, $ok x 200, ${reused:-?} over a reused connection"
+    if [ "$ok" != "$total" ]; then
+        log "$rt: not every request was answered 200: $(tr '\n' ' ' <"$TMP/codes-$rt")"
+        failed=1
+    fi
+    if [ "${reused:-0}" -lt "$short_gaps" ]; then
+        log "$rt: HAProxy reused its idle connection ${reused:-0} times, fewer than the $short_gaps gaps under 60 s: the server closed it first"
+        failed=1
+    fi
+done
+[ $failed = 0 ] || die "idle connections behind HAProxy"
