@@ -20,40 +20,39 @@
 //! readiness turns 503 at the trigger while liveness stays 200, through the drain, the
 //! stops and the other flushes.
 //!
-//! It serves with hyper on the app's runtime: tokio's sockets inside a tokio runtime,
-//! `async-io`'s (smol's) otherwise.
+//! It is served as [`HttpServer`](crate::http::HttpServer) is (the same accept loop and
+//! connections: HTTP/1.1 and HTTP/2, the header read and idle timeouts, a connection limit
+//! of 1,000, a panicking endpoint failing only its request), on the app's runtime.
 
 use std::convert::Infallible;
 use std::fmt;
 use std::io;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_channel::oneshot;
-use futures_util::future::{select, Either, FutureExt, Shared};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 
-use crate::net::{Listener, RuntimeTimer};
-use crate::runtime::Runtime;
+use crate::http::listen::{listen, serve, Limits, Listening, Setup, TaskKind};
+use crate::http::panics::Panics;
+use crate::net::Listener;
+use crate::runtime::BoxFuture;
 use crate::{
-    async_trait, BoxError, Component, FlushContext, Health, HealthMonitor, Options, Phase,
-    Snapshot, StartContext, Status, StopContext,
+    async_trait, BoxError, Component, FlushContext, Health, HealthMonitor, InFlight, Options,
+    Phase, ShutdownToken, Snapshot, StartContext, Status, StopContext,
 };
 
 /// The usual address of the probe server on a laptop. In Kubernetes bind
 /// `0.0.0.0:9000`: the kubelet probes the pod's IP, not the loopback.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:9000";
 
-/// How long a client may take to send a request's headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// How many connections the probe server serves at once: kubelets and balancers open a
+/// few each.
+const MAX_CONNECTIONS: usize = 1_000;
 
 /// A component serving `/health/live`, `/health/ready` and `/health` (see the [module
 /// docs](self)). It is named `probes`.
@@ -81,14 +80,9 @@ pub struct ProbeServer {
     groups: Vec<Group>,
     /// What is wrong with the endpoints, said when the server starts.
     invalid: Vec<String>,
-    /// Dropping it closes the server: the accept loop and every connection end.
-    close: Option<oneshot::Sender<()>>,
-    /// Completes once the accept loop has ended and the socket is closed.
-    closed: Option<oneshot::Receiver<()>>,
+    /// Serving, from the start to the flush.
+    listening: Option<Listening>,
 }
-
-/// Completes when the server is closed; cheap to clone.
-type Closed = Shared<oneshot::Receiver<()>>;
 
 impl ProbeServer {
     /// Binds the server's socket now, so a bad or busy address fails before anything
@@ -129,8 +123,7 @@ impl ProbeServer {
             endpoints: Vec::new(),
             groups: Vec::new(),
             invalid: Vec::new(),
-            close: None,
-            closed: None,
+            listening: None,
         })
     }
 
@@ -224,7 +217,7 @@ impl Component for ProbeServer {
         if !self.invalid.is_empty() {
             return Err(self.invalid.join("; ").into());
         }
-        if self.close.is_some() {
+        if self.listening.is_some() {
             // Restarted (with a component it depends on): it serves until its flush, so
             // it is still serving.
             return Ok(());
@@ -234,34 +227,34 @@ impl Component for ProbeServer {
             .take()
             .ok_or("the probe server's socket is gone: it was started before")?;
         let listener = Listener::from_std(listener)?;
-        let server = Server {
-            probes: Probes {
-                monitor: ctx.health(),
-                details: self.details,
-                endpoints: self.endpoints.clone(),
-                groups: self.groups.clone(),
+        let probes = Arc::new(Probes {
+            monitor: ctx.health(),
+            details: self.details,
+            endpoints: self.endpoints.clone(),
+            groups: self.groups.clone(),
+        });
+        // `HttpServer`'s connections, limits, HTTP/2 and panic isolation, with three
+        // differences: its tasks are not tracked (those end with the component's stop,
+        // and probes are answered until the flush, which closes them); its requests are
+        // not the app's requests in flight (a balancer's checks never hold the drain's
+        // quiet period); and it never drains (no `Connection: close`, no GOAWAY).
+        let setup = Setup {
+            runtime: ctx.runtime().clone(),
+            tasks: TaskKind::UntilClosed,
+            token: ShutdownToken::default(),
+            requests: InFlight::new(),
+            panics: Panics {
+                counter: ctx.panic_counter(),
+                fail: false,
             },
-            http: {
-                let mut http = http1::Builder::new();
-                http.timer(RuntimeTimer::new(ctx.runtime().clone()))
-                    .header_read_timeout(HEADER_READ_TIMEOUT);
-                http
+            probes: None,
+            limits: Limits {
+                max_connections: MAX_CONNECTIONS,
+                ..Limits::default()
             },
         };
+        self.listening = Some(listen(listener, serve(ProbeService(probes)), setup));
         tracing::info!(addr = %self.addr, "probe server listening");
-        // Not tracked tasks: those end with the component's stop, and probes must be
-        // answered until the flush. The flush (or dropping the server) closes them.
-        let (close, closing) = oneshot::channel();
-        let (ended, closed) = oneshot::channel();
-        self.close = Some(close);
-        self.closed = Some(closed);
-        let runtime = ctx.runtime().clone();
-        runtime.spawn(Box::pin(server.accept_loop(
-            listener,
-            runtime.clone(),
-            closing.shared(),
-            ended,
-        )));
         Ok(())
     }
 
@@ -273,9 +266,8 @@ impl Component for ProbeServer {
     /// Closes the server: it stops accepting and drops its connections. This is the
     /// last flush (the probe server started first).
     async fn flush(&mut self, _ctx: &FlushContext) -> Result<(), BoxError> {
-        self.close = None;
-        if let Some(closed) = self.closed.take() {
-            let _ = closed.await; // the accept loop dropped its end: the socket is closed
+        if let Some(mut listening) = self.listening.take() {
+            listening.close().await;
         }
         Ok(())
     }
@@ -296,11 +288,6 @@ impl fmt::Debug for Endpoint {
             .field("content_type", &self.content_type)
             .finish_non_exhaustive()
     }
-}
-
-struct Server {
-    probes: Probes,
-    http: http1::Builder,
 }
 
 /// The answers to probes, also mounted on an [`HttpServer`](crate::http::HttpServer)'s port.
@@ -335,54 +322,25 @@ impl Probes {
     }
 }
 
-impl Server {
-    async fn accept_loop(
-        self,
-        listener: Listener,
-        runtime: Arc<dyn Runtime>,
-        closed: Closed,
-        ended: oneshot::Sender<()>,
-    ) {
-        let server = Arc::new(self);
-        loop {
-            let accepted = match select(std::pin::pin!(listener.accept()), closed.clone()).await {
-                Either::Left((accepted, _)) => Some(accepted),
-                Either::Right(_) => None,
-            };
-            let Some(accepted) = accepted else {
-                drop(listener); // closes the socket
-                drop(ended); // then tells the flush
-                return;
-            };
-            match accepted {
-                Ok((stream, _)) => {
-                    let handler = server.clone();
-                    let connection =
-                        server.http.serve_connection(
-                            stream.into_hyper(),
-                            service_fn(move |request: Request<Incoming>| {
-                                let handler = handler.clone();
-                                async move {
-                                    Ok::<_, Infallible>(handler.probes.respond(&request).await)
-                                }
-                            }),
-                        );
-                    let closed = closed.clone();
-                    runtime.spawn(Box::pin(async move {
-                        // A failed connection (a malformed request, a reset) concerns
-                        // its client only.
-                        if let Either::Left((Err(error), _)) = select(connection, closed).await {
-                            tracing::debug!(%error, "probe connection failed");
-                        }
-                    }));
-                }
-                Err(error) => {
-                    // Out of file descriptors, most likely: wait for some to be freed.
-                    tracing::warn!(%error, "the probe server cannot accept");
-                    runtime.sleep(Duration::from_millis(100)).await;
-                }
-            }
-        }
+/// The probes as a tower service, for [`listen`].
+#[derive(Clone)]
+struct ProbeService(Arc<Probes>);
+
+impl tower_service::Service<Request<Incoming>> for ProbeService {
+    type Response = Response<Full<Bytes>>;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<Response<Full<Bytes>>, Infallible>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Incoming>) -> Self::Future {
+        let probes = self.0.clone();
+        Box::pin(async move { Ok(probes.respond(&request).await) })
     }
 }
 
@@ -476,16 +434,8 @@ impl Probes {
                 match self.endpoints.iter().find(|e| e.path == path) {
                     Some(endpoint) => {
                         // A render that panics (a metrics registry's bug) fails this scrape
-                        // only, as a handler's panic does on `HttpServer`.
-                        let rendered =
-                            std::panic::catch_unwind(AssertUnwindSafe(&*endpoint.render));
-                        let Ok(body) = rendered else {
-                            tracing::error!(path, "the probe server endpoint panicked: 500");
-                            return json(
-                                StatusCode::INTERNAL_SERVER_ERROR,
-                                r#"{"error":"the endpoint panicked"}"#.to_owned(),
-                            );
-                        };
+                        // only, with a 500, as a handler's panic does on `HttpServer`.
+                        let body = (endpoint.render)();
                         let mut response = Response::new(Full::new(Bytes::from(body)));
                         let headers = response.headers_mut();
                         headers.insert(CONTENT_TYPE, endpoint.content_type.clone());

@@ -560,7 +560,30 @@ fn a_blocked_engine_is_not_live(rt: Rt) {
     assert_eq!(running.join().unwrap().exit_code(), 0);
 }
 
+/// The probe server is served as `HttpServer` is: HTTP/2 (h2c) as well as HTTP/1.1, on
+/// the same port, probes and endpoints alike, until its flush.
+fn probes_answer_over_http2(rt: Rt) {
+    let (probes, _) = probes();
+    let probes = probes.endpoint("/metrics", "text/plain", || "up 1\n".to_owned());
+    let addr = probes.local_addr();
+    let app = App::builder().add(probes).build().unwrap();
+    let handle = app.handle();
+    let app = spawn_app(rt, app);
+    ::smol::block_on(async move {
+        let (mut client, _connection) = common::h2_connect(addr).await;
+        for (path, status) in [("/health/live", 200), ("/metrics", 200), ("/nothing", 404)] {
+            let response = client.send_request(common::h2_get(path)).await.unwrap();
+            assert_eq!(response.status(), status, "{path}");
+            assert_eq!(response.version(), hyper::Version::HTTP_2);
+        }
+    });
+    handle.shutdown();
+    let report = app.join().unwrap();
+    assert_eq!(report.exit_code(), 0, "{report}");
+}
+
 on_both_runtimes!(
+    probes_answer_over_http2,
     a_blocked_engine_is_not_live,
     endpoints_answer_by_phase,
     readiness_flips_at_the_trigger_while_a_slow_request_completes,

@@ -15,8 +15,8 @@ use hyper::{Request, Response};
 use hyper_util::server::conn::auto;
 use lifecycle_core::{BoxError, OwnedInFlightGuard};
 
+use super::listen::Server;
 use super::panics::Executor;
-use super::server::Server;
 use crate::net::{HyperIo, Stream};
 
 /// What one connection has seen, for its drain and its header read timeout.
@@ -111,7 +111,7 @@ impl ConnState {
     /// a clock reading, no timer.
     pub(super) async fn timed_out(&self) -> &'static str {
         let server = &*self.server;
-        let header_read = server.header_read_timeout;
+        let header_read = server.limits.header_read_timeout;
         let at =
             |clock: &AtomicU64| server.epoch + Duration::from_nanos(clock.load(Ordering::Acquire));
         loop {
@@ -128,7 +128,7 @@ impl ConnState {
             } else {
                 let reason = "idle for the idle timeout";
                 (
-                    at(&self.idle_since).checked_add(server.idle_timeout),
+                    at(&self.idle_since).checked_add(server.limits.idle_timeout),
                     reason,
                 )
             };
@@ -252,7 +252,7 @@ where
     let grace_end = server
         .runtime
         .now()
-        .checked_add(server.first_request_grace)
+        .checked_add(server.limits.first_request_grace)
         .map_or(deadline, |end| end.min(deadline));
     let idle_keep_alive = conn.received.load(Ordering::Acquire) > 0;
     if !conn.is_busy()
@@ -275,12 +275,12 @@ where
 /// The stream HTTP is spoken on: the accepted one, or what the user's handshake made of
 /// it; `None` when the handshake failed, timed out, or was still going at the stop.
 pub(super) async fn handshake(stream: Stream, server: &Server) -> Option<HyperIo> {
-    let Some(wrap) = &server.wrap else {
+    let Some(wrap) = &server.limits.wrap else {
         return Some(stream.into_hyper());
     };
     let handshake = server
         .runtime
-        .timeout(server.header_read_timeout, wrap(stream));
+        .timeout(server.limits.header_read_timeout, wrap(stream));
     match select(pin!(handshake), server.stopping.clone()).await {
         Either::Left((Ok(Ok(io)), _)) => Some(io),
         Either::Left((Ok(Err(error)), _)) => {

@@ -24,10 +24,10 @@
 //!
 //! Every request is counted on the component's in-flight counter from its arrival until
 //! its response body is complete, so the drain's quiet period works with no code of yours.
-//! Handlers reach the [`ShutdownToken`] as a request extension (axum:
+//! Handlers reach the [`ShutdownToken`](crate::ShutdownToken) as a request extension (axum:
 //! `Extension<ShutdownToken>`) to end long responses (SSE, long polls) early. To serve an
 //! upgraded connection (WebSocket, with `hyper::upgrade::on`) as a tracked task, give the
-//! service the component's [`Spawner`] where it is built
+//! service the component's [`Spawner`](crate::Spawner) where it is built
 //! ([`serve_with`](HttpServer::serve_with): `ctx.spawner()`): the stop waits for those
 //! tasks until its deadline, then they are cut. (axum's `WebSocketUpgrade::on_upgrade`
 //! spawns on tokio itself, out of the engine's reach: end those sockets with the token.)
@@ -64,17 +64,20 @@
 //!
 //! # Where each concern lives
 //!
-//! - `server.rs`: the builder, the component's start (the accept loop and the connection
-//!   limit) and stop (the drain's deadlines).
-//! - `connection.rs`: one connection's state, its header read timeout, and its drain.
-//! - `sniff.rs`: telling HTTP/2 from HTTP/1 by the first bytes.
+//! - `server.rs`: the component: its builder, its start and its stop.
+//! - `listen.rs`: the crate's one accept loop and the connection limit, hyper's builder,
+//!   and what one server's connections share; the probe server serves through it too.
+//! - `connection.rs`: one connection's state, its header read and idle timeouts, and its
+//!   drain.
+//! - `sniff.rs`: what the bytes read say: HTTP/2 or HTTP/1, a next request's head begun.
 //! - `counted.rs`: the user's service wrapped: requests counted in flight, panics caught,
 //!   `Connection: close` during the drain.
 //! - `panics.rs`: what a handler's panic does; hyper's HTTP/2 stream tasks.
 
 mod connection;
 mod counted;
-mod panics;
+pub(crate) mod listen;
+pub(crate) mod panics;
 mod server;
 mod sniff;
 

@@ -6,7 +6,9 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 
 use futures_util::future::FutureExt;
-use lifecycle_core::{PanicCounter, Spawner};
+use lifecycle_core::PanicCounter;
+
+use super::listen::Tasks;
 
 /// Runs hyper's HTTP/2 stream tasks as the component's tracked tasks; a panic in one
 /// (the request and its body catch their own) is that stream's, never the component's.
@@ -14,7 +16,7 @@ use lifecycle_core::{PanicCounter, Spawner};
 /// component's tracked tasks, each catching its own panic. It appears only in the type of
 /// [`HttpServer::hyper`](super::HttpServer::hyper)'s builder.
 #[derive(Clone)]
-pub struct Executor(pub(super) Spawner, pub(super) Panics);
+pub struct Executor(pub(super) Tasks, pub(super) Panics);
 
 impl fmt::Debug for Executor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -28,11 +30,11 @@ where
 {
     fn execute(&self, future: F) {
         let panics = self.1.clone();
-        drop(self.0.spawn(async move {
+        self.0.spawn(async move {
             if let Err(panic) = AssertUnwindSafe(future).catch_unwind().await {
                 panics.caught(panic, format_args!("an HTTP/2 stream"));
             }
-        }));
+        });
     }
 }
 
@@ -41,9 +43,9 @@ where
 /// [`fail_on_panic`](HttpServer::fail_on_panic), it goes on unwinding, to fail the
 /// component.
 #[derive(Clone)]
-pub(super) struct Panics {
-    pub(super) counter: PanicCounter,
-    pub(super) fail: bool,
+pub(crate) struct Panics {
+    pub(crate) counter: PanicCounter,
+    pub(crate) fail: bool,
 }
 
 impl Panics {

@@ -1,42 +1,30 @@
-//! The component: `HttpServer`'s builder, its start (the accept loop) and its stop (the
-//! drain's timing), and what its connections share ([`Server`]).
+//! The component: `HttpServer`'s builder, its start (on [`listen`](super::listen)) and its
+//! stop (the drain, under the stop deadline).
 
 use std::fmt;
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
-use futures_channel::oneshot;
-use futures_util::future::{FutureExt, Shared};
 use hyper::body::{Body, Incoming};
 use hyper::{Request, Response};
 use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
 use lifecycle_core::{
-    async_trait, BoxError, Component, FlushContext, InFlight, Options, ShutdownToken, Spawner,
-    StartContext, StartFn, StopContext, Task,
+    async_trait, BoxError, Component, FlushContext, Options, StartContext, StartFn, StopContext,
 };
 
-use super::connection::{drive, handshake, ConnState};
-use super::counted::Counted;
+use super::listen::{self, Limits, Listening, Serve, Setup, TaskKind};
 use super::panics::{Executor, Panics};
-use super::sniff::Sniffed;
-use crate::net::{HyperIo, Listener, RuntimeTimer, Stream};
+use crate::net::{HyperIo, Listener, Stream};
 use crate::probe::Probes;
-use crate::runtime::Runtime;
 
 /// Builds the service at each start, from the start context (resources, the token).
 pub(super) type Factory = Box<dyn Fn(&StartContext) -> Result<Serve, BoxError> + Send + Sync>;
 
-/// Serves one accepted connection until it ends or is dropped.
-pub(super) type Serve =
-    Arc<dyn Fn(Stream, Arc<Server>) -> crate::runtime::BoxFuture<()> + Send + Sync>;
-
 /// An HTTP server as a component: HTTP/1.1 and HTTP/2 on one listener, the drain built
-/// in (see the [module docs](self)).
+/// in (see the [module docs](crate::http)).
 ///
 /// # Cancellation, panics and timeouts
 ///
@@ -48,7 +36,7 @@ pub(super) type Serve =
 /// panic while its body streams closes the HTTP/1.1 connection or resets the HTTP/2
 /// stream. The app keeps serving; the panic is logged (error level, with the method and
 /// path) and counted in the health snapshot and the report
-/// ([`PanicCounter`]). To fail fast instead, opt in with
+/// ([`PanicCounter`](crate::PanicCounter)). To fail fast instead, opt in with
 /// [`fail_on_panic`](HttpServer::fail_on_panic).
 ///
 /// Limits: [`header_read_timeout`](HttpServer::header_read_timeout) (5 s) and
@@ -72,16 +60,10 @@ pub struct HttpServer {
     pub(super) factory: Option<Factory>,
     /// The resources `serve_with`'s closure takes.
     pub(super) uses: Options,
-    pub(super) header_read_timeout: Duration,
-    pub(super) idle_timeout: Duration,
-    /// The user's hyper options.
-    pub(super) configure: Option<Configure>,
-    pub(super) max_connections: usize,
-    pub(super) first_request_grace: Duration,
+    pub(super) limits: Limits,
     pub(super) probes: bool,
     pub(super) fail_on_panic: bool,
-    pub(super) wrap: Option<Wrap>,
-    pub(super) running: Option<Running>,
+    pub(super) running: Option<Listening>,
 }
 
 impl fmt::Debug for HttpServer {
@@ -92,60 +74,6 @@ impl fmt::Debug for HttpServer {
             .finish_non_exhaustive()
     }
 }
-
-/// What a started server keeps for its stop.
-pub(super) struct Running {
-    pub(super) accept: Task,
-    pub(super) server: Arc<Server>,
-    pub(super) stopping: Option<oneshot::Sender<Instant>>,
-}
-
-/// What every connection of one server shares.
-pub(super) struct Server {
-    pub(super) serve: Serve,
-    pub(super) runtime: Arc<dyn Runtime>,
-    pub(super) spawner: Spawner,
-    pub(super) token: ShutdownToken,
-    /// The component's counter: one guard per request, until its body is complete.
-    pub(super) requests: InFlight,
-    /// One guard per live connection.
-    pub(super) connections: InFlight,
-    /// Notified when a connection ends: the accept loop, held at the connection limit,
-    /// waits for it.
-    pub(super) slot_freed: event_listener::Event,
-    /// Resolves with the stop's deadline when the stop begins.
-    pub(super) stopping: Shared<oneshot::Receiver<Instant>>,
-    /// What a handler's panic does.
-    pub(super) panics: Panics,
-    pub(super) first_request_grace: Duration,
-    pub(super) probes: Option<Probes>,
-    pub(super) builder: auto::Builder<Executor>,
-    /// The user's handshake on each accepted stream (TLS), and how long it may take.
-    pub(super) wrap: Option<Wrap>,
-    pub(super) header_read_timeout: Duration,
-    pub(super) idle_timeout: Duration,
-    /// What [`Server::clock`] counts from.
-    pub(super) epoch: Instant,
-}
-
-impl Server {
-    /// The runtime's clock, in nanoseconds since the server started: an atomic's worth.
-    pub(super) fn clock(&self) -> u64 {
-        let elapsed = self.runtime.now().saturating_duration_since(self.epoch);
-        u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX)
-    }
-}
-
-/// The user's hyper options ([`HttpServer::hyper`]).
-pub(super) type Configure = Arc<dyn Fn(&mut auto::Builder<Executor>) + Send + Sync>;
-
-/// How often an HTTP/2 connection is pinged, and how long its peer has to answer.
-const HTTP2_PING_INTERVAL: Duration = Duration::from_secs(20);
-const HTTP2_PING_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// Turns an accepted stream into the one HTTP is spoken on (a TLS handshake).
-pub(super) type Wrap =
-    Arc<dyn Fn(Stream) -> crate::runtime::BoxFuture<std::io::Result<HyperIo>> + Send + Sync>;
 
 impl HttpServer {
     /// Binds `addr` now, so that a busy port fails before anything starts. The server
@@ -175,14 +103,9 @@ impl HttpServer {
             listener: Some(listener),
             factory: None,
             uses: Options::new(),
-            header_read_timeout: Duration::from_secs(5),
-            idle_timeout: Duration::from_secs(620),
-            configure: None,
-            max_connections: 10_000,
-            first_request_grace: Duration::from_millis(500),
+            limits: Limits::default(),
             probes: false,
             fail_on_panic: false,
-            wrap: None,
             running: None,
         })
     }
@@ -208,7 +131,7 @@ impl HttpServer {
     /// is off: this one is kept with one timer per connection instead of one per request.)
     #[must_use]
     pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
-        self.header_read_timeout = timeout;
+        self.limits.header_read_timeout = timeout;
         self
     }
 
@@ -226,7 +149,7 @@ impl HttpServer {
     /// a few KB, and counts against [`max_connections`](HttpServer::max_connections).
     #[must_use]
     pub fn idle_timeout(mut self, timeout: Duration) -> Self {
-        self.idle_timeout = timeout;
+        self.limits.idle_timeout = timeout;
         self
     }
 
@@ -262,7 +185,7 @@ impl HttpServer {
     where
         F: Fn(&mut auto::Builder<Executor>) + Send + Sync + 'static,
     {
-        self.configure = Some(Arc::new(configure));
+        self.limits.configure = Some(Arc::new(configure));
         self
     }
 
@@ -270,7 +193,7 @@ impl HttpServer {
     /// the listen queue.
     #[must_use]
     pub fn max_connections(mut self, max: usize) -> Self {
-        self.max_connections = max.max(1);
+        self.limits.max_connections = max.max(1);
         self
     }
 
@@ -279,7 +202,7 @@ impl HttpServer {
     /// the stop deadline).
     #[must_use]
     pub fn first_request_grace(mut self, grace: Duration) -> Self {
-        self.first_request_grace = grace;
+        self.limits.first_request_grace = grace;
         self
     }
 
@@ -336,7 +259,7 @@ impl HttpServer {
         Fut: Future<Output = std::io::Result<S>> + Send + 'static,
         S: futures_io::AsyncRead + futures_io::AsyncWrite + Unpin + Send + 'static,
     {
-        self.wrap = Some(Arc::new(move |stream| {
+        self.limits.wrap = Some(Arc::new(move |stream| {
             let handshake = handshake(stream);
             Box::pin(async move { handshake.await.map(HyperIo::new) })
         }));
@@ -383,26 +306,7 @@ impl HttpServer {
     {
         self.uses = F::uses(Options::new());
         self.factory = Some(Box::new(move |ctx: &StartContext| {
-            let service = make.call(ctx)?;
-            let serve: Serve = Arc::new(move |stream: Stream, server: Arc<Server>| {
-                let service = service.clone();
-                Box::pin(async move {
-                    let Some(io) = handshake(stream, &server).await else {
-                        return;
-                    };
-                    let conn = Arc::new(ConnState::new(server.clone()));
-                    let hyper_service = Counted {
-                        inner: TowerToHyperService::new(service),
-                        conn: conn.clone(),
-                    };
-                    let io = Sniffed::new(io, conn.clone());
-                    let connection = server
-                        .builder
-                        .serve_connection_with_upgrades(io, hyper_service);
-                    drive(connection, &conn).await;
-                })
-            });
-            Ok(serve)
+            Ok(listen::serve(make.call(ctx)?))
         }));
         self
     }
@@ -429,87 +333,20 @@ impl Component for HttpServer {
             .as_ref()
             .ok_or("the socket was closed when the app shut down")?;
         let listener = Listener::from_std(listener.try_clone()?)?;
-        let runtime = ctx.runtime().clone();
-        let panics = Panics {
-            counter: ctx.panic_counter(),
-            fail: self.fail_on_panic,
-        };
-        let executor = Executor(ctx.spawner(), panics.clone());
-        let mut builder = auto::Builder::new(executor);
-        // The header read timeout is kept per connection by `ConnState`, not by hyper: hyper
-        // arms a runtime timer for every request's head (an insertion into tokio's timer
-        // wheel, or an `async_io::Timer` that wakes the reactor), where one lazy timer per
-        // connection does the same job. Its default (30 s) is off too.
-        builder.http1().header_read_timeout(None);
-        builder
-            .http2()
-            .timer(RuntimeTimer::new(runtime.clone()))
-            .keep_alive_interval(HTTP2_PING_INTERVAL)
-            .keep_alive_timeout(HTTP2_PING_TIMEOUT);
-        if let Some(configure) = &self.configure {
-            configure(&mut builder);
-        }
-        let (stopping, stop_begun) = oneshot::channel();
-        let server = Arc::new(Server {
-            serve,
-            runtime: runtime.clone(),
-            spawner: ctx.spawner(),
+        let setup = Setup {
+            runtime: ctx.runtime().clone(),
+            tasks: TaskKind::Tracked(ctx.spawner()),
             token: ctx.shutdown_token(),
             requests: ctx.in_flight().clone(),
-            connections: InFlight::new(),
-            slot_freed: event_listener::Event::new(),
-            stopping: stop_begun.shared(),
-            panics,
-            first_request_grace: self.first_request_grace,
+            panics: Panics {
+                counter: ctx.panic_counter(),
+                fail: self.fail_on_panic,
+            },
             probes: self.probes.then(|| Probes::new(ctx.health(), false)),
-            builder,
-            wrap: self.wrap.clone(),
-            header_read_timeout: self.header_read_timeout,
-            idle_timeout: self.idle_timeout,
-            epoch: runtime.now(),
-        });
-        let accepting = server.clone();
-        let max_connections = self.max_connections;
-        let accept = ctx.spawn(async move {
-            loop {
-                // At the limit, the next connection waits in the listen queue until one
-                // ends (listen, then check again: an end in between is not missed).
-                while accepting.connections.count() >= max_connections {
-                    let freed = accepting.slot_freed.listen();
-                    if accepting.connections.count() < max_connections {
-                        break;
-                    }
-                    freed.await;
-                }
-                match listener.accept().await {
-                    Ok((stream, _peer)) => {
-                        let alive = accepting.connections.enter_owned();
-                        let connection = (accepting.serve)(stream, accepting.clone());
-                        let server = accepting.clone();
-                        drop(accepting.spawner.spawn(async move {
-                            // Requests catch their handlers' panics; this is the last line
-                            // that keeps any other panic to its connection.
-                            if let Err(panic) = AssertUnwindSafe(connection).catch_unwind().await {
-                                server.panics.caught(panic, format_args!("a connection"));
-                            }
-                            drop(alive);
-                            server.slot_freed.notify(1);
-                        }));
-                    }
-                    Err(error) => {
-                        // Out of file descriptors, most likely: back off, keep the listener.
-                        tracing::warn!(%error, "cannot accept");
-                        accepting.runtime.sleep(Duration::from_millis(100)).await;
-                    }
-                }
-            }
-        });
+            limits: self.limits.clone(),
+        };
+        self.running = Some(listen::listen(listener, serve, setup));
         tracing::info!(addr = %self.addr, "{} listening", self.name);
-        self.running = Some(Running {
-            accept,
-            server,
-            stopping: Some(stopping),
-        });
         Ok(())
     }
 
@@ -524,39 +361,11 @@ impl Component for HttpServer {
         let Some(mut running) = self.running.take() else {
             return Ok(());
         };
-        running.accept.abort();
-        let _ = running.accept.await; // the loop is dropped with its clone of the socket
+        running.close().await;
         if ctx.is_shutdown() {
             self.listener = None; // the port closes; a restart keeps it bound
         }
-        // The stop reports what is cut a margin before the engine cancels the connections;
-        // a connection without a request is closed a margin before that, at the latest,
-        // so that it is never counted as cut.
-        let margin = Duration::from_millis(20);
-        let before = |instant: Instant| instant.checked_sub(margin).unwrap_or(instant);
-        let deadline = before(ctx.deadline());
-        if let Some(stopping) = running.stopping.take() {
-            let _ = stopping.send(before(deadline));
-        }
-        let server = &running.server;
-        tracing::info!(
-            connections = server.connections.count(),
-            requests = server.requests.count(),
-            "stopped accepting; closing idle connections, finishing requests in flight"
-        );
-        if ctx
-            .runtime()
-            .timeout_at(deadline, server.connections.wait_idle())
-            .await
-            .is_err()
-        {
-            return Err(format!(
-                "{} requests still running at the stop deadline were cut ({} connections force-closed)",
-                server.requests.count(),
-                server.connections.count()
-            )
-            .into());
-        }
+        running.drain(ctx.deadline()).await?;
         // What handlers spawned (upgraded connections) may run until the deadline too.
         if !ctx.wait_for_tasks().await {
             return Err(
