@@ -214,11 +214,11 @@ where
     }
 }
 
-/// Drives one connection through the drain: serves until the trigger (the component's
-/// token, which a restart's stop triggers too), then until the stop, sending HTTP/2
-/// connections a GOAWAY as soon as both the trigger has come and the connection is known
-/// to be HTTP/2 (its first request says so: one idle at the trigger or opened during the
-/// drain gets it with its first answer); then gives a connection without a request in
+/// Drives one connection through the drain: serves until the stop, sending an HTTP/2
+/// connection a GOAWAY as soon as both the trigger (the component's token, which a
+/// restart's stop triggers too) has come and the connection is known to be HTTP/2 (its
+/// first request says so: one idle at the trigger or opened during the drain gets it with
+/// its first answer); then gives a connection without a request in
 /// flight a short grace to deliver one, closes it if it does not, and lets requests in
 /// flight finish.
 pub(super) async fn drain<C>(mut connection: Pin<&mut C>, conn: &ConnState)
@@ -226,15 +226,20 @@ where
     C: GracefulConnection,
 {
     let server = &*conn.server;
-    if !server.token.is_triggered() {
-        let trigger = pin!(server.token.wait());
-        if let Either::Left(_) = select(connection.as_mut(), trigger).await {
-            return;
-        }
-    }
     let mut goaway_sent = false;
-    let http2 = pin!(conn.http2_requested());
-    let stopped = match select(connection.as_mut(), select(server.stopping.clone(), http2)).await {
+    // An HTTP/1 connection has nothing to do at the trigger (its responses say
+    // `Connection: close` from then on): it waits on the token only once it is known to
+    // be HTTP/2, so that the trigger does not wake every connection.
+    let http2_trigger = pin!(async {
+        conn.http2_requested().await;
+        server.token.wait().await;
+    });
+    let stopped = match select(
+        connection.as_mut(),
+        select(server.stopping.clone(), http2_trigger),
+    )
+    .await
+    {
         Either::Left(_) => return,
         Either::Right((Either::Left((stopped, _)), _)) => stopped,
         Either::Right((Either::Right(((), stopping)), _)) => {
