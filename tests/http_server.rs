@@ -636,8 +636,8 @@ fn probes_on_the_same_port(runtime: &'static str) {
 /// The header read and idle timeouts, with no shutdown: a client that never completes
 /// its first request's head and one that never sends a byte are closed at the header read
 /// timeout; a keep-alive connection left idle is not, it is closed at the idle timeout;
-/// one whose next request's head stalls is closed at the header read timeout from that
-/// head's first bytes; a request slower than both is answered, and its connection serves
+/// one whose next request's head stalls is closed within twice the header read timeout
+/// of that head's first bytes; a request slower than both is answered, and its connection serves
 /// the next one; a balancer's checks every 150 ms keep theirs.
 fn the_header_read_and_idle_timeouts_close_slow_silent_and_idle_clients(runtime: &'static str) {
     let timeout = Duration::from_millis(400);
@@ -695,15 +695,15 @@ fn the_header_read_and_idle_timeouts_close_slow_silent_and_idle_clients(runtime:
     let within = |after: Duration, limit: Duration| {
         after >= limit - Duration::from_millis(50) && after < limit + Duration::from_millis(1000)
     };
-    for (client, closed, limit) in [
-        ("half-sent", half, timeout),
-        ("silent", silent, timeout),
-        ("idle", idle, idle_timeout),
-        ("stalled", stalled, timeout),
+    for (client, closed, limit, slack) in [
+        ("half-sent", half, timeout, Duration::ZERO),
+        ("silent", silent, timeout, Duration::ZERO),
+        ("idle", idle, idle_timeout, Duration::ZERO),
+        ("stalled", stalled, timeout, timeout),
     ] {
         let after = closed.join().unwrap();
         assert!(
-            within(after, limit),
+            within(after, limit) || (after > limit && within(after, limit + slack)),
             "[{runtime}] the {client} client was closed {after:?} after its last bytes (limit {limit:?})"
         );
     }

@@ -33,9 +33,12 @@ pub(super) struct ConnState {
     /// When the connection last had no request in flight: accepted, or its last response
     /// complete ([`Server::clock`]).
     pub(super) idle_since: AtomicU64,
-    /// When the first bytes of an HTTP/1 request came on an idle keep-alive connection
-    /// ([`Server::clock`]; [`NO_HEAD`] when none is being read): its head has the header
-    /// read timeout from then, not the idle timeout.
+    /// Whether the first bytes of a next HTTP/1 request came on an idle keep-alive
+    /// connection, and since when the timeout counts: [`NO_HEAD`] when no head is being
+    /// read, [`HEAD_BEGUN`] when one is and the timeout has not looked yet, else the
+    /// [`Server::clock`] at which it first saw it. The head then has the header read
+    /// timeout, not the idle timeout. (Stamped by the timeout, not by the read: a
+    /// request reads no clock for it.)
     pub(super) head_since: AtomicU64,
     /// Whether the client opened with the HTTP/2 preface ([`Sniffed`]).
     pub(super) http2: AtomicBool,
@@ -93,8 +96,7 @@ impl ConnState {
 
     /// Notes that the first bytes of a next request's head came.
     pub(super) fn head_begun(&self) {
-        self.head_since
-            .store(self.server.clock(), Ordering::Release);
+        self.head_since.store(HEAD_BEGUN, Ordering::Release);
     }
 
     /// Resolves, with the reason, once the connection has waited too long with no request
@@ -103,7 +105,8 @@ impl ConnState {
     /// - for its first request (HTTP/1, or HTTP/2 after its preface): the header read
     ///   timeout from the accept, so silent and preface-only clients are closed;
     /// - for the head of a next HTTP/1 request whose first bytes came: the header read
-    ///   timeout from those bytes;
+    ///   timeout from when this first sees them, which is within a header read timeout
+    ///   of their arrival (so such a head is closed within twice the timeout);
     /// - otherwise (an idle keep-alive connection, an HTTP/2 connection with no open
     ///   stream): the idle timeout since its last response.
     ///
@@ -123,6 +126,12 @@ impl ConnState {
                 let reason = "no request within the header read timeout";
                 (at(&self.idle_since).checked_add(header_read), reason)
             } else if self.head_since.load(Ordering::Acquire) != NO_HEAD {
+                let _ = self.head_since.compare_exchange(
+                    HEAD_BEGUN,
+                    server.clock(),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                );
                 let reason = "a request's head incomplete at the header read timeout";
                 (at(&self.head_since).checked_add(header_read), reason)
             } else {
@@ -151,6 +160,9 @@ impl ConnState {
 
 /// [`ConnState::head_since`] when no request's head is being read.
 const NO_HEAD: u64 = u64::MAX;
+
+/// [`ConnState::head_since`] when a head is being read, not yet seen by the timeout.
+const HEAD_BEGUN: u64 = u64::MAX - 1;
 
 /// How often a connection whose timeouts are too long to reach looks at them again.
 const UNREACHABLE_RECHECK: Duration = Duration::from_secs(60);

@@ -125,8 +125,8 @@ impl HttpServer {
     /// How long a client has to send a request's head (default 5 s): its first request's,
     /// counted from the accept (a client that sends nothing, or an HTTP/2 client that
     /// sends only its preface, is closed then, unanswered), and on an HTTP/1 keep-alive
-    /// connection each next one's, counted from its first bytes (a slow-header client).
-    /// A TLS handshake gets the same time. A request in flight is never cut by it. Keep it
+    /// connection each next one's, once its first bytes came (a slow-header client is
+    /// closed within twice the timeout of them). A TLS handshake gets the same time. A request in flight is never cut by it. Keep it
     /// shorter than the stop timeout. (hyper's own `header_read_timeout`, 30 s by default,
     /// is off: this one is kept with one timer per connection instead of one per request.)
     #[must_use]
