@@ -121,6 +121,11 @@ for rt in smol tokio; do
 done
 haproxy -db -f "$TMP/haproxy.cfg" >"$TMP/haproxy.log" 2>&1 &
 PIDS+=($!)
+deadline=$((SECONDS + 10))
+until curl -fsS -o /dev/null -m 1 "http://127.0.0.1:$STATS/stats" 2>/dev/null; do
+    [ $SECONDS -lt $deadline ] || die "HAProxy not listening after 10 s"
+    sleep 0.1
+done
 for rt in smol tokio; do
     deadline=$((SECONDS + 30))
     until curl -fsS -o /dev/null -m 1 "http://127.0.0.1:${PROBE[$rt]}/health/ready" 2>/dev/null; do
@@ -129,13 +134,16 @@ for rt in smol tokio; do
     done
 done
 
-# One request, then one after each gap; the status codes, one per line.
+# One request, then one after each gap; the status codes, one per line (000: no answer).
+request() { # runtime
+    curl -s -o /dev/null -m 10 -w '%{http_code}\n' "http://127.0.0.1:${LB[$1]}/stats" || true
+}
 requests() { # runtime
-    local rt=$1 gap
-    curl -sS -o /dev/null -m 10 -w '%{http_code}\n' "http://127.0.0.1:${LB[$rt]}/stats" || echo 000
+    local gap
+    request "$1"
     for gap in $GAPS; do
         sleep "$gap"
-        curl -sS -o /dev/null -m 10 -w '%{http_code}\n' "http://127.0.0.1:${LB[$rt]}/stats" || echo 000
+        request "$1"
     done
 }
 log "gaps of $GAPS s, through HAProxy ${LB[smol]} (smol) and ${LB[tokio]} (tokio)"
