@@ -69,6 +69,7 @@
 //! - `systemd` (Unix): module `systemd`, with `SystemdNotify` (`READY=1`, `STOPPING=1`,
 //!   `STATUS=`, watchdog pings, `EXTEND_TIMEOUT_USEC`) and socket activation
 //!   (`LISTEN_FDS`).
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 

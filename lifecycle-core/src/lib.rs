@@ -32,6 +32,7 @@
 //!   exit code `128 + signo`.
 //! - **Exit code** ([`Report::exit_code`]): 0 when nothing failed, 1 when anything failed
 //!   or timed out, 130 or 143 when a second signal forced the exit.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 

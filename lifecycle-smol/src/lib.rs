@@ -15,6 +15,7 @@
 //! let report = smol::block_on(app.run_on(Arc::new(SmolRuntime::new()))).unwrap();
 //! assert_eq!(report.exit_code(), 0);
 //! ```
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 

@@ -17,6 +17,7 @@
 //! });
 //! assert_eq!(report.exit_code(), 0);
 //! ```
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
