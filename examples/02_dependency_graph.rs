@@ -60,7 +60,7 @@ impl Component for Metrics {
     }
 
     // Runs after every stop, so what the shutdown itself recorded gets out too.
-    async fn flush(&mut self, ctx: &FlushContext) -> Result<(), BoxError> {
+    async fn flush(&mut self, ctx: &StopContext) -> Result<(), BoxError> {
         ctx.runtime().sleep(Duration::from_millis(50)).await;
         let recorded = self.recorded.load(Ordering::Relaxed);
         tracing::info!(recorded, "metrics written out");

@@ -22,7 +22,7 @@
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let grpc = HttpServer::bind("127.0.0.1:50051")?
-//!     .name("grpc")
+//!     .named("grpc")
 //!     .serve_with(|health: GrpcHealthService| health);
 //! App::builder()
 //!     .add(GrpcHealth::new())

@@ -80,7 +80,17 @@ use std::future::Future;
 use std::io;
 use std::sync::Arc;
 
-pub use lifecycle_core::*;
+// Explicit, so that what this crate offers is written here (and a new item of the core
+// is a decision, not a side effect).
+pub use lifecycle_core::{
+    aggregate, async_trait, config, runtime, App, Background, BoxError, BuildError, Builder,
+    Component, ComponentHealth, ComponentReport, ComponentState, Config, Error, Explanation,
+    Health, HealthMonitor, HealthSubscription, InFlight, InFlightGuard, Options, Outcome,
+    OwnedInFlightGuard, PanicCounter, Phase, Plan, PlannedComponent, Provider, Report,
+    ResourceError, ResourceType, Restart, RestartReport, Runtime, ShutdownHandle, ShutdownToken,
+    Signal, Snapshot, Spawner, StartContext, StartFn, Status, Step, StopContext, Task, TaskError,
+    Trigger, WaitForShutdown, WaitForShutdownOwned, WithContext,
+};
 #[cfg(feature = "smol")]
 pub use lifecycle_smol::SmolRuntime;
 #[cfg(feature = "tokio")]
@@ -99,14 +109,22 @@ pub mod signals;
 pub mod systemd;
 #[cfg(feature = "testing")]
 pub mod testing;
+// The components, at the root with `Provider` and `Background`; their modules hold
+// what goes with them.
+#[cfg(feature = "grpc")]
+pub use grpc::GrpcHealth;
+#[cfg(feature = "http")]
+pub use http::HttpServer;
 #[cfg(feature = "http")]
 pub use probe::ProbeServer;
 
-/// Everything a component author and an app's `main` need.
+/// Everything a component author and an app's `main` need: `use lifecycle::prelude::*;`.
 pub mod prelude {
+    #[cfg(feature = "http")]
+    pub use crate::{HttpServer, ProbeServer};
     pub use crate::{
-        async_trait, App, BoxError, Component, Config, FlushContext, Health, Options, Report, Run,
-        StartContext, StopContext,
+        async_trait, App, Background, BoxError, Component, Config, Health, Options, Provider,
+        Report, Restart, Run, ShutdownToken, StartContext, StopContext,
     };
 }
 

@@ -42,8 +42,8 @@ use crate::http::panics::Panics;
 use crate::net::Listener;
 use crate::runtime::BoxFuture;
 use crate::{
-    async_trait, BoxError, Component, FlushContext, Health, HealthMonitor, InFlight, Options,
-    Phase, ShutdownToken, Snapshot, StartContext, Status, StopContext,
+    async_trait, BoxError, Component, Health, HealthMonitor, InFlight, Options, Phase,
+    ShutdownToken, Snapshot, StartContext, Status, StopContext,
 };
 
 /// The usual address of the probe server on a laptop. In Kubernetes bind
@@ -265,7 +265,7 @@ impl Component for ProbeServer {
 
     /// Closes the server: it stops accepting and drops its connections. This is the
     /// last flush (the probe server started first).
-    async fn flush(&mut self, _ctx: &FlushContext) -> Result<(), BoxError> {
+    async fn flush(&mut self, _ctx: &StopContext) -> Result<(), BoxError> {
         if let Some(mut listening) = self.listening.take() {
             listening.close().await;
         }

@@ -23,8 +23,7 @@ use futures_util::future::{select, FutureExt};
 
 use crate::runtime::Runtime;
 use crate::{
-    async_trait, BoxError, Component, FlushContext, HealthMonitor, Options, Phase, StartContext,
-    StopContext,
+    async_trait, BoxError, Component, HealthMonitor, Options, Phase, StartContext, StopContext,
 };
 
 /// systemd's notification socket (`NOTIFY_SOCKET`), spoken to through the sd-notify
@@ -139,7 +138,7 @@ impl Component for SystemdNotify {
         Ok(())
     }
 
-    async fn flush(&mut self, _: &FlushContext) -> Result<(), BoxError> {
+    async fn flush(&mut self, _: &StopContext) -> Result<(), BoxError> {
         self.close = None;
         Ok(())
     }

@@ -93,8 +93,8 @@ use futures_channel::mpsc::{unbounded, UnboundedReceiver, UnboundedSender};
 
 use crate::runtime::{BoxFuture, Runtime, SignalStream};
 use crate::{
-    async_trait, App, BoxError, Component, FlushContext, Health, Options, Report, ShutdownHandle,
-    Signal, StartContext, StopContext,
+    async_trait, App, BoxError, Component, Health, Options, Report, ShutdownHandle, Signal,
+    StartContext, StopContext,
 };
 
 /// Runs each named `async fn(Harness)` scenario of the calling file as a test on each
@@ -746,7 +746,7 @@ impl<C: Component> Component for Faulty<C> {
             .await
     }
 
-    async fn flush(&mut self, ctx: &FlushContext) -> Result<(), BoxError> {
+    async fn flush(&mut self, ctx: &StopContext) -> Result<(), BoxError> {
         self.run_hook(Hook::Flush, ctx.runtime(), |inner| inner.flush(ctx))
             .await
     }

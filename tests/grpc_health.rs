@@ -36,7 +36,7 @@ fn scenario(runtime: &'static str) {
     let (db, db_health, _) = Checked::new("db", Health::Up);
     let grpc = HttpServer::bind("127.0.0.1:0")
         .unwrap()
-        .name("grpc")
+        .named("grpc")
         .serve_with(|health: GrpcHealthService| health);
     let addr: SocketAddr = grpc.local_addr();
     let app = App::builder()
@@ -212,7 +212,7 @@ fn app() -> (App, SocketAddr, Arc<Mutex<Health>>) {
     let (db, db_health, _) = Checked::new("db", Health::Up);
     let grpc = HttpServer::bind("127.0.0.1:0")
         .unwrap()
-        .name("grpc")
+        .named("grpc")
         .serve_with(|health: GrpcHealthService| health);
     let addr = grpc.local_addr();
     let app = App::builder()
@@ -451,7 +451,7 @@ impl Component for Flaky {
 fn restarted(runtime: &'static str) {
     let grpc = HttpServer::bind("127.0.0.1:0")
         .unwrap()
-        .name("grpc")
+        .named("grpc")
         .serve_with(|health: GrpcHealthService| health);
     let addr = grpc.local_addr();
     let app = App::builder()

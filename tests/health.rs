@@ -437,7 +437,7 @@ async fn thresholds_tame_a_flapping_check(h: Harness) {
                 script,
                 calls: Arc::default(),
             },
-            Options::new().health_thresholds(3, 2),
+            Options::new().failure_threshold(3).success_threshold(2),
         )
         .config(Config::default().health_check_interval(ms(100)))
         .build()

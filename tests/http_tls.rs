@@ -70,7 +70,7 @@ fn start(runtime: &'static str, server: Arc<ServerConfig>, drain: Duration) -> R
     let acceptor = TlsAcceptor::from(server);
     let https = HttpServer::bind("127.0.0.1:0")
         .unwrap()
-        .name("https")
+        .named("https")
         .wrap_streams(move |stream| acceptor.accept(stream))
         .serve(axum::Router::new().route("/", axum::routing::get(|| async { "hello" })));
     let addr = https.local_addr();

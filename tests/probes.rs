@@ -128,7 +128,7 @@ impl Component for Slow {
         ctx.runtime().sleep(self.stop).await;
         Ok(())
     }
-    async fn flush(&mut self, ctx: &FlushContext) -> Result<(), BoxError> {
+    async fn flush(&mut self, ctx: &StopContext) -> Result<(), BoxError> {
         ctx.runtime().sleep(self.flush).await;
         Ok(())
     }

@@ -312,7 +312,7 @@ impl Component for Fuzz {
     async fn stop(&mut self, _: &StopContext) -> Result<(), BoxError> {
         self.run(Hook::Stop).await
     }
-    async fn flush(&mut self, _: &FlushContext) -> Result<(), BoxError> {
+    async fn flush(&mut self, _: &StopContext) -> Result<(), BoxError> {
         self.run(Hook::Flush).await
     }
 }

@@ -322,7 +322,7 @@ impl Component for SlowFlush {
     async fn stop(&mut self, _: &StopContext) -> Result<(), BoxError> {
         Ok(())
     }
-    async fn flush(&mut self, _: &FlushContext) -> Result<(), BoxError> {
+    async fn flush(&mut self, _: &StopContext) -> Result<(), BoxError> {
         async_io::Timer::after(Duration::from_millis(800)).await;
         Ok(())
     }

@@ -18,9 +18,8 @@ pub mod routes;
 
 use std::time::Duration;
 
-use lifecycle::http::HttpServer;
 use lifecycle::prelude::*;
-use lifecycle::{Background, Builder, ProbeServer, Provider};
+use lifecycle::Builder;
 use sqlx::SqlitePool;
 
 // --- orchestration: begin

@@ -75,7 +75,7 @@ impl Component for Logs {
         Ok(())
     }
 
-    async fn flush(&mut self, _: &FlushContext) -> Result<(), BoxError> {
+    async fn flush(&mut self, _: &StopContext) -> Result<(), BoxError> {
         self.file.write_through();
         Ok(())
     }

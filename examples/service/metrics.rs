@@ -71,7 +71,7 @@ impl Component for Metrics {
 
     /// Writes the final snapshot: written to a temporary file and renamed, so a reader
     /// never sees half of it.
-    async fn flush(&mut self, _: &FlushContext) -> Result<(), BoxError> {
+    async fn flush(&mut self, _: &StopContext) -> Result<(), BoxError> {
         let partial = self.snapshot.with_extension("prom.partial");
         std::fs::write(&partial, self.handle.render())?;
         std::fs::rename(&partial, &self.snapshot)?;

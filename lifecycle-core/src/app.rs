@@ -137,7 +137,12 @@ impl Builder {
             .collect();
         let thresholds: Vec<(u32, u32)> = entries
             .iter()
-            .map(|(_, options)| options.health_thresholds.unwrap_or((1, 1)))
+            .map(|(_, options)| {
+                (
+                    options.failure_threshold.unwrap_or(1),
+                    options.success_threshold.unwrap_or(1),
+                )
+            })
             .collect();
         let before_all: Vec<bool> = entries
             .iter()

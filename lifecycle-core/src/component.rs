@@ -134,7 +134,7 @@ pub trait Component: Send + Sync + 'static {
     /// Writes out what is buffered (logs, metrics). Runs after every stop has ended,
     /// in reverse dependency order, within the budget's reserved flush time. The default
     /// does nothing.
-    async fn flush(&mut self, ctx: &FlushContext) -> Result<(), BoxError> {
+    async fn flush(&mut self, ctx: &StopContext) -> Result<(), BoxError> {
         let _ = ctx;
         Ok(())
     }
@@ -162,7 +162,7 @@ impl Component for Box<dyn Component> {
     async fn health(&self) -> Health {
         (**self).health().await
     }
-    async fn flush(&mut self, ctx: &FlushContext) -> Result<(), BoxError> {
+    async fn flush(&mut self, ctx: &StopContext) -> Result<(), BoxError> {
         (**self).flush(ctx).await
     }
 }
@@ -518,10 +518,6 @@ pub struct StopContext {
     /// The app's token: triggered once the app shuts down.
     pub(crate) app_shutdown: ShutdownToken,
 }
-
-/// The context of [`Component::flush`]: the same as the stop context, with the flush
-/// deadline.
-pub type FlushContext = StopContext;
 
 impl StopContext {
     /// The component's name.

@@ -273,7 +273,7 @@ fn closest_names<'a>(wanted: &str, names: impl Iterator<Item = &'a str>) -> Vec<
     let mut close: Vec<(usize, &str)> = names
         .filter_map(|name| {
             let lower = name.to_lowercase();
-            let distance = edit_distance(&wanted_lower, &lower);
+            let distance = strsim::levenshtein(&wanted_lower, &lower);
             let contains = lower.contains(&wanted_lower) || wanted_lower.contains(&lower);
             (distance <= limit || contains).then_some((distance, name))
         })
@@ -284,21 +284,6 @@ fn closest_names<'a>(wanted: &str, names: impl Iterator<Item = &'a str>) -> Vec<
         .take(3)
         .map(|(_, n)| n.to_owned())
         .collect()
-}
-
-/// Levenshtein distance over chars.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut previous: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut current = vec![i + 1; b.len() + 1];
-        for (j, &cb) in b.iter().enumerate() {
-            let substitution = previous[j] + usize::from(ca != cb);
-            current[j + 1] = substitution.min(previous[j + 1] + 1).min(current[j] + 1);
-        }
-        previous = current;
-    }
-    previous[b.len()]
 }
 
 #[cfg(test)]
@@ -405,13 +390,6 @@ mod tests {
             .iter()
             .enumerate()
             .all(|(i, implied)| i == http || implied.is_empty()));
-    }
-
-    #[test]
-    fn edit_distance_counts_edits() {
-        assert_eq!(edit_distance("kitten", "sitting"), 3);
-        assert_eq!(edit_distance("", "db"), 2);
-        assert_eq!(edit_distance("db", "db"), 0);
     }
 
     #[test]

@@ -57,7 +57,7 @@ mod task;
 pub use app::{App, Builder};
 pub use async_trait::async_trait;
 pub use closures::{Background, Provider, StartFn, WithContext};
-pub use component::{Component, FlushContext, Health, PanicCounter, StartContext, StopContext};
+pub use component::{Component, Health, PanicCounter, StartContext, StopContext};
 pub use config::{Config, Options};
 pub use error::{BoxError, BuildError, Error};
 pub use explain::{Explanation, PlannedComponent};

@@ -12,7 +12,7 @@ use hyper::body::{Body, Incoming};
 use hyper::{Request, Response};
 use hyper_util::server::conn::auto;
 use lifecycle_core::{
-    async_trait, BoxError, Component, FlushContext, Options, StartContext, StartFn, StopContext,
+    async_trait, BoxError, Component, Options, StartContext, StartFn, StopContext,
 };
 
 use super::listen::{self, Limits, Listening, Serve, Setup, TaskKind};
@@ -115,9 +115,10 @@ impl HttpServer {
         self.addr
     }
 
-    /// The component's name (default `http`), for several servers in one app.
+    /// Names the component (default `http`), for several servers in one app. (Not
+    /// `name`: that is [`Component::name`], which reads it.)
     #[must_use]
-    pub fn name(mut self, name: impl Into<String>) -> Self {
+    pub fn named(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
         self
     }
@@ -352,7 +353,7 @@ impl Component for HttpServer {
 
     /// Closes the socket, if a shutdown that began during a restart's stop left it bound
     /// for a start that did not come.
-    async fn flush(&mut self, _: &FlushContext) -> Result<(), BoxError> {
+    async fn flush(&mut self, _: &StopContext) -> Result<(), BoxError> {
         self.listener = None;
         Ok(())
     }

@@ -242,7 +242,7 @@ impl Component for Probe {
         Ok(())
     }
 
-    async fn flush(&mut self, ctx: &FlushContext) -> Result<(), BoxError> {
+    async fn flush(&mut self, ctx: &StopContext) -> Result<(), BoxError> {
         self.act(ctx.runtime(), &self.flush, "flush", What::FlushDropped)
             .await?;
         self.log.record(&self.name, What::Flushed);

@@ -188,7 +188,7 @@ impl Config {
     /// (off by default: checks run when a probe or monitor asks, cached for the cache
     /// TTL). With it, probes never wait for a round, a [subscription](crate::HealthMonitor::subscribe)
     /// sees a check change when it happens, and the thresholds
-    /// ([`Options::health_thresholds`]) count rounds at a steady pace.
+    /// ([`Options::failure_threshold`]) count rounds at a steady pace.
     pub fn health_check_interval(mut self, interval: Duration) -> Self {
         self.health_check_interval = Some(interval);
         self

@@ -31,7 +31,8 @@ pub struct Options {
     pub(crate) provides: Vec<ResourceType>,
     pub(crate) uses: Vec<(ResourceType, Option<String>)>,
     pub(crate) restart: Option<Restart>,
-    pub(crate) health_thresholds: Option<(u32, u32)>,
+    pub(crate) failure_threshold: Option<u32>,
+    pub(crate) success_threshold: Option<u32>,
 }
 
 impl Options {
@@ -142,12 +143,18 @@ impl Options {
         self
     }
 
-    /// How many consecutive failed checks make this component Down (`failures`), and how
-    /// many consecutive good ones make it Up again (`successes`): Kubernetes'
-    /// failureThreshold and successThreshold, so one flaky check does not flip readiness.
-    /// Both 1 by default; zero counts as 1. The snapshot shows the current streaks.
-    pub fn health_thresholds(mut self, failures: u32, successes: u32) -> Self {
-        self.health_thresholds = Some((failures.max(1), successes.max(1)));
+    /// How many consecutive failed checks make this component Down (default 1; zero
+    /// counts as 1): Kubernetes' `failureThreshold`, so one flaky check does not flip
+    /// readiness. The snapshot shows the current streak.
+    pub fn failure_threshold(mut self, failures: u32) -> Self {
+        self.failure_threshold = Some(failures.max(1));
+        self
+    }
+
+    /// How many consecutive good checks make this component Up again after it was Down
+    /// (default 1; zero counts as 1): Kubernetes' `successThreshold`.
+    pub fn success_threshold(mut self, successes: u32) -> Self {
+        self.success_threshold = Some(successes.max(1));
         self
     }
 
@@ -173,7 +180,8 @@ impl Options {
             flush_timeout: other.flush_timeout.or(self.flush_timeout),
             critical: other.critical.or(self.critical),
             restart: other.restart.or(self.restart),
-            health_thresholds: other.health_thresholds.or(self.health_thresholds),
+            failure_threshold: other.failure_threshold.or(self.failure_threshold),
+            success_threshold: other.success_threshold.or(self.success_threshold),
             before_all: other.before_all.or(self.before_all),
         }
     }

@@ -34,7 +34,7 @@ pub struct ComponentHealth {
     /// Its consecutive failed checks (Down), and consecutive good ones, so far: it is
     /// reported Down once the failures reach its failure threshold, and Up again once
     /// the good ones reach its success threshold
-    /// ([`Options::health_thresholds`](crate::Options::health_thresholds)).
+    /// ([`Options::failure_threshold`](crate::Options::failure_threshold)).
     pub streak: (u32, u32),
 }
 
