@@ -303,10 +303,11 @@ fn before_all_starts_first_stops_last_and_can_be_undone() {
     assert!(error.to_string().contains("cycle"), "{error}");
 }
 
-/// `main` returning a `Box<dyn Error>` prints the error's `Debug`: the message, not a
-/// struct dump; and a reporter walking `source()` does not see the cause twice.
+/// `main` returning an error prints its `Debug`: the message with its causes, not a
+/// struct dump (`{:#?}` gives that); `Display` is the error's own message and `source()`
+/// its cause, so a reporter walking the chain sees each once.
 #[test]
-fn errors_print_readably_and_their_cause_once() {
+fn errors_print_readably_and_chain_their_cause() {
     let error =
         lifecycle::BuildError::InvalidConfig("LIFECYCLE_DRAIN_DELAY=\"abc\" is invalid".into());
     let boxed: Box<dyn std::error::Error> = Box::new(error.clone());
@@ -321,8 +322,8 @@ fn errors_print_readably_and_their_cause_once() {
         format!("{setup:?}"),
         "setup failed: cannot bind 127.0.0.1:80: permission denied"
     );
-    assert!(
-        std::error::Error::source(&setup).is_none(),
-        "the cause is in the message"
-    );
+    assert_eq!(setup.to_string(), "setup failed");
+    let cause = std::error::Error::source(&setup).expect("the cause is the source");
+    assert_eq!(cause.to_string(), "cannot bind 127.0.0.1:80: permission denied");
+    assert!(format!("{setup:#?}").starts_with("Setup("), "{setup:#?}");
 }

@@ -159,7 +159,7 @@ fn run_async_on_a_tokio_runtime_without_timers_is_an_error() {
     let counter = Arc::new(AtomicUsize::new(0));
     let error = runtime.block_on(app(&counter).run_async()).unwrap_err();
     assert_eq!(
-        error.to_string(),
+        format!("{error:?}"),
         "could not register signal handlers: the tokio runtime was built without time: \
          build it with `enable_all()`"
     );

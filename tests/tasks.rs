@@ -241,11 +241,24 @@ async fn an_aborted_task_is_not_a_failure(h: Harness) {
     let report = h.run(app).await;
     assert_eq!(report.trigger, Trigger::Requested, "{report}");
     assert_eq!(report.exit_code(), 0, "{report}");
-    assert_eq!(*seen.lock().unwrap(), Some(Err(TaskError::Cancelled)));
+    assert!(
+        matches!(*seen.lock().unwrap(), Some(Err(TaskError::Cancelled))),
+        "{:?}",
+        seen.lock().unwrap()
+    );
 }
 
-/// Awaiting a task that failed gives its error (and the failure still triggers shutdown).
+/// Awaiting a task that failed gives its error, as the task's own type (and the failure
+/// still triggers shutdown, the report naming it).
 async fn awaiting_a_failed_task_gives_its_error(h: Harness) {
+    #[derive(Debug)]
+    struct Broke;
+    impl std::fmt::Display for Broke {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("the connection broke")
+        }
+    }
+    impl std::error::Error for Broke {}
     struct Fails(Arc<Mutex<Option<Result<(), TaskError>>>>);
     #[async_trait]
     impl Component for Fails {
@@ -256,7 +269,7 @@ async fn awaiting_a_failed_task_gives_its_error(h: Harness) {
             let runtime = ctx.runtime().clone();
             let task = ctx.spawn_fallible(async move {
                 runtime.sleep(ms(20)).await;
-                Err("the connection broke")
+                Err(Broke)
             });
             let seen = self.0.clone();
             // Untracked, so the stop of `fails` does not cancel the wait.
@@ -273,7 +286,11 @@ async fn awaiting_a_failed_task_gives_its_error(h: Harness) {
     let app = App::builder().add(Fails(seen.clone())).build().unwrap();
     let report = h.run(app).await;
     assert!(
-        matches!(report.trigger, Trigger::TaskFailed { ref component, .. } if component == "fails"),
+        matches!(
+            report.trigger,
+            Trigger::TaskFailed { ref component, outcome: Outcome::Failed(ref message) }
+                if component == "fails" && message == "the connection broke"
+        ),
         "{report}"
     );
     for _ in 0..100 {
@@ -282,10 +299,12 @@ async fn awaiting_a_failed_task_gives_its_error(h: Harness) {
         }
         h.runtime().sleep(ms(5)).await; // the waiting task runs on other threads
     }
-    assert_eq!(
-        *seen.lock().unwrap(),
-        Some(Err(TaskError::Failed("the connection broke".into())))
-    );
+    let seen = seen.lock().unwrap();
+    let Some(Err(TaskError::Failed(error))) = &*seen else {
+        panic!("the task's error: {seen:?}");
+    };
+    assert!(error.downcast_ref::<Broke>().is_some(), "{error:?}");
+    assert_eq!(error.to_string(), "the connection broke");
 }
 
 /// Dropping the run future mid-run cancels every tracked task (and runs no stop).

@@ -46,7 +46,7 @@ fn main() -> ExitCode {
     // First, before any setup: a SIGTERM from here on aborts the start (exit 1, the log
     // says so) instead of killing the process with nothing logged.
     if let Err(error) = lifecycle::signals::catch() {
-        eprintln!("error: {error}");
+        eprintln!("error: {error:?}"); // `Debug`: with its cause
         return ExitCode::FAILURE;
     }
     // Bad flags exit 2 with clap's message naming them, before anything is taken.
@@ -58,7 +58,7 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
         Err(error) => {
-            eprintln!("error: {error}");
+            eprintln!("error: {error:?}");
             ExitCode::FAILURE
         }
     }

@@ -116,9 +116,10 @@ fn suggestion(suggestions: &[String]) -> String {
 /// Why an app could not run at all. Everything that happens once components start is
 /// in the [`Report`](crate::Report) instead.
 ///
-/// Its `Debug` output is its message, so `main` can return it and print something a
-/// person can read. The message includes its cause, which is therefore not also
-/// returned by `source()` (a reporter walking the chain would print it twice).
+/// Its `Display` is its own message; the cause (an `io::Error`) is its `source()`. Its
+/// `Debug` is the message with its causes (`setup failed: cannot bind 0.0.0.0:80:
+/// permission denied`), so `main` can return it and print something a person can read;
+/// `{:#?}` gives the structure.
 #[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -126,19 +127,19 @@ pub enum Error {
     #[error(transparent)]
     Build(#[from] BuildError),
     /// The termination signal handlers could not be installed.
-    #[error("could not register signal handlers: {0}")]
-    Signals(io::Error),
+    #[error("could not register signal handlers")]
+    Signals(#[source] io::Error),
     /// The async runtime could not be created.
-    #[error("could not create the async runtime: {0}")]
-    Runtime(io::Error),
+    #[error("could not create the async runtime")]
+    Runtime(#[source] io::Error),
     /// A call that blocks the thread (`run()`, `run_tokio()`) was made inside an async
     /// runtime, whose thread it would block; the message says what to call instead.
     #[error("{0}")]
     InsideRuntime(&'static str),
     /// The app's own setup failed before it ran: a port that cannot be bound, a file that
     /// cannot be opened (`?` on an `io::Error` in `main` gives this).
-    #[error("setup failed: {0}")]
-    Setup(io::Error),
+    #[error("setup failed")]
+    Setup(#[source] io::Error),
 }
 
 impl From<io::Error> for Error {
@@ -149,7 +150,16 @@ impl From<io::Error> for Error {
 
 impl std::fmt::Debug for Error {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{self}")
+        if !f.alternate() {
+            return f.write_str(&error_chain(self));
+        }
+        match self {
+            Error::Build(error) => f.debug_tuple("Build").field(error).finish(),
+            Error::Signals(error) => f.debug_tuple("Signals").field(error).finish(),
+            Error::Runtime(error) => f.debug_tuple("Runtime").field(error).finish(),
+            Error::InsideRuntime(message) => f.debug_tuple("InsideRuntime").field(message).finish(),
+            Error::Setup(error) => f.debug_tuple("Setup").field(error).finish(),
+        }
     }
 }
 

@@ -133,9 +133,7 @@ impl Spawner {
                 match select(cancelled, task).await {
                     Either::Left(_) => Err(TaskError::Cancelled),
                     Either::Right((Ok(Ok(())), _)) => Ok(()),
-                    Either::Right((Ok(Err(error)), _)) => {
-                        Err(TaskError::Failed(error_chain(&*error.into())))
-                    }
+                    Either::Right((Ok(Err(error)), _)) => Err(TaskError::Failed(Arc::from(error.into()))),
                     Either::Right((Err(panic), _)) => {
                         Err(TaskError::Panicked(panic_message(&*panic)))
                     }
@@ -151,7 +149,7 @@ impl Spawner {
                 Err(TaskError::Failed(error)) => Some(Notice::TaskFailed {
                     node,
                     tasks: tasks.clone(),
-                    outcome: Outcome::Failed(error.clone()),
+                    outcome: Outcome::Failed(error_chain(&**error)),
                 }),
                 Err(TaskError::Panicked(panic)) => Some(Notice::TaskFailed {
                     node,
@@ -258,12 +256,13 @@ impl Future for Task {
 }
 
 /// How a tracked [`Task`] ended, when not by completing.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum TaskError {
-    /// The task returned an error (it also triggered shutdown, naming its component).
-    #[error("task failed: {0}")]
-    Failed(String),
+    /// The task returned this error (it also triggered shutdown, naming its component):
+    /// the task's own, which `downcast_ref` gets back.
+    #[error("task failed")]
+    Failed(#[source] Arc<dyn std::error::Error + Send + Sync>),
     /// The task panicked (it also triggered shutdown, naming its component).
     #[error("task panicked: {0}")]
     Panicked(String),
