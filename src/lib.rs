@@ -120,12 +120,12 @@ pub use probe::ProbeServer;
 
 /// Everything a component author and an app's `main` need: `use lifecycle::prelude::*;`.
 pub mod prelude {
-    #[cfg(feature = "http")]
-    pub use crate::{HttpServer, ProbeServer};
     pub use crate::{
         async_trait, App, Background, BoxError, Component, Config, Health, Options, Provider,
         Report, Restart, Run, ShutdownToken, StartContext, StopContext,
     };
+    #[cfg(feature = "http")]
+    pub use crate::{HttpServer, ProbeServer};
 }
 
 /// Running an app (or a builder, which is built first) on a runtime.

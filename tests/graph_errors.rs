@@ -324,6 +324,9 @@ fn errors_print_readably_and_chain_their_cause() {
     );
     assert_eq!(setup.to_string(), "setup failed");
     let cause = std::error::Error::source(&setup).expect("the cause is the source");
-    assert_eq!(cause.to_string(), "cannot bind 127.0.0.1:80: permission denied");
+    assert_eq!(
+        cause.to_string(),
+        "cannot bind 127.0.0.1:80: permission denied"
+    );
     assert!(format!("{setup:#?}").starts_with("Setup("), "{setup:#?}");
 }

@@ -7,6 +7,7 @@ use futures_channel::mpsc::{self, UnboundedReceiver};
 
 use crate::component::Component;
 use crate::config::{Config, Options, Timeouts};
+use crate::engine::Notice;
 use crate::engine::{self, Node};
 use crate::error::{BuildError, Error};
 use crate::explain::Explanation;
@@ -15,7 +16,7 @@ use crate::health::{HealthMonitor, Shared};
 use crate::report::Report;
 use crate::resources::{ResourceType, Resources};
 use crate::runtime::Runtime;
-use crate::shutdown::{InFlight, Notice, ShutdownHandle, ShutdownToken};
+use crate::shutdown::{InFlight, ShutdownHandle, ShutdownToken};
 use crate::task::TaskSet;
 
 /// Collects components and configuration; [`build`](Builder::build) validates them into

@@ -11,9 +11,10 @@ use std::future::Future;
 
 use async_trait::async_trait;
 
-use crate::component::{Component, Health, StartContext, StopContext};
+use crate::component::{Component, StartContext, StopContext};
 use crate::config::Options;
 use crate::error::BoxError;
+use crate::health::Health;
 use crate::resources::ResourceError;
 use crate::runtime::BoxFuture;
 use crate::task::{Task, TaskError};

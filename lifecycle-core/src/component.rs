@@ -9,7 +9,7 @@ use async_trait::async_trait;
 
 use crate::config::Options;
 use crate::error::BoxError;
-use crate::health::HealthMonitor;
+use crate::health::{Health, HealthMonitor};
 use crate::resources::{ResourceError, Resources};
 use crate::runtime::{timeout_at, Elapsed, Runtime};
 use crate::shutdown::{InFlight, ShutdownHandle, ShutdownToken};
@@ -164,45 +164,6 @@ impl Component for Box<dyn Component> {
     }
     async fn flush(&mut self, ctx: &StopContext) -> Result<(), BoxError> {
         (**self).flush(ctx).await
-    }
-}
-
-/// A component's health, as its [`Component::health`] reports it. Serialized (feature
-/// `serde`) as `{"status": "down", "reason": "..."}`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[cfg_attr(
-    feature = "serde",
-    derive(serde::Serialize),
-    serde(tag = "status", content = "reason", rename_all = "lowercase")
-)]
-pub enum Health {
-    /// Working normally.
-    Up,
-    /// Working, but impaired; the reason says how.
-    Degraded(String),
-    /// Not working; the reason says why.
-    Down(String),
-}
-
-/// `Ok` is [`Up`](Health::Up), an error [`Down`](Health::Down) with its message: a
-/// check written with `?` (`sqlx::query("SELECT 1").execute(&pool).await?`) reports as
-/// it fails.
-///
-/// ```
-/// use lifecycle_core::Health;
-///
-/// assert_eq!(Health::from(Ok::<(), String>(())), Health::Up);
-/// assert_eq!(
-///     Health::from(Err::<(), _>("connection refused")),
-///     Health::Down("connection refused".into())
-/// );
-/// ```
-impl<E: fmt::Display> From<Result<(), E>> for Health {
-    fn from(result: Result<(), E>) -> Self {
-        match result {
-            Ok(()) => Health::Up,
-            Err(error) => Health::Down(error.to_string()),
-        }
     }
 }
 

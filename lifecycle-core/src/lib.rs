@@ -43,7 +43,6 @@ pub mod config;
 mod engine;
 mod error;
 mod explain;
-mod gate;
 mod graph;
 mod health;
 mod report;
@@ -57,14 +56,14 @@ mod task;
 pub use app::{App, Builder};
 pub use async_trait::async_trait;
 pub use closures::{Background, Provider, StartFn, WithContext};
-pub use component::{Component, Health, PanicCounter, StartContext, StopContext};
+pub use component::{Component, PanicCounter, StartContext, StopContext};
 pub use config::{Config, Options};
 pub use error::{BoxError, BuildError, Error};
 pub use explain::{Explanation, PlannedComponent};
 pub use graph::Plan;
 pub use health::{
-    aggregate, ComponentHealth, ComponentState, HealthMonitor, HealthSubscription, Phase, Snapshot,
-    Status,
+    aggregate, ComponentHealth, ComponentState, Health, HealthMonitor, HealthSubscription, Phase,
+    Snapshot, Status,
 };
 pub use report::{ComponentReport, Outcome, Report, RestartReport, Step, Trigger};
 pub use resources::{ResourceError, ResourceType};

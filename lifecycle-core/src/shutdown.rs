@@ -9,27 +9,9 @@ use std::time::Instant;
 
 use futures_channel::mpsc::UnboundedSender;
 
-use crate::report::Outcome;
+use crate::engine::Notice;
 use crate::runtime::{timeout_at, Runtime};
 use crate::sync::{wait_until, AtomicU64, Event, Flag, FlagWait, FlagWaitOn, Ordering};
-use crate::task::TaskSet;
-
-/// What the engine hears from handles and tracked tasks while it runs.
-#[derive(Debug)]
-pub(crate) enum Notice {
-    Requested,
-    /// A tracked task of `node` failed; `tasks` names the incarnation it belonged to.
-    TaskFailed {
-        node: usize,
-        tasks: Arc<TaskSet>,
-        outcome: Outcome,
-    },
-    /// A task spawned by the start of `node` itself ended (for [`Restart::always`](crate::Restart::always)).
-    TaskEnded {
-        node: usize,
-        tasks: Arc<TaskSet>,
-    },
-}
 
 /// Resolves once shutdown has begun: at the trigger (signal, [`ShutdownHandle::shutdown`],
 /// failure), before the drain delay. Cheap to clone; every clone sees the same trigger.

@@ -14,10 +14,10 @@ use futures_util::future::{select, Either};
 use futures_util::FutureExt;
 use tracing::Instrument;
 
+use crate::engine::Notice;
 use crate::error::{error_chain, panic_message, BoxError};
 use crate::report::Outcome;
 use crate::runtime::Runtime;
-use crate::shutdown::Notice;
 use crate::sync::{wait_until, AtomicUsize, Event, Flag, FlagWait, Ordering};
 
 /// The live tracked tasks of one component.
@@ -133,7 +133,9 @@ impl Spawner {
                 match select(cancelled, task).await {
                     Either::Left(_) => Err(TaskError::Cancelled),
                     Either::Right((Ok(Ok(())), _)) => Ok(()),
-                    Either::Right((Ok(Err(error)), _)) => Err(TaskError::Failed(Arc::from(error.into()))),
+                    Either::Right((Ok(Err(error)), _)) => {
+                        Err(TaskError::Failed(Arc::from(error.into())))
+                    }
                     Either::Right((Err(panic), _)) => {
                         Err(TaskError::Panicked(panic_message(&*panic)))
                     }

@@ -21,8 +21,9 @@ use super::{Stream, StreamKind};
 
 impl Stream {
     /// This stream as hyper's I/O: tokio's through hyper-util's `TokioIo`; async-io's
-    /// through a buffer of its own (smol-hyper's adapter zeroes hyper's whole read buffer
-    /// before every read: 8 KB of memset per request, measured in `benches/http.rs`).
+    /// through a buffer of its own, copying only what was read (an adapter over
+    /// futures-io must hand it an initialized buffer, and hyper's is not: smol-hyper's
+    /// zeroes all of it before every read).
     pub fn into_hyper(self) -> HyperIo {
         HyperIo(match self.0 {
             #[cfg(feature = "smol")]
@@ -171,7 +172,7 @@ impl hyper::rt::Write for HyperIo {
 /// Each sleep is a runtime sleep. Not for a per-request timeout on a busy server: hyper
 /// arms a new sleep for every request's head, an insertion into tokio's timer wheel or
 /// an `async_io::Timer` that wakes the reactor. `HttpServer` keeps its header read
-/// timeout with one lazy sleep per connection instead (see BENCHMARKS.md).
+/// timeout with one lazy sleep per connection instead.
 #[derive(Debug, Clone)]
 pub struct RuntimeTimer(Arc<dyn Runtime>);
 

@@ -7,6 +7,8 @@
 //! reacts to signals, shutdown requests and task failures between polls of the hooks.
 //! A failure of a component with a restart policy is handled in `restart.rs`.
 
+mod gate;
+mod notice;
 mod restart;
 mod wavefront;
 
@@ -25,16 +27,17 @@ use futures_util::stream;
 use futures_util::{FutureExt, StreamExt};
 use tracing::Instrument;
 
+use self::gate::Gated;
+pub(crate) use self::notice::Notice;
 use crate::component::{Component, StartContext, StopContext};
 use crate::config::{Config, Timeouts};
 use crate::error::{error_chain, panic_message, BoxError, Error};
-use crate::gate::Gated;
 use crate::graph::Plan;
 use crate::health::{ComponentState, Phase, Shared};
 use crate::report::{ComponentReport, Outcome, Report, RestartReport, Step, Trigger};
 use crate::resources::Resources;
 use crate::runtime::{timeout_at, Runtime, Signal};
-use crate::shutdown::{InFlight, Notice, ShutdownHandle, ShutdownToken};
+use crate::shutdown::{InFlight, ShutdownHandle, ShutdownToken};
 use crate::supervision::{History, Restart, When};
 use crate::task::{Spawner, SpawnerShared, TaskSet};
 use wavefront::{Direction, Interrupted, Wavefront};

@@ -15,14 +15,14 @@ mod status;
 pub use monitor::{HealthMonitor, HealthSubscription};
 pub(crate) use shared::Shared;
 pub use snapshot::{ComponentHealth, Snapshot};
-pub use status::{aggregate, ComponentState, Phase, Status};
+pub use status::{aggregate, ComponentState, Health, Phase, Status};
 
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::component::Health;
+    use super::Health;
 
     #[test]
     fn aggregation_table() {

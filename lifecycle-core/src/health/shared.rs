@@ -9,8 +9,9 @@ use futures_util::future::join_all;
 use futures_util::FutureExt;
 
 use super::{aggregate, ComponentState, Phase, Status};
-use crate::component::{Component, Health};
+use crate::component::Component;
 use crate::error::panic_message;
+use crate::health::Health;
 use crate::runtime::{timeout_at, Runtime};
 use crate::sync::{wait_until, AtomicBool, AtomicU64, AtomicU8, Event, Ordering};
 

@@ -4,8 +4,8 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::Health;
 use super::{aggregate, ComponentState, Phase, Status};
-use crate::component::Health;
 
 /// The health of one component in a [`Snapshot`]. With the `serde` feature it
 /// serializes with `latency_ms` for the latency.

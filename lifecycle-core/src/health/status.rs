@@ -3,7 +3,44 @@
 
 use std::fmt;
 
-use crate::component::Health;
+/// A component's health, as its [`Component::health`](crate::Component::health) reports it. Serialized (feature
+/// `serde`) as `{"status": "down", "reason": "..."}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize),
+    serde(tag = "status", content = "reason", rename_all = "lowercase")
+)]
+pub enum Health {
+    /// Working normally.
+    Up,
+    /// Working, but impaired; the reason says how.
+    Degraded(String),
+    /// Not working; the reason says why.
+    Down(String),
+}
+
+/// `Ok` is [`Up`](Health::Up), an error [`Down`](Health::Down) with its message: a
+/// check written with `?` (`sqlx::query("SELECT 1").execute(&pool).await?`) reports as
+/// it fails.
+///
+/// ```
+/// use lifecycle_core::Health;
+///
+/// assert_eq!(Health::from(Ok::<(), String>(())), Health::Up);
+/// assert_eq!(
+///     Health::from(Err::<(), _>("connection refused")),
+///     Health::Down("connection refused".into())
+/// );
+/// ```
+impl<E: fmt::Display> From<Result<(), E>> for Health {
+    fn from(result: Result<(), E>) -> Self {
+        match result {
+            Ok(()) => Health::Up,
+            Err(error) => Health::Down(error.to_string()),
+        }
+    }
+}
 
 /// The severity of a [`Health`], and the aggregate over all components.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -4,8 +4,8 @@
 //! hooks of a phase, and a `select` polls both sides every time either wakes it. Hooks
 //! complete thousands of times in a big app, signals almost never: without the gate, each
 //! hook's completion would also poll the signal stream, which on smol is a read on
-//! async-signal's pipe (it was a fifth of the engine's cost per component on smol). The gate gives
-//! the inner stream its own waker and polls it only after that waker fired.
+//! async-signal's pipe (a system call per poll). The gate gives the inner stream its own
+//! waker and polls it only after that waker fired.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
