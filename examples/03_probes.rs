@@ -111,7 +111,7 @@ fn main() -> Result<Report, Box<dyn std::error::Error>> {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let report = App::builder()
-        .add(ProbeServer::bind_default()?.details(true))
+        .add(ProbeServer::bind_default()?.details())
         .add(Db)
         .add(Web {
             listener: Some(TcpListener::bind("127.0.0.1:8080")?),

@@ -179,6 +179,7 @@ impl Body for EndsAtShutdown {
 /// docs](self)). It is named `grpc-health` and provides a [`GrpcHealthService`].
 ///
 /// Its start takes nothing from it: it can start again after a stop (a restart).
+#[must_use = "a component does nothing until it is added to an App"]
 pub struct GrpcHealth {
     reporter: HealthReporter,
     publishing: Arc<Mutex<()>>,

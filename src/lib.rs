@@ -87,9 +87,9 @@ pub use lifecycle_core::{
     Component, ComponentHealth, ComponentReport, ComponentState, Config, Error, Explanation,
     Health, HealthMonitor, HealthSubscription, InFlight, InFlightGuard, Options, Outcome,
     OwnedInFlightGuard, PanicCounter, Phase, Plan, PlannedComponent, Provider, Report,
-    ResourceError, ResourceType, Restart, RestartReport, Runtime, ShutdownHandle, ShutdownToken,
-    Signal, Snapshot, Spawner, StartContext, StartFn, Status, Step, StopContext, Task, TaskError,
-    Trigger, WaitForShutdown, WaitForShutdownOwned, WithContext,
+    ResourceError, ResourceType, Restart, RestartReport, Runtime, Settings, ShutdownHandle,
+    ShutdownToken, Signal, Snapshot, Spawner, StartContext, StartFn, Status, Step, StopContext,
+    Task, TaskError, Trigger, WaitForShutdown, WaitForShutdownOwned, WithContext,
 };
 #[cfg(feature = "smol")]
 pub use lifecycle_smol::SmolRuntime;

@@ -65,13 +65,14 @@ const MAX_CONNECTIONS: usize = 1_000;
 ///
 /// fn main() -> Result<Report, Box<dyn std::error::Error>> {
 ///     let report = App::builder()
-///         .add(ProbeServer::bind("0.0.0.0:9000")?.details(true))
+///         .add(ProbeServer::bind("0.0.0.0:9000")?.details())
 ///         // .add(db).add(http)
 ///         .run()?;
 ///     Ok(report)
 /// }
 /// ```
 #[derive(Debug)]
+#[must_use = "a component does nothing until it is added to an App"]
 pub struct ProbeServer {
     listener: Option<TcpListener>,
     addr: SocketAddr,
@@ -127,11 +128,11 @@ impl ProbeServer {
         })
     }
 
-    /// Whether `/health` lists every component with its state, status, reason and
-    /// check latency (default: off, only the aggregate). Turn it on where the port is
-    /// not public: reasons can name internal hosts.
-    pub fn details(mut self, enabled: bool) -> Self {
-        self.details = enabled;
+    /// Lists every component in `/health`, with its state, status, reason and check
+    /// latency (by default only the aggregate). Turn it on where the port is not
+    /// public: reasons can name internal hosts.
+    pub fn details(mut self) -> Self {
+        self.details = true;
         self
     }
 
@@ -208,7 +209,7 @@ impl Component for ProbeServer {
     /// Before all; its stop does nothing, and its flush only closes the socket.
     fn options(&self) -> Options {
         Options::new()
-            .before_all()
+            .before_all(true)
             .stop_timeout(Duration::from_secs(1))
             .flush_timeout(Duration::from_millis(500))
     }

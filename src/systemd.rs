@@ -109,7 +109,7 @@ impl Component for SystemdNotify {
 
     fn options(&self) -> Options {
         Options::new()
-            .before_all()
+            .before_all(true)
             .stop_timeout(Duration::from_secs(1))
             .flush_timeout(Duration::from_millis(250))
     }

@@ -14,7 +14,7 @@ fn secs(n: u64) -> Duration {
 /// probes (before all) <- metrics <- db, cache <- http; db is slow to stop.
 fn service(config: Config) -> App {
     App::builder()
-        .add_with(Named("probes", vec![]), Options::new().before_all())
+        .add_with(Named("probes", vec![]), Options::new().before_all(true))
         .add(Named("metrics", vec![]))
         .add_with(
             Named("db", vec!["metrics"]),

@@ -266,7 +266,7 @@ impl Component for First {
         "first"
     }
     fn options(&self) -> Options {
-        Options::new().before_all()
+        Options::new().before_all(true)
     }
     async fn start(&mut self, _: &StartContext) -> Result<(), BoxError> {
         Ok(())
@@ -289,7 +289,7 @@ fn before_all_starts_first_stops_last_and_can_be_undone() {
 
     let app = App::builder()
         .add(Named("db", vec![]))
-        .add_with(First, Options::new().not_before_all())
+        .add_with(First, Options::new().before_all(false))
         .build()
         .unwrap();
     assert_eq!(app.plan().levels(), [vec!["db", "first"]]);

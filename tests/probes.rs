@@ -46,7 +46,7 @@ fn spawn_app(rt: Rt, app: App) -> JoinHandle<Report> {
 }
 
 fn probes() -> (ProbeServer, Client) {
-    let probes = ProbeServer::bind("127.0.0.1:0").unwrap().details(true);
+    let probes = ProbeServer::bind("127.0.0.1:0").unwrap().details();
     let client = Client::new(probes.local_addr());
     (probes, client)
 }

@@ -250,7 +250,7 @@ fn an_http_server_restarts_with_its_dependency(runtime: &'static str) {
             ),
         )
         .add(http)
-        .add_with(probes, Options::new().not_before_all().depends_on("feed"))
+        .add_with(probes, Options::new().before_all(false).depends_on("feed"))
         .build()
         .unwrap();
     let (handle, monitor) = (app.handle(), app.health());

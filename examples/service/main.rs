@@ -91,7 +91,7 @@ fn run(mut args: Flags) -> Result<Report, Error> {
     let metrics = metrics::Metrics::install(&args.data_dir.join("metrics.prom")).map_err(io)?;
     let probes = ProbeServer::bind(args.health_addr)
         .map_err(io)?
-        .details(true)
+        .details()
         .endpoint("/metrics", "text/plain; version=0.0.4", metrics.renderer());
     let db = db::Db::new(args.data_dir.join("service.db"));
     let cache = cache::CacheComponent::new(args.redis.as_deref());

@@ -148,6 +148,7 @@ type Check<T> = Box<dyn Fn(T) -> BoxFuture<Health> + Send + Sync>;
 /// let app = App::builder().add(db).build()?;
 /// # Ok::<(), lifecycle_core::BuildError>(())
 /// ```
+#[must_use = "a component does nothing until it is added to an App"]
 pub struct Provider<T> {
     name: String,
     options: Options,
@@ -203,7 +204,6 @@ impl<T: Clone + Send + Sync + 'static> Provider<T> {
     /// let db = Provider::new("db", || Pool::connect("sqlite://data.db"), Pool::close)
     ///     .health_check(Pool::ping); // readiness follows the database
     /// ```
-    #[must_use]
     pub fn health_check<H, HF, R>(mut self, check: H) -> Self
     where
         H: Fn(T) -> HF + Send + Sync + 'static,
@@ -294,6 +294,7 @@ impl<T: Clone + Send + Sync + 'static> Component for Provider<T> {
 /// let app = App::builder().add(worker).build()?;
 /// # Ok::<(), lifecycle_core::BuildError>(())
 /// ```
+#[must_use = "a component does nothing until it is added to an App"]
 pub struct Background {
     name: String,
     options: Options,
@@ -343,7 +344,6 @@ impl Background {
     ///         async move { if up { Health::Up } else { Health::Down("queue lost".into()) } }
     ///     });
     /// ```
-    #[must_use]
     pub fn health_check<H, HF, R>(mut self, check: H) -> Self
     where
         H: Fn() -> HF + Send + Sync + 'static,

@@ -57,7 +57,7 @@ pub use app::{App, Builder};
 pub use async_trait::async_trait;
 pub use closures::{Background, Provider, StartFn, WithContext};
 pub use component::{Component, PanicCounter, StartContext, StopContext};
-pub use config::{Config, Options};
+pub use config::{Config, Options, Settings};
 pub use error::{BoxError, BuildError, Error};
 pub use explain::{Explanation, PlannedComponent};
 pub use graph::Plan;

@@ -51,6 +51,7 @@ pub(super) type Factory = Box<dyn Fn(&StartContext) -> Result<Serve, BoxError> +
 /// and its start builds the service again (`serve_with`'s closure runs again, with the
 /// new resources). The socket stays bound throughout, so the port never closes:
 /// connections made meanwhile wait in the listen queue and are served after the start.
+#[must_use = "a component does nothing until it is added to an App"]
 pub struct HttpServer {
     pub(super) name: String,
     /// Kept from the bind to the shutdown's stop (so a restart keeps the port): each
@@ -117,7 +118,6 @@ impl HttpServer {
 
     /// Names the component (default `http`), for several servers in one app. (Not
     /// `name`: that is [`Component::name`], which reads it.)
-    #[must_use]
     pub fn named(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
         self
@@ -130,7 +130,6 @@ impl HttpServer {
     /// closed within twice the timeout of them). A TLS handshake gets the same time. A request in flight is never cut by it. Keep it
     /// shorter than the stop timeout. (hyper's own `header_read_timeout`, 30 s by default,
     /// is off: this one is kept with one timer per connection instead of one per request.)
-    #[must_use]
     pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
         self.limits.header_read_timeout = timeout;
         self
@@ -148,7 +147,6 @@ impl HttpServer {
     /// usual settings and Google Cloud's load balancers' 600 s; Go's `IdleTimeout` has no
     /// limit by default, nginx's `keepalive_timeout` is 75 s. An idle connection holds
     /// a few KB, and counts against [`max_connections`](HttpServer::max_connections).
-    #[must_use]
     pub fn idle_timeout(mut self, timeout: Duration) -> Self {
         self.limits.idle_timeout = timeout;
         self
@@ -181,7 +179,6 @@ impl HttpServer {
     ///     .serve(router);
     /// # Ok(()) }
     /// ```
-    #[must_use]
     pub fn hyper<F>(mut self, configure: F) -> Self
     where
         F: Fn(&mut auto::Builder<Executor>) + Send + Sync + 'static,
@@ -192,7 +189,6 @@ impl HttpServer {
 
     /// How many connections are served at once (default 10,000); the next ones wait in
     /// the listen queue.
-    #[must_use]
     pub fn max_connections(mut self, max: usize) -> Self {
         self.limits.max_connections = max.max(1);
         self
@@ -201,7 +197,6 @@ impl HttpServer {
     /// At stop, how long a connection that has sent no request yet (accepted just before
     /// the listener closed) may take to send its first one (default 500 ms, and never past
     /// the stop deadline).
-    #[must_use]
     pub fn first_request_grace(mut self, grace: Duration) -> Self {
         self.limits.first_request_grace = grace;
         self
@@ -214,7 +209,6 @@ impl HttpServer {
     /// keep the drain's quiet period from ending). They are answered until this
     /// component stops; readiness is 503 from the trigger on, so balancers have moved
     /// away by then.
-    #[must_use]
     pub fn mount_probes(mut self) -> Self {
         self.probes = true;
         self
@@ -225,7 +219,6 @@ impl HttpServer {
     /// [`Restart`](lifecycle_core::Restart) policy, the server restarts. By default a
     /// handler's panic fails only its own request (see [`HttpServer`]); opt in where a
     /// panic means state you cannot trust any more.
-    #[must_use]
     pub fn fail_on_panic(mut self) -> Self {
         self.fail_on_panic = true;
         self
@@ -253,7 +246,6 @@ impl HttpServer {
     ///     .serve(router);
     /// # Ok(https) }
     /// ```
-    #[must_use]
     pub fn wrap_streams<F, Fut, S>(mut self, handshake: F) -> Self
     where
         F: Fn(Stream) -> Fut + Send + Sync + 'static,
@@ -269,7 +261,6 @@ impl HttpServer {
 
     /// Serves `service`, a tower service: an axum `Router`, tonic's routes,
     /// `tower::service_fn(...)`.
-    #[must_use]
     pub fn serve<S, B>(self, service: S) -> Self
     where
         S: tower_service::Service<Request<Incoming>, Response = Response<B>>
@@ -291,7 +282,6 @@ impl HttpServer {
     /// [`StartContext`] first, for `ctx.spawner()` if its handlers spawn tasks the stop
     /// must wait for (upgraded connections). It runs once per start: once, unless the
     /// server is restarted.
-    #[must_use]
     pub fn serve_with<Args, F, S, B>(mut self, make: F) -> Self
     where
         F: StartFn<Args, Output = S>,

@@ -58,6 +58,37 @@ pub struct Config {
     pub(crate) report_on_stderr: bool,
 }
 
+/// What a [`Config`] holds ([`Config::settings`]): each field is set by the `Config`
+/// method of the same name, which documents it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Settings {
+    /// The whole shutdown budget.
+    pub shutdown_timeout: Duration,
+    /// How long readiness is off before components stop.
+    pub drain_delay: Duration,
+    /// The drain's quiet period, if set.
+    pub drain_quiet_period: Option<Duration>,
+    /// The slice of the budget kept for the flush.
+    pub flush_reserve: Duration,
+    /// A component's start timeout, by default.
+    pub start_timeout: Duration,
+    /// A component's stop timeout, by default.
+    pub stop_timeout: Duration,
+    /// A component's flush timeout, by default.
+    pub flush_timeout: Duration,
+    /// How long one health check may take.
+    pub health_check_timeout: Duration,
+    /// How long health check results are reused.
+    pub health_cache_ttl: Duration,
+    /// How often the checks run in the background, if they do.
+    pub health_check_interval: Option<Duration>,
+    /// The platform's kill deadline, if known.
+    pub grace_period: Option<Duration>,
+    /// Whether the report is printed on stderr when the log filter would hide it.
+    pub report_on_stderr: bool,
+}
+
 /// Every duration a `Config` holds, by its name in configuration files (and, upper-cased
 /// after `LIFECYCLE_`, in the environment), with its setter and whether zero is allowed.
 type Setter = fn(Config, Duration) -> Config;
@@ -316,72 +347,33 @@ impl Config {
         Ok(config)
     }
 
-    // Getters: the setters above take the plain names (the builder style every example
-    // uses), so the getters take `get_`, as sqlx's options do.
-
-    /// The whole shutdown budget. Set with [`shutdown_timeout`](Config::shutdown_timeout).
+    /// The values this configuration holds, as plain fields, to read (log them, check
+    /// them in a test). `Config` itself is the builder: its methods set them.
     ///
     /// ```
     /// use std::time::Duration;
     /// use lifecycle_core::Config;
     ///
-    /// let config = Config::default().shutdown_timeout(Duration::from_secs(20));
-    /// assert_eq!(config.get_shutdown_timeout(), Duration::from_secs(20));
-    /// assert_eq!(config.get_drain_delay(), Duration::ZERO);
-    /// assert_eq!(config.get_grace_period(), None);
+    /// let settings = Config::default().shutdown_timeout(Duration::from_secs(20)).settings();
+    /// assert_eq!(settings.shutdown_timeout, Duration::from_secs(20));
+    /// assert_eq!(settings.drain_delay, Duration::ZERO);
+    /// assert_eq!(settings.grace_period, None);
     /// ```
-    pub fn get_shutdown_timeout(&self) -> Duration {
-        self.shutdown_timeout
-    }
-
-    /// The drain delay. Set with [`drain_delay`](Config::drain_delay).
-    pub fn get_drain_delay(&self) -> Duration {
-        self.drain_delay
-    }
-
-    /// The drain's quiet period, if set. Set with [`drain_quiet_period`](Config::drain_quiet_period).
-    pub fn get_drain_quiet_period(&self) -> Option<Duration> {
-        self.drain_quiet_period
-    }
-
-    /// The flush reserve. Set with [`flush_reserve`](Config::flush_reserve).
-    pub fn get_flush_reserve(&self) -> Duration {
-        self.flush_reserve
-    }
-
-    /// The default start timeout of a component. Set with [`start_timeout`](Config::start_timeout).
-    pub fn get_start_timeout(&self) -> Duration {
-        self.start_timeout
-    }
-
-    /// The default stop timeout of a component. Set with [`stop_timeout`](Config::stop_timeout).
-    pub fn get_stop_timeout(&self) -> Duration {
-        self.stop_timeout
-    }
-
-    /// The default flush timeout of a component. Set with [`flush_timeout`](Config::flush_timeout).
-    pub fn get_flush_timeout(&self) -> Duration {
-        self.flush_timeout
-    }
-
-    /// How long one health check may take. Set with [`health_check_timeout`](Config::health_check_timeout).
-    pub fn get_health_check_timeout(&self) -> Duration {
-        self.health_check_timeout
-    }
-
-    /// How long health check results are reused. Set with [`health_cache_ttl`](Config::health_cache_ttl).
-    pub fn get_health_cache_ttl(&self) -> Duration {
-        self.health_cache_ttl
-    }
-
-    /// How often the checks run in the background, if they do. Set with [`health_check_interval`](Config::health_check_interval).
-    pub fn get_health_check_interval(&self) -> Option<Duration> {
-        self.health_check_interval
-    }
-
-    /// The platform's kill deadline, if known. Set with [`grace_period`](Config::grace_period).
-    pub fn get_grace_period(&self) -> Option<Duration> {
-        self.grace_period
+    pub fn settings(&self) -> Settings {
+        Settings {
+            shutdown_timeout: self.shutdown_timeout,
+            drain_delay: self.drain_delay,
+            drain_quiet_period: self.drain_quiet_period,
+            flush_reserve: self.flush_reserve,
+            start_timeout: self.start_timeout,
+            stop_timeout: self.stop_timeout,
+            flush_timeout: self.flush_timeout,
+            health_check_timeout: self.health_check_timeout,
+            health_cache_ttl: self.health_cache_ttl,
+            health_check_interval: self.health_check_interval,
+            grace_period: self.grace_period,
+            report_on_stderr: self.report_on_stderr,
+        }
     }
 
     /// The time left for stopping components: the budget minus the drain delay and the

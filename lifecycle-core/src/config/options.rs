@@ -75,18 +75,15 @@ impl Options {
         self
     }
 
-    /// Starts this component before every other one (which all depend on it), so it
-    /// stops after all of them: for what must work during the whole lifecycle, like the
-    /// probe server.
-    pub fn before_all(mut self) -> Self {
-        self.before_all = Some(true);
-        self
-    }
-
-    /// Undoes [`before_all`](Options::before_all), for a component that declares it
-    /// itself: it then starts as its own dependencies allow.
-    pub fn not_before_all(mut self) -> Self {
-        self.before_all = Some(false);
+    /// Whether this component starts before every other one (which then all depend on
+    /// it), so that it stops after all of them: for what must work during the whole
+    /// lifecycle, like the probe server (which declares it itself; `before_all(false)`
+    /// at `add_with` undoes that, and it then starts as its own dependencies allow).
+    ///
+    /// Like every `Options` method it takes its value, because `add_with`'s options
+    /// override what the component declared, either way.
+    pub fn before_all(mut self, first: bool) -> Self {
+        self.before_all = Some(first);
         self
     }
 

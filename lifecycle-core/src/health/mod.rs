@@ -21,8 +21,8 @@ pub use status::{aggregate, ComponentState, Health, Phase, Status};
 mod tests {
     use std::time::Duration;
 
-    use super::*;
     use super::Health;
+    use super::*;
 
     #[test]
     fn aggregation_table() {
