@@ -29,8 +29,10 @@ impl Component for Slow {
     fn name(&self) -> &str {
         self.name
     }
-    fn dependencies(&self) -> Vec<&str> {
-        self.deps.clone()
+    fn options(&self) -> Options {
+        self.deps
+            .iter()
+            .fold(Options::new(), |o, d| o.depends_on(*d))
     }
     async fn start(&mut self, ctx: &StartContext) -> Result<(), BoxError> {
         ctx.runtime().sleep(self.start).await;

@@ -52,8 +52,8 @@ impl Component for Greeter {
         "greeter"
     }
 
-    fn dependencies(&self) -> Vec<&str> {
-        vec!["ticker"]
+    fn options(&self) -> Options {
+        Options::new().depends_on("ticker")
     }
 
     async fn start(&mut self, _ctx: &StartContext) -> Result<(), BoxError> {

@@ -84,8 +84,8 @@ impl Component for Backend {
         self.name
     }
 
-    fn dependencies(&self) -> Vec<&str> {
-        vec!["metrics"]
+    fn options(&self) -> Options {
+        Options::new().depends_on("metrics")
     }
 
     async fn start(&mut self, ctx: &StartContext) -> Result<(), BoxError> {
@@ -117,8 +117,8 @@ impl Component for Http {
         "http"
     }
 
-    fn dependencies(&self) -> Vec<&str> {
-        vec!["db", "cache"]
+    fn options(&self) -> Options {
+        Options::new().depends_on("db").depends_on("cache")
     }
 
     async fn start(&mut self, ctx: &StartContext) -> Result<(), BoxError> {

@@ -72,8 +72,8 @@ impl Component for Web {
     fn name(&self) -> &str {
         "web"
     }
-    fn dependencies(&self) -> Vec<&str> {
-        vec!["db"]
+    fn options(&self) -> Options {
+        Options::new().depends_on("db")
     }
     async fn start(&mut self, ctx: &StartContext) -> Result<(), BoxError> {
         let listener = self.listener.take().ok_or("started twice")?;

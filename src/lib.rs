@@ -23,7 +23,7 @@
 //! #[async_trait]
 //! impl Component for Http {
 //!     fn name(&self) -> &str { "http" }
-//!     fn dependencies(&self) -> Vec<&str> { vec!["db"] }
+//!     fn options(&self) -> Options { Options::new().depends_on("db") }
 //!     async fn start(&mut self, ctx: &StartContext) -> Result<(), BoxError> {
 //!         // A real server would bind here and serve from a tracked task; this one, the
 //!         // last to start, asks the app to stop once running, as SIGTERM would.

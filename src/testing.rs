@@ -22,7 +22,7 @@
 //! #[async_trait]
 //! impl Component for Worker {
 //!     fn name(&self) -> &str { "worker" }
-//!     fn dependencies(&self) -> Vec<&str> { vec!["db"] }
+//!     fn options(&self) -> Options { Options::new().depends_on("db") }
 //!     async fn start(&mut self, _: &StartContext) -> Result<(), BoxError> { Ok(()) }
 //!     async fn stop(&mut self, ctx: &StopContext) -> Result<(), BoxError> {
 //!         ctx.runtime().sleep(Duration::from_secs(2)).await; // finishing the item
@@ -726,10 +726,6 @@ impl Drop for DropRecord<'_> {
 impl<C: Component> Component for Faulty<C> {
     fn name(&self) -> &str {
         self.inner.name()
-    }
-
-    fn dependencies(&self) -> Vec<&str> {
-        self.inner.dependencies()
     }
 
     fn options(&self) -> Options {

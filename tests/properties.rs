@@ -298,8 +298,10 @@ impl Component for Fuzz {
     fn name(&self) -> &str {
         &self.name
     }
-    fn dependencies(&self) -> Vec<&str> {
-        self.deps.iter().map(String::as_str).collect()
+    fn options(&self) -> Options {
+        self.deps
+            .iter()
+            .fold(Options::new(), |o, d| o.depends_on(d.as_str()))
     }
     async fn start(&mut self, ctx: &StartContext) -> Result<(), BoxError> {
         let task = self.armed(What::TaskDropped);

@@ -134,8 +134,8 @@ async fn the_value_is_released_after_the_provider_stops(h: Harness) {
         fn name(&self) -> &str {
             "watcher"
         }
-        fn dependencies(&self) -> Vec<&str> {
-            vec!["db"]
+        fn options(&self) -> Options {
+            Options::new().depends_on("db")
         }
         async fn start(&mut self, _: &StartContext) -> Result<(), BoxError> {
             Ok(())

@@ -21,8 +21,8 @@ impl Component for Plain {
     fn name(&self) -> &str {
         self.0
     }
-    fn dependencies(&self) -> Vec<&str> {
-        self.1.clone()
+    fn options(&self) -> Options {
+        self.1.iter().fold(Options::new(), |o, d| o.depends_on(*d))
     }
     async fn start(&mut self, _: &StartContext) -> Result<(), BoxError> {
         Ok(())

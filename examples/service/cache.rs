@@ -179,12 +179,10 @@ impl Component for CacheComponent {
         "cache"
     }
 
-    fn dependencies(&self) -> Vec<&str> {
-        vec!["logs", "metrics"]
-    }
-
     fn options(&self) -> Options {
         Options::new()
+            .depends_on("logs")
+            .depends_on("metrics")
             .provides::<Cache>()
             .critical(false)
             .stop_timeout(Duration::from_secs(1))

@@ -55,13 +55,11 @@ impl Component for Db {
         "db"
     }
 
-    fn dependencies(&self) -> Vec<&str> {
-        vec!["logs", "metrics"]
-    }
-
     /// Stopped after `http`: only stragglers are left to wait for.
     fn options(&self) -> Options {
         Options::new()
+            .depends_on("logs")
+            .depends_on("metrics")
             .provides::<Database>()
             .stop_timeout(Duration::from_secs(5))
             .flush_timeout(Duration::from_millis(250))

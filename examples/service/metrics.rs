@@ -42,12 +42,9 @@ impl Component for Metrics {
         "metrics"
     }
 
-    fn dependencies(&self) -> Vec<&str> {
-        vec!["logs"]
-    }
-
     fn options(&self) -> Options {
         Options::new()
+            .depends_on("logs")
             .stop_timeout(Duration::from_secs(1))
             .flush_timeout(Duration::from_millis(500))
     }

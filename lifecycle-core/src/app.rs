@@ -38,13 +38,15 @@ impl fmt::Debug for Builder {
 }
 
 impl Builder {
-    /// Adds a component, with the dependencies it declares itself.
+    /// Adds a component, with the options it declares itself ([`Component::options`]).
     #[allow(clippy::should_implement_trait)] // `add` reads as the builder verb it is
     pub fn add(self, component: impl Component) -> Self {
         self.add_with(component, Options::new())
     }
 
-    /// Adds a component with options: extra dependencies, timeouts.
+    /// Adds a component with options of the app's: their dependencies, provides and uses
+    /// add to those the component declares ([`Component::options`]); a timeout or flag
+    /// they set replaces the component's.
     pub fn add_with(mut self, component: impl Component, options: Options) -> Self {
         self.entries.push((Box::new(component), options));
         self
@@ -98,12 +100,7 @@ impl Builder {
             .iter()
             .zip(&uses)
             .map(|((component, options), uses)| {
-                let mut dependencies: Vec<String> = component
-                    .dependencies()
-                    .into_iter()
-                    .chain(options.dependencies.iter().map(String::as_str))
-                    .map(str::to_owned)
-                    .collect();
+                let mut dependencies = options.dependencies.clone();
                 dependencies.extend(uses.iter().map(|(_, provider)| provider.clone()));
                 if options.before_all != Some(true) {
                     dependencies.extend(first.iter().map(|&name| name.to_owned()));
@@ -316,7 +313,7 @@ impl App {
     /// # #[async_trait]
     /// # impl Component for C {
     /// #     fn name(&self) -> &str { self.0 }
-    /// #     fn dependencies(&self) -> Vec<&str> { self.1.clone() }
+    /// #     fn options(&self) -> Options { self.1.iter().fold(Options::new(), |o, d| o.depends_on(*d)) }
     /// #     async fn start(&mut self, _: &StartContext) -> Result<(), BoxError> { Ok(()) }
     /// #     async fn stop(&mut self, _: &StopContext) -> Result<(), BoxError> { Ok(()) }
     /// # }

@@ -67,7 +67,7 @@ use crate::task::{Spawner, Task, TaskSet};
 /// # Examples
 ///
 /// ```
-/// use lifecycle_core::{async_trait, BoxError, Component, StartContext, StopContext};
+/// use lifecycle_core::{async_trait, BoxError, Component, Options, StartContext, StopContext};
 ///
 /// struct Db {
 ///     connected: bool,
@@ -79,8 +79,8 @@ use crate::task::{Spawner, Task, TaskSet};
 ///         "db"
 ///     }
 ///
-///     fn dependencies(&self) -> Vec<&str> {
-///         vec!["metrics"]
+///     fn options(&self) -> Options {
+///         Options::new().depends_on("metrics")
 ///     }
 ///
 ///     async fn start(&mut self, _ctx: &StartContext) -> Result<(), BoxError> {
@@ -93,24 +93,22 @@ use crate::task::{Spawner, Task, TaskSet};
 ///         Ok(())
 ///     }
 /// }
-/// # assert_eq!(Db { connected: false }.dependencies(), ["metrics"]);
+/// # assert_eq!(Db { connected: false }.options().dependencies(), ["metrics"]);
 /// ```
 #[async_trait]
 pub trait Component: Send + Sync + 'static {
     /// The component's unique name, used for dependencies, logs and the report.
     fn name(&self) -> &str;
 
-    /// The names of the components this one needs started before it starts, and still
-    /// running until it has stopped. More can be added at registration with
-    /// [`Options::depends_on`](crate::Options::depends_on).
-    fn dependencies(&self) -> Vec<&str> {
-        Vec::new()
-    }
-
-    /// Options this component declares for itself: timeouts that suit it, whether it is
-    /// [`critical`](Options::critical), [`before_all`](Options::before_all). Options given
-    /// at registration ([`Builder::add_with`](crate::Builder::add_with)) override these.
-    /// The default declares nothing.
+    /// What this component declares for itself: the components it depends on
+    /// ([`depends_on`](Options::depends_on), by name), the resources it provides and uses
+    /// ([`provides`](Options::provides), [`uses`](Options::uses), by type), and timeouts
+    /// and flags that suit it. The default declares nothing.
+    ///
+    /// The app can add options at registration
+    /// ([`Builder::add_with`](crate::Builder::add_with)): their dependencies, provides and
+    /// uses add to these; a timeout or flag they set replaces the component's. That is
+    /// the whole precedence; [`App::explain`](crate::App::explain) shows the result.
     fn options(&self) -> Options {
         Options::new()
     }
@@ -146,9 +144,6 @@ pub trait Component: Send + Sync + 'static {
 impl Component for Box<dyn Component> {
     fn name(&self) -> &str {
         (**self).name()
-    }
-    fn dependencies(&self) -> Vec<&str> {
-        (**self).dependencies()
     }
     fn options(&self) -> Options {
         (**self).options()

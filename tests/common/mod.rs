@@ -39,8 +39,8 @@ impl Component for Named {
     fn name(&self) -> &str {
         self.0
     }
-    fn dependencies(&self) -> Vec<&str> {
-        self.1.clone()
+    fn options(&self) -> Options {
+        self.1.iter().fold(Options::new(), |o, d| o.depends_on(*d))
     }
     async fn start(&mut self, _: &StartContext) -> Result<(), BoxError> {
         Ok(())
@@ -184,8 +184,10 @@ impl Component for Probe {
         &self.name
     }
 
-    fn dependencies(&self) -> Vec<&str> {
-        self.dependencies.iter().map(String::as_str).collect()
+    fn options(&self) -> Options {
+        self.dependencies
+            .iter()
+            .fold(Options::new(), |o, d| o.depends_on(d.as_str()))
     }
 
     async fn start(&mut self, ctx: &StartContext) -> Result<(), BoxError> {

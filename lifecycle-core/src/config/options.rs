@@ -217,3 +217,33 @@ impl Timeouts {
         Ok(timeouts)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The precedence `Component::options` and `Builder::add_with` document: edges add up,
+    /// a value the app sets replaces the component's, one it leaves unset keeps it.
+    #[test]
+    fn the_apps_options_add_edges_and_replace_values() {
+        #[derive(Clone)]
+        struct Pool;
+        let declared = Options::new()
+            .depends_on("metrics")
+            .uses::<Pool>()
+            .stop_timeout(Duration::from_secs(5))
+            .critical(false)
+            .before_all(true);
+        let given = Options::new()
+            .depends_on("logs")
+            .uses::<Pool>()
+            .stop_timeout(Duration::from_secs(10))
+            .before_all(false);
+        let merged = declared.merge(given);
+        assert_eq!(merged.dependencies(), ["metrics", "logs"]);
+        assert_eq!(merged.uses.len(), 1, "the same use once");
+        assert_eq!(merged.stop_timeout, Some(Duration::from_secs(10)));
+        assert_eq!(merged.critical, Some(false));
+        assert_eq!(merged.before_all, Some(false));
+    }
+}
