@@ -91,7 +91,12 @@ impl Component for Web {
         let in_flight = ctx.in_flight();
         println!("web: waiting for {} requests in flight", in_flight.count());
         let margin = ctx.deadline() - Duration::from_millis(200);
-        if in_flight.wait_idle_until(ctx.runtime(), margin).await {
+        if ctx
+            .runtime()
+            .timeout_at(margin, in_flight.wait_idle())
+            .await
+            .is_ok()
+        {
             println!("web: every request answered");
             Ok(())
         } else {

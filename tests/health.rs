@@ -297,10 +297,12 @@ impl Component for Worker {
         Ok(())
     }
     async fn stop(&mut self, ctx: &StopContext) -> Result<(), BoxError> {
+        let idle = ctx.in_flight().wait_idle();
         let finished = ctx
-            .in_flight()
-            .wait_idle_until(ctx.runtime(), ctx.deadline() - ms(100))
-            .await;
+            .runtime()
+            .timeout_at(ctx.deadline() - ms(100), idle)
+            .await
+            .is_ok();
         *self.finished.lock().unwrap() = Some(finished);
         Ok(())
     }

@@ -128,7 +128,7 @@ fn start_serving(
         configure(HttpServer::bind("127.0.0.1:0").unwrap()).serve_with(move |ctx: StartContext| {
             Work {
                 dropped: work.clone(),
-                spawner: ctx.spawner(),
+                spawner: ctx.helper_spawner(),
             }
         });
     let addr = http.local_addr();

@@ -389,10 +389,12 @@ impl Component for App1 {
     async fn stop(&mut self, ctx: &StopContext) -> Result<(), BoxError> {
         self.in_flight_at_stop
             .store(ctx.in_flight().count(), Ordering::SeqCst);
-        if !ctx
-            .in_flight()
-            .wait_idle_until(ctx.runtime(), ctx.deadline() - ms(100))
+        let idle = ctx.in_flight().wait_idle();
+        if ctx
+            .runtime()
+            .timeout_at(ctx.deadline() - ms(100), idle)
             .await
+            .is_err()
         {
             return Err("requests still in flight at the deadline".into());
         }

@@ -171,7 +171,8 @@ impl Component for Workers {
             within_ms = finish_by.saturating_duration_since(now).as_millis() as u64,
             "no new claims; finishing the jobs in progress"
         );
-        if !ctx.in_flight().wait_idle_until(runtime, finish_by).await {
+        let in_flight = ctx.in_flight().wait_idle();
+        if runtime.timeout_at(finish_by, in_flight).await.is_err() {
             tracing::warn!(
                 unfinished = ctx.in_flight().count(),
                 "stop deadline near: abandoning the jobs still in progress"

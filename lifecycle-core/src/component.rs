@@ -56,7 +56,7 @@ use crate::task::{Spawner, Task, TaskSet};
 /// component's span, and once the component's `stop` has returned (or timed out) what
 /// is left of it is cancelled, before the components it depends on begin to stop. A
 /// stop that wants its loops to finish their current item awaits their [`Task`]s (or
-/// [`StopContext::wait_for_tasks`]) before returning.
+/// [`StopContext::tasks_ended`]) before returning.
 ///
 /// # Health
 ///
@@ -236,9 +236,12 @@ impl StartContext {
         &self.name
     }
 
-    /// Spawns a tracked task: it runs in this component's `task` span, is cancelled when
-    /// the component has stopped (or when the app's run future is dropped), and a panic
-    /// in it while the app runs triggers shutdown, naming this component. The returned
+    /// Spawns one of the component's own tasks (its loop, its accept loop): it runs in
+    /// this component's `task` span, is cancelled when the component has stopped (or when
+    /// the app's run future is dropped), and a panic in it while the app runs triggers
+    /// shutdown, naming this component. Its end is the component's end under
+    /// [`Restart::always`](crate::Restart::always); for tasks whose end is not (one per
+    /// connection), use [`helper_spawner`](StartContext::helper_spawner). The returned
     /// [`Task`] can be awaited (in `stop`, until the deadline) or aborted; dropping it
     /// detaches the task.
     ///
@@ -377,9 +380,13 @@ impl StartContext {
         timeout_at(&**self.runtime(), self.deadline, future).await
     }
 
-    /// A cloneable spawner for tracked tasks, to keep beyond `start` (for example in an
-    /// accept loop that spawns a task per connection).
-    pub fn spawner(&self) -> Spawner {
+    /// A cloneable spawner for the component's helper tasks, to keep beyond `start`:
+    /// an accept loop's task per connection, an upgraded socket. They are tracked like
+    /// [`spawn`](StartContext::spawn)'s (cancelled after the stop; an error or panic fails
+    /// the component), with one difference: their end is not the component's end. Under
+    /// [`Restart::always`](crate::Restart::always), a component restarts when a task of
+    /// `spawn` ends, never when a helper does (connections end all the time).
+    pub fn helper_spawner(&self) -> Spawner {
         Spawner {
             main: false,
             ..self.spawner.clone()
@@ -530,11 +537,12 @@ impl StopContext {
         timeout_at(&*self.runtime, self.deadline, future).await
     }
 
-    /// Waits until every tracked task of this component has ended, until the deadline;
-    /// returns whether they all did. The engine cancels what is left once the stop
-    /// returns: awaiting here is how a stop lets a loop finish its current item.
-    pub async fn wait_for_tasks(&self) -> bool {
-        self.until_deadline(self.tasks.idle()).await.is_ok()
+    /// Completes once every tracked task of this component has ended. The engine cancels
+    /// what is left once the stop returns: awaiting this (under the deadline:
+    /// `ctx.until_deadline(ctx.tasks_ended())`) is how a stop lets a loop finish its
+    /// current item.
+    pub async fn tasks_ended(&self) {
+        self.tasks.idle().await
     }
 
     /// When the engine drops this hook's future: `min(the component's timeout, what is

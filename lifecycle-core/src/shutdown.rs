@@ -5,12 +5,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
 
 use futures_channel::mpsc::UnboundedSender;
 
 use crate::engine::Notice;
-use crate::runtime::{timeout_at, Runtime};
 use crate::sync::{wait_until, AtomicU64, Event, Flag, FlagWait, FlagWaitOn, Ordering};
 
 /// Resolves once shutdown has begun: at the trigger (signal, [`ShutdownHandle::shutdown`],
@@ -203,18 +201,6 @@ impl InFlight {
         // Before the first listen, so that every drop to zero from then on notifies.
         self.0.state.fetch_or(WAITED, Ordering::AcqRel);
         wait_until(&self.0.idle, || self.count() == 0).await
-    }
-
-    /// Waits for nothing to be in flight, until `deadline` at the latest. Returns whether
-    /// the work finished (`false`: the deadline came first, work is still in flight).
-    ///
-    /// A stop that waits until its own deadline writes
-    /// `ctx.until_deadline(ctx.in_flight().wait_idle())`; this is for an earlier
-    /// deadline, keeping a margin to force-close what is left.
-    pub async fn wait_idle_until(&self, runtime: &Arc<dyn Runtime>, deadline: Instant) -> bool {
-        timeout_at(&**runtime, deadline, self.wait_idle())
-            .await
-            .is_ok()
     }
 }
 

@@ -28,7 +28,7 @@
 //! `Extension<ShutdownToken>`) to end long responses (SSE, long polls) early. To serve an
 //! upgraded connection (WebSocket, with `hyper::upgrade::on`) as a tracked task, give the
 //! service the component's [`Spawner`](crate::Spawner) where it is built
-//! ([`serve_with`](HttpServer::serve_with): `ctx.spawner()`): the stop waits for those
+//! ([`serve_with`](HttpServer::serve_with): `ctx.helper_spawner()`): the stop waits for those
 //! tasks until its deadline, then they are cut. (axum's `WebSocketUpgrade::on_upgrade`
 //! spawns on tokio itself, out of the engine's reach: end those sockets with the token.)
 //!

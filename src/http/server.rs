@@ -279,7 +279,7 @@ impl HttpServer {
     /// Serves the tower service `make` builds at start from the resources it takes as
     /// arguments (see [`StartFn`]): typically a router whose state holds them, so the
     /// server starts after their providers and stops before them. `make` may take the
-    /// [`StartContext`] first, for `ctx.spawner()` if its handlers spawn tasks the stop
+    /// [`StartContext`] first, for `ctx.helper_spawner()` if its handlers spawn tasks the stop
     /// must wait for (upgraded connections). It runs once per start: once, unless the
     /// server is restarted.
     pub fn serve_with<Args, F, S, B>(mut self, make: F) -> Self
@@ -326,7 +326,7 @@ impl Component for HttpServer {
         let listener = Listener::from_std(listener.try_clone()?)?;
         let setup = Setup {
             runtime: ctx.runtime().clone(),
-            tasks: TaskKind::Tracked(ctx.spawner()),
+            tasks: TaskKind::Tracked(ctx.helper_spawner()),
             token: ctx.shutdown_token(),
             requests: ctx.in_flight().clone(),
             panics: Panics {
@@ -358,7 +358,7 @@ impl Component for HttpServer {
         }
         running.drain(ctx.deadline()).await?;
         // What handlers spawned (upgraded connections) may run until the deadline too.
-        if !ctx.wait_for_tasks().await {
+        if ctx.until_deadline(ctx.tasks_ended()).await.is_err() {
             return Err(
                 "upgraded connections (WebSocket) still open at the stop deadline were cut".into(),
             );
