@@ -1,6 +1,5 @@
 //! The app's health at one moment, and its JSON forms.
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -63,122 +62,9 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// The snapshot as JSON: `phase`, `status`, `ready`, `live`, and with `details`, a
-    /// `components` array (`name`, `critical`, `state`, `status`, `reason`, `latency_ms`,
-    /// `restarts`, `handled_panics`).
-    pub fn to_json(&self, details: bool) -> String {
-        let mut json = format!(
-            r#"{{"phase":"{}","status":{},"ready":{},"live":{}"#,
-            self.phase,
-            json_status(self.status),
-            self.ready,
-            self.live
-        );
-        if details {
-            json.push_str(r#","components":["#);
-            for (i, component) in self.components.iter().enumerate() {
-                if i > 0 {
-                    json.push(',');
-                }
-                json.push_str(r#"{"name":"#);
-                push_json_string(&mut json, &component.name);
-                let _ = write!(
-                    json,
-                    r#","critical":{},"state":"{}","status":{},"reason":"#,
-                    component.critical,
-                    component.state,
-                    json_status(component.health.as_ref().map(Health::status)),
-                );
-                match component.health.as_ref().and_then(Health::reason) {
-                    Some(reason) => push_json_string(&mut json, reason),
-                    None => json.push_str("null"),
-                }
-                match component.latency {
-                    Some(latency) => {
-                        let _ = write!(json, r#","latency_ms":{:.3}"#, latency.as_secs_f64() * 1e3);
-                    }
-                    None => json.push_str(r#","latency_ms":null"#),
-                }
-                let _ = write!(
-                    json,
-                    r#","restarts":{},"handled_panics":{}}}"#,
-                    component.restarts, component.handled_panics
-                );
-            }
-            json.push(']');
-        }
-        json.push('}');
-        json
-    }
-}
-
-impl Snapshot {
-    /// The snapshot in the IETF "Health Check Response Format for HTTP APIs"
-    /// (`application/health+json`): `status` is `pass`, `warn` or `fail` (`fail` when the
-    /// aggregate is down, `warn` when degraded or not checked yet), and with `details`,
-    /// `checks` keyed by component, each with `componentId`, `status`, `time` (of the
-    /// check, RFC 3339), `observedValue` (the check's latency) in `observedUnit` `ms`,
-    /// `output` (the reason), and lifecycle's `state` and `restarts`. `only` restricts the
-    /// aggregate and the checks to some components (a group); the status is then theirs.
-    pub fn to_health_json(&self, details: bool, only: Option<&[&str]>) -> String {
-        let members: Vec<&ComponentHealth> = self
-            .components
-            .iter()
-            .filter(|c| only.is_none_or(|only| only.contains(&&*c.name)))
-            .collect();
-        let status = self.status_of(only);
-        let mut json = format!(r#"{{"status":"{}""#, ietf_status(status));
-        if status.is_none() {
-            json.push_str(r#","output":"not checked yet""#);
-        }
-        if details {
-            let checked_at = self
-                .age
-                .and_then(|age| std::time::SystemTime::now().checked_sub(age));
-            json.push_str(r#","checks":{"#);
-            for (i, component) in members.iter().enumerate() {
-                if i > 0 {
-                    json.push(',');
-                }
-                push_json_string(&mut json, &component.name);
-                json.push_str(r#":[{"componentId":"#);
-                push_json_string(&mut json, &component.name);
-                let _ = write!(
-                    json,
-                    r#","componentType":"component","status":"{}","state":"{}","restarts":{}"#,
-                    ietf_status(component.health.as_ref().map(Health::status)),
-                    component.state,
-                    component.restarts,
-                );
-                if let (Some(at), Some(_)) = (checked_at, &component.health) {
-                    let _ = write!(
-                        json,
-                        r#","time":"{}""#,
-                        humantime::format_rfc3339_millis(at)
-                    );
-                }
-                if let Some(latency) = component.latency {
-                    let _ = write!(
-                        json,
-                        r#","observedValue":{:.3},"observedUnit":"ms""#,
-                        latency.as_secs_f64() * 1e3
-                    );
-                }
-                if let Some(reason) = component.health.as_ref().and_then(Health::reason) {
-                    json.push_str(r#","output":"#);
-                    push_json_string(&mut json, reason);
-                }
-                json.push_str("}]");
-            }
-            json.push('}');
-        }
-        json.push('}');
-        json
-    }
-
     /// The aggregate of every component (`None`), or of `only` (a group, one component),
     /// where each member counts as critical: a group has its own aggregation, and one
-    /// component's status is its own. What `to_health_json` reports.
+    /// component's status is its own: what the probe server's `/health` reports.
     pub fn status_of(&self, only: Option<&[&str]>) -> Option<Status> {
         match only {
             None => self.status,
@@ -191,37 +77,6 @@ impl Snapshot {
                 .map(|checks| aggregate(checks.into_iter().map(|health| (true, health)))),
         }
     }
-}
-
-/// `pass`, `warn` or `fail`: the IETF health format's statuses.
-fn ietf_status(status: Option<Status>) -> &'static str {
-    match status {
-        Some(Status::Up) => "pass",
-        Some(Status::Degraded) | None => "warn",
-        Some(Status::Down) => "fail",
-    }
-}
-
-fn json_status(status: Option<Status>) -> String {
-    status.map_or_else(|| "null".to_owned(), |status| format!(r#""{status}""#))
-}
-
-fn push_json_string(json: &mut String, text: &str) {
-    json.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => json.push_str("\\\""),
-            '\\' => json.push_str("\\\\"),
-            '\n' => json.push_str("\\n"),
-            '\r' => json.push_str("\\r"),
-            '\t' => json.push_str("\\t"),
-            c if u32::from(c) < 0x20 => {
-                let _ = write!(json, "\\u{:04x}", u32::from(c));
-            }
-            c => json.push(c),
-        }
-    }
-    json.push('"');
 }
 
 /// Durations as milliseconds in serialized snapshots.

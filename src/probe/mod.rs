@@ -24,6 +24,8 @@
 //! connections: HTTP/1.1 and HTTP/2, the header read and idle timeouts, a connection limit
 //! of 1,000, a panicking endpoint failing only its request), on the app's runtime.
 
+mod health_json;
+
 use std::convert::Infallible;
 use std::fmt;
 use std::io;
@@ -404,7 +406,7 @@ impl Probes {
                 let snapshot = monitor.snapshot().await;
                 health_json(
                     up_if(snapshot.status != Some(Status::Down)),
-                    snapshot.to_health_json(self.details, None),
+                    health_json::render(&snapshot, self.details, None),
                 )
             }
             path => {
@@ -420,7 +422,7 @@ impl Probes {
                             && status.is_some_and(|s| s != Status::Down);
                         return health_json(
                             up_if(up),
-                            snapshot.to_health_json(self.details, Some(&members)),
+                            health_json::render(&snapshot, self.details, Some(&members)),
                         );
                     }
                     if snapshot.components.iter().any(|c| &*c.name == name) {
@@ -428,7 +430,7 @@ impl Probes {
                         let status = snapshot.status_of(Some(&only));
                         return health_json(
                             up_if(status != Some(Status::Down)),
-                            snapshot.to_health_json(self.details, Some(&only)),
+                            health_json::render(&snapshot, self.details, Some(&only)),
                         );
                     }
                 }
