@@ -3,15 +3,13 @@
 //! unready.
 
 use std::collections::HashMap;
-use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures_util::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use futures_util::lock::Mutex as AsyncMutex;
-use lifecycle::net::Stream;
 use lifecycle::prelude::*;
-use lifecycle::runtime::Runtime;
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Cmd, FromRedisValue, RedisResult};
 
 /// How long one Redis command may take.
 const REDIS_TIMEOUT: Duration = Duration::from_millis(250);
@@ -23,9 +21,9 @@ pub struct Cache(Arc<Backend>);
 enum Backend {
     Memory(Mutex<HashMap<String, (String, Instant)>>),
     Redis {
-        addr: String,
-        connection: AsyncMutex<Option<BufReader<Stream>>>,
-        runtime: Arc<dyn Runtime>,
+        client: redis::Client,
+        /// Opened at the first command, and again after an error.
+        connection: AsyncMutex<Option<MultiplexedConnection>>,
     },
 }
 
@@ -39,7 +37,7 @@ impl Cache {
                     .filter(|(_, expires)| *expires > Instant::now())
                     .map(|(value, _)| value.clone())
             }
-            Backend::Redis { .. } => match self.redis(&["GET", key]).await {
+            Backend::Redis { .. } => match self.redis(redis::cmd("GET").arg(key)).await {
                 Ok(reply) => reply,
                 Err(error) => {
                     tracing::warn!(%error, "cache read failed");
@@ -57,8 +55,14 @@ impl Cache {
                 map.insert(key.to_owned(), (value.to_owned(), Instant::now() + ttl));
             }
             Backend::Redis { .. } => {
-                let millis = ttl.as_millis().max(1).to_string();
-                if let Err(error) = self.redis(&["SET", key, value, "PX", &millis]).await {
+                let millis = ttl.as_millis().max(1) as u64;
+                let set = redis::cmd("SET")
+                    .arg(key)
+                    .arg(value)
+                    .arg("PX")
+                    .arg(millis)
+                    .clone();
+                if let Err(error) = self.redis::<()>(&set).await {
                     tracing::warn!(%error, "cache write failed");
                 }
             }
@@ -72,88 +76,43 @@ impl Cache {
                 map.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
             }
             Backend::Redis { .. } => {
-                if let Err(error) = self.redis(&["DEL", key]).await {
+                if let Err(error) = self.redis::<()>(redis::cmd("DEL").arg(key)).await {
                     tracing::warn!(%error, "cache delete failed");
                 }
             }
         }
     }
 
-    /// Sends one command on the shared connection (opened again after an error) and
-    /// reads a simple, integer or bulk reply.
-    async fn redis(&self, command: &[&str]) -> io::Result<Option<String>> {
-        let Backend::Redis {
-            addr,
-            connection,
-            runtime,
-        } = &*self.0
-        else {
+    /// Sends one command on the shared connection (opened again after an error), each
+    /// step under [`REDIS_TIMEOUT`].
+    async fn redis<T: FromRedisValue>(&self, command: &Cmd) -> RedisResult<T> {
+        let Backend::Redis { client, connection } = &*self.0 else {
             unreachable!("only called for Redis");
         };
-        let mut connection = connection.lock().await;
-        let exchange = async {
-            if connection.is_none() {
-                *connection = Some(BufReader::new(Stream::connect(addr.clone()).await?));
+        let mut opened = {
+            let mut slot = connection.lock().await;
+            if slot.is_none() {
+                let config = AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(REDIS_TIMEOUT))
+                    .set_response_timeout(Some(REDIS_TIMEOUT));
+                *slot = Some(
+                    client
+                        .get_multiplexed_async_connection_with_config(&config)
+                        .await?,
+                );
             }
-            let stream = connection.as_mut().expect("connected above");
-            stream.get_mut().write_all(&encode(command)).await?;
-            read_reply(stream).await
+            slot.clone().expect("opened above")
         };
-        let reply = runtime
-            .timeout(REDIS_TIMEOUT, exchange)
-            .await
-            .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "Redis timed out")));
+        let reply = command.query_async(&mut opened).await;
         if reply.is_err() {
-            *connection = None; // in an unknown state: start afresh next time
+            *connection.lock().await = None; // in an unknown state: start afresh next time
         }
         reply
     }
 }
 
-/// A command in RESP: an array of bulk strings.
-fn encode(command: &[&str]) -> Vec<u8> {
-    let mut bytes = format!("*{}\r\n", command.len()).into_bytes();
-    for part in command {
-        bytes.extend_from_slice(format!("${}\r\n", part.len()).as_bytes());
-        bytes.extend_from_slice(part.as_bytes());
-        bytes.extend_from_slice(b"\r\n");
-    }
-    bytes
-}
-
-async fn read_reply(stream: &mut BufReader<Stream>) -> io::Result<Option<String>> {
-    let mut line = String::new();
-    if stream.read_line(&mut line).await? == 0 {
-        return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "Redis closed the connection",
-        ));
-    }
-    let line = line.trim_end();
-    let (kind, rest) = line.split_at(line.len().min(1));
-    match kind {
-        "+" | ":" => Ok(Some(rest.to_owned())),
-        "-" => Err(io::Error::other(format!("Redis: {rest}"))),
-        "$" => {
-            let length: i64 = rest
-                .parse()
-                .map_err(|_| io::Error::other(format!("bad Redis reply {line:?}")))?;
-            if length < 0 {
-                return Ok(None);
-            }
-            let mut data = vec![0; length as usize + 2]; // and the CRLF
-            stream.read_exact(&mut data).await?;
-            data.truncate(length as usize);
-            String::from_utf8(data)
-                .map(Some)
-                .map_err(|_| io::Error::other("a Redis value is not UTF-8"))
-        }
-        _ => Err(io::Error::other(format!("unexpected Redis reply {line:?}"))),
-    }
-}
-
 pub struct CacheComponent {
-    /// The Redis server's `host:port`; `None` for the in-process cache.
+    /// The Redis server's URL; `None` for the in-process cache.
     redis: Option<String>,
     cache: Option<Cache>,
 }
@@ -161,13 +120,9 @@ pub struct CacheComponent {
 impl CacheComponent {
     /// In-process, or on the Redis server of `redis` (`redis://host:port`).
     pub fn new(redis: Option<&str>) -> CacheComponent {
-        let redis = redis.map(|url| {
-            let addr = url.trim_start_matches("redis://").trim_end_matches('/');
-            if addr.contains(':') {
-                addr.to_owned()
-            } else {
-                format!("{addr}:6379")
-            }
+        let redis = redis.map(|url| match url.contains("://") {
+            true => url.to_owned(),
+            false => format!("redis://{url}"),
         });
         CacheComponent { redis, cache: None }
     }
@@ -190,20 +145,26 @@ impl Component for CacheComponent {
     }
 
     async fn start(&mut self, ctx: &StartContext) -> Result<(), BoxError> {
+        // The redis crate is built here for both runtimes: say which one the app runs on
+        // (it would guess from a tokio context otherwise). Set once per process.
+        let _ = match ctx.runtime().name() {
+            "tokio" => redis::aio::prefer_tokio(),
+            _ => redis::aio::prefer_smol(),
+        };
         let cache = Cache(Arc::new(match &self.redis {
             None => Backend::Memory(Mutex::default()),
-            Some(addr) => Backend::Redis {
-                addr: addr.clone(),
+            Some(url) => Backend::Redis {
+                client: redis::Client::open(url.as_str())
+                    .map_err(|e| format!("Redis URL {url:?}: {e}"))?,
                 connection: AsyncMutex::new(None),
-                runtime: ctx.runtime().clone(),
             },
         }));
-        if let Some(addr) = &self.redis {
+        if let Some(url) = &self.redis {
             cache
-                .redis(&["PING"])
+                .redis::<String>(&redis::cmd("PING"))
                 .await
-                .map_err(|e| format!("Redis at {addr}: {e}"))?;
-            tracing::info!(%addr, "cache on Redis");
+                .map_err(|e| format!("Redis at {url}: {e}"))?;
+            tracing::info!(%url, "cache on Redis");
         } else {
             tracing::info!("cache in process");
         }
@@ -218,12 +179,8 @@ impl Component for CacheComponent {
         };
         match &*cache.0 {
             Backend::Memory(map) => map.lock().unwrap_or_else(|e| e.into_inner()).clear(),
-            Backend::Redis { connection, .. } => {
-                if let Some(mut stream) = connection.lock().await.take() {
-                    let _ = stream.get_mut().write_all(&encode(&["QUIT"])).await;
-                    let _ = read_reply(&mut stream).await;
-                }
-            }
+            // Dropping the connection closes it (and ends its driver task).
+            Backend::Redis { connection, .. } => drop(connection.lock().await.take()),
         }
         Ok(())
     }
@@ -234,7 +191,7 @@ impl Component for CacheComponent {
         };
         match &*cache.0 {
             Backend::Memory(_) => Health::Up,
-            Backend::Redis { .. } => match cache.redis(&["PING"]).await {
+            Backend::Redis { .. } => match cache.redis::<String>(&redis::cmd("PING")).await {
                 Ok(_) => Health::Up,
                 Err(error) => Health::Down(error.to_string()),
             },
