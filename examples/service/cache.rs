@@ -21,7 +21,8 @@ pub struct Cache(Arc<Backend>);
 enum Backend {
     Memory(Mutex<HashMap<String, (String, Instant)>>),
     Redis {
-        client: redis::Client,
+        // Boxed: a client is large, and the in-process cache small.
+        client: Box<redis::Client>,
         /// Opened at the first command, and again after an error.
         connection: AsyncMutex<Option<MultiplexedConnection>>,
     },
@@ -154,8 +155,10 @@ impl Component for CacheComponent {
         let cache = Cache(Arc::new(match &self.redis {
             None => Backend::Memory(Mutex::default()),
             Some(url) => Backend::Redis {
-                client: redis::Client::open(url.as_str())
-                    .map_err(|e| format!("Redis URL {url:?}: {e}"))?,
+                client: Box::new(
+                    redis::Client::open(url.as_str())
+                        .map_err(|e| format!("Redis URL {url:?}: {e}"))?,
+                ),
                 connection: AsyncMutex::new(None),
             },
         }));
