@@ -17,7 +17,7 @@
 //!
 //! ```no_run
 //! use lifecycle::grpc::{GrpcHealth, GrpcHealthService};
-//! use lifecycle::http::HttpServer;
+//! use lifecycle::HttpServer;
 //! use lifecycle::prelude::*;
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -17,9 +17,9 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
-use lifecycle::http::HttpServer;
 use lifecycle::prelude::*;
 use lifecycle::runtime::Runtime;
+use lifecycle::HttpServer;
 use lifecycle::ShutdownToken;
 
 use crate::cache::Cache;

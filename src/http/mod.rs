@@ -39,7 +39,7 @@
 //! # Examples
 //!
 //! ```no_run
-//! use lifecycle::http::HttpServer;
+//! use lifecycle::HttpServer;
 //! use lifecycle::prelude::*;
 //!
 //! # #[derive(Clone)] struct Pool;
