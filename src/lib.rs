@@ -85,11 +85,12 @@ use std::sync::Arc;
 pub use lifecycle_core::{
     aggregate, async_trait, config, runtime, App, Background, BoxError, BuildError, Builder,
     Component, ComponentHealth, ComponentReport, ComponentState, Config, Error, Explanation,
-    Health, HealthMonitor, HealthSubscription, InFlight, InFlightGuard, Options, Outcome,
-    OwnedInFlightGuard, PanicCounter, Phase, Plan, PlannedComponent, Provider, Report,
-    ResourceError, ResourceType, Restart, RestartReport, Runtime, Settings, ShutdownHandle,
-    ShutdownToken, Signal, Snapshot, Spawner, StartContext, StartFn, Status, Step, StopContext,
-    Task, TaskError, Trigger, WaitForShutdown, WaitForShutdownOwned, WithContext,
+    Health, HealthMonitor, HealthSubscription, InFlight, InFlightGuard, LastReload, Options,
+    Outcome, OwnedInFlightGuard, PanicCounter, Phase, Plan, PlannedComponent, Provider,
+    ReloadContext, ReloadHandle, ReloadReport, ReloadTrigger, Report, ResourceError,
+    ResourceType, Restart, RestartReport, Runtime, Settings, ShutdownHandle, ShutdownToken,
+    Signal, Snapshot, Spawner, StartContext, StartFn, Status, Step, StopContext, Task,
+    TaskError, Trigger, WaitForShutdown, WaitForShutdownOwned, WithContext,
 };
 #[cfg(feature = "smol")]
 pub use lifecycle_smol::SmolRuntime;
@@ -122,7 +123,7 @@ pub use probe::ProbeServer;
 pub mod prelude {
     pub use crate::{
         async_trait, App, Background, BoxError, Component, Config, Health, Options, Provider,
-        Report, Restart, Run, ShutdownToken, StartContext, StopContext,
+        ReloadContext, Report, Restart, Run, ShutdownToken, StartContext, StopContext,
     };
     #[cfg(feature = "http")]
     pub use crate::{HttpServer, ProbeServer};
@@ -160,7 +161,7 @@ pub trait Run: Sized + Send + 'static {
         match chosen_runtime()? {
             RuntimeKind::Smol => {
                 let app = self.into_app()?;
-                signals::catch()?;
+                signals::catch_for(&app)?;
                 lifecycle_smol::block_on(app.run_on(Arc::new(CaughtSignals(SmolRuntime::new()))))
             }
             #[cfg(feature = "tokio")]
@@ -178,7 +179,7 @@ pub trait Run: Sized + Send + 'static {
     #[cfg(feature = "tokio")]
     fn run_tokio(self) -> Result<Report, Error> {
         let app = self.into_app()?;
-        signals::catch()?;
+        signals::catch_for(&app)?;
         if tokio::runtime::Handle::try_current().is_ok() {
             return Err(Error::InsideRuntime(INSIDE_TOKIO));
         }
@@ -205,6 +206,7 @@ pub trait Run: Sized + Send + 'static {
     fn run_async(self) -> impl Future<Output = Result<Report, Error>> + Send {
         async move {
             let app = self.into_app()?;
+            signals::catch_for(&app)?;
             app.run_on(ambient_runtime()?).await
         }
     }
@@ -255,7 +257,6 @@ fn chosen_runtime() -> Result<RuntimeKind, Error> {
 }
 
 fn ambient_runtime() -> Result<Arc<dyn Runtime>, Error> {
-    signals::catch()?;
     #[cfg(feature = "tokio")]
     if let Ok(runtime) = TokioRuntime::try_current() {
         return Ok(Arc::new(CaughtSignals(runtime)));

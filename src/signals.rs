@@ -24,8 +24,12 @@
 //! A process started with `SIGINT` ignored (a background job of a shell script, `nohup`)
 //! keeps it ignored, as Go and Python programs do: Ctrl-C in the terminal that started
 //! it does not stop it, and `SIGTERM` still does. [`catch_even_if_ignored`] catches it
-//! anyway. `SIGHUP` is never caught, so it keeps whatever disposition the process
-//! started with.
+//! anyway.
+//!
+//! `SIGHUP` is caught only for an app that reloads on it
+//! ([`Config::reload_on_sighup`](crate::Config::reload_on_sighup)), when it runs; until
+//! then it keeps the disposition the process started with. Started with `SIGHUP` ignored
+//! (`nohup`), the process keeps ignoring it, unless [`catch_even_if_ignored`] was called.
 //!
 //! # How
 //!
@@ -54,9 +58,9 @@ pub fn catch() -> Result<(), Error> {
     install(false)
 }
 
-/// Like [`catch`], and catches `SIGINT` even when the process started with it ignored.
-/// Must be the first of the two called: once handlers are registered, this changes
-/// nothing.
+/// Like [`catch`], and catches `SIGINT` even when the process started with it ignored,
+/// and `SIGHUP` (for an app that reloads on it) likewise. Must be the first of the two
+/// called: once handlers are registered, this changes nothing for `SIGINT`.
 ///
 /// # Errors
 ///
@@ -111,39 +115,96 @@ pub(crate) fn subscribe() -> lifecycle_core::runtime::SignalStream {
 #[cfg(any(feature = "smol", feature = "tokio"))]
 pub(crate) const THROUGH_HUB: bool = cfg!(unix);
 
+/// Whether [`catch_even_if_ignored`] was called (it also applies to `SIGHUP` later).
+#[cfg(unix)]
+static EVEN_IF_IGNORED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// What registering handlers returned, kept for the calls after the first.
+#[cfg(unix)]
+type Installed = OnceLock<Result<(), (std::io::ErrorKind, String)>>;
+
 #[cfg(unix)]
 fn install(even_if_ignored: bool) -> Result<(), Error> {
     use signal_hook::consts::{SIGINT, SIGTERM};
 
-    static INSTALLED: OnceLock<Result<(), (std::io::ErrorKind, String)>> = OnceLock::new();
+    static INSTALLED: Installed = OnceLock::new();
     let installed = INSTALLED.get_or_init(|| {
+        EVEN_IF_IGNORED.store(even_if_ignored, std::sync::atomic::Ordering::Relaxed);
         let mut caught = vec![SIGTERM];
         if even_if_ignored || !ignored_at_startup(SIGINT) {
             caught.push(SIGINT);
         }
-        let mut signals =
-            signal_hook::iterator::Signals::new(&caught).map_err(|e| (e.kind(), e.to_string()))?;
-        std::thread::Builder::new()
-            .name("lifecycle-signals".into())
-            .spawn(move || {
-                for number in signals.forever() {
-                    deliver(if number == SIGINT {
-                        Signal::Interrupt
-                    } else {
-                        Signal::Terminate
-                    });
-                }
-            })
-            .map_err(|e| (e.kind(), e.to_string()))?;
-        Ok(())
+        listen(&caught, "lifecycle-signals")
     });
+    result(installed)
+}
+
+/// Catches `SIGHUP` for an app that reloads on it, unless the process started with it
+/// ignored (and [`catch_even_if_ignored`] was not called). Idempotent.
+#[cfg(unix)]
+pub(crate) fn catch_hangup() -> Result<(), Error> {
+    use signal_hook::consts::SIGHUP;
+
+    static INSTALLED: Installed = OnceLock::new();
+    let installed = INSTALLED.get_or_init(|| {
+        if ignored_at_startup(SIGHUP)
+            && !EVEN_IF_IGNORED.load(std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::info!("SIGHUP was ignored when the process started (nohup?): it stays ignored, and does not reload the app");
+            return Ok(());
+        }
+        listen(&[SIGHUP], "lifecycle-sighup")
+    });
+    result(installed)
+}
+
+#[cfg(unix)]
+fn result(installed: &Result<(), (std::io::ErrorKind, String)>) -> Result<(), Error> {
     installed
         .clone()
         .map_err(|(kind, message)| Error::Signals(std::io::Error::new(kind, message)))
 }
 
+/// Registers handlers for `numbers`, read by a thread named `thread` that hands each
+/// signal to the running apps.
+#[cfg(unix)]
+fn listen(numbers: &[i32], thread: &str) -> Result<(), (std::io::ErrorKind, String)> {
+    use signal_hook::consts::{SIGHUP, SIGINT};
+
+    let mut signals =
+        signal_hook::iterator::Signals::new(numbers).map_err(|e| (e.kind(), e.to_string()))?;
+    std::thread::Builder::new()
+        .name(thread.into())
+        .spawn(move || {
+            for number in signals.forever() {
+                deliver(match number {
+                    SIGINT => Signal::Interrupt,
+                    SIGHUP => Signal::Hangup,
+                    _ => Signal::Terminate,
+                });
+            }
+        })
+        .map_err(|e| (e.kind(), e.to_string()))?;
+    Ok(())
+}
+
 #[cfg(not(unix))]
 fn install(_even_if_ignored: bool) -> Result<(), Error> {
+    Ok(())
+}
+
+#[cfg(not(unix))]
+pub(crate) fn catch_hangup() -> Result<(), Error> {
+    Ok(())
+}
+
+/// What a run registers: `SIGTERM` and `SIGINT` ([`catch`]), and `SIGHUP` when the app
+/// reloads on it.
+pub(crate) fn catch_for(app: &crate::App) -> Result<(), Error> {
+    catch()?;
+    if app.config().settings().reload_on_sighup {
+        catch_hangup()?;
+    }
     Ok(())
 }
 

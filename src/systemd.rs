@@ -2,7 +2,10 @@
 //!
 //! [`SystemdNotify`] is a component that tells systemd, through `NOTIFY_SOCKET`, where
 //! the app is: `READY=1` once every component has started (for `Type=notify` units),
-//! `STOPPING=1` at the shutdown trigger, `STATUS=` with each phase, `WATCHDOG=1` at half
+//! `STOPPING=1` at the shutdown trigger, `STATUS=` with each phase, `RELOADING=1` with
+//! `MONOTONIC_USEC=` when a reload begins and `READY=1` when it ends (for
+//! `Type=notify-reload` units, systemd 253+, whose `systemctl reload` sends `SIGHUP`:
+//! turn on [`Config::reload_on_sighup`](crate::Config::reload_on_sighup)), `WATCHDOG=1` at half
 //! of `WATCHDOG_USEC` while the engine is live (for `WatchdogSec=`), and, during the
 //! shutdown, `EXTEND_TIMEOUT_USEC` with what is left of the budget, so a long stop inside
 //! its budget is not killed by `TimeoutStopSec=`. Without `NOTIFY_SOCKET` (not under
@@ -165,8 +168,35 @@ async fn notify(
     let mut shutdown_began: Option<Instant> = None;
     let mut next_ping = watchdog.map(|period| runtime.now() + period / 2);
     let mut next_extend: Option<Instant> = None;
+    // The reloads told about (begun), and whether the last one's end is still to tell.
+    let mut reloads_told = 0;
+    let mut reload_open = false;
     loop {
         let phase = monitor.phase();
+        if phase == Phase::Running {
+            let snapshot = monitor.cached();
+            // Counted, not sampled: a reload that began and ended between two wakes is
+            // still told, since systemd waits for its RELOADING=1 and READY=1.
+            if snapshot.reloads > reloads_told {
+                reloads_told = snapshot.reloads;
+                reload_open = true;
+                match sd_notify::NotifyState::monotonic_usec_now() {
+                    Ok(now) => send(format!("RELOADING=1\n{now}\nSTATUS=reloading")),
+                    Err(error) => tracing::debug!(%error, "no monotonic clock for systemd"),
+                }
+            }
+            if reload_open && !snapshot.reloading {
+                reload_open = false;
+                let status = match snapshot.last_reload {
+                    Some(last) if !last.complete => format!(
+                        "running (the last reload did not complete: {})",
+                        last.failures.join("; ")
+                    ),
+                    _ => "running".to_owned(),
+                };
+                send(format!("READY=1\nSTATUS={status}"));
+            }
+        }
         if told != Some(phase) {
             let mut state = format!("STATUS={phase}");
             match phase {

@@ -93,8 +93,8 @@ use futures_channel::mpsc::{unbounded, UnboundedReceiver, UnboundedSender};
 
 use crate::runtime::{BoxFuture, Runtime, SignalStream};
 use crate::{
-    async_trait, App, BoxError, Component, Health, Options, Report, ShutdownHandle, Signal,
-    StartContext, StopContext,
+    async_trait, App, BoxError, Component, Health, Options, ReloadContext, Report, ShutdownHandle,
+    Signal, StartContext, StopContext,
 };
 
 /// Runs each named `async fn(Harness)` scenario of the calling file as a test on each
@@ -410,6 +410,12 @@ pub enum What {
     Flushed,
     /// Its flush's future was dropped before it returned.
     FlushDropped,
+    /// Its reload began.
+    ReloadBegan,
+    /// Its reload returned `Ok`.
+    Reloaded,
+    /// Its reload's future was dropped before it returned (a timeout, a shutdown).
+    ReloadDropped,
     /// A hook returned an error or panicked (the report says which and how).
     HookFailed,
     /// A tracked task of it was dropped (cancelled) before it ended.
@@ -591,6 +597,8 @@ pub enum Hook {
     Flush,
     /// [`Component::health`].
     Health,
+    /// [`Component::reload`].
+    Reload,
 }
 
 /// What an injected fault does to a hook, before (instead of) the component's own code.
@@ -613,7 +621,7 @@ pub struct Faulty<C> {
     inner: C,
     /// (hook, fault, the call it applies to: `None` for every call).
     faults: Vec<(Hook, Fault, Option<usize>)>,
-    calls: [AtomicUsize; 4],
+    calls: [AtomicUsize; 5],
     timeline: Timeline,
 }
 
@@ -669,6 +677,7 @@ impl<C: Component> Faulty<C> {
         let (began, done, dropped) = match hook {
             Hook::Start => (Some(What::StartBegan), What::Started, What::StartDropped),
             Hook::Stop => (Some(What::StopBegan), What::Stopped, What::StopDropped),
+            Hook::Reload => (Some(What::ReloadBegan), What::Reloaded, What::ReloadDropped),
             Hook::Flush | Hook::Health => (None, What::Flushed, What::FlushDropped),
         };
         if let Some(began) = began {
@@ -744,6 +753,11 @@ impl<C: Component> Component for Faulty<C> {
 
     async fn flush(&mut self, ctx: &StopContext) -> Result<(), BoxError> {
         self.run_hook(Hook::Flush, ctx.runtime(), |inner| inner.flush(ctx))
+            .await
+    }
+
+    async fn reload(&mut self, ctx: &ReloadContext) -> Result<(), BoxError> {
+        self.run_hook(Hook::Reload, ctx.runtime(), |inner| inner.reload(ctx))
             .await
     }
 

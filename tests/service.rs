@@ -16,6 +16,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::child::{runtimes, Process};
+use futures_rustls::rustls::pki_types::CertificateDer;
 
 /// The service with its data in a fresh directory, removed at the end.
 struct Service {
@@ -849,6 +850,317 @@ fn redis_cache_degrades_without_taking_readiness(runtime: &str) {
 
 /// Bad flags and variables are refused before anything is acquired (no data dir, no
 /// port), naming what is wrong.
+/// A settings file for the service, removed at the end.
+struct SettingsFile(PathBuf);
+
+impl SettingsFile {
+    fn new(runtime: &str) -> SettingsFile {
+        static FILES: AtomicUsize = AtomicUsize::new(0);
+        SettingsFile(std::env::temp_dir().join(format!(
+            "lifecycle-settings-{runtime}-{}-{}.json",
+            std::process::id(),
+            FILES.fetch_add(1, Ordering::SeqCst)
+        )))
+    }
+
+    fn write(&self, json: &str) {
+        // Written aside and renamed: a reload never reads half a file.
+        let partial = self.0.with_extension("partial");
+        std::fs::write(&partial, json).unwrap();
+        std::fs::rename(&partial, &self.0).unwrap();
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for SettingsFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Reload under load: 20 SIGHUPs, each after a change of the settings file, while
+/// keep-alive clients work: not one request fails, and each reload applies (the log
+/// filter, the stats TTL). A file that does not parse fails the reload, naming the key;
+/// the service keeps serving with the settings it had, `/health` says so, and the next
+/// good file applies.
+fn sighup_reloads_the_settings_under_load(runtime: &str) {
+    const CLIENTS: usize = 8;
+    let settings = SettingsFile::new(runtime);
+    settings.write(r#"{"log": "info", "stats_ttl": "1s"}"#);
+    let mut service = Service::start(
+        runtime,
+        &["--config", settings.path(), "--shutdown-timeout", "10s"],
+    );
+    let refused = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|id| {
+            let (addr, refused) = (service.app, refused.clone());
+            thread::spawn(move || load_client(addr, id, refused))
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(300));
+    for n in 1..=20 {
+        // Every other file lets the engine's debug lines through: the filter applies.
+        let log = if n % 2 == 0 { "info,lifecycle_core::engine=debug" } else { "info" };
+        settings.write(&format!(r#"{{"log": "{log}", "stats_ttl": "{n}s"}}"#));
+        service.process.signal("HUP");
+        let applied = service
+            .process
+            .wait_for_line("the filter applied", |l| l.contains("log filter applied"));
+        assert!(applied.contains(log), "[{runtime}] reload {n}: {applied}");
+        let report = service
+            .process
+            .wait_for_line("the reload's report", |l| l.contains("reload by SIGHUP"));
+        assert!(report.contains("reload by SIGHUP: ok"), "[{runtime}] reload {n}: {report}");
+        thread::sleep(Duration::from_millis(50));
+    }
+    // The last file let the debug lines through: the next reload shows its steps.
+    settings.write(r#"{"log": "info,lifecycle_core::engine=debug", "stats_ttl": "soon"}"#);
+    service.process.signal("HUP");
+    let failed = service
+        .process
+        .wait_for_line("the failed reload", |l| l.contains("reload by SIGHUP"));
+    assert!(
+        failed.contains("reload by SIGHUP: incomplete")
+            && failed.contains(r#"reload of settings failed"#)
+            && failed.contains("stats_ttl")
+            && failed.contains("reload of logs skipped")
+            && failed.contains("reload of cache skipped"),
+        "[{runtime}] {failed}"
+    );
+    let health = get(service.probes, "/health");
+    assert_eq!(health.status, 200, "[{runtime}] still serving: {health:?}");
+    assert!(
+        health.body.contains(r#""complete":false"#) && health.body.contains("stats_ttl"),
+        "[{runtime}] /health names the failed reload: {}",
+        health.body
+    );
+    // The clients never noticed.
+    thread::sleep(Duration::from_millis(300));
+    settings.write(r#"{"log": "info", "stats_ttl": "1h"}"#);
+    service.process.signal("HUP");
+    let report = service
+        .process
+        .wait_for_line("the good reload", |l| l.contains("reload by SIGHUP"));
+    assert!(report.contains("reload by SIGHUP: ok"), "[{runtime}] {report}");
+    assert!(
+        get(service.probes, "/health").body.contains(r#""complete":true"#),
+        "[{runtime}] /health shows the good reload"
+    );
+
+    service.process.signal("TERM");
+    let (status, _) = service.process.wait_for_exit();
+    let tallies: Vec<Tally> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    assert_eq!(status.code(), Some(0), "[{runtime}] {status}");
+    let failures: Vec<&String> = tallies.iter().flat_map(|t| &t.failures).collect();
+    assert!(
+        failures.is_empty(),
+        "[{runtime}] requests failed during the reloads: {failures:#?}"
+    );
+    let ok: usize = tallies.iter().map(|t| t.ok).sum();
+    eprintln!("[{runtime}] {ok} requests answered 200 across 22 reloads");
+    assert!(ok > CLIENTS * 10, "[{runtime}] only {ok} requests went through");
+    let log = service.file("service.log");
+    assert!(
+        log.contains("22 reloads") || log.matches("reload by SIGHUP").count() >= 22,
+        "[{runtime}] the report lists the reloads:\n{log}"
+    );
+}
+
+/// The stats TTL of the settings applies on reload: with `1h`, a count cached before a
+/// write is still served after a second.
+fn a_reloaded_ttl_applies(runtime: &str) {
+    let settings = SettingsFile::new(runtime);
+    settings.write(r#"{"stats_ttl": "1s"}"#);
+    let mut service = Service::start(runtime, &["--config", settings.path()]);
+    let cached_after_a_write = |service: &Service| {
+        assert!(get(service.app, "/stats").body.contains(r#""cached":false"#));
+        assert_eq!(get(service.app, "/work?ms=1").status, 200);
+        thread::sleep(Duration::from_millis(1200));
+        get(service.app, "/stats").body.contains(r#""cached":true"#)
+    };
+    assert!(!cached_after_a_write(&service), "[{runtime}] 1 s: expired");
+    settings.write(r#"{"stats_ttl": "1h"}"#);
+    service.process.signal("HUP");
+    service
+        .process
+        .wait_for_line("the reload", |l| l.contains("reload by SIGHUP: ok"));
+    thread::sleep(Duration::from_millis(1200)); // the 1 s entry expires
+    assert!(cached_after_a_write(&service), "[{runtime}] 1 h: still cached");
+    service.process.signal("TERM");
+    assert_eq!(service.process.wait_for_exit().0.code(), Some(0));
+}
+
+/// A SIGHUP to a service started with SIGHUP ignored (`nohup`) is ignored: no reload, no
+/// death; SIGTERM right after a SIGHUP (in the middle of its reload, or just after)
+/// still stops it cleanly within its budget.
+fn sighup_under_nohup_is_ignored_and_sigterm_wins(runtime: &str) {
+    let settings = SettingsFile::new(runtime);
+    settings.write(r#"{"stats_ttl": "1s"}"#);
+    let data = std::env::temp_dir().join(format!("lifecycle-nohup-{runtime}-{}", std::process::id()));
+    let data_dir = data.to_str().unwrap().to_owned();
+    let args = [
+        "--addr",
+        "127.0.0.1:0",
+        "--health-addr",
+        "127.0.0.1:0",
+        "--data-dir",
+        &data_dir,
+        "--config",
+        settings.path(),
+    ];
+    let mut process = Process::spawn_wrapped(&["nohup"], "service", runtime, &args, &[]);
+    process.wait_for_line("running", |l| l.contains("lifecycle_core::engine: running"));
+    process.signal("HUP");
+    thread::sleep(Duration::from_millis(500));
+    assert!(process.is_running(), "[{runtime}] SIGHUP under nohup killed it");
+    process.signal("TERM");
+    let (status, _) = process.wait_for_exit();
+    assert_eq!(status.code(), Some(0), "[{runtime}] {status}");
+    let log = std::fs::read_to_string(data.join("service.log")).unwrap();
+    let _ = std::fs::remove_dir_all(&data);
+    assert!(
+        log.contains("SIGHUP was ignored when the process started"),
+        "[{runtime}] says why SIGHUP does not reload:\n{log}"
+    );
+    assert!(!log.contains("reload by"), "[{runtime}] reloaded under nohup:\n{log}");
+
+    // Not under nohup: SIGHUP and SIGTERM at once.
+    let mut service = Service::start(runtime, &["--config", settings.path(), "--shutdown-timeout", "5s"]);
+    service.process.signal("HUP");
+    service.process.signal("TERM");
+    let signalled = Instant::now();
+    let (status, exited) = service.process.wait_for_exit();
+    assert_eq!(status.code(), Some(0), "[{runtime}] {status}");
+    assert!(exited - signalled < Duration::from_secs(5), "[{runtime}] within the budget");
+}
+
+/// A self-signed certificate for `localhost`: its PEM, its key's PEM, and its DER.
+fn certificate() -> (String, String, CertificateDer<'static>) {
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let der = CertificateDer::from(made.cert.der().to_vec());
+    (made.cert.pem(), made.signing_key.serialize_pem(), der)
+}
+
+type Tls = futures_rustls::client::TlsStream<::smol::net::TcpStream>;
+
+/// A TLS connection to `addr` that trusts `roots`, speaking HTTP/1.1.
+async fn tls_connect(addr: SocketAddr, roots: &[CertificateDer<'static>]) -> Tls {
+    use futures_rustls::rustls::{ClientConfig, RootCertStore};
+    let provider = Arc::new(futures_rustls::rustls::crypto::ring::default_provider());
+    let mut store = RootCertStore::empty();
+    for root in roots {
+        store.add(root.clone()).unwrap();
+    }
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(store)
+        .with_no_client_auth();
+    let tcp = ::smol::net::TcpStream::connect(addr).await.unwrap();
+    let name = futures_rustls::rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    futures_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .expect("the TLS handshake")
+}
+
+/// The certificate the server presented on `stream`.
+fn presented(stream: &Tls) -> CertificateDer<'static> {
+    stream.get_ref().1.peer_certificates().unwrap()[0].clone().into_owned()
+}
+
+/// `GET path` on a keep-alive TLS connection: the status.
+async fn tls_get(stream: &mut Tls, path: &str) -> u16 {
+    use futures_util::io::{AsyncReadExt, AsyncWriteExt};
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(stream.read(&mut byte).await.unwrap(), 1, "closed in the head");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map_or(0, |n| n.trim().parse().unwrap());
+    let mut body = vec![0; length];
+    stream.read_exact(&mut body).await.unwrap();
+    head.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// HTTPS with the certificate rotated by SIGHUP: a connection made after the reload gets
+/// the new certificate, the one opened before keeps its own and goes on working, and a
+/// key that does not match its certificate fails the reload and changes nothing.
+fn tls_certificate_rotates_on_sighup(runtime: &str) {
+    let dir = std::env::temp_dir().join(format!("lifecycle-tls-{runtime}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let (a_pem, a_key, a) = certificate();
+    let (b_pem, b_key, b) = certificate();
+    let install = |pem: &str, private: &str| {
+        for (path, text) in [(&cert, pem), (&key, private)] {
+            let partial = path.with_extension("partial");
+            std::fs::write(&partial, text).unwrap();
+            std::fs::rename(&partial, path).unwrap();
+        }
+    };
+    install(&a_pem, &a_key);
+    let mut service = Service::start(
+        runtime,
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    let roots = [a.clone(), b.clone()];
+    ::smol::block_on(async {
+        let mut before = tls_connect(service.app, &roots).await;
+        assert_eq!(presented(&before), a, "[{runtime}] the first certificate");
+        assert_eq!(tls_get(&mut before, "/work?ms=1").await, 200);
+
+        install(&b_pem, &b_key);
+        service.process.signal("HUP");
+        let report = service
+            .process
+            .wait_for_line("the reload", |l| l.contains("reload by SIGHUP"));
+        assert!(report.contains("reload by SIGHUP: ok"), "[{runtime}] {report}");
+        let mut after = tls_connect(service.app, &roots).await;
+        assert_eq!(presented(&after), b, "[{runtime}] a new connection gets the new one");
+        assert_eq!(tls_get(&mut after, "/work?ms=1").await, 200);
+        assert_eq!(
+            tls_get(&mut before, "/work?ms=1").await,
+            200,
+            "[{runtime}] the connection opened before is not dropped"
+        );
+        assert_eq!(presented(&before), a);
+
+        // B's certificate with A's key: refused, B stays.
+        install(&b_pem, &a_key);
+        service.process.signal("HUP");
+        let report = service
+            .process
+            .wait_for_line("the failed reload", |l| l.contains("reload by SIGHUP"));
+        assert!(
+            report.contains("reload of tls failed") && report.contains("do not make a pair"),
+            "[{runtime}] {report}"
+        );
+        let mut third = tls_connect(service.app, &roots).await;
+        assert_eq!(presented(&third), b, "[{runtime}] the old pair stays");
+        assert_eq!(tls_get(&mut third, "/work?ms=1").await, 200);
+    });
+    service.process.signal("TERM");
+    assert_eq!(service.process.wait_for_exit().0.code(), Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn bad_configuration_is_refused_with_exit_code_2() {
     let runtime = runtimes()[0];
@@ -905,4 +1217,8 @@ on_each_runtime!(
     keep_alive_connections_do_not_hold_the_stop,
     redis_cache_degrades_without_taking_readiness,
     a_request_over_the_stop_deadline_is_cut,
+    sighup_reloads_the_settings_under_load,
+    a_reloaded_ttl_applies,
+    sighup_under_nohup_is_ignored_and_sigterm_wins,
+    tls_certificate_rotates_on_sighup,
 );

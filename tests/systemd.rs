@@ -146,6 +146,82 @@ fn notifies_ready_watchdog_stopping(runtime: &str) {
     assert_eq!(status.code(), Some(0), "[{runtime}] {status}");
 }
 
+/// The monotonic clock in microseconds, as systemd reads it (`CLOCK_MONOTONIC`).
+fn monotonic_usec() -> u64 {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    now.tv_sec as u64 * 1_000_000 + now.tv_nsec as u64 / 1_000
+}
+
+/// `Type=notify-reload`: SIGHUP (what `systemctl reload` sends) makes exactly
+/// `RELOADING=1` with a `MONOTONIC_USEC` taken after the signal, then `READY=1` once the
+/// reload has ended; a reload that fails says so in `STATUS=` and still ends in
+/// `READY=1` (systemd would otherwise wait for it until its timeout).
+fn notifies_reloading_then_ready(runtime: &str) {
+    let dir = Dir::new("reload", runtime);
+    let socket_path = dir.path("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    let settings = dir.path("settings.json");
+    std::fs::write(&settings, r#"{"stats_ttl": "1s"}"#).unwrap();
+    let data = dir.path("data");
+    let mut service = Process::spawn(
+        "service",
+        runtime,
+        &[
+            "--addr",
+            "127.0.0.1:0",
+            "--health-addr",
+            "127.0.0.1:0",
+            "--data-dir",
+            &data,
+            "--config",
+            &settings,
+        ],
+        &[("NOTIFY_SOCKET", &socket_path)],
+    );
+    receive_until(&socket, "READY=1");
+
+    for (file, status) in [
+        (r#"{"stats_ttl": "2s"}"#, "STATUS=running".to_owned()),
+        (
+            r#"{"stats_ttl": "2 parsecs"}"#,
+            "STATUS=running (the last reload did not complete: reload of settings failed"
+                .to_owned(),
+        ),
+    ] {
+        std::fs::write(&settings, file).unwrap();
+        let sent = monotonic_usec();
+        service.signal("HUP");
+        let told = receive_until(&socket, "READY=1");
+        let reloading: Vec<&String> = told.iter().filter(|d| d.contains("RELOADING=1")).collect();
+        assert_eq!(reloading.len(), 1, "[{runtime}] one RELOADING=1: {told:?}");
+        let lines: Vec<&str> = reloading[0].lines().collect();
+        assert_eq!(lines[0], "RELOADING=1", "[{runtime}] {told:?}");
+        let usec: u64 = lines[1]
+            .strip_prefix("MONOTONIC_USEC=")
+            .and_then(|usec| usec.parse().ok())
+            .unwrap_or_else(|| panic!("[{runtime}] no MONOTONIC_USEC: {told:?}"));
+        assert!(
+            usec >= sent && usec < sent + 5_000_000,
+            "[{runtime}] MONOTONIC_USEC {usec} is not just after the SIGHUP ({sent})"
+        );
+        let ready = told.last().unwrap();
+        assert!(
+            ready.starts_with("READY=1\n") && ready.contains(&status),
+            "[{runtime}] the reload ends in READY=1 with {status:?}: {told:?}"
+        );
+        assert!(
+            told.iter().position(|d| d.contains("RELOADING=1"))
+                < told.iter().position(|d| d.starts_with("READY=1")),
+            "[{runtime}] RELOADING=1 before READY=1: {told:?}"
+        );
+    }
+
+    service.signal("TERM");
+    receive_until(&socket, "STOPPING=1");
+    let (status, _) = service.wait_for_exit();
+    assert_eq!(status.code(), Some(0), "[{runtime}] {status}");
+}
+
 /// Binds a listening socket, puts it on fd 3 with `LISTEN_FDS=1`, `LISTEN_PID` and
 /// `LISTEN_FDNAMES=http`, prints its port, and execs the example, as systemd does.
 const ACTIVATE: &str = r#"
@@ -203,5 +279,6 @@ fn serves_a_socket_passed_by_systemd(runtime: &str) {
 
 on_each_runtime!(
     notifies_ready_watchdog_stopping,
+    notifies_reloading_then_ready,
     serves_a_socket_passed_by_systemd
 );

@@ -24,6 +24,15 @@ pub struct Flags {
     /// SQLite database, log file, metrics snapshot.
     #[arg(long, value_name = "DIR", default_value = "data")]
     pub data_dir: PathBuf,
+    /// The settings file (JSON: log filter, stats TTL), read again on SIGHUP.
+    #[arg(long = "config", value_name = "FILE")]
+    pub config_file: Option<PathBuf>,
+    /// Serve HTTPS with this certificate chain (PEM), read again on SIGHUP.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Use a Redis server as the cache (redis://host:port), instead of the in-process one.
     #[arg(long, value_name = "URL", value_parser = redis_url)]
     pub redis: Option<String>,
@@ -68,6 +77,7 @@ impl Flags {
         if let Some(quiet) = self.quiet_period {
             config = config.drain_quiet_period(quiet);
         }
+        config = config.reload_on_sighup(true);
         config.validate()?;
         Ok(config)
     }

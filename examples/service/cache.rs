@@ -1,8 +1,10 @@
 //! `cache`: in-process by default, a Redis server with `--redis URL`. It is not
 //! critical: when Redis is down the app is degraded (and reads go to the database), not
-//! unready.
+//! unready. How long `/stats` trusts a cached count comes from the settings, and a
+//! reload changes it.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -11,12 +13,14 @@ use lifecycle::prelude::*;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Cmd, FromRedisValue, RedisResult};
 
+use crate::settings::Settings;
+
 /// How long one Redis command may take.
 const REDIS_TIMEOUT: Duration = Duration::from_millis(250);
 
 /// What the other components use.
 #[derive(Clone)]
-pub struct Cache(Arc<Backend>);
+pub struct Cache(Arc<Backend>, Arc<AtomicU64>);
 
 enum Backend {
     Memory(Mutex<HashMap<String, (String, Instant)>>),
@@ -29,6 +33,11 @@ enum Backend {
 }
 
 impl Cache {
+    /// How long a cached count may be trusted (the settings' `stats_ttl`).
+    pub fn stats_ttl(&self) -> Duration {
+        Duration::from_millis(self.1.load(Ordering::Relaxed))
+    }
+
     /// The value of `key`, if it is cached and fresh. A Redis error is a miss.
     pub async fn get(&self, key: &str) -> Option<String> {
         match &*self.0 {
@@ -116,6 +125,8 @@ pub struct CacheComponent {
     /// The Redis server's URL; `None` for the in-process cache.
     redis: Option<String>,
     cache: Option<Cache>,
+    /// The settings' `stats_ttl`, in milliseconds, shared with every `Cache`.
+    stats_ttl: Arc<AtomicU64>,
 }
 
 impl CacheComponent {
@@ -125,7 +136,18 @@ impl CacheComponent {
             true => url.to_owned(),
             false => format!("redis://{url}"),
         });
-        CacheComponent { redis, cache: None }
+        CacheComponent {
+            redis,
+            cache: None,
+            stats_ttl: Arc::default(),
+        }
+    }
+}
+
+impl CacheComponent {
+    fn set_ttl(&self, settings: &Settings) {
+        let millis = u64::try_from(settings.stats_ttl().as_millis()).unwrap_or(u64::MAX);
+        self.stats_ttl.store(millis, Ordering::Relaxed);
     }
 }
 
@@ -139,6 +161,7 @@ impl Component for CacheComponent {
         Options::new()
             .depends_on("logs")
             .depends_on("metrics")
+            .uses::<Settings>()
             .provides::<Cache>()
             .critical(false)
             .stop_timeout(Duration::from_secs(1))
@@ -152,6 +175,7 @@ impl Component for CacheComponent {
             "tokio" => redis::aio::prefer_tokio(),
             _ => redis::aio::prefer_smol(),
         };
+        self.set_ttl(&ctx.resource::<Settings>()?);
         let cache = Cache(Arc::new(match &self.redis {
             None => Backend::Memory(Mutex::default()),
             Some(url) => Backend::Redis {
@@ -161,7 +185,7 @@ impl Component for CacheComponent {
                 ),
                 connection: AsyncMutex::new(None),
             },
-        }));
+        }), self.stats_ttl.clone());
         if let Some(url) = &self.redis {
             cache
                 .redis::<String>(&redis::cmd("PING"))
@@ -185,6 +209,11 @@ impl Component for CacheComponent {
             // Dropping the connection closes it (and ends its driver task).
             Backend::Redis { connection, .. } => drop(connection.lock().await.take()),
         }
+        Ok(())
+    }
+
+    async fn reload(&mut self, ctx: &ReloadContext) -> Result<(), BoxError> {
+        self.set_ttl(&ctx.resource::<Settings>()?);
         Ok(())
     }
 

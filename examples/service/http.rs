@@ -2,7 +2,8 @@
 //! `lifecycle::http`).
 //!
 //! - `GET /work?ms=N` does N ms of work, writes a row and answers `{"id":..,"ms":N}`;
-//! - `GET /stats` answers `{"rows":..,"cached":..}`, the count cached for a second.
+//! - `GET /stats` answers `{"rows":..,"cached":..}`, the count cached for the settings'
+//!   `stats_ttl` (a second by default).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -27,19 +28,22 @@ use crate::db::Database;
 
 /// The longest work a request may ask for.
 const MAX_WORK: Duration = Duration::from_secs(60);
-/// How long `/stats` trusts the cached count.
-const STATS_TTL: Duration = Duration::from_secs(1);
 
 /// The `http` component: binds now (a busy port fails before anything starts), or takes
-/// the socket systemd passed; the routes get the database and the cache at start.
+/// the socket systemd passed, and speaks TLS with `tls`'s acceptor when given one; the
+/// routes get the database and the cache at start.
 pub fn server(
     listener: Option<std::net::TcpListener>,
     addr: SocketAddr,
+    tls: Option<futures_rustls::TlsAcceptor>,
 ) -> std::io::Result<HttpServer> {
-    let server = match listener {
+    let mut server = match listener {
         Some(listener) => HttpServer::from_listener(listener)?,
         None => HttpServer::bind(addr)?,
     };
+    if let Some(acceptor) = tls {
+        server = server.wrap_streams(move |stream| acceptor.accept(stream));
+    }
     Ok(
         server.serve_with(|ctx: StartContext, db: Database, cache: Cache| {
             Routes(Arc::new(Handler {
@@ -162,7 +166,8 @@ impl Handler {
         }
         match self.db.rows().await {
             Ok(rows) => {
-                self.cache.set("rows", &rows.to_string(), STATS_TTL).await;
+                let ttl = self.cache.stats_ttl();
+                self.cache.set("rows", &rows.to_string(), ttl).await;
                 (
                     StatusCode::OK,
                     format!(r#"{{"rows":{rows},"cached":false}}"#),

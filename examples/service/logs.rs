@@ -1,6 +1,9 @@
 //! `logs`: tracing to stdout and to a file, through tracing-appender's non-blocking
 //! writer while the app serves, so a slow disk never holds a request.
 //!
+//! Its log filter comes from the settings file (else `RUST_LOG`, else `info`), and a
+//! reload swaps it through tracing-subscriber's reload layer, with no line lost.
+//!
 //! Its flush drains the writer's queue into the file and switches to writing straight to
 //! the file, so what is logged after it (the other flushes, the report) is not lost.
 
@@ -18,20 +21,32 @@ use tracing_subscriber::fmt::format::{DefaultFields, Writer};
 use tracing_subscriber::fmt::{FormatFields, MakeWriter};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::{reload, EnvFilter, Registry};
+
+use crate::settings::Settings;
 
 pub struct Logs {
     file: LogFile,
     path: PathBuf,
+    filter: reload::Handle<EnvFilter, Registry>,
+}
+
+/// The filter of the settings, else `RUST_LOG`, else `info`.
+fn filter(settings: &Settings) -> Result<EnvFilter, BoxError> {
+    Ok(match settings.log() {
+        Some(directives) => EnvFilter::try_new(directives)?,
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    })
 }
 
 impl Logs {
-    /// Installs the global subscriber: stdout and `path`, at `RUST_LOG` (default
-    /// `info`). Call it first, so the engine's own lines reach the file too.
-    pub fn init(path: &Path) -> io::Result<Logs> {
+    /// Installs the global subscriber: stdout and `path`, at the settings' filter. Call
+    /// it first, so the engine's own lines reach the file too.
+    pub fn init(path: &Path, settings: &Settings) -> io::Result<Logs> {
         let file = OpenOptions::new().create(true).append(true).open(path)?;
         let file = LogFile::new(file);
-        let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+        let filter = self::filter(settings).map_err(io::Error::other)?;
+        let (filter, handle) = reload::Layer::new(filter);
         tracing_subscriber::registry()
             .with(filter)
             .with(
@@ -50,6 +65,7 @@ impl Logs {
         Ok(Logs {
             file,
             path: path.to_owned(),
+            filter: handle,
         })
     }
 }
@@ -62,6 +78,7 @@ impl Component for Logs {
 
     fn options(&self) -> Options {
         Options::new()
+            .uses::<Settings>()
             .stop_timeout(Duration::from_secs(1))
             .flush_timeout(Duration::from_secs(1))
     }
@@ -77,6 +94,14 @@ impl Component for Logs {
 
     async fn flush(&mut self, _: &StopContext) -> Result<(), BoxError> {
         self.file.write_through();
+        Ok(())
+    }
+
+    async fn reload(&mut self, ctx: &ReloadContext) -> Result<(), BoxError> {
+        let filter = filter(&ctx.resource::<Settings>()?)?;
+        let shown = filter.to_string();
+        self.filter.reload(filter)?;
+        tracing::info!(filter = %shown, "log filter applied");
         Ok(())
     }
 }

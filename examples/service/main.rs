@@ -2,8 +2,8 @@
 //!
 //! Run it with `cargo run --example service` (smol), or on tokio with
 //! `LIFECYCLE_RUNTIME=tokio cargo run --example service --features tokio`. The graph:
-//! `logs` <- `metrics` <- `db` (SQLite), `cache` <- `http` (hyper), and the probe server,
-//! which starts first and stops last. Then, from another terminal:
+//! `settings` <- `logs` <- `metrics` <- `db` (SQLite), `cache` <- `http` (hyper), and the
+//! probe server, which starts first and stops last. Then, from another terminal:
 //!
 //! - `curl 'localhost:8080/work?ms=200'` does 200 ms of work and writes a row;
 //!   `curl localhost:8080/stats` counts the rows;
@@ -13,7 +13,14 @@
 //!   (`kill -TERM <pid>`, or Ctrl-C): readiness turns 503 at once, the slow request
 //!   completes, the components stop in reverse order, and the report is printed; the
 //!   process exits 0. `data/service.log` ends with the report, and
-//!   `data/metrics.prom` holds the final counts, the drain's included.
+//!   `data/metrics.prom` holds the final counts, the drain's included;
+//! - with `--config settings.json`, edit the file and send SIGHUP (`kill -HUP <pid>`, or
+//!   `systemctl reload`): the settings are read again, and `logs` (its filter) and
+//!   `cache` (the stats TTL) apply them while requests go on; a file that does not parse
+//!   is refused, and the service keeps what it had;
+//! - with `--tls-cert cert.pem --tls-key key.pem` the app's port speaks HTTPS, and a
+//!   SIGHUP rotates the certificate: new connections get the new one, open ones keep
+//!   theirs.
 //!
 //! `--explain` prints the plan (levels, orders, timeouts, the budget split, and warnings
 //! when timeouts cannot fit), `--graph dot` or `--graph mermaid` the graph.
@@ -27,6 +34,8 @@ mod db;
 mod http;
 mod logs;
 mod metrics;
+mod settings;
+mod tls;
 
 use std::process::ExitCode;
 
@@ -66,6 +75,17 @@ fn main() -> ExitCode {
 
 fn run(mut args: Flags) -> Result<Report, Error> {
     let config = args.config()?; // before taking ports and files
+    // Before taking anything too (and before the log, which takes its filter): a bad
+    // file exits 2.
+    let settings = settings::Settings::load(args.config_file.as_deref())
+        .map_err(|why| Error::Build(BuildError::InvalidConfig(why)))?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(
+            tls::Tls::load(cert, key).map_err(|why| Error::Build(BuildError::InvalidConfig(why)))?,
+        ),
+        _ => None,
+    };
+    let (tls, acceptor) = tls.unzip();
     let print = match (args.explain, args.graph) {
         (true, _) => Some(Print::Explain),
         (false, Some(Graph::Dot)) => Some(Print::Dot),
@@ -87,7 +107,7 @@ fn run(mut args: Flags) -> Result<Report, Error> {
             ),
         ))
     })?;
-    let logs = logs::Logs::init(&args.data_dir.join("service.log")).map_err(io)?;
+    let logs = logs::Logs::init(&args.data_dir.join("service.log"), &settings).map_err(io)?;
     let metrics = metrics::Metrics::install(&args.data_dir.join("metrics.prom")).map_err(io)?;
     let probes = ProbeServer::bind(args.health_addr)
         .map_err(io)?
@@ -95,14 +115,19 @@ fn run(mut args: Flags) -> Result<Report, Error> {
         .endpoint("/metrics", "text/plain; version=0.0.4", metrics.renderer());
     let db = db::Db::new(args.data_dir.join("service.db"));
     let cache = cache::CacheComponent::new(args.redis.as_deref());
-    let http = http::server(activated_listener(), args.addr).map_err(io)?;
+    let http = http::server(activated_listener(), args.addr, acceptor).map_err(io)?;
 
     let builder = App::builder();
     #[cfg(all(unix, feature = "systemd"))]
     let builder = builder.add(lifecycle::systemd::SystemdNotify::from_env().map_err(io)?);
+    let builder = match tls {
+        Some(tls) => builder.add(tls),
+        None => builder,
+    };
     let app = builder
         .config(config)
         .add(probes)
+        .add(settings::SettingsFile::new(args.config_file.clone(), settings))
         .add(logs)
         .add(metrics)
         .add(db)

@@ -341,6 +341,13 @@ impl App {
         self.handle.clone()
     }
 
+    /// A handle that reloads the running app from code (see [`ReloadHandle`]).
+    pub fn reload_handle(&self) -> crate::ReloadHandle {
+        crate::ReloadHandle {
+            notices: self.handle.notices.clone(),
+        }
+    }
+
     /// The app's health: phase, readiness, liveness, checks, and a subscription to their
     /// changes. Take it before running; it follows the run.
     pub fn health(&self) -> HealthMonitor {

@@ -12,7 +12,9 @@ use crate::error::BoxError;
 use crate::health::{Health, HealthMonitor};
 use crate::resources::{ResourceError, Resources};
 use crate::runtime::{timeout_at, Elapsed, Runtime};
-use crate::shutdown::{InFlight, ShutdownHandle, ShutdownToken};
+use crate::report::ReloadTrigger;
+use crate::resources::Staged;
+use crate::shutdown::{InFlight, ReloadHandle, ShutdownHandle, ShutdownToken};
 use crate::task::{Spawner, Task, TaskSet};
 
 /// A part of an application with a lifecycle: a database pool, a cache, an HTTP server,
@@ -129,6 +131,54 @@ pub trait Component: Send + Sync + 'static {
         Health::Up
     }
 
+    /// Re-reads what can change without a restart (a configuration file, a certificate,
+    /// a log filter) and applies it, while the app keeps serving. The default does
+    /// nothing.
+    ///
+    /// A reload ([`ReloadHandle::reload`](crate::ReloadHandle::reload), or `SIGHUP` with
+    /// [`Config::reload_on_sighup`](crate::Config::reload_on_sighup)) calls it on every
+    /// running component, each as soon as the components it depends on have reloaded
+    /// (independent ones concurrently), under the component's reload timeout
+    /// ([`Options::reload_timeout`]). What it [provides](ReloadContext::provide) replaces
+    /// what its dependents get from [`resource`](ReloadContext::resource) in their own
+    /// reload.
+    ///
+    /// A reload that errors, panics or times out must leave the component as it was
+    /// (validate the new state before swapping it in): the engine keeps what it provided
+    /// before, does not reload its dependents (their reload may rely on the new state),
+    /// and reports it; the app goes on serving, and the exit code is not affected.
+    ///
+    /// # Cancellation
+    ///
+    /// The future is dropped at the reload timeout, and at once when a shutdown is
+    /// triggered during the reload (the shutdown keeps its whole budget): swap the new
+    /// state in with one assignment at the end, so a dropped reload changes nothing.
+    ///
+    /// ```
+    /// use lifecycle_core::{async_trait, BoxError, Component, ReloadContext, StartContext, StopContext};
+    ///
+    /// struct Cache {
+    ///     ttl: std::time::Duration,
+    /// }
+    ///
+    /// #[async_trait]
+    /// impl Component for Cache {
+    ///     fn name(&self) -> &str { "cache" }
+    ///     async fn start(&mut self, _: &StartContext) -> Result<(), BoxError> { Ok(()) }
+    ///     async fn stop(&mut self, _: &StopContext) -> Result<(), BoxError> { Ok(()) }
+    ///     async fn reload(&mut self, _: &ReloadContext) -> Result<(), BoxError> {
+    ///         let text = "30"; // read from the configuration file
+    ///         let ttl = text.parse::<u64>().map_err(|e| format!("cache ttl: {e}"))?;
+    ///         self.ttl = std::time::Duration::from_secs(ttl); // the swap, once all is checked
+    ///         Ok(())
+    ///     }
+    /// }
+    /// ```
+    async fn reload(&mut self, ctx: &ReloadContext) -> Result<(), BoxError> {
+        let _ = ctx;
+        Ok(())
+    }
+
     /// Writes out what is buffered (logs, metrics). Runs after every stop has ended,
     /// in reverse dependency order, within the budget's reserved flush time. The default
     /// does nothing.
@@ -159,6 +209,9 @@ impl Component for Box<dyn Component> {
     }
     async fn flush(&mut self, ctx: &StopContext) -> Result<(), BoxError> {
         (**self).flush(ctx).await
+    }
+    async fn reload(&mut self, ctx: &ReloadContext) -> Result<(), BoxError> {
+        (**self).reload(ctx).await
     }
 }
 
@@ -429,6 +482,14 @@ impl StartContext {
         self.handle.clone()
     }
 
+    /// A handle that reloads the app ([`ReloadHandle`]), for an admin endpoint or a
+    /// file watcher that a component runs.
+    pub fn reload_handle(&self) -> ReloadHandle {
+        ReloadHandle {
+            notices: self.handle.notices.clone(),
+        }
+    }
+
     /// The app's runtime: sleep on its clock, spawn untracked tasks.
     pub fn runtime(&self) -> &Arc<dyn Runtime> {
         &self.spawner.shared.runtime
@@ -550,5 +611,96 @@ impl StopContext {
     /// flight should give up a little before this.
     pub fn deadline(&self) -> Instant {
         self.deadline
+    }
+}
+
+/// What [`Component::reload`] receives: the component's name, the runtime, the deadline,
+/// what began the reload, the resources of its dependencies (as they reloaded), and a way
+/// to replace what it provides.
+pub struct ReloadContext {
+    pub(crate) name: Arc<str>,
+    pub(crate) node: usize,
+    pub(crate) runtime: Arc<dyn Runtime>,
+    pub(crate) resources: Arc<Resources>,
+    pub(crate) deadline: Instant,
+    pub(crate) trigger: ReloadTrigger,
+    pub(crate) staged: Staged,
+}
+
+impl ReloadContext {
+    /// The component's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The app's runtime: sleep on its clock, spawn untracked tasks.
+    pub fn runtime(&self) -> &Arc<dyn Runtime> {
+        &self.runtime
+    }
+
+    /// When the engine gives up on this reload (its reload timeout).
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// Runs `future` until this reload's [`deadline`](ReloadContext::deadline); on the
+    /// deadline the future is dropped and [`Elapsed`] returned.
+    pub async fn until_deadline<F: Future>(&self, future: F) -> Result<F::Output, Elapsed> {
+        timeout_at(&*self.runtime, self.deadline, future).await
+    }
+
+    /// What began this reload: `SIGHUP` or a [`ReloadHandle`].
+    pub fn trigger(&self) -> ReloadTrigger {
+        self.trigger
+    }
+
+    /// The `T` a dependency provides, as [`StartContext::resource`] finds it: what the
+    /// dependency provided last (its reload, which has ended, may have replaced it).
+    ///
+    /// # Errors
+    ///
+    /// As [`StartContext::resource`].
+    pub fn resource<T: Clone + Send + Sync + 'static>(&self) -> Result<T, ResourceError> {
+        self.resources.get(self.node, None)
+    }
+
+    /// The `T` provided by `provider`, as [`StartContext::resource_from`] finds it.
+    ///
+    /// # Errors
+    ///
+    /// As [`StartContext::resource_from`].
+    pub fn resource_from<T: Clone + Send + Sync + 'static>(
+        &self,
+        provider: &str,
+    ) -> Result<T, ResourceError> {
+        self.resources.get(self.node, Some(provider))
+    }
+
+    /// Replaces the `T` this component hands to its dependents (declared with
+    /// [`Options::provides`]), once this reload completes: a reload that fails, panics,
+    /// times out or is abandoned changes nothing. Providing an undeclared type fails the
+    /// reload, naming the type. Dependents see the new value when they take it again
+    /// (in their own reload, which comes after this one).
+    ///
+    /// ```
+    /// # use lifecycle_core::{BoxError, ReloadContext};
+    /// # #[derive(Clone)] struct Settings { greeting: String }
+    /// # async fn reload(ctx: &ReloadContext) -> Result<(), BoxError> {
+    /// ctx.provide(Settings { greeting: "hello again".into() });
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn provide<T: Clone + Send + Sync + 'static>(&self, value: T) {
+        self.staged.provide(value)
+    }
+}
+
+impl fmt::Debug for ReloadContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReloadContext")
+            .field("name", &self.name)
+            .field("trigger", &self.trigger)
+            .field("deadline", &self.deadline)
+            .finish()
     }
 }

@@ -30,6 +30,11 @@
 //! - **Second signal**: a signal during shutdown skips what is left of the drain and the
 //!   stops (stops in flight are dropped), runs the flush with its reserve, and makes the
 //!   exit code `128 + signo`.
+//! - **Reload** ([`Component::reload`]): on `SIGHUP` (with
+//!   [`Config::reload_on_sighup`]) or a [`ReloadHandle::reload`], every component reloads
+//!   as soon as its dependencies have, under its reload timeout, while the app serves. A
+//!   component whose reload fails keeps its old state and its dependents are skipped;
+//!   requests during a reload make one more; a shutdown trigger abandons it.
 //! - **Exit code** ([`Report::exit_code`]): 0 when nothing failed, 1 when anything failed
 //!   or timed out, 130 or 143 when a second signal forced the exit.
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -56,7 +61,7 @@ mod task;
 pub use app::{App, Builder};
 pub use async_trait::async_trait;
 pub use closures::{Background, Provider, StartFn, WithContext};
-pub use component::{Component, PanicCounter, StartContext, StopContext};
+pub use component::{Component, PanicCounter, ReloadContext, StartContext, StopContext};
 pub use config::{Config, Options, Settings};
 pub use error::{BoxError, BuildError, Error};
 pub use explain::{Explanation, PlannedComponent};
@@ -65,12 +70,15 @@ pub use health::{
     aggregate, ComponentHealth, ComponentState, Health, HealthMonitor, HealthSubscription, Phase,
     Snapshot, Status,
 };
-pub use report::{ComponentReport, Outcome, Report, RestartReport, Step, Trigger};
+pub use health::LastReload;
+pub use report::{
+    ComponentReport, Outcome, ReloadReport, ReloadTrigger, Report, RestartReport, Step, Trigger,
+};
 pub use resources::{ResourceError, ResourceType};
 pub use runtime::{Runtime, Signal};
 pub use shutdown::{
-    InFlight, InFlightGuard, OwnedInFlightGuard, ShutdownHandle, ShutdownToken, WaitForShutdown,
-    WaitForShutdownOwned,
+    InFlight, InFlightGuard, OwnedInFlightGuard, ReloadHandle, ShutdownHandle, ShutdownToken,
+    WaitForShutdown, WaitForShutdownOwned,
 };
 pub use supervision::Restart;
 pub use task::{Spawner, Task, TaskError};

@@ -26,7 +26,8 @@ pub enum Outcome {
     /// a start in flight when another start failed or a signal arrived, or a stop in
     /// flight when a second signal forced the exit.
     Cancelled,
-    /// The step was due but never began, because a second signal forced the exit.
+    /// The step was due but never began: a second signal forced the exit, or (in a
+    /// reload) the reload of a component it depends on did not complete.
     Skipped,
 }
 
@@ -228,6 +229,87 @@ impl fmt::Display for RestartReport {
     }
 }
 
+/// What began a reload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ReloadTrigger {
+    /// A signal: `SIGHUP`, with [`Config::reload_on_sighup`](crate::Config::reload_on_sighup).
+    Signal(Signal),
+    /// [`ReloadHandle::reload`](crate::ReloadHandle::reload).
+    Requested,
+}
+
+impl fmt::Display for ReloadTrigger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReloadTrigger::Signal(signal) => write!(f, "{signal}"),
+            ReloadTrigger::Requested => f.write_str("a reload request"),
+        }
+    }
+}
+
+/// One reload of the running app ([`Component::reload`](crate::Component::reload)):
+/// each component's outcome, in start order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReloadReport {
+    /// What began it.
+    pub trigger: ReloadTrigger,
+    /// When it began, from the beginning of the run.
+    pub began: Duration,
+    /// From its beginning to the end of its last reload hook (or to its abandonment).
+    pub took: Duration,
+    /// Each component with its reload: `Completed`; `Failed`, `Panicked` or `TimedOut`
+    /// (the component keeps its old state); `Skipped` (a component it depends on did not
+    /// complete its reload, so it was not asked to); `Cancelled` (in flight when a
+    /// shutdown abandoned the reload); `NotRun` (not begun when it was abandoned).
+    pub components: Vec<(String, Step)>,
+    /// Whether a shutdown trigger abandoned it.
+    pub abandoned: bool,
+}
+
+impl ReloadReport {
+    /// Whether every component completed its reload.
+    pub fn is_complete(&self) -> bool {
+        self.components
+            .iter()
+            .all(|(_, step)| step.outcome == Outcome::Completed)
+    }
+
+    /// One line per component that did not complete its reload:
+    /// `"reload of cache failed: ttl: invalid digit"`, `"reload of http skipped"`.
+    pub fn failures(&self) -> Vec<String> {
+        self.components
+            .iter()
+            .filter(|(_, step)| step.outcome != Outcome::Completed)
+            .map(|(name, step)| format!("reload of {name} {}", step.outcome))
+            .collect()
+    }
+}
+
+impl fmt::Display for ReloadReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let failures = self.failures();
+        let how = if self.abandoned {
+            "abandoned for the shutdown"
+        } else if failures.is_empty() {
+            "ok"
+        } else {
+            "incomplete"
+        };
+        write!(
+            f,
+            "reload by {}: {how} in {}",
+            self.trigger,
+            millis(self.took)
+        )?;
+        for failure in failures {
+            write!(f, "; {failure}")?;
+        }
+        Ok(())
+    }
+}
+
 /// What happened during a run, returned by `run` and logged at its end.
 ///
 /// It implements [`Termination`], so `main` can return it (or a `Result` of it) and the
@@ -287,11 +369,20 @@ pub struct Report {
     pub restarts: Vec<RestartReport>,
     /// How many restarts came before those in `restarts`, counted but not kept.
     pub earlier_restarts: usize,
+    /// The reloads while the app ran, in order: the last [`Report::KEPT_RELOADS`]. A
+    /// reload that did not complete is reported, and does not change the exit code (the
+    /// app went on serving with the old state).
+    pub reloads: Vec<ReloadReport>,
+    /// How many reloads came before those in `reloads`.
+    pub earlier_reloads: usize,
 }
 
 impl Report {
     /// How many restarts a report keeps (the last ones): see [`Report::restarts`].
     pub const KEPT_RESTARTS: usize = 100;
+
+    /// How many reloads a report keeps (the last ones): see [`Report::reloads`].
+    pub const KEPT_RELOADS: usize = 100;
 
     /// The process exit code: `128 + signo` when a second signal forced the exit (143
     /// for `SIGTERM`, 130 for `SIGINT`), 1 when anything failed or timed out or the start
@@ -404,6 +495,12 @@ impl fmt::Display for Report {
         for restart in &self.restarts {
             writeln!(f, "  {restart}")?;
         }
+        if self.earlier_reloads > 0 {
+            writeln!(f, "  {} earlier reloads", self.earlier_reloads)?;
+        }
+        for reload in &self.reloads {
+            writeln!(f, "  {reload}")?;
+        }
         for c in self.components.iter().filter(|c| c.handled_panics > 0) {
             writeln!(
                 f,
@@ -471,6 +568,8 @@ mod tests {
             shutdown: Duration::from_millis(5200),
             restarts: Vec::new(),
             earlier_restarts: 0,
+            reloads: Vec::new(),
+            earlier_reloads: 0,
         }
     }
 
@@ -528,7 +627,7 @@ mod tests {
 mod json {
     use serde::ser::{Serialize, SerializeStruct, Serializer};
 
-    use super::{ComponentReport, Outcome, Report, Step, Trigger};
+    use super::{ComponentReport, Outcome, ReloadReport, Report, Step, Trigger};
 
     fn ms(duration: std::time::Duration) -> f64 {
         duration.as_secs_f64() * 1000.0
@@ -585,9 +684,33 @@ mod json {
         }
     }
 
+    impl Serialize for ReloadReport {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            #[derive(serde::Serialize)]
+            struct Component<'a> {
+                name: &'a str,
+                #[serde(flatten)]
+                step: &'a Step,
+            }
+            let mut reload = serializer.serialize_struct("ReloadReport", 6)?;
+            reload.serialize_field("trigger", &self.trigger.to_string())?;
+            reload.serialize_field("began_ms", &ms(self.began))?;
+            reload.serialize_field("took_ms", &ms(self.took))?;
+            reload.serialize_field("abandoned", &self.abandoned)?;
+            reload.serialize_field("failures", &self.failures())?;
+            let components: Vec<Component<'_>> = self
+                .components
+                .iter()
+                .map(|(name, step)| Component { name, step })
+                .collect();
+            reload.serialize_field("components", &components)?;
+            reload.end()
+        }
+    }
+
     impl Serialize for Report {
         fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-            let mut report = serializer.serialize_struct("Report", 10)?;
+            let mut report = serializer.serialize_struct("Report", 12)?;
             report.serialize_field("exit_code", &self.exit_code())?;
             report.serialize_field("trigger", &self.trigger)?;
             report.serialize_field("reached_running", &self.reached_running)?;
@@ -605,6 +728,8 @@ mod json {
                     .collect::<Vec<_>>(),
             )?;
             report.serialize_field("earlier_restarts", &self.earlier_restarts)?;
+            report.serialize_field("reloads", &self.reloads)?;
+            report.serialize_field("earlier_reloads", &self.earlier_reloads)?;
             report.end()
         }
     }

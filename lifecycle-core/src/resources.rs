@@ -144,6 +144,19 @@ pub(crate) fn names(names: &[String]) -> String {
 
 type Value = Arc<dyn Any + Send + Sync>;
 
+/// What a reload provides, held until it completes (a failed reload changes nothing).
+#[derive(Default)]
+pub(crate) struct Staged(Mutex<Vec<(ResourceType, Value)>>);
+
+impl Staged {
+    pub(crate) fn provide<T: Any + Send + Sync>(&self, value: T) {
+        let resource = ResourceType::of::<T>();
+        let mut staged = Resources::lock(&self.0);
+        staged.retain(|(provided, _)| *provided != resource);
+        staged.push((resource, Arc::new(value)));
+    }
+}
+
 /// The resources of one node: what it declared, and what its start provided.
 #[derive(Default)]
 struct Slot {
@@ -230,6 +243,29 @@ impl Resources {
                      provide one (`ctx.provide(value)`)"
                 ));
             }
+        }
+        Ok(())
+    }
+
+    /// Replaces what node `node` provided with what its reload staged, type by type:
+    /// or why the reload fails instead (an undeclared type), changing nothing.
+    pub(crate) fn commit(&self, node: usize, staged: Staged) -> Result<(), String> {
+        let slot = &self.slots[node];
+        let staged = staged.0.into_inner().unwrap_or_else(PoisonError::into_inner);
+        if let Some((undeclared, _)) = staged
+            .iter()
+            .find(|(resource, _)| !slot.declared.contains(resource))
+        {
+            let name = &self.names[node];
+            return Err(format!(
+                "`{name}` provided a `{undeclared}` without declaring it: add \
+                 `Options::new().provides::<{undeclared}>()` to its options"
+            ));
+        }
+        let mut values = Self::lock(&slot.values);
+        for (resource, value) in staged {
+            values.retain(|(provided, _)| *provided != resource);
+            values.push((resource, value));
         }
         Ok(())
     }

@@ -153,7 +153,9 @@ impl dyn Runtime {
     }
 }
 
-/// A termination signal received by the process.
+/// A signal received by the process: `Terminate` and `Interrupt` trigger the shutdown,
+/// `Hangup` a reload (when [`Config::reload_on_sighup`](crate::Config::reload_on_sighup)
+/// is on; otherwise it is ignored, and never forces an exit).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Signal {
@@ -161,24 +163,29 @@ pub enum Signal {
     Terminate,
     /// `SIGINT`: Ctrl-C in a terminal (also Ctrl-C on Windows).
     Interrupt,
+    /// `SIGHUP`: what `systemctl reload` and `kill -HUP` send to reload the configuration.
+    Hangup,
 }
 
 impl Signal {
-    /// The conventional Unix signal number (15 for `SIGTERM`, 2 for `SIGINT`).
+    /// The conventional Unix signal number (15 for `SIGTERM`, 2 for `SIGINT`, 1 for
+    /// `SIGHUP`).
     ///
     /// The exit code of a process forced down by a second signal is `128 + number()`.
     pub fn number(self) -> i32 {
         match self {
             Signal::Terminate => 15,
             Signal::Interrupt => 2,
+            Signal::Hangup => 1,
         }
     }
 
-    /// The signal's name, `"SIGTERM"` or `"SIGINT"`.
+    /// The signal's name, `"SIGTERM"`, `"SIGINT"` or `"SIGHUP"`.
     pub fn name(self) -> &'static str {
         match self {
             Signal::Terminate => "SIGTERM",
             Signal::Interrupt => "SIGINT",
+            Signal::Hangup => "SIGHUP",
         }
     }
 }

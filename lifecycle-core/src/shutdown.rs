@@ -123,6 +123,38 @@ impl ShutdownHandle {
     }
 }
 
+/// Asks the running app to reload its components
+/// ([`Component::reload`](crate::Component::reload)), as `SIGHUP` does with
+/// [`Config::reload_on_sighup`](crate::Config::reload_on_sighup): for an admin endpoint
+/// or a file watcher. From [`App::reload_handle`](crate::App::reload_handle) or
+/// [`StartContext::reload_handle`](crate::StartContext::reload_handle); cheap to clone.
+///
+/// A request while a reload runs makes one more reload once it ends (however many came:
+/// they coalesce); one during startup makes a reload once the app runs; one during the
+/// shutdown, or after the app exited, is ignored (and logged).
+///
+/// ```
+/// # fn admin(app: &lifecycle_core::App) {
+/// let reload = app.reload_handle();
+/// // in the admin endpoint's handler, or when the watched file changes:
+/// reload.reload();
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct ReloadHandle {
+    pub(crate) notices: UnboundedSender<Notice>,
+}
+
+impl ReloadHandle {
+    /// Asks for a reload; returns at once (the reload runs in the engine, and its
+    /// outcome is in the log, the health snapshot's
+    /// [`last_reload`](crate::Snapshot::last_reload) and the report).
+    pub fn reload(&self) {
+        // The receiver is gone only once the app has exited: nothing left to reload.
+        let _ = self.notices.unbounded_send(Notice::Reload);
+    }
+}
+
 /// The in-flight unit: the low 31 bits of the state count the work in flight.
 const ONE: u64 = 1;
 /// Set once someone has waited for idle: only then does the last guard's drop notify.

@@ -12,7 +12,9 @@ use crate::{ComponentHealth, Health, Snapshot, Status};
 /// component, each with `componentId`, `status`, `time` (of the check, RFC 3339),
 /// `observedValue` (the check's latency) in `observedUnit` `ms`, `output` (the reason),
 /// and lifecycle's `state` and `restarts`. `only` restricts the aggregate and the checks
-/// to some components (a group, one component); the status is then theirs.
+/// to some components (a group, one component); the status is then theirs. With details,
+/// lifecycle's `lastReload` too, once a reload has ended: its `time` (RFC 3339), `tookMs`,
+/// `trigger`, `complete` and `failures`.
 pub(crate) fn render(snapshot: &Snapshot, details: bool, only: Option<&[&str]>) -> String {
     let status = snapshot.status_of(only);
     let checks = details.then(|| Checks {
@@ -25,10 +27,24 @@ pub(crate) fn render(snapshot: &Snapshot, details: bool, only: Option<&[&str]>) 
             .age
             .and_then(|age| SystemTime::now().checked_sub(age)),
     });
+    let last_reload = snapshot
+        .last_reload
+        .as_ref()
+        .filter(|_| details)
+        .map(|last| Reload {
+            time: SystemTime::now()
+                .checked_sub(last.ago)
+                .map(|at| humantime::format_rfc3339_millis(at).to_string()),
+            took_ms: last.took.as_secs_f64() * 1e3,
+            trigger: &last.trigger,
+            complete: last.complete,
+            failures: &last.failures,
+        });
     let document = Document {
         status: ietf_status(status),
         output: status.is_none().then_some("not checked yet"),
         checks,
+        last_reload,
     };
     serde_json::to_string(&document).expect("a health document always serializes")
 }
@@ -40,6 +56,18 @@ struct Document<'a> {
     output: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     checks: Option<Checks<'a>>,
+    #[serde(rename = "lastReload", skip_serializing_if = "Option::is_none")]
+    last_reload: Option<Reload<'a>>,
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Reload<'a> {
+    time: Option<String>,
+    took_ms: f64,
+    trigger: &'a str,
+    complete: bool,
+    failures: &'a [String],
 }
 
 /// The checks, keyed by component in start order (a map that keeps its order).
@@ -124,6 +152,9 @@ mod tests {
             ready: false,
             live: true,
             age: None,
+            reloading: false,
+            reloads: 0,
+            last_reload: None,
             components: vec![ComponentHealth {
                 name: "db".into(),
                 critical: true,

@@ -50,6 +50,8 @@ pub struct Config {
     pub(crate) start_timeout: Duration,
     pub(crate) stop_timeout: Duration,
     pub(crate) flush_timeout: Duration,
+    pub(crate) reload_timeout: Duration,
+    pub(crate) reload_on_sighup: bool,
     pub(crate) drain_quiet_period: Option<Duration>,
     pub(crate) health_check_timeout: Duration,
     pub(crate) health_cache_ttl: Duration,
@@ -77,6 +79,10 @@ pub struct Settings {
     pub stop_timeout: Duration,
     /// A component's flush timeout, by default.
     pub flush_timeout: Duration,
+    /// A component's reload timeout, by default.
+    pub reload_timeout: Duration,
+    /// Whether `SIGHUP` reloads the app.
+    pub reload_on_sighup: bool,
     /// How long one health check may take.
     pub health_check_timeout: Duration,
     /// How long health check results are reused.
@@ -100,6 +106,7 @@ const SETTINGS: &[(&str, Setter, bool)] = &[
     ("start_timeout", Config::start_timeout, false),
     ("stop_timeout", Config::stop_timeout, false),
     ("flush_timeout", Config::flush_timeout, false),
+    ("reload_timeout", Config::reload_timeout, false),
     ("health_check_timeout", Config::health_check_timeout, false),
     ("health_cache_ttl", Config::health_cache_ttl, false),
     (
@@ -172,6 +179,8 @@ impl Default for Config {
             start_timeout: Duration::from_secs(30),
             stop_timeout: Duration::from_secs(10),
             flush_timeout: Duration::from_secs(2),
+            reload_timeout: Duration::from_secs(30),
+            reload_on_sighup: false,
             drain_quiet_period: None,
             health_check_timeout: Duration::from_millis(500),
             health_cache_ttl: Duration::from_secs(1),
@@ -281,6 +290,25 @@ impl Config {
         self
     }
 
+    /// Default reload timeout of a component (default 30 s): a reload that has not
+    /// ended by then is dropped and counts as failed (see
+    /// [`Component::reload`](crate::Component::reload)).
+    pub fn reload_timeout(mut self, timeout: Duration) -> Self {
+        self.reload_timeout = timeout;
+        self
+    }
+
+    /// Whether `SIGHUP` reloads the app (default: no, and `SIGHUP` keeps the disposition
+    /// the process started with). When on, the running app reloads its components
+    /// ([`Component::reload`](crate::Component::reload)) on each `SIGHUP`, as it does on
+    /// [`ReloadHandle::reload`](crate::ReloadHandle::reload). A process started with
+    /// `SIGHUP` ignored (`nohup`) keeps ignoring it, unless the app called
+    /// `lifecycle::signals::catch_even_if_ignored()` first.
+    pub fn reload_on_sighup(mut self, reload: bool) -> Self {
+        self.reload_on_sighup = reload;
+        self
+    }
+
     /// The defaults, overridden by the `LIFECYCLE_*` environment variables that are set.
     ///
     /// | variable | setter |
@@ -292,6 +320,7 @@ impl Config {
     /// | `LIFECYCLE_START_TIMEOUT` | [`start_timeout`](Config::start_timeout) |
     /// | `LIFECYCLE_STOP_TIMEOUT` | [`stop_timeout`](Config::stop_timeout) |
     /// | `LIFECYCLE_FLUSH_TIMEOUT` | [`flush_timeout`](Config::flush_timeout) |
+    /// | `LIFECYCLE_RELOAD_TIMEOUT` | [`reload_timeout`](Config::reload_timeout) |
     /// | `LIFECYCLE_HEALTH_CHECK_TIMEOUT` | [`health_check_timeout`](Config::health_check_timeout) |
     /// | `LIFECYCLE_HEALTH_CACHE_TTL` | [`health_cache_ttl`](Config::health_cache_ttl) |
     /// | `LIFECYCLE_GRACE_PERIOD` | [`grace_period`](Config::grace_period) |
@@ -368,6 +397,8 @@ impl Config {
             start_timeout: self.start_timeout,
             stop_timeout: self.stop_timeout,
             flush_timeout: self.flush_timeout,
+            reload_timeout: self.reload_timeout,
+            reload_on_sighup: self.reload_on_sighup,
             health_check_timeout: self.health_check_timeout,
             health_cache_ttl: self.health_cache_ttl,
             health_check_interval: self.health_check_interval,
@@ -402,6 +433,7 @@ impl Config {
             ("start_timeout", Some(self.start_timeout), true),
             ("stop_timeout", Some(self.stop_timeout), true),
             ("flush_timeout", Some(self.flush_timeout), true),
+            ("reload_timeout", Some(self.reload_timeout), true),
             (
                 "health_check_timeout",
                 Some(self.health_check_timeout),

@@ -26,6 +26,7 @@ pub struct Options {
     pub(crate) start_timeout: Option<Duration>,
     pub(crate) stop_timeout: Option<Duration>,
     pub(crate) flush_timeout: Option<Duration>,
+    pub(crate) reload_timeout: Option<Duration>,
     pub(crate) critical: Option<bool>,
     pub(crate) before_all: Option<bool>,
     pub(crate) provides: Vec<ResourceType>,
@@ -65,6 +66,13 @@ impl Options {
     /// components that have nothing to flush.
     pub fn flush_timeout(mut self, timeout: Duration) -> Self {
         self.flush_timeout = Some(timeout);
+        self
+    }
+
+    /// How long this component's reload may take
+    /// ([`Config::reload_timeout`](crate::Config::reload_timeout) by default).
+    pub fn reload_timeout(mut self, timeout: Duration) -> Self {
+        self.reload_timeout = Some(timeout);
         self
     }
 
@@ -175,6 +183,7 @@ impl Options {
             start_timeout: other.start_timeout.or(self.start_timeout),
             stop_timeout: other.stop_timeout.or(self.stop_timeout),
             flush_timeout: other.flush_timeout.or(self.flush_timeout),
+            reload_timeout: other.reload_timeout.or(self.reload_timeout),
             critical: other.critical.or(self.critical),
             restart: other.restart.or(self.restart),
             failure_threshold: other.failure_threshold.or(self.failure_threshold),
@@ -190,6 +199,7 @@ pub(crate) struct Timeouts {
     pub(crate) start: Duration,
     pub(crate) stop: Duration,
     pub(crate) flush: Duration,
+    pub(crate) reload: Duration,
     /// Whether the component declared a flush timeout of its own: it flushes, and
     /// `explain` counts its flush against the reserve.
     pub(crate) flushes: bool,
@@ -205,12 +215,14 @@ impl Timeouts {
             start: options.start_timeout.unwrap_or(config.start_timeout),
             stop: options.stop_timeout.unwrap_or(config.stop_timeout),
             flush: options.flush_timeout.unwrap_or(config.flush_timeout),
+            reload: options.reload_timeout.unwrap_or(config.reload_timeout),
             flushes: options.flush_timeout.is_some(),
         };
         for (step, value) in [
             ("start", timeouts.start),
             ("stop", timeouts.stop),
             ("flush", timeouts.flush),
+            ("reload", timeouts.reload),
         ] {
             check_duration(value, true, || format!("the {step} timeout of `{name}`"))?;
         }

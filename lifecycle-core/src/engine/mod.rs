@@ -5,10 +5,12 @@
 //! other hooks of its phase, each borrowing its own component. That keeps `&mut self`
 //! hooks possible, makes cancellation a plain drop, and needs no locks. The engine
 //! reacts to signals, shutdown requests and task failures between polls of the hooks.
-//! A failure of a component with a restart policy is handled in `restart.rs`.
+//! A failure of a component with a restart policy is handled in `restart.rs`, a reload
+//! in `reload.rs`.
 
 mod gate;
 mod notice;
+mod reload;
 mod restart;
 mod wavefront;
 
@@ -34,7 +36,9 @@ use crate::config::{Config, Timeouts};
 use crate::error::{error_chain, panic_message, BoxError, Error};
 use crate::graph::Plan;
 use crate::health::{ComponentState, Phase, Shared};
-use crate::report::{ComponentReport, Outcome, Report, RestartReport, Step, Trigger};
+use crate::report::{
+    ComponentReport, Outcome, ReloadReport, ReloadTrigger, Report, RestartReport, Step, Trigger,
+};
 use crate::resources::Resources;
 use crate::runtime::{timeout_at, Runtime, Signal};
 use crate::shutdown::{InFlight, ShutdownHandle, ShutdownToken};
@@ -157,9 +161,10 @@ struct Engine<'a> {
     task_sets: TaskSets,
     /// Each node's current tokens.
     tokens: Vec<NodeTokens>,
-    /// The members of the restart under way, if one is: the engine answers health
-    /// checks for them ("restarting") while their hooks run.
-    restarting: Option<Vec<bool>>,
+    /// While a restart or a reload runs, the engine answers the health checks asked for
+    /// meanwhile: the members of the restart (`true`) as down ("restarting"), the others
+    /// with their last results.
+    answering: Option<Vec<bool>>,
     /// Each node's restart policy and recent restarts.
     policies: Vec<Restart>,
     histories: Vec<History>,
@@ -172,6 +177,13 @@ struct Engine<'a> {
     triggered_at: Option<Instant>,
     /// How often the checks run in the background, if they do.
     health_check_interval: Option<Duration>,
+    /// Whether `SIGHUP` reloads.
+    reload_on_sighup: bool,
+    /// A reload asked for and not begun yet (requests coalesce into it).
+    reload_pending: Option<ReloadTrigger>,
+    /// The last [`Report::KEPT_RELOADS`] reloads, and how many came before.
+    reloads: VecDeque<ReloadReport>,
+    earlier_reloads: usize,
 }
 
 /// What an event from outside the hooks means for the run.
@@ -181,6 +193,8 @@ enum Classified {
     /// A component with a restart policy failed (or, for `always`, a task of its start
     /// ended): restart it.
     Restart(usize, Outcome),
+    /// A reload request: `SIGHUP` (when it reloads) or a handle's.
+    Reload(ReloadTrigger),
     /// Nothing to do: a notice from an earlier incarnation, a task that ended normally.
     Ignore,
 }
@@ -238,7 +252,7 @@ pub(crate) async fn run(
         },
         task_sets,
         tokens: nodes.iter().map(|_| NodeTokens::default()).collect(),
-        restarting: None,
+        answering: None,
         policies: nodes.iter().map(|node| node.restart).collect(),
         histories: nodes.iter().map(|_| History::new()).collect(),
         deferred: VecDeque::new(),
@@ -246,6 +260,10 @@ pub(crate) async fn run(
         earlier_restarts: 0,
         triggered_at: None,
         health_check_interval: config.health_check_interval,
+        reload_on_sighup: config.reload_on_sighup,
+        reload_pending: None,
+        reloads: VecDeque::new(),
+        earlier_reloads: 0,
         handle,
     };
     let everything = vec![true; nodes.len()];
@@ -314,6 +332,8 @@ pub(crate) async fn run(
         shutdown: run.runtime.now() - triggered,
         restarts: std::mem::take(&mut run.restarts).into(),
         earlier_restarts: run.earlier_restarts,
+        reloads: std::mem::take(&mut run.reloads).into(),
+        earlier_reloads: run.earlier_reloads,
     };
     let logged = if report.is_clean() {
         tracing::info!("exited cleanly\n{report}");
@@ -376,6 +396,12 @@ impl Engine<'_> {
                     }
                     Classified::Restart(node, outcome) => {
                         run.deferred.push_back((node, outcome));
+                        ControlFlow::Continue(())
+                    }
+                    // The components read their configuration as they start; what changed
+                    // meanwhile is applied by one reload once they run.
+                    Classified::Reload(trigger) => {
+                        run.request_reload(trigger);
                         ControlFlow::Continue(())
                     }
                     Classified::Ignore => ControlFlow::Continue(()),
@@ -461,14 +487,13 @@ impl Engine<'_> {
         )
     }
 
-    /// The next event from outside the hooks. During a restart, the health checks that
-    /// monitors ask for meanwhile are answered, the restarting members as down
-    /// ("restarting") and the others with their last results: liveness never waits on
-    /// a hook.
+    /// The next event from outside the hooks. During a restart or a reload, the health
+    /// checks that monitors ask for meanwhile are answered (see `answering`): liveness
+    /// never waits on a hook.
     async fn next_event(&mut self) -> Event {
         loop {
             let health = self.health.clone();
-            let answering = self.restarting.is_some();
+            let answering = self.answering.is_some();
             let asked = async move {
                 if answering {
                     health.checks_requested().await;
@@ -479,7 +504,7 @@ impl Engine<'_> {
             match select(self.events.next(), pin!(asked)).await {
                 Either::Left((event, _)) => return event.expect("events never end"),
                 Either::Right(((), _)) => {
-                    let members = self.restarting.as_deref().expect("answering a restart");
+                    let members = self.answering.as_deref().expect("answering");
                     self.health.publish_restarting(self.runtime.now(), members);
                 }
             }
@@ -496,6 +521,12 @@ impl Engine<'_> {
         loop {
             if let Some((node, cause)) = self.deferred.pop_front() {
                 if let Err(trigger) = self.restart(nodes, node, cause).await {
+                    return trigger;
+                }
+                continue;
+            }
+            if let Some(reload) = self.reload_pending.take() {
+                if let Err(trigger) = self.reload(nodes, reload).await {
                     return trigger;
                 }
                 continue;
@@ -523,6 +554,7 @@ impl Engine<'_> {
             match self.classify(event) {
                 Classified::Trigger(trigger) => return trigger,
                 Classified::Restart(node, cause) => self.deferred.push_back((node, cause)),
+                Classified::Reload(trigger) => self.request_reload(trigger),
                 Classified::Ignore => {}
             }
         }
@@ -756,8 +788,16 @@ impl Engine<'_> {
     /// What an event before shutdown means: a trigger, a restart, or nothing.
     fn classify(&mut self, event: Event) -> Classified {
         match event {
+            Event::Signal(Signal::Hangup) if self.reload_on_sighup => {
+                Classified::Reload(ReloadTrigger::Signal(Signal::Hangup))
+            }
+            Event::Signal(Signal::Hangup) => {
+                tracing::debug!("SIGHUP ignored: the app does not reload on it");
+                Classified::Ignore
+            }
             Event::Signal(signal) => Classified::Trigger(Trigger::Signal(signal)),
             Event::Notice(Notice::Requested) => Classified::Trigger(Trigger::Requested),
+            Event::Notice(Notice::Reload) => Classified::Reload(ReloadTrigger::Requested),
             Event::Notice(Notice::TaskFailed {
                 node,
                 tasks,
@@ -815,6 +855,10 @@ impl Engine<'_> {
                 self.deferred.push_back((node, cause));
                 None
             }
+            Classified::Reload(trigger) => {
+                self.request_reload(trigger);
+                None
+            }
             Classified::Ignore => None,
         }
     }
@@ -851,6 +895,11 @@ impl Engine<'_> {
     /// once the signals that force have come).
     fn during_shutdown(&mut self, event: Event) -> bool {
         match event {
+            // A reload request is no shutdown signal: it neither forces nor reloads.
+            Event::Signal(Signal::Hangup) | Event::Notice(Notice::Reload) => {
+                tracing::info!("reload requested during the shutdown: ignored");
+                false
+            }
             Event::Signal(signal) => {
                 self.signals_to_force = self.signals_to_force.saturating_sub(1);
                 if self.signals_to_force > 0 {

@@ -9,6 +9,8 @@ use crate::task::TaskSet;
 #[derive(Debug)]
 pub(crate) enum Notice {
     Requested,
+    /// [`ReloadHandle::reload`](crate::ReloadHandle::reload).
+    Reload,
     /// A tracked task of `node` failed; `tasks` names the incarnation it belonged to.
     TaskFailed {
         node: usize,

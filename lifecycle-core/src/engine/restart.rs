@@ -82,7 +82,7 @@ impl Engine<'_> {
                 }
             }
             self.health.publish_restarting(now, &members);
-            self.restarting = Some(members.clone());
+            self.answering = Some(members.clone());
 
             let stop_end = now + NO_BUDGET;
             if let Some(trigger) = self.stop(nodes, stop_end, &members, false).await {
@@ -132,7 +132,7 @@ impl Engine<'_> {
                 Err(trigger) => break Err(trigger),
             }
         };
-        self.restarting = None;
+        self.answering = None;
         report.took = self.runtime.now() - began;
         if report.completed {
             tracing::info!(

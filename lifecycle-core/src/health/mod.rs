@@ -14,7 +14,7 @@ mod status;
 
 pub use monitor::{HealthMonitor, HealthSubscription};
 pub(crate) use shared::Shared;
-pub use snapshot::{ComponentHealth, Snapshot};
+pub use snapshot::{ComponentHealth, LastReload, Snapshot};
 pub use status::{aggregate, ComponentState, Health, Phase, Status};
 
 #[cfg(test)]
@@ -72,6 +72,9 @@ mod tests {
             ready: false,
             live: true,
             age: None,
+            reloading: false,
+            reloads: 0,
+            last_reload: None,
             components: vec![
                 ComponentHealth {
                     name: "db".into(),

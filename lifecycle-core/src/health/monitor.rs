@@ -1,9 +1,10 @@
 //! Reading the app's health from code, and subscribing to its changes.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::shared::{Shared, ENGINE_GRACE};
-use super::{ComponentHealth, ComponentState, Phase, Snapshot};
+use super::{ComponentHealth, ComponentState, LastReload, Phase, Snapshot};
 use crate::runtime::timeout_at;
 use crate::sync::Ordering;
 
@@ -98,7 +99,14 @@ impl HealthMonitor {
                 }
             })
             .collect();
+        let reloads = shared.reloads();
         Snapshot {
+            reloading: reloads.running,
+            reloads: reloads.begun,
+            last_reload: reloads.last.as_ref().map(|(at, last)| LastReload {
+                ago: now.map_or(Duration::ZERO, |now| now.saturating_duration_since(*at)),
+                ..last.clone()
+            }),
             phase: shared.phase(),
             status: checks.as_ref().map(|checks| checks.status),
             ready: shared.ready(&rounds),

@@ -63,6 +63,16 @@ pub(crate) struct Shared {
     pub(super) runtime: OnceLock<Arc<dyn Runtime>>,
     pub(super) check_timeout: Duration,
     pub(super) cache_ttl: Duration,
+    pub(super) reloads: Mutex<Reloads>,
+}
+
+/// The reloads so far, for snapshots (and systemd's `RELOADING=1`).
+#[derive(Debug, Default)]
+pub(super) struct Reloads {
+    pub(super) begun: u64,
+    pub(super) running: bool,
+    /// The last one to end, and when it ended.
+    pub(super) last: Option<(Instant, super::LastReload)>,
 }
 
 impl Shared {
@@ -98,7 +108,31 @@ impl Shared {
             runtime: OnceLock::new(),
             check_timeout,
             cache_ttl,
+            reloads: Mutex::default(),
         }
+    }
+
+    pub(super) fn reloads(&self) -> MutexGuard<'_, Reloads> {
+        // Nothing panics under this lock.
+        self.reloads.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A reload begins.
+    pub(crate) fn begin_reload(&self) {
+        let mut reloads = self.reloads();
+        reloads.begun += 1;
+        reloads.running = true;
+        drop(reloads);
+        self.bump();
+    }
+
+    /// The reload under way ended at `at` (`last.ago` is filled in by snapshots).
+    pub(crate) fn end_reload(&self, at: Instant, last: super::LastReload) {
+        let mut reloads = self.reloads();
+        reloads.running = false;
+        reloads.last = Some((at, last));
+        drop(reloads);
+        self.bump();
     }
 
     pub(crate) fn set_runtime(&self, runtime: Arc<dyn Runtime>) {

@@ -59,6 +59,39 @@ pub struct Snapshot {
     pub age: Option<Duration>,
     /// Every component, in start order.
     pub components: Vec<ComponentHealth>,
+    /// Whether a reload runs now.
+    pub reloading: bool,
+    /// How many reloads have begun since the app started.
+    pub reloads: u64,
+    /// The last reload that ended, if one has.
+    pub last_reload: Option<LastReload>,
+}
+
+/// The last reload that ended, in a [`Snapshot`]: when, how long it took, and what did not
+/// complete (the full story is the [`ReloadReport`](crate::ReloadReport) in the log and the
+/// report). With the `serde` feature, `ago_ms` and `took_ms` for the durations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub struct LastReload {
+    /// What began it (`"SIGHUP"`, `"a reload request"`).
+    pub trigger: String,
+    /// How long ago it ended.
+    #[cfg_attr(
+        feature = "serde",
+        serde(rename = "ago_ms", serialize_with = "serde_ms::duration")
+    )]
+    pub ago: Duration,
+    /// How long it took.
+    #[cfg_attr(
+        feature = "serde",
+        serde(rename = "took_ms", serialize_with = "serde_ms::duration")
+    )]
+    pub took: Duration,
+    /// Whether every component completed its reload.
+    pub complete: bool,
+    /// One line per component that did not (`"reload of cache failed: ..."`).
+    pub failures: Vec<String>,
 }
 
 impl Snapshot {
@@ -92,5 +125,12 @@ mod serde_ms {
             Some(duration) => serializer.serialize_some(&(duration.as_secs_f64() * 1e3)),
             None => serializer.serialize_none(),
         }
+    }
+
+    pub(super) fn duration<S: serde::Serializer>(
+        duration: &Duration,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.serialize_f64(duration.as_secs_f64() * 1e3)
     }
 }
