@@ -212,12 +212,13 @@ impl Process {
         self.wait_for_line(&format!("{expected:?}"), |line| line == expected);
     }
 
-    /// Sends a signal (`"TERM"`, `"INT"`, `"KILL"`).
+    /// Sends a signal (`"TERM"`, `"INT"`, `"HUP"`, `"KILL"`).
     pub fn signal(&self, name: &str) {
         use rustix::process::{kill_process, Pid, Signal};
         let signal = match name {
             "TERM" => Signal::TERM,
             "INT" => Signal::INT,
+            "HUP" => Signal::HUP,
             "KILL" => Signal::KILL,
             other => panic!("no signal {other} in the tests"),
         };
