@@ -84,7 +84,7 @@ fn reloaded(monitor: &HealthMonitor, count: u64) {
             return;
         }
         assert!(Instant::now() < give_up, "reload {count} never ended");
-        let _ = smol::block_on(smol::future::or(
+        smol::block_on(smol::future::or(
             async {
                 changes.changed().await;
             },
@@ -172,7 +172,9 @@ fn p99_during_reloads(
     window: Duration,
 ) -> (Duration, Duration, usize) {
     let hello = axum::Router::new().route("/", axum::routing::get(|| async { "hello" }));
-    let http = lifecycle::HttpServer::bind("127.0.0.1:0").unwrap().serve(hello);
+    let http = lifecycle::HttpServer::bind("127.0.0.1:0")
+        .unwrap()
+        .serve(hello);
     let addr = http.local_addr();
     let app = graph(specs).add(http).build().unwrap();
     let (monitor, handle) = (app.health(), app.handle());
@@ -188,7 +190,7 @@ fn p99_during_reloads(
         })
         .collect();
     thread::sleep(Duration::from_millis(300)); // warm
-    // Odd windows have reloads: (start, end, with reloads).
+                                               // Odd windows have reloads: (start, end, with reloads).
     let spans = Arc::new(Mutex::new(Vec::new()));
     let mut sent = 0;
     for w in 0..windows {
@@ -260,7 +262,10 @@ fn main() {
         (2, Duration::from_millis(300))
     };
     println!();
-    println!("| runtime | requests | p99 without reloads | p99 with 10 reloads per {} window | ratio |", human(window));
+    println!(
+        "| runtime | requests | p99 without reloads | p99 with 10 reloads per {} window | ratio |",
+        human(window)
+    );
     println!("| --- | --- | --- | --- | --- |");
     for runtime in ["smol", "tokio"] {
         let (without, with, requests) = p99_during_reloads(&specs, runtime, windows, window);

@@ -87,10 +87,10 @@ pub use lifecycle_core::{
     Component, ComponentHealth, ComponentReport, ComponentState, Config, Error, Explanation,
     Health, HealthMonitor, HealthSubscription, InFlight, InFlightGuard, LastReload, Options,
     Outcome, OwnedInFlightGuard, PanicCounter, Phase, Plan, PlannedComponent, Provider,
-    ReloadContext, ReloadHandle, ReloadReport, ReloadTrigger, Report, ResourceError,
-    ResourceType, Restart, RestartReport, Runtime, Settings, ShutdownHandle, ShutdownToken,
-    Signal, Snapshot, Spawner, StartContext, StartFn, Status, Step, StopContext, Task,
-    TaskError, Trigger, WaitForShutdown, WaitForShutdownOwned, WithContext,
+    ReloadContext, ReloadHandle, ReloadReport, ReloadTrigger, Report, ResourceError, ResourceType,
+    Restart, RestartReport, Runtime, Settings, ShutdownHandle, ShutdownToken, Signal, Snapshot,
+    Spawner, StartContext, StartFn, Status, Step, StopContext, Task, TaskError, Trigger,
+    WaitForShutdown, WaitForShutdownOwned, WithContext,
 };
 #[cfg(feature = "smol")]
 pub use lifecycle_smol::SmolRuntime;

@@ -79,7 +79,10 @@ async fn dependencies_first_and_a_failure_skips_its_dependents(h: Harness) {
     let app = App::builder()
         .config(reloading())
         .add(h.wrap(part("db", &[])))
-        .add(h.wrap(part("cache", &["db"])).inject_at(Hook::Reload, Fault::Fail, 1))
+        .add(
+            h.wrap(part("cache", &["db"]))
+                .inject_at(Hook::Reload, Fault::Fail, 1),
+        )
         .add(h.wrap(part("http", &["cache"])))
         .add(h.wrap(part("metrics", &[])))
         .build()
@@ -89,7 +92,11 @@ async fn dependencies_first_and_a_failure_skips_its_dependents(h: Harness) {
     h.signal_after(secs(3), Signal::Terminate);
     let report = h.run(app).await;
 
-    assert_eq!(report.exit_code(), 0, "a failed reload is no failed run\n{report}");
+    assert_eq!(
+        report.exit_code(),
+        0,
+        "a failed reload is no failed run\n{report}"
+    );
     assert_eq!(report.reloads.len(), 2, "{report}");
     let first = &report.reloads[0];
     assert_eq!(first.trigger, ReloadTrigger::Signal(Signal::Hangup));
@@ -112,10 +119,17 @@ async fn dependencies_first_and_a_failure_skips_its_dependents(h: Harness) {
     );
     assert!(!first.is_complete() && !first.abandoned);
     assert!(report.reloads[1].is_complete(), "{}", report.reloads[1]);
-    assert!(report.to_string().contains("reload by SIGHUP: incomplete"), "{report}");
+    assert!(
+        report.to_string().contains("reload by SIGHUP: incomplete"),
+        "{report}"
+    );
 
     let timeline = h.timeline();
-    assert_eq!(timeline.count("http", What::ReloadBegan), 1, "skipped the first time");
+    assert_eq!(
+        timeline.count("http", What::ReloadBegan),
+        1,
+        "skipped the first time"
+    );
     assert_eq!(timeline.count("db", What::Reloaded), 2);
     // Dependencies first, in both reloads; independent ones at once.
     let began = |name| {
@@ -166,12 +180,19 @@ async fn a_shutdown_abandons_a_slow_reload_and_keeps_its_budget(h: Harness) {
     let report = h.run(app).await;
 
     assert_eq!(report.exit_code(), 0, "{report}");
-    assert_eq!(report.trigger, lifecycle::Trigger::Signal(Signal::Terminate));
+    assert_eq!(
+        report.trigger,
+        lifecycle::Trigger::Signal(Signal::Terminate)
+    );
     let reload = &report.reloads[0];
     assert!(reload.abandoned, "{reload}");
     assert_eq!(
         kinds(reload),
-        pairs(&[("db", "completed"), ("cache", "cancelled"), ("http", "not_run")])
+        pairs(&[
+            ("db", "completed"),
+            ("cache", "cancelled"),
+            ("http", "not_run")
+        ])
     );
     let timeline = h.timeline();
     assert_eq!(timeline.count("cache", What::ReloadDropped), 1);
@@ -216,7 +237,10 @@ async fn requests_during_a_reload_coalesce_into_one_more(h: Harness) {
 /// is not the second signal that forces the exit.
 async fn sighup_reloads_only_when_asked_and_never_forces(h: Harness) {
     let app = App::builder()
-        .add(h.wrap(part("db", &[])).inject(Hook::Stop, Fault::Sleep(secs(3))))
+        .add(
+            h.wrap(part("db", &[]))
+                .inject(Hook::Stop, Fault::Sleep(secs(3))),
+        )
         .build()
         .unwrap();
     h.signal_after(secs(1), Signal::Hangup);
@@ -228,14 +252,20 @@ async fn sighup_reloads_only_when_asked_and_never_forces(h: Harness) {
     assert_eq!(h.timeline().count("db", What::ReloadBegan), 0);
     assert_eq!(report.forced_by, None, "{report}");
     assert_eq!(report.exit_code(), 0);
-    assert_eq!(report.component("db").unwrap().stop.outcome, Outcome::Completed);
+    assert_eq!(
+        report.component("db").unwrap().stop.outcome,
+        Outcome::Completed
+    );
 }
 
 /// A reload request during the shutdown is ignored: the stops go on as they would.
 async fn a_reload_during_the_shutdown_is_ignored(h: Harness) {
     let app = App::builder()
         .config(reloading())
-        .add(h.wrap(part("db", &[])).inject(Hook::Stop, Fault::Sleep(secs(2))))
+        .add(
+            h.wrap(part("db", &[]))
+                .inject(Hook::Stop, Fault::Sleep(secs(2))),
+        )
         .build()
         .unwrap();
     let reload = app.reload_handle();
@@ -249,7 +279,11 @@ async fn a_reload_during_the_shutdown_is_ignored(h: Harness) {
     h.signal_after(secs(2), Signal::Hangup);
     let report = h.run(app).await;
 
-    assert_eq!(report.reloads.len(), 1, "only the one before the shutdown\n{report}");
+    assert_eq!(
+        report.reloads.len(),
+        1,
+        "only the one before the shutdown\n{report}"
+    );
     assert_eq!(h.timeline().count("db", What::ReloadBegan), 1);
     assert_eq!(report.forced_by, None);
     assert_eq!(report.exit_code(), 0);
@@ -350,7 +384,10 @@ async fn health_is_answered_during_a_slow_reload(h: Harness) {
             reload: secs(5),
             ..part("db", &[])
         }))
-        .add(h.wrap(part("http", &["db"])).inject_at(Hook::Reload, Fault::Fail, 1))
+        .add(
+            h.wrap(part("http", &["db"]))
+                .inject_at(Hook::Reload, Fault::Fail, 1),
+        )
         .build()
         .unwrap();
     let monitor = app.health();
@@ -369,10 +406,18 @@ async fn health_is_answered_during_a_slow_reload(h: Harness) {
     let report = h.run(app).await;
     assert_eq!(report.exit_code(), 0);
 
-    let during = during.lock().unwrap().take().expect("a snapshot during the reload");
+    let during = during
+        .lock()
+        .unwrap()
+        .take()
+        .expect("a snapshot during the reload");
     assert!(during.reloading && during.reloads == 1, "{during:?}");
     assert!(during.live && during.ready, "{during:?}");
-    let after = after.lock().unwrap().take().expect("a snapshot after the reload");
+    let after = after
+        .lock()
+        .unwrap()
+        .take()
+        .expect("a snapshot after the reload");
     assert!(!after.reloading, "{after:?}");
     let last = after.last_reload.expect("the last reload");
     assert!(!last.complete);

@@ -63,9 +63,9 @@ impl Component for Node {
         &self.name
     }
     fn options(&self) -> Options {
-        self.deps
-            .iter()
-            .fold(Options::new(), |options, dep| options.depends_on(dep.clone()))
+        self.deps.iter().fold(Options::new(), |options, dep| {
+            options.depends_on(dep.clone())
+        })
     }
     async fn start(&mut self, _: &StartContext) -> Result<(), BoxError> {
         Ok(())
@@ -169,7 +169,10 @@ async fn check(h: Harness, case: Case, unit: Duration, slack: Duration) {
     let hups_before_term = case.hups.iter().filter(|&&at| at <= case.term).count();
     assert!(report.reloads.len() <= hups_before_term, "{report}");
     if case.hups[0] + 1 < case.term {
-        assert!(!report.reloads.is_empty(), "a SIGHUP before the SIGTERM reloads\n{report}");
+        assert!(
+            !report.reloads.is_empty(),
+            "a SIGHUP before the SIGTERM reloads\n{report}"
+        );
     }
     // How many times each component's hook ran, to know which act each reload had.
     let mut calls = vec![0usize; case.deps.len()];
@@ -185,17 +188,25 @@ async fn check(h: Harness, case: Case, unit: Duration, slack: Duration) {
             );
         }
         assert_eq!(reload.components.len(), case.deps.len());
-        let step = |i: usize| &reload.components.iter().find(|(n, _)| *n == name(i)).unwrap().1;
+        let step = |i: usize| {
+            &reload
+                .components
+                .iter()
+                .find(|(n, _)| *n == name(i))
+                .unwrap()
+                .1
+        };
         for (i, deps) in case.deps.iter().enumerate() {
             let own = step(i);
-            let deps_complete = deps
-                .iter()
-                .all(|&d| step(d).outcome == Outcome::Completed);
+            let deps_complete = deps.iter().all(|&d| step(d).outcome == Outcome::Completed);
             match &own.outcome {
                 Outcome::Skipped => assert!(!deps_complete, "n{i} skipped for nothing"),
                 Outcome::NotRun => assert!(reload.abandoned),
                 outcome => {
-                    assert!(deps_complete, "n{i} reloaded ({outcome}) after a failed dependency");
+                    assert!(
+                        deps_complete,
+                        "n{i} reloaded ({outcome}) after a failed dependency"
+                    );
                     let began = own.began.expect("a hook that ran began");
                     for &d in deps {
                         let dep = step(d);

@@ -904,7 +904,11 @@ fn sighup_reloads_the_settings_under_load(runtime: &str) {
     thread::sleep(Duration::from_millis(300));
     for n in 1..=20 {
         // Every other file lets the engine's debug lines through: the filter applies.
-        let log = if n % 2 == 0 { "info,lifecycle_core::engine=debug" } else { "info" };
+        let log = if n % 2 == 0 {
+            "info,lifecycle_core::engine=debug"
+        } else {
+            "info"
+        };
         settings.write(&format!(r#"{{"log": "{log}", "stats_ttl": "{n}s"}}"#));
         service.process.signal("HUP");
         let applied = service
@@ -918,7 +922,10 @@ fn sighup_reloads_the_settings_under_load(runtime: &str) {
         let report = service
             .process
             .wait_for_line("the reload's report", |l| l.contains("reload by SIGHUP"));
-        assert!(report.contains("reload by SIGHUP: ok"), "[{runtime}] reload {n}: {report}");
+        assert!(
+            report.contains("reload by SIGHUP: ok"),
+            "[{runtime}] reload {n}: {report}"
+        );
         thread::sleep(Duration::from_millis(50));
     }
     // The last file let the debug lines through: the next reload shows its steps.
@@ -949,9 +956,14 @@ fn sighup_reloads_the_settings_under_load(runtime: &str) {
     let report = service
         .process
         .wait_for_line("the good reload", |l| l.contains("reload by SIGHUP"));
-    assert!(report.contains("reload by SIGHUP: ok"), "[{runtime}] {report}");
     assert!(
-        get(service.probes, "/health").body.contains(r#""complete":true"#),
+        report.contains("reload by SIGHUP: ok"),
+        "[{runtime}] {report}"
+    );
+    assert!(
+        get(service.probes, "/health")
+            .body
+            .contains(r#""complete":true"#),
         "[{runtime}] /health shows the good reload"
     );
 
@@ -966,7 +978,10 @@ fn sighup_reloads_the_settings_under_load(runtime: &str) {
     );
     let ok: usize = tallies.iter().map(|t| t.ok).sum();
     eprintln!("[{runtime}] {ok} requests answered 200 across 22 reloads");
-    assert!(ok > CLIENTS * 10, "[{runtime}] only {ok} requests went through");
+    assert!(
+        ok > CLIENTS * 10,
+        "[{runtime}] only {ok} requests went through"
+    );
     let log = service.file("service.log");
     assert!(
         log.contains("22 reloads") || log.matches("reload by SIGHUP").count() >= 22,
@@ -981,7 +996,9 @@ fn a_reloaded_ttl_applies(runtime: &str) {
     settings.write(r#"{"stats_ttl": "1s"}"#);
     let mut service = Service::start(runtime, &["--config", settings.path()]);
     let cached_a_second_later = |service: &Service| {
-        assert!(get(service.app, "/stats").body.contains(r#""cached":false"#));
+        assert!(get(service.app, "/stats")
+            .body
+            .contains(r#""cached":false"#));
         thread::sleep(Duration::from_millis(1200));
         get(service.app, "/stats").body.contains(r#""cached":true"#)
     };
@@ -992,7 +1009,10 @@ fn a_reloaded_ttl_applies(runtime: &str) {
         .process
         .wait_for_line("the reload", |l| l.contains("reload by SIGHUP: ok"));
     thread::sleep(Duration::from_millis(1200)); // the 1 s entry expires
-    assert!(cached_a_second_later(&service), "[{runtime}] 1 h: still cached");
+    assert!(
+        cached_a_second_later(&service),
+        "[{runtime}] 1 h: still cached"
+    );
     service.process.signal("TERM");
     assert_eq!(service.process.wait_for_exit().0.code(), Some(0));
 }
@@ -1003,7 +1023,8 @@ fn a_reloaded_ttl_applies(runtime: &str) {
 fn sighup_under_nohup_is_ignored_and_sigterm_wins(runtime: &str) {
     let settings = SettingsFile::new(runtime);
     settings.write(r#"{"stats_ttl": "1s"}"#);
-    let data = std::env::temp_dir().join(format!("lifecycle-nohup-{runtime}-{}", std::process::id()));
+    let data =
+        std::env::temp_dir().join(format!("lifecycle-nohup-{runtime}-{}", std::process::id()));
     let data_dir = data.to_str().unwrap().to_owned();
     let args = [
         "--addr",
@@ -1019,7 +1040,10 @@ fn sighup_under_nohup_is_ignored_and_sigterm_wins(runtime: &str) {
     process.wait_for_line("running", |l| l.contains("lifecycle_core::engine: running"));
     process.signal("HUP");
     thread::sleep(Duration::from_millis(500));
-    assert!(process.is_running(), "[{runtime}] SIGHUP under nohup killed it");
+    assert!(
+        process.is_running(),
+        "[{runtime}] SIGHUP under nohup killed it"
+    );
     process.signal("TERM");
     let (status, _) = process.wait_for_exit();
     assert_eq!(status.code(), Some(0), "[{runtime}] {status}");
@@ -1029,16 +1053,25 @@ fn sighup_under_nohup_is_ignored_and_sigterm_wins(runtime: &str) {
         log.contains("SIGHUP was ignored when the process started"),
         "[{runtime}] says why SIGHUP does not reload:\n{log}"
     );
-    assert!(!log.contains("reload by"), "[{runtime}] reloaded under nohup:\n{log}");
+    assert!(
+        !log.contains("reload by"),
+        "[{runtime}] reloaded under nohup:\n{log}"
+    );
 
     // Not under nohup: SIGHUP and SIGTERM at once.
-    let mut service = Service::start(runtime, &["--config", settings.path(), "--shutdown-timeout", "5s"]);
+    let mut service = Service::start(
+        runtime,
+        &["--config", settings.path(), "--shutdown-timeout", "5s"],
+    );
     service.process.signal("HUP");
     service.process.signal("TERM");
     let signalled = Instant::now();
     let (status, exited) = service.process.wait_for_exit();
     assert_eq!(status.code(), Some(0), "[{runtime}] {status}");
-    assert!(exited - signalled < Duration::from_secs(5), "[{runtime}] within the budget");
+    assert!(
+        exited - signalled < Duration::from_secs(5),
+        "[{runtime}] within the budget"
+    );
 }
 
 /// A self-signed certificate for `localhost`: its PEM, its key's PEM, and its DER.
@@ -1073,7 +1106,9 @@ async fn tls_connect(addr: SocketAddr, roots: &[CertificateDer<'static>]) -> Tls
 
 /// The certificate the server presented on `stream`.
 fn presented(stream: &Tls) -> CertificateDer<'static> {
-    stream.get_ref().1.peer_certificates().unwrap()[0].clone().into_owned()
+    stream.get_ref().1.peer_certificates().unwrap()[0]
+        .clone()
+        .into_owned()
 }
 
 /// `GET path` on a keep-alive TLS connection: the status.
@@ -1084,7 +1119,11 @@ async fn tls_get(stream: &mut Tls, path: &str) -> u16 {
     let mut head = Vec::new();
     let mut byte = [0];
     while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(stream.read(&mut byte).await.unwrap(), 1, "closed in the head");
+        assert_eq!(
+            stream.read(&mut byte).await.unwrap(),
+            1,
+            "closed in the head"
+        );
         head.push(byte[0]);
     }
     let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
@@ -1134,9 +1173,16 @@ fn tls_certificate_rotates_on_sighup(runtime: &str) {
         let report = service
             .process
             .wait_for_line("the reload", |l| l.contains("reload by SIGHUP"));
-        assert!(report.contains("reload by SIGHUP: ok"), "[{runtime}] {report}");
+        assert!(
+            report.contains("reload by SIGHUP: ok"),
+            "[{runtime}] {report}"
+        );
         let mut after = tls_connect(service.app, &roots).await;
-        assert_eq!(presented(&after), b, "[{runtime}] a new connection gets the new one");
+        assert_eq!(
+            presented(&after),
+            b,
+            "[{runtime}] a new connection gets the new one"
+        );
         assert_eq!(tls_get(&mut after, "/work?ms=1").await, 200);
         assert_eq!(
             tls_get(&mut before, "/work?ms=1").await,

@@ -176,16 +176,19 @@ impl Component for CacheComponent {
             _ => redis::aio::prefer_smol(),
         };
         self.set_ttl(&ctx.resource::<Settings>()?);
-        let cache = Cache(Arc::new(match &self.redis {
-            None => Backend::Memory(Mutex::default()),
-            Some(url) => Backend::Redis {
-                client: Box::new(
-                    redis::Client::open(url.as_str())
-                        .map_err(|e| format!("Redis URL {url:?}: {e}"))?,
-                ),
-                connection: AsyncMutex::new(None),
-            },
-        }), self.stats_ttl.clone());
+        let cache = Cache(
+            Arc::new(match &self.redis {
+                None => Backend::Memory(Mutex::default()),
+                Some(url) => Backend::Redis {
+                    client: Box::new(
+                        redis::Client::open(url.as_str())
+                            .map_err(|e| format!("Redis URL {url:?}: {e}"))?,
+                    ),
+                    connection: AsyncMutex::new(None),
+                },
+            }),
+            self.stats_ttl.clone(),
+        );
         if let Some(url) = &self.redis {
             cache
                 .redis::<String>(&redis::cmd("PING"))

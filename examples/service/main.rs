@@ -75,13 +75,14 @@ fn main() -> ExitCode {
 
 fn run(mut args: Flags) -> Result<Report, Error> {
     let config = args.config()?; // before taking ports and files
-    // Before taking anything too (and before the log, which takes its filter): a bad
-    // file exits 2.
+                                 // Before taking anything too (and before the log, which takes its filter): a bad
+                                 // file exits 2.
     let settings = settings::Settings::load(args.config_file.as_deref())
         .map_err(|why| Error::Build(BuildError::InvalidConfig(why)))?;
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(
-            tls::Tls::load(cert, key).map_err(|why| Error::Build(BuildError::InvalidConfig(why)))?,
+            tls::Tls::load(cert, key)
+                .map_err(|why| Error::Build(BuildError::InvalidConfig(why)))?,
         ),
         _ => None,
     };
@@ -127,7 +128,10 @@ fn run(mut args: Flags) -> Result<Report, Error> {
     let app = builder
         .config(config)
         .add(probes)
-        .add(settings::SettingsFile::new(args.config_file.clone(), settings))
+        .add(settings::SettingsFile::new(
+            args.config_file.clone(),
+            settings,
+        ))
         .add(logs)
         .add(metrics)
         .add(db)

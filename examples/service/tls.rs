@@ -67,7 +67,8 @@ fn load(cert: &Path, key: &Path, provider: &CryptoProvider) -> Result<CertifiedK
     if chain.is_empty() {
         return Err(format!("{}: no certificate in it", cert.display()));
     }
-    let private = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
+    let private =
+        PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
     CertifiedKey::from_der(chain, private, provider).map_err(|e| {
         format!(
             "{} and {} do not make a pair: {e}",

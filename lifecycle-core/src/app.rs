@@ -341,7 +341,7 @@ impl App {
         self.handle.clone()
     }
 
-    /// A handle that reloads the running app from code (see [`ReloadHandle`]).
+    /// A handle that reloads the running app from code (see [`ReloadHandle`](crate::ReloadHandle)).
     pub fn reload_handle(&self) -> crate::ReloadHandle {
         crate::ReloadHandle {
             notices: self.handle.notices.clone(),

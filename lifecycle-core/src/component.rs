@@ -10,10 +10,10 @@ use async_trait::async_trait;
 use crate::config::Options;
 use crate::error::BoxError;
 use crate::health::{Health, HealthMonitor};
-use crate::resources::{ResourceError, Resources};
-use crate::runtime::{timeout_at, Elapsed, Runtime};
 use crate::report::ReloadTrigger;
 use crate::resources::Staged;
+use crate::resources::{ResourceError, Resources};
+use crate::runtime::{timeout_at, Elapsed, Runtime};
 use crate::shutdown::{InFlight, ReloadHandle, ShutdownHandle, ShutdownToken};
 use crate::task::{Spawner, Task, TaskSet};
 

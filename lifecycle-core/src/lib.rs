@@ -66,11 +66,11 @@ pub use config::{Config, Options, Settings};
 pub use error::{BoxError, BuildError, Error};
 pub use explain::{Explanation, PlannedComponent};
 pub use graph::Plan;
+pub use health::LastReload;
 pub use health::{
     aggregate, ComponentHealth, ComponentState, Health, HealthMonitor, HealthSubscription, Phase,
     Snapshot, Status,
 };
-pub use health::LastReload;
 pub use report::{
     ComponentReport, Outcome, ReloadReport, ReloadTrigger, Report, RestartReport, Step, Trigger,
 };

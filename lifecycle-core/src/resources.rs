@@ -251,7 +251,10 @@ impl Resources {
     /// or why the reload fails instead (an undeclared type), changing nothing.
     pub(crate) fn commit(&self, node: usize, staged: Staged) -> Result<(), String> {
         let slot = &self.slots[node];
-        let staged = staged.0.into_inner().unwrap_or_else(PoisonError::into_inner);
+        let staged = staged
+            .0
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner);
         if let Some((undeclared, _)) = staged
             .iter()
             .find(|(resource, _)| !slot.declared.contains(resource))

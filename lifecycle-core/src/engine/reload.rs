@@ -146,7 +146,12 @@ impl Engine<'_> {
         }
     }
 
-    fn reload_node<'n>(&self, i: usize, node: &'n mut Node, trigger: ReloadTrigger) -> HookFuture<'n> {
+    fn reload_node<'n>(
+        &self,
+        i: usize,
+        node: &'n mut Node,
+        trigger: ReloadTrigger,
+    ) -> HookFuture<'n> {
         let runtime = self.runtime.clone();
         let origin = self.origin;
         let began = runtime.now();
