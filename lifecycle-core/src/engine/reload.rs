@@ -43,13 +43,12 @@ impl Engine<'_> {
         tracing::info!(%trigger, "reloading");
         self.health.begin_reload();
         self.answering = Some(vec![false; nodes.len()]);
-        let members = self.started.clone();
         // Each member's step once its reload (or its skip) ended. A mutex only because the
         // engine's future must be `Send` (both closures run on the engine's task; nothing
         // panics under it).
         let steps: Mutex<Vec<Option<Step>>> = Mutex::new(vec![None; nodes.len()]);
 
-        let front = Wavefront::new(self.plan, Direction::DependenciesFirst, members.clone());
+        let front = Wavefront::new(self.plan, Direction::DependenciesFirst, self.started.clone());
         let reloaded = self
             .wavefront(
                 nodes,

@@ -73,8 +73,14 @@ mod tests {
             live: true,
             age: None,
             reloading: false,
-            reloads: 0,
-            last_reload: None,
+            reloads: 3,
+            last_reload: Some(LastReload {
+                trigger: "SIGHUP".into(),
+                ago: std::time::Duration::from_millis(1500),
+                took: std::time::Duration::from_micros(2500),
+                complete: false,
+                failures: vec!["reload of db failed: bad \"ttl\"".into()],
+            }),
             components: vec![
                 ComponentHealth {
                     name: "db".into(),
@@ -110,7 +116,11 @@ mod tests {
                     {"name": "cache", "critical": false, "state": "pending",
                      "health": null, "latency_ms": null, "restarts": 0, "handled_panics": 0,
                      "streak": [0, 0]},
-                ]
+                ],
+                "reloading": false, "reloads": 3,
+                "last_reload": {"trigger": "SIGHUP", "ago_ms": 1500.0, "took_ms": 2.5,
+                                "complete": false,
+                                "failures": ["reload of db failed: bad \"ttl\""]}
             })
         );
     }
