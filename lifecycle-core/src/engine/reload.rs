@@ -48,7 +48,11 @@ impl Engine<'_> {
         // panics under it).
         let steps: Mutex<Vec<Option<Step>>> = Mutex::new(vec![None; nodes.len()]);
 
-        let front = Wavefront::new(self.plan, Direction::DependenciesFirst, self.started.clone());
+        let front = Wavefront::new(
+            self.plan,
+            Direction::DependenciesFirst,
+            self.started.clone(),
+        );
         let reloaded = self
             .wavefront(
                 nodes,
