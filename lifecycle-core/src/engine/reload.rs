@@ -118,14 +118,7 @@ impl Engine<'_> {
                 .collect(),
             abandoned: abandoned.is_some(),
         };
-        let failures = report.failures();
-        if abandoned.is_some() {
-            tracing::warn!("{report}");
-        } else if failures.is_empty() {
-            tracing::info!("{report}");
-        } else {
-            tracing::warn!("{report}: the app goes on with the old state of those components");
-        }
+        // The snapshot first: whoever reads the log line finds the reload in the health.
         self.health.end_reload(
             self.runtime.now(),
             LastReload {
@@ -133,9 +126,16 @@ impl Engine<'_> {
                 ago: Duration::ZERO,
                 took: report.took,
                 complete: report.is_complete(),
-                failures,
+                failures: report.failures(),
             },
         );
+        if abandoned.is_some() {
+            tracing::warn!("{report}");
+        } else if report.is_complete() {
+            tracing::info!("{report}");
+        } else {
+            tracing::warn!("{report}: the app goes on with the old state of those components");
+        }
         if self.reloads.len() == crate::Report::KEPT_RELOADS {
             self.reloads.pop_front();
             self.earlier_reloads += 1;
