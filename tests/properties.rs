@@ -542,19 +542,7 @@ fn verify(case: &Case, scale: Scale, events: &[Event], report: &Report, triggere
 
 /// Keeps the hooks' deliberate panics out of the test output; other panics print.
 fn quiet_deliberate_panics() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let default = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            let deliberate = info
-                .payload()
-                .downcast_ref::<String>()
-                .is_some_and(|message| message.ends_with("exploded"));
-            if !deliberate {
-                default(info);
-            }
-        }));
-    });
+    common::quiet_panics(|message| message.ends_with("exploded"));
 }
 
 /// The generated parameters of a case.
@@ -572,22 +560,9 @@ fn cases(max_nodes: usize) -> impl Strategy<Value = Case> {
         })
 }
 
-fn config(cases: u32) -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(cases);
-    ProptestConfig {
-        cases,
-        // The runs are deterministic on virtual time: a failure is a bug, not noise.
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
-
 #[cfg(feature = "tokio")]
 proptest! {
-    #![proptest_config(config(512))]
+    #![proptest_config(common::proptest_config(512))]
     #[test]
     fn tokio_random_graphs_with_faults(case in cases(VIRTUAL.max_nodes)) {
         quiet_deliberate_panics();
@@ -596,7 +571,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(config(256))]
+    #![proptest_config(common::proptest_config(256))]
     #[test]
     fn smol_random_graphs_with_faults(case in cases(REAL.max_nodes)) {
         quiet_deliberate_panics();

@@ -425,6 +425,128 @@ async fn health_is_answered_during_a_slow_reload(h: Harness) {
     assert!(last.took >= secs(5) && last.ago >= secs(1), "{last:?}");
 }
 
+/// Requests made while the app starts (a slow start) make one reload, once it runs.
+async fn requests_during_the_start_make_one_reload_once_running(h: Harness) {
+    let app = App::builder()
+        .add(
+            h.wrap(part("db", &[]))
+                .inject(Hook::Start, Fault::Sleep(secs(2))),
+        )
+        .build()
+        .unwrap();
+    let reload = app.reload_handle();
+    let runtime = h.runtime().clone();
+    runtime.clone().spawn(Box::pin(async move {
+        for _ in 0..3 {
+            runtime.sleep(Duration::from_millis(500)).await;
+            reload.reload();
+        }
+    }));
+    h.shutdown_after(secs(4), app.handle());
+    let report = h.run(app).await;
+
+    assert_eq!(report.reloads.len(), 1, "{report}");
+    assert!(report.reloads[0].is_complete());
+    assert!(
+        report.reloads[0].began >= report.startup,
+        "after the start: {:?} < {:?}",
+        report.reloads[0].began,
+        report.startup
+    );
+}
+
+/// Fails once, 1 s after its first start: restarted after a 1 s backoff.
+struct Crashy(Arc<std::sync::atomic::AtomicBool>);
+
+#[async_trait]
+impl Component for Crashy {
+    fn name(&self) -> &str {
+        "worker"
+    }
+    fn options(&self) -> Options {
+        Options::new().restart(lifecycle::Restart::on_failure().backoff(secs(1), secs(1)))
+    }
+    async fn start(&mut self, ctx: &StartContext) -> Result<(), BoxError> {
+        if !self.0.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            let runtime = ctx.runtime().clone();
+            ctx.spawn_fallible(async move {
+                runtime.sleep(secs(1)).await;
+                Err("crashed")
+            });
+        }
+        Ok(())
+    }
+    async fn stop(&mut self, _: &StopContext) -> Result<(), BoxError> {
+        Ok(())
+    }
+}
+
+/// A reload requested during a restart's backoff waits for the restart, then runs once.
+async fn a_reload_during_a_restart_runs_after_it(h: Harness) {
+    let app = App::builder()
+        .config(reloading())
+        .add(h.wrap(Crashy(Arc::default())))
+        .add(h.wrap(part("http", &["worker"])))
+        .build()
+        .unwrap();
+    h.signal_after(Duration::from_millis(1500), Signal::Hangup); // in the backoff
+    h.signal_after(Duration::from_millis(1700), Signal::Hangup);
+    h.signal_after(secs(5), Signal::Terminate);
+    let report = h.run(app).await;
+
+    assert_eq!(report.exit_code(), 0, "{report}");
+    let restart = &report.restarts[0];
+    assert!(restart.completed, "{report}");
+    assert_eq!(report.reloads.len(), 1, "coalesced\n{report}");
+    let reload = &report.reloads[0];
+    assert!(reload.is_complete(), "{reload}");
+    assert!(
+        reload.began >= restart.began + restart.took,
+        "the reload waited for the restart\n{report}"
+    );
+    assert_eq!(h.timeline().count("http", What::Reloaded), 1);
+}
+
+/// Provides in its reload a type it never declared.
+struct Undeclared;
+
+#[async_trait]
+impl Component for Undeclared {
+    fn name(&self) -> &str {
+        "loose"
+    }
+    async fn start(&mut self, _: &StartContext) -> Result<(), BoxError> {
+        Ok(())
+    }
+    async fn stop(&mut self, _: &StopContext) -> Result<(), BoxError> {
+        Ok(())
+    }
+    async fn reload(&mut self, ctx: &ReloadContext) -> Result<(), BoxError> {
+        ctx.provide(Settings(7));
+        Ok(())
+    }
+}
+
+/// A reload that provides an undeclared type fails, naming the type and the fix.
+async fn providing_an_undeclared_type_fails_the_reload(h: Harness) {
+    let app = App::builder()
+        .config(reloading())
+        .add(Undeclared)
+        .build()
+        .unwrap();
+    h.signal_after(secs(1), Signal::Hangup);
+    h.signal_after(secs(2), Signal::Terminate);
+    let report = h.run(app).await;
+
+    assert_eq!(
+        report.reloads[0].failures(),
+        [
+            "reload of loose failed: `loose` provided a `Settings` without declaring it: \
+          add `Options::new().provides::<Settings>()` to its options"
+        ]
+    );
+}
+
 lifecycle::scenarios!(
     dependencies_first_and_a_failure_skips_its_dependents,
     a_shutdown_abandons_a_slow_reload_and_keeps_its_budget,
@@ -433,4 +555,7 @@ lifecycle::scenarios!(
     a_reload_during_the_shutdown_is_ignored,
     a_failed_reload_keeps_what_it_provided,
     health_is_answered_during_a_slow_reload,
+    requests_during_the_start_make_one_reload_once_running,
+    a_reload_during_a_restart_runs_after_it,
+    providing_an_undeclared_type_fails_the_reload,
 );

@@ -16,6 +16,8 @@
 //! `PROPTEST_CASES` overrides both.
 #![cfg(feature = "testing")]
 
+mod common;
+
 use std::time::Duration;
 
 use lifecycle::prelude::*;
@@ -246,37 +248,13 @@ async fn check(h: Harness, case: Case, unit: Duration, slack: Duration) {
     }
 }
 
-fn config(cases: u32) -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(cases);
-    ProptestConfig {
-        cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
-
 fn quiet_deliberate_panics() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let default = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            let deliberate = info
-                .payload()
-                .downcast_ref::<&str>()
-                .is_some_and(|m| m.starts_with("deliberate"));
-            if !deliberate {
-                default(info);
-            }
-        }));
-    });
+    common::quiet_panics(|message| message.starts_with("deliberate"));
 }
 
 #[cfg(feature = "tokio")]
 proptest! {
-    #![proptest_config(config(256))]
+    #![proptest_config(common::proptest_config(256))]
     #[test]
     fn tokio_reloads_keep_order_skip_and_budget(case in cases(30)) {
         quiet_deliberate_panics();
@@ -286,7 +264,7 @@ proptest! {
 
 #[cfg(feature = "smol")]
 proptest! {
-    #![proptest_config(config(48))]
+    #![proptest_config(common::proptest_config(48))]
     #[test]
     fn smol_reloads_keep_order_skip_and_budget(case in cases(12)) {
         quiet_deliberate_panics();

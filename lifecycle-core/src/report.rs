@@ -740,7 +740,25 @@ mod json {
 
         #[test]
         fn report_as_json() {
-            let json = serde_json::to_value(sample()).unwrap();
+            let mut report = sample();
+            report.reloads.push(super::super::ReloadReport {
+                trigger: super::super::ReloadTrigger::Signal(crate::Signal::Hangup),
+                began: std::time::Duration::from_millis(1000),
+                took: std::time::Duration::from_millis(12),
+                components: vec![
+                    ("db".into(), super::super::Step::NOT_RUN),
+                    ("http".into(), super::super::Step::NOT_RUN),
+                ],
+                abandoned: true,
+            });
+            let json = serde_json::to_value(report).unwrap();
+            let reload = &json["reloads"][0];
+            assert_eq!(reload["trigger"], "SIGHUP");
+            assert_eq!(reload["took_ms"], 12.0);
+            assert_eq!(reload["abandoned"], true);
+            assert_eq!(reload["failures"][0], "reload of db not run");
+            assert_eq!(reload["components"][1]["name"], "http");
+            assert_eq!(reload["components"][1]["outcome"]["kind"], "not_run");
             assert_eq!(json["exit_code"], 1);
             assert_eq!(json["trigger"]["kind"], "signal");
             assert_eq!(json["trigger"]["detail"], "SIGTERM");

@@ -19,6 +19,39 @@ pub use lifecycle::testing::{on_smol, Harness, Timeline, What};
 #[allow(unused_imports)]
 pub use lifecycle::testing::{on_tokio, on_tokio_threads};
 
+/// Keeps a property test's deliberate panics (those whose message `deliberate` accepts)
+/// out of its output; other panics print. Once per test binary.
+pub fn quiet_panics(deliberate: fn(&str) -> bool) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let payload = info.payload();
+            let message = payload
+                .downcast_ref::<&str>()
+                .copied()
+                .or_else(|| payload.downcast_ref::<String>().map(String::as_str));
+            if !message.is_some_and(deliberate) {
+                default(info);
+            }
+        }));
+    });
+}
+
+/// A property test's configuration: `cases` cases (`PROPTEST_CASES` overrides), and no
+/// failure file: the runs on virtual time are deterministic, a failure is a bug, not noise.
+pub fn proptest_config(cases: u32) -> proptest::test_runner::Config {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(cases);
+    proptest::test_runner::Config {
+        cases,
+        failure_persistence: None,
+        ..proptest::test_runner::Config::default()
+    }
+}
+
 pub fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }

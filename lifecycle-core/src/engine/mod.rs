@@ -389,22 +389,16 @@ impl Engine<'_> {
                     ControlFlow::Continue(())
                 },
                 |run, event| match run.classify(event) {
-                    Classified::Trigger(trigger) => ControlFlow::Break(trigger),
                     // A failure during the first start aborts it, as any failure does.
                     Classified::Restart(node, outcome) if record => {
                         ControlFlow::Break(run.task_failed(node, outcome))
                     }
-                    Classified::Restart(node, outcome) => {
-                        run.deferred.push_back((node, outcome));
-                        ControlFlow::Continue(())
-                    }
-                    // The components read their configuration as they start; what changed
-                    // meanwhile is applied by one reload once they run.
-                    Classified::Reload(trigger) => {
-                        run.request_reload(trigger);
-                        ControlFlow::Continue(())
-                    }
-                    Classified::Ignore => ControlFlow::Continue(()),
+                    // A reload waits until the app runs: the components read their
+                    // configuration as they start, one reload applies what changed since.
+                    classified => match run.defer(classified) {
+                        Some(trigger) => ControlFlow::Break(trigger),
+                        None => ControlFlow::Continue(()),
+                    },
                 },
             )
             .await;
@@ -551,11 +545,9 @@ impl Engine<'_> {
                     Either::Right(((), _)) => continue,
                 }
             };
-            match self.classify(event) {
-                Classified::Trigger(trigger) => return trigger,
-                Classified::Restart(node, cause) => self.deferred.push_back((node, cause)),
-                Classified::Reload(trigger) => self.request_reload(trigger),
-                Classified::Ignore => {}
+            let classified = self.classify(event);
+            if let Some(trigger) = self.defer(classified) {
+                return trigger;
             }
         }
     }
@@ -843,14 +835,12 @@ impl Engine<'_> {
         Arc::ptr_eq(tasks, &sets[node])
     }
 
-    /// Handles an event during a restart: a trigger begins the shutdown at once and is
-    /// returned (the restart then ends); another component's failure waits its turn.
-    fn during_restart(&mut self, event: Event) -> Option<Trigger> {
-        match self.classify(event) {
-            Classified::Trigger(trigger) => {
-                self.begin_shutdown(&trigger, Phase::Draining);
-                Some(trigger)
-            }
+    /// What the engine does with a classified event while it runs (or while a start, a
+    /// restart or a reload keeps it busy): a restart or a reload waits its turn, a
+    /// trigger is returned.
+    fn defer(&mut self, classified: Classified) -> Option<Trigger> {
+        match classified {
+            Classified::Trigger(trigger) => Some(trigger),
             Classified::Restart(node, cause) => {
                 self.deferred.push_back((node, cause));
                 None
@@ -861,6 +851,15 @@ impl Engine<'_> {
             }
             Classified::Ignore => None,
         }
+    }
+
+    /// Handles an event during a restart: a trigger begins the shutdown at once and is
+    /// returned (the restart then ends); another component's failure waits its turn.
+    fn during_restart(&mut self, event: Event) -> Option<Trigger> {
+        let classified = self.classify(event);
+        let trigger = self.defer(classified)?;
+        self.begin_shutdown(&trigger, Phase::Draining);
+        Some(trigger)
     }
 
     /// Begins the shutdown, once per run (the first call counts; a restart may see the

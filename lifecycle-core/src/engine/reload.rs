@@ -16,7 +16,7 @@ use std::time::Duration;
 use tracing::Instrument;
 
 use super::wavefront::{Direction, Wavefront};
-use super::{log_step, run_hook, step, Classified, Engine, HookFuture, Node};
+use super::{log_step, run_hook, step, Engine, HookFuture, Node};
 use crate::component::ReloadContext;
 use crate::health::LastReload;
 use crate::report::{Outcome, ReloadReport, ReloadTrigger, Step, Trigger};
@@ -76,17 +76,12 @@ impl Engine<'_> {
                     steps.lock().unwrap_or_else(PoisonError::into_inner)[i] = Some(step);
                     ControlFlow::Continue(())
                 },
-                |run, event| match run.classify(event) {
-                    Classified::Trigger(trigger) => ControlFlow::Break(trigger),
-                    Classified::Restart(node, cause) => {
-                        run.deferred.push_back((node, cause));
-                        ControlFlow::Continue(())
+                |run, event| {
+                    let classified = run.classify(event);
+                    match run.defer(classified) {
+                        Some(trigger) => ControlFlow::Break(trigger),
+                        None => ControlFlow::Continue(()),
                     }
-                    Classified::Reload(again) => {
-                        run.request_reload(again);
-                        ControlFlow::Continue(())
-                    }
-                    Classified::Ignore => ControlFlow::Continue(()),
                 },
             )
             .await;
