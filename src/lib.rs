@@ -66,6 +66,9 @@
 //!   served by the HTTP component.
 //! - `testing`: module `testing`, a kit to test your components' lifecycle on virtual
 //!   time, with injected signals and faults and a timeline to assert on.
+//! - `metrics`: lifecycle metrics (hook durations, restarts, reloads, health, handler
+//!   panics, the shutdown, HTTP requests in flight) through the `metrics` facade, to the
+//!   recorder you install; the list is in [`telemetry`].
 //! - `systemd` (Unix): module `systemd`, with `SystemdNotify` (`READY=1`, `STOPPING=1`,
 //!   `STATUS=`, watchdog pings, `EXTEND_TIMEOUT_USEC`) and socket activation
 //!   (`LISTEN_FDS`).
@@ -82,6 +85,8 @@ use std::sync::Arc;
 
 // Explicit, so that what this crate offers is written here (and a new item of the core
 // is a decision, not a side effect).
+/// The spans the engine opens and the metrics it records (feature `metrics`).
+pub use lifecycle_core::telemetry;
 pub use lifecycle_core::{
     aggregate, async_trait, config, runtime, App, Background, BoxError, BuildError, Builder,
     Component, ComponentHealth, ComponentReport, ComponentState, Config, Error, Explanation,

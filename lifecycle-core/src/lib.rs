@@ -57,6 +57,7 @@ mod shutdown;
 mod supervision;
 mod sync;
 mod task;
+pub mod telemetry;
 
 pub use app::{App, Builder};
 pub use async_trait::async_trait;

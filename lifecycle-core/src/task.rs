@@ -120,7 +120,8 @@ impl Spawner {
         let node = shared.node;
         let main = self.main;
         let notices = shared.notices.clone();
-        let span = tracing::info_span!("task", component = %shared.name);
+        // A root: see the module `telemetry`.
+        let span = tracing::info_span!(parent: None, "task", component = %shared.name);
         let tracked = async move {
             let tasks = alive.0.clone();
             // In a block, so the task is dropped before anyone learns that it ended.

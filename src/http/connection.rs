@@ -187,6 +187,9 @@ impl RequestGuard {
             conn.request_arrived.wake();
         }
         conn.active.fetch_add(1, Ordering::AcqRel);
+        if let (Some(traced), Some(_)) = (&conn.server.traced, &counted) {
+            traced.in_flight(1.0);
+        }
         RequestGuard {
             conn: conn.clone(),
             _counted: counted,
@@ -201,6 +204,9 @@ impl Drop for RequestGuard {
         conn.idle_since
             .store(conn.server.clock(), Ordering::Release);
         conn.active.fetch_sub(1, Ordering::AcqRel);
+        if let (Some(traced), Some(_)) = (&conn.server.traced, &self._counted) {
+            traced.in_flight(-1.0);
+        }
     }
 }
 

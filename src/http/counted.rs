@@ -17,9 +17,51 @@ use hyper::header::{HeaderValue, CONNECTION, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper_util::service::{TowerToHyperService, TowerToHyperServiceFuture};
 use lifecycle_core::BoxError;
+use tracing::Span;
 
 use super::connection::{ConnState, RequestGuard};
 use crate::probe::Probes;
+
+/// What a component's requests tell tracing and metrics: each is a root span
+/// `request{component, method, path}` (never a child of its connection's task, which
+/// lives as long as the connection) and, with the feature `metrics`, one more on the
+/// gauge `lifecycle_http_requests_in_flight{component}` until its body is complete.
+pub(crate) struct Traced {
+    name: Arc<str>,
+    #[cfg(feature = "metrics")]
+    in_flight: metrics::Gauge,
+}
+
+impl Traced {
+    pub(crate) fn new(component: &str) -> Self {
+        Traced {
+            name: component.into(),
+            #[cfg(feature = "metrics")]
+            in_flight: metrics::gauge!(
+                "lifecycle_http_requests_in_flight",
+                "component" => component.to_owned()
+            ),
+        }
+    }
+
+    fn span(&self, request: &Request<Incoming>) -> Span {
+        tracing::info_span!(
+            parent: None,
+            "request",
+            component = %self.name,
+            method = %request.method(),
+            path = request.uri().path(),
+        )
+    }
+
+    /// One more request in flight (`by` 1.0) or one less (-1.0).
+    pub(super) fn in_flight(&self, by: f64) {
+        #[cfg(feature = "metrics")]
+        self.in_flight.increment(by);
+        #[cfg(not(feature = "metrics"))]
+        let _ = by;
+    }
+}
 
 /// The user's tower service as hyper's: counts each request, hands it the shutdown
 /// token, and marks responses `Connection: close` once shutdown has begun.
@@ -68,8 +110,14 @@ where
         request.extensions_mut().insert(server.token.clone());
         let method = request.method().clone();
         let uri = request.uri().clone();
+        let span = server
+            .traced
+            .as_ref()
+            .map_or_else(Span::none, |traced| traced.span(&request));
+        let inner = span.in_scope(|| self.inner.call(request));
         Either::Right(CountedCall {
-            inner: self.inner.call(request),
+            inner,
+            span,
             guard: Some(guard),
             http1,
             method,
@@ -84,6 +132,8 @@ pin_project_lite::pin_project! {
     pub(super) struct CountedCall<F> {
         #[pin]
         pub(super) inner: F,
+        // The request's span, entered while the handler runs.
+        pub(super) span: Span,
         pub(super) guard: Option<RequestGuard>,
         pub(super) http1: bool,
         // For the log line of a handler's panic.
@@ -101,8 +151,10 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
+        let entered = this.span.enter();
         // The future is not polled again after a panic: the request is answered.
         let polled = std::panic::catch_unwind(AssertUnwindSafe(|| this.inner.poll(cx)));
+        drop(entered);
         let answered = match polled {
             Ok(Poll::Pending) => return Poll::Pending,
             Ok(Poll::Ready(response)) => Ok(response),

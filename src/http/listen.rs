@@ -19,7 +19,7 @@ use hyper_util::service::TowerToHyperService;
 use lifecycle_core::{BoxError, InFlight, ShutdownToken, Spawner};
 
 use super::connection::{drive, handshake, ConnState};
-use super::counted::Counted;
+use super::counted::{Counted, Traced};
 use super::panics::{Executor, Panics};
 use super::sniff::Sniffed;
 use crate::net::{HyperIo, Listener, RuntimeTimer, Stream};
@@ -119,6 +119,7 @@ pub(crate) struct Server {
     pub(crate) limits: Limits,
     /// What [`Server::clock`] counts from.
     pub(crate) epoch: Instant,
+    pub(crate) traced: Option<Traced>,
 }
 
 impl Server {
@@ -172,6 +173,8 @@ pub(crate) struct Setup {
     pub(crate) panics: Panics,
     pub(crate) probes: Option<Probes>,
     pub(crate) limits: Limits,
+    /// Whose requests get a span and an in-flight gauge (none for the probe server).
+    pub(crate) traced: Option<Traced>,
 }
 
 /// A listening server: its accept loop runs until [`close`](Listening::close).
@@ -202,6 +205,7 @@ pub(crate) fn listen(listener: Listener, serve: Serve, setup: Setup) -> Listenin
         panics,
         probes,
         limits,
+        traced,
     } = setup;
     let (close, closed) = oneshot::channel();
     let closed = closed.shared();
@@ -238,6 +242,7 @@ pub(crate) fn listen(listener: Listener, serve: Serve, setup: Setup) -> Listenin
         builder,
         epoch: runtime.now(),
         limits,
+        traced,
     });
     let (ended, accept_ended) = oneshot::channel();
     let accepting = server.clone();

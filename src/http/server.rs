@@ -7,6 +7,7 @@ use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::counted::Traced;
 use bytes::Bytes;
 use hyper::body::{Body, Incoming};
 use hyper::{Request, Response};
@@ -335,6 +336,7 @@ impl Component for HttpServer {
             },
             probes: self.probes.then(|| Probes::new(ctx.health(), false)),
             limits: self.limits.clone(),
+            traced: Some(Traced::new(ctx.name())),
         };
         self.running = Some(listen::listen(listener, serve, setup));
         tracing::info!(addr = %self.addr, "{} listening", self.name);

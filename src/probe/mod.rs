@@ -251,6 +251,7 @@ impl Component for ProbeServer {
                 fail: false,
             },
             probes: None,
+            traced: None,
             limits: Limits {
                 max_connections: MAX_CONNECTIONS,
                 ..Limits::default()

@@ -44,6 +44,7 @@ use crate::runtime::{timeout_at, Runtime, Signal};
 use crate::shutdown::{InFlight, ShutdownHandle, ShutdownToken};
 use crate::supervision::{History, Restart, When};
 use crate::task::{Spawner, SpawnerShared, TaskSet};
+use crate::telemetry::{self, Hook};
 use wavefront::{Direction, Interrupted, Wavefront};
 
 /// One component with what the engine keeps about it.
@@ -306,6 +307,18 @@ pub(crate) async fn run(
     run.stop(nodes, stop_end, &everything, true)
         .instrument(tracing::info_span!("stop"))
         .await;
+    let stops_failed = run
+        .reports
+        .iter()
+        .any(|report| report.stop.outcome.is_failure());
+    telemetry::shutdown_stopped(
+        match (run.forced_by, stops_failed) {
+            (Some(_), _) => "forced",
+            (None, true) => "failed",
+            (None, false) => "clean",
+        },
+        run.runtime.now() - triggered,
+    );
     let flush_end = match run.forced_by {
         Some(_) => (run.runtime.now() + config.flush_reserve).min(budget_end),
         None => budget_end,
@@ -454,7 +467,7 @@ impl Engine<'_> {
             deadline,
             shutdown_budget: self.shutdown_budget,
         };
-        let span = tracing::info_span!("start", component = %node.name);
+        let span = Hook::Start.span(&node.name);
         Box::pin(
             async move {
                 let mut outcome =
@@ -469,7 +482,7 @@ impl Engine<'_> {
                     outcome = with_runtime_hint(outcome, runtime.name());
                 }
                 log_step(
-                    "start",
+                    Hook::Start,
                     &node.name,
                     &outcome,
                     runtime.now() - began,
@@ -514,13 +527,15 @@ impl Engine<'_> {
         let interval = self.health_check_interval;
         loop {
             if let Some((node, cause)) = self.deferred.pop_front() {
-                if let Err(trigger) = self.restart(nodes, node, cause).await {
+                let span = telemetry::restart_span(self.plan.name(node));
+                if let Err(trigger) = self.restart(nodes, node, cause).instrument(span).await {
                     return trigger;
                 }
                 continue;
             }
             if let Some(reload) = self.reload_pending.take() {
-                if let Err(trigger) = self.reload(nodes, reload).await {
+                let span = telemetry::reload_span(&reload);
+                if let Err(trigger) = self.reload(nodes, reload).instrument(span).await {
                     return trigger;
                 }
                 continue;
@@ -712,7 +727,7 @@ impl Engine<'_> {
         self.tokens[i].shutdown.trigger();
         self.tokens[i].stop.trigger();
         let ctx = node.stop_context(runtime.clone(), deadline, &self.handle.token);
-        let span = tracing::info_span!("stop", component = %node.name);
+        let span = Hook::Stop.span(&node.name);
         Box::pin(
             async move {
                 let hook = run_hook(&*runtime, began, deadline, node.component.stop(&ctx));
@@ -736,7 +751,7 @@ impl Engine<'_> {
                 let _ = timeout_at(&*runtime, deadline, node.tasks.idle()).await;
                 node.resources.release(i);
                 log_step(
-                    "stop",
+                    Hook::Stop,
                     &node.name,
                     &outcome,
                     runtime.now() - began,
@@ -763,7 +778,7 @@ impl Engine<'_> {
             let outcome = async {
                 let outcome = run_hook(runtime, began, deadline, node.component.flush(&ctx)).await;
                 log_step(
-                    "flush",
+                    Hook::Flush,
                     &node.name,
                     &outcome,
                     runtime.now() - began,
@@ -771,7 +786,7 @@ impl Engine<'_> {
                 );
                 outcome
             }
-            .instrument(tracing::info_span!("flush", component = %node.name))
+            .instrument(Hook::Flush.span(&node.name))
             .await;
             self.reports[i].flush = step(self.origin, began, self.runtime.now(), outcome);
         }
@@ -976,7 +991,11 @@ fn step(origin: Instant, began: Instant, ended: Instant, outcome: Outcome) -> St
 /// One line for a step that failed, timed out or used more than half its time, naming the
 /// component and the step (`stop of db timed out after 5s`); a debug line otherwise, so
 /// a healthy run logs its summaries, not a line per step.
-fn log_step(step: &str, name: &str, outcome: &Outcome, took: Duration, allowed: Duration) {
+///
+/// Also records the end on the hook's span (the current one) and as a metric.
+fn log_step(hook: Hook, name: &str, outcome: &Outcome, took: Duration, allowed: Duration) {
+    telemetry::hook_ended(hook, name, outcome, took);
+    let step = hook.name();
     if outcome.is_failure() {
         tracing::warn!(?took, "{step} of {name} {outcome}");
     } else if took > allowed / 2 {

@@ -20,6 +20,7 @@ use super::{log_step, run_hook, step, Engine, HookFuture, Node};
 use crate::component::ReloadContext;
 use crate::health::LastReload;
 use crate::report::{Outcome, ReloadReport, ReloadTrigger, Step, Trigger};
+use crate::telemetry::{self, Hook};
 
 impl Engine<'_> {
     /// Asks for a reload once the engine is free: one pending reload stands for every
@@ -124,6 +125,15 @@ impl Engine<'_> {
                 failures: report.failures(),
             },
         );
+        let outcome = if abandoned.is_some() {
+            "abandoned"
+        } else if report.is_complete() {
+            "completed"
+        } else {
+            "incomplete"
+        };
+        telemetry::ended(&tracing::Span::current(), outcome, report.took);
+        telemetry::reloaded(outcome);
         if abandoned.is_some() {
             tracing::warn!("{report}");
         } else if report.is_complete() {
@@ -164,7 +174,7 @@ impl Engine<'_> {
             staged: Default::default(),
         };
         let resources = Arc::clone(&node.resources);
-        let span = tracing::info_span!("reload", component = %node.name);
+        let span = Hook::Reload.span(&node.name);
         Box::pin(
             async move {
                 let mut outcome =
@@ -175,7 +185,7 @@ impl Engine<'_> {
                     }
                 }
                 log_step(
-                    "reload",
+                    Hook::Reload,
                     &node.name,
                     &outcome,
                     runtime.now() - began,

@@ -134,6 +134,12 @@ impl Engine<'_> {
         };
         self.answering = None;
         report.took = self.runtime.now() - began;
+        let outcome = if report.completed {
+            "completed"
+        } else {
+            "incomplete"
+        };
+        crate::telemetry::ended(&tracing::Span::current(), outcome, report.took);
         if report.completed {
             tracing::info!(
                 component = %report.component,

@@ -204,6 +204,7 @@ impl Shared {
 
     /// Counts a panic that `node` caught and survived.
     pub(crate) fn count_handled_panic(&self, node: usize) {
+        crate::telemetry::panic_handled(&self.names[node]);
         self.handled_panics[node].fetch_add(1, Ordering::AcqRel);
         self.bump();
     }
@@ -215,6 +216,7 @@ impl Shared {
 
     /// Counts a restart of `node` (in the snapshot's `restarts`).
     pub(crate) fn count_restart(&self, node: usize) {
+        crate::telemetry::restarted(&self.names[node]);
         self.restarts[node].fetch_add(1, Ordering::AcqRel);
         self.bump();
     }
@@ -257,6 +259,12 @@ impl Shared {
                 .iter()
                 .zip(&results)
                 .map(|(&critical, (health, _))| (critical, health)),
+        );
+        crate::telemetry::health_published(
+            self.names
+                .iter()
+                .zip(&results)
+                .map(|(name, (health, _))| (&**name, health)),
         );
         rounds.last = Some(Checks {
             at,
