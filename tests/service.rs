@@ -356,6 +356,27 @@ fn sigterm_under_load_loses_nothing(runtime: &str) {
         drained.is_some_and(|n| n >= 1.0),
         "[{runtime}] the snapshot lacks the requests served while draining:\n{snapshot}"
     );
+    // The lifecycle's own metrics, the shutdown's included: the flush wrote them.
+    for series in [
+        r#"lifecycle_hook_duration_seconds_count{component="db",hook="start",outcome="completed"}"#,
+        r#"lifecycle_hook_duration_seconds_count{component="db",hook="stop",outcome="completed"}"#,
+        r#"lifecycle_health_status{component="db",status="up"}"#,
+    ] {
+        assert_eq!(
+            metric(&snapshot, series),
+            Some(1.0),
+            "[{runtime}] {series}:\n{snapshot}"
+        );
+    }
+    let shutdown = metric(
+        &snapshot,
+        r#"lifecycle_shutdown_duration_seconds{outcome="clean"}"#,
+    );
+    assert!(
+        // Within the default budget (25 s).
+        shutdown.is_some_and(|took| took > 0.0 && took < 25.0),
+        "[{runtime}] the shutdown's duration:\n{snapshot}"
+    );
 }
 
 /// hyper's I/O that notes whether the server ever sent a byte. An HTTP/2 server sends
