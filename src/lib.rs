@@ -69,6 +69,9 @@
 //! - `metrics`: lifecycle metrics (hook durations, restarts, reloads, health, handler
 //!   panics, the shutdown, HTTP requests in flight) through the `metrics` facade, to the
 //!   recorder you install; the list is in [`telemetry`].
+//! - `otel`: module `otel`, OpenTelemetry's providers flushed and shut down last, off
+//!   the runtime (no deadlock on tokio's current-thread runtime), within the flush
+//!   reserve, abandoned at its deadline if the exporter hangs.
 //! - `systemd` (Unix): module `systemd`, with `SystemdNotify` (`READY=1`, `STOPPING=1`,
 //!   `STATUS=`, watchdog pings, `EXTEND_TIMEOUT_USEC`) and socket activation
 //!   (`LISTEN_FDS`).
@@ -108,6 +111,8 @@ pub mod grpc;
 pub mod http;
 #[cfg(feature = "http")]
 pub mod net;
+#[cfg(feature = "otel")]
+pub mod otel;
 #[cfg(feature = "http")]
 pub mod probe;
 pub mod signals;
@@ -149,8 +154,9 @@ pub trait Run: Sized + Send + 'static {
     /// The runtime never changes because a dependency enabled a feature (cargo unifies
     /// features across the build): `run()` is smol's. Tokio apps call
     /// [`run_tokio`](Run::run_tokio), or [`run_async`](Run::run_async) in `#[tokio::main]`.
-    /// An operator may still choose: `LIFECYCLE_RUNTIME=tokio` runs it on tokio when
-    /// that feature is compiled in (`smol`, or unset, is smol).
+    /// An operator may still choose: `LIFECYCLE_RUNTIME=tokio` runs it on a multi-threaded
+    /// tokio runtime, `LIFECYCLE_RUNTIME=tokio-current-thread` on a current-thread one,
+    /// when that feature is compiled in (`smol`, or unset, is smol).
     ///
     /// # Errors
     ///
@@ -171,6 +177,10 @@ pub trait Run: Sized + Send + 'static {
             }
             #[cfg(feature = "tokio")]
             RuntimeKind::Tokio => self.run_tokio(),
+            #[cfg(feature = "tokio")]
+            RuntimeKind::TokioCurrentThread => {
+                block_on_tokio(self, tokio::runtime::Builder::new_current_thread())
+            }
         }
     }
 
@@ -183,21 +193,7 @@ pub trait Run: Sized + Send + 'static {
     /// blocking is not allowed ([`run_async`](Run::run_async) is the call there).
     #[cfg(feature = "tokio")]
     fn run_tokio(self) -> Result<Report, Error> {
-        let app = self.into_app()?;
-        signals::catch_for(&app)?;
-        if tokio::runtime::Handle::try_current().is_ok() {
-            return Err(Error::InsideRuntime(INSIDE_TOKIO));
-        }
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .map_err(Error::Runtime)?;
-        let report = runtime.block_on(app.run_on(Arc::new(CaughtSignals(
-            TokioRuntime::from_handle(runtime.handle().clone()),
-        ))));
-        // Tracked tasks were cancelled; do not wait for blocking work left behind.
-        runtime.shutdown_timeout(std::time::Duration::from_millis(100));
-        report
+        block_on_tokio(self, tokio::runtime::Builder::new_multi_thread())
     }
 
     /// Runs the app inside the runtime the caller already has: tokio's when called in a
@@ -215,6 +211,23 @@ pub trait Run: Sized + Send + 'static {
             app.run_on(ambient_runtime()?).await
         }
     }
+}
+
+/// Runs `app` on a new tokio runtime from `builder`, blocking the current thread.
+#[cfg(feature = "tokio")]
+fn block_on_tokio(app: impl Run, mut builder: tokio::runtime::Builder) -> Result<Report, Error> {
+    let app = app.into_app()?;
+    signals::catch_for(&app)?;
+    if tokio::runtime::Handle::try_current().is_ok() {
+        return Err(Error::InsideRuntime(INSIDE_TOKIO));
+    }
+    let runtime = builder.enable_all().build().map_err(Error::Runtime)?;
+    let report = runtime.block_on(app.run_on(Arc::new(CaughtSignals(TokioRuntime::from_handle(
+        runtime.handle().clone(),
+    )))));
+    // Tracked tasks were cancelled; do not wait for blocking work left behind.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    report
 }
 
 /// What [`Error::InsideRuntime`] says in `#[tokio::main]`.
@@ -240,6 +253,8 @@ enum RuntimeKind {
     Smol,
     #[cfg(feature = "tokio")]
     Tokio,
+    #[cfg(feature = "tokio")]
+    TokioCurrentThread,
 }
 
 /// The runtime `run()` uses: smol, unless `LIFECYCLE_RUNTIME` names tokio (compiled in).
@@ -250,9 +265,14 @@ fn chosen_runtime() -> Result<RuntimeKind, Error> {
         None | Some("" | "smol") => Ok(RuntimeKind::Smol),
         #[cfg(feature = "tokio")]
         Some("tokio") => Ok(RuntimeKind::Tokio),
+        #[cfg(feature = "tokio")]
+        Some("tokio-current-thread") => Ok(RuntimeKind::TokioCurrentThread),
         Some(other) => Err(Error::Runtime(io::Error::other(format!(
             "LIFECYCLE_RUNTIME={other:?} is not a runtime this program was built with (built with: {})",
-            [cfg!(feature = "smol").then_some("smol"), cfg!(feature = "tokio").then_some("tokio")]
+            [
+                cfg!(feature = "smol").then_some("smol"),
+                cfg!(feature = "tokio").then_some("tokio, tokio-current-thread"),
+            ]
                 .into_iter()
                 .flatten()
                 .collect::<Vec<_>>()

@@ -1288,6 +1288,143 @@ fn bad_configuration_is_refused_with_exit_code_2() {
     }
 }
 
+/// OTLP scenario 1: SIGTERM under load, with every span exported to a real collector
+/// on loopback through opentelemetry-otlp: each hook run's (the shutdown's stops and
+/// flushes included), the phases ended before the flush, and exactly one `request` span
+/// per request the clients got a 200 for, the drain's included.
+#[cfg(feature = "otel")]
+fn spans_are_exported_through_the_shutdown(runtime: &str) {
+    use common::collector::{Collect, Collector};
+    let collector = Collector::start(Collect::Answer);
+    let url = collector.url();
+    let mut service = Service::start(
+        runtime,
+        &[
+            "--otlp-endpoint",
+            &url,
+            "--drain-delay",
+            "1s",
+            "--shutdown-timeout",
+            "10s",
+        ],
+    );
+    let (_, clients) = spawn_clients(service.app, 8, load_client);
+    thread::sleep(Duration::from_millis(1000));
+    service.process.signal("TERM");
+    let signalled = Instant::now();
+    let (status, exited) = service.process.wait_for_exit();
+    let tallies: Vec<Tally> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    assert_eq!(status.code(), Some(0), "[{runtime}] {status}");
+    assert!(exited - signalled < Duration::from_secs(10), "[{runtime}]");
+    let failures: Vec<&String> = tallies.iter().flat_map(|t| &t.failures).collect();
+    assert!(failures.is_empty(), "[{runtime}] {failures:#?}");
+    let ok: usize = tallies.iter().map(|t| t.ok).sum();
+    assert!(ok > 8 * 5, "[{runtime}] only {ok} requests went through");
+
+    let spans = collector.spans();
+    let requests = spans
+        .iter()
+        .filter(|s| s.name == "request" && s.attribute("path") == Some("/work"))
+        .count();
+    assert_eq!(
+        requests, ok,
+        "[{runtime}] request spans exported vs 200s the clients got"
+    );
+    for component in ["settings", "logs", "metrics", "db", "cache", "http"] {
+        for hook in ["start", "stop", "flush"] {
+            let runs: Vec<_> = spans
+                .iter()
+                .filter(|s| s.name == hook && s.attribute("component") == Some(component))
+                .collect();
+            assert_eq!(runs.len(), 1, "[{runtime}] {hook} of {component}: {runs:?}");
+            assert_eq!(runs[0].attribute("outcome"), Some("completed"), "{runs:?}");
+            assert!(runs[0].attribute("duration_ms").is_some(), "{runs:?}");
+        }
+    }
+    for phase in ["start", "drain", "stop"] {
+        assert!(
+            spans
+                .iter()
+                .any(|s| s.name == phase && s.attribute("component").is_none()),
+            "[{runtime}] no {phase} phase span"
+        );
+    }
+    let log = service.file("service.log");
+    assert!(
+        log.contains("shutdown by SIGTERM: exit code 0"),
+        "[{runtime}] {log}"
+    );
+}
+
+/// OTLP scenario 2: a collector that never answers. The flush of `otel` ends at its
+/// deadline (timed out, exit code 1), within the budget, and the rest of the flush and
+/// the report are not held up.
+#[cfg(feature = "otel")]
+fn a_hung_collector_is_abandoned_at_the_flush_deadline(runtime: &str) {
+    use common::collector::{Collect, Collector};
+    let collector = Collector::start(Collect::Hang);
+    let url = collector.url();
+    let budget = Duration::from_secs(6);
+    let mut service = Service::start(
+        runtime,
+        &["--otlp-endpoint", &url, "--shutdown-timeout", "6s"],
+    );
+    for _ in 0..5 {
+        assert_eq!(get(service.app, "/work?ms=1").status, 200);
+    }
+    service.process.signal("TERM");
+    let signalled = Instant::now();
+    let (status, exited) = service.process.wait_for_exit();
+    assert_eq!(status.code(), Some(1), "[{runtime}] {status}");
+    assert!(
+        exited - signalled < budget,
+        "[{runtime}] exited {:?} after SIGTERM, over its budget",
+        exited - signalled
+    );
+    assert!(collector.requests() >= 1, "[{runtime}] no export was tried");
+    let log = service.file("service.log");
+    assert!(
+        log.contains("flush of otel timed out"),
+        "[{runtime}] the log says which flush timed out:\n{log}"
+    );
+    assert!(
+        log.contains("shutdown by SIGTERM: exit code 1"),
+        "[{runtime}] the report follows:\n{log}"
+    );
+}
+
+/// The OTLP scenarios run on tokio's current-thread runtime too: a blocking flush on
+/// its only thread is where OpenTelemetry's shutdown deadlocks.
+macro_rules! on_otel_runtimes {
+    ($($scenario:ident),* $(,)?) => {
+        #[cfg(feature = "otel")]
+        mod otlp {
+            $(mod $scenario {
+                #[cfg(feature = "smol")]
+                #[test]
+                fn smol() {
+                    super::super::$scenario("smol");
+                }
+                #[cfg(feature = "tokio")]
+                #[test]
+                fn tokio() {
+                    super::super::$scenario("tokio");
+                }
+                #[cfg(feature = "tokio")]
+                #[test]
+                fn tokio_current_thread() {
+                    super::super::$scenario("tokio-current-thread");
+                }
+            })*
+        }
+    };
+}
+
+on_otel_runtimes!(
+    spans_are_exported_through_the_shutdown,
+    a_hung_collector_is_abandoned_at_the_flush_deadline,
+);
+
 on_each_runtime!(
     sigterm_under_load_loses_nothing,
     sigterm_under_h2_load_loses_nothing,

@@ -194,7 +194,7 @@ fn an_unknown_runtime_is_refused() {
     let stderr = demo.0.stderr();
     let built_with = [
         cfg!(feature = "smol").then_some("smol"),
-        cfg!(feature = "tokio").then_some("tokio"),
+        cfg!(feature = "tokio").then_some("tokio, tokio-current-thread"),
     ]
     .into_iter()
     .flatten()

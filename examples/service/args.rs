@@ -49,6 +49,10 @@ pub struct Flags {
     /// accepting [default: 8s]; then they are cut.
     #[arg(long, value_name = "DURATION", value_parser = positive)]
     pub stop_timeout: Option<Duration>,
+    /// Export traces over OTLP/HTTP to this collector (http://host:4318), flushed last
+    /// at shutdown (needs the `otel` feature).
+    #[arg(long, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
     /// Print the plan (levels, orders, timeouts, budget, warnings) and exit.
     #[arg(long)]
     pub explain: bool,

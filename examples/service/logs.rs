@@ -42,7 +42,12 @@ fn filter(settings: &Settings) -> Result<EnvFilter, BoxError> {
 impl Logs {
     /// Installs the global subscriber: stdout and `path`, at the settings' filter. Call
     /// it first, so the engine's own lines reach the file too.
-    pub fn init(path: &Path, settings: &Settings) -> io::Result<Logs> {
+    /// With a `tracer`, spans are exported to OpenTelemetry too.
+    pub fn init(
+        path: &Path,
+        settings: &Settings,
+        tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
+    ) -> io::Result<Logs> {
         let file = OpenOptions::new().create(true).append(true).open(path)?;
         let file = LogFile::new(file);
         let filter = self::filter(settings).map_err(io::Error::other)?;
@@ -60,6 +65,7 @@ impl Logs {
                     .fmt_fields(PlainFields(DefaultFields::new()))
                     .with_writer(file.clone()),
             )
+            .with(tracer.map(|tracer| tracing_opentelemetry::layer().with_tracer(tracer)))
             .try_init()
             .map_err(io::Error::other)?;
         Ok(Logs {

@@ -18,6 +18,9 @@
 //!   `systemctl reload`): the settings are read again, and `logs` (its filter) and
 //!   `cache` (the stats TTL) apply them while requests go on; a file that does not parse
 //!   is refused, and the service keeps what it had;
+//! - with `--otlp-endpoint http://localhost:4318` (feature `otel`) every span goes to an
+//!   OpenTelemetry collector: each start, stop, reload and restart, each request; the
+//!   last ones are flushed at the end of the shutdown, within its budget;
 //! - with `--tls-cert cert.pem --tls-key key.pem` the app's port speaks HTTPS, and a
 //!   SIGHUP rotates the certificate: new connections get the new one, open ones keep
 //!   theirs.
@@ -36,6 +39,7 @@ mod logs;
 mod metrics;
 mod settings;
 mod tls;
+mod traces;
 
 use std::process::ExitCode;
 
@@ -108,7 +112,18 @@ fn run(mut args: Flags) -> Result<Report, Error> {
             ),
         ))
     })?;
-    let logs = logs::Logs::init(&args.data_dir.join("service.log"), &settings).map_err(io)?;
+    let invalid = |why| Error::Build(BuildError::InvalidConfig(why));
+    let traces = match &args.otlp_endpoint {
+        Some(_) if cfg!(not(feature = "otel")) => return Err(invalid(
+            "--otlp-endpoint needs the `otel` feature: cargo run --example service --features otel"
+                .to_owned(),
+        )),
+        Some(endpoint) => Some(traces::provider(endpoint).map_err(invalid)?),
+        None => None,
+    };
+    let (tracer_provider, tracer) = traces.unzip();
+    let logs =
+        logs::Logs::init(&args.data_dir.join("service.log"), &settings, tracer).map_err(io)?;
     let metrics = metrics::Metrics::install(&args.data_dir.join("metrics.prom")).map_err(io)?;
     let probes = ProbeServer::bind(args.health_addr)
         .map_err(io)?
@@ -119,6 +134,14 @@ fn run(mut args: Flags) -> Result<Report, Error> {
     let http = http::server(activated_listener(), args.addr, acceptor).map_err(io)?;
 
     let builder = App::builder();
+    // First, so that it flushes last: the spans of every other flush are exported.
+    #[cfg(feature = "otel")]
+    let builder = match tracer_provider {
+        Some(provider) => builder.add(lifecycle::otel::Providers::new().tracer(provider)),
+        None => builder,
+    };
+    #[cfg(not(feature = "otel"))]
+    drop(tracer_provider);
     #[cfg(all(unix, feature = "systemd"))]
     let builder = builder.add(lifecycle::systemd::SystemdNotify::from_env().map_err(io)?);
     let builder = match tls {

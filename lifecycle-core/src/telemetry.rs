@@ -62,16 +62,16 @@ impl Hook {
         // A span's name is a constant of its callsite.
         match self {
             Hook::Start => {
-                tracing::info_span!("start", component, outcome = Empty, duration_ms = Empty)
+                tracing::info_span!("start", %component, outcome = Empty, duration_ms = Empty)
             }
             Hook::Stop => {
-                tracing::info_span!("stop", component, outcome = Empty, duration_ms = Empty)
+                tracing::info_span!("stop", %component, outcome = Empty, duration_ms = Empty)
             }
             Hook::Flush => {
-                tracing::info_span!("flush", component, outcome = Empty, duration_ms = Empty)
+                tracing::info_span!("flush", %component, outcome = Empty, duration_ms = Empty)
             }
             Hook::Reload => {
-                tracing::info_span!("reload", component, outcome = Empty, duration_ms = Empty)
+                tracing::info_span!("reload", %component, outcome = Empty, duration_ms = Empty)
             }
         }
     }
@@ -103,7 +103,7 @@ pub(crate) fn restart_span(component: &str) -> Span {
     tracing::info_span!(
         parent: None,
         "restart",
-        component,
+        %component,
         outcome = Empty,
         duration_ms = Empty
     )

@@ -50,7 +50,7 @@ impl Traced {
             "request",
             component = %self.name,
             method = %request.method(),
-            path = request.uri().path(),
+            path = %request.uri().path(),
         )
     }
 

@@ -64,6 +64,8 @@ pub fn example_binary(name: &str) -> PathBuf {
         cfg!(feature = "http").then_some("http"),
         cfg!(feature = "serde").then_some("serde"),
         cfg!(feature = "systemd").then_some("systemd"),
+        cfg!(feature = "metrics").then_some("metrics"),
+        cfg!(feature = "otel").then_some("otel"),
     ]
     .into_iter()
     .flatten()
