@@ -287,6 +287,18 @@ fn sigterm_under_load_loses_nothing(runtime: &str) {
     );
     let (refused, clients) = spawn_clients(service.app, CLIENTS, load_client);
     thread::sleep(Duration::from_millis(1000));
+    // The scrape shows the lifecycle's metrics while it serves.
+    let scrape = get(service.probes, "/metrics").body;
+    for series in [
+        r#"lifecycle_health_status{component="db",status="up"} 1"#,
+        r#"lifecycle_hook_duration_seconds_count{component="http",hook="start",outcome="completed"} 1"#,
+    ] {
+        assert!(scrape.contains(series), "[{runtime}] {series}:\n{scrape}");
+    }
+    assert!(
+        scrape.contains(r#"lifecycle_http_requests_in_flight{component="http"}"#),
+        "[{runtime}] {scrape}"
+    );
     service.process.signal("TERM");
     let signalled = Instant::now();
     let (status, exited) = service.process.wait_for_exit();
