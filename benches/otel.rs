@@ -17,6 +17,7 @@
 //! `cargo bench --all-features --bench otel`. Without `--bench` (as `cargo test
 //! --benches` runs it) it does one short round.
 
+#[allow(dead_code)] // the tests use all of it
 #[path = "../tests/common/collector.rs"]
 mod collector;
 mod common;

@@ -47,7 +47,7 @@
 //! runtime it runs on never depends on which features a dependency enabled:
 //!
 //! - [`Run::run`] (feature `smol`, the default) blocks on smol (`LIFECYCLE_RUNTIME=tokio`
-//!   lets an operator pick tokio when it is compiled in);
+//!   or `tokio-current-thread` lets an operator pick tokio when it is compiled in);
 //! - [`Run::run_tokio`] (feature `tokio`) blocks on a new multi-threaded tokio runtime;
 //! - [`Run::run_async`] runs inside the runtime you already have (`#[tokio::main]`):
 //!   tokio's if called in a tokio context, else smol's.

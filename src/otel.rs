@@ -37,11 +37,21 @@
 //!
 //! Its flush runs last: the component starts before all others (`before_all`), so it
 //! stops and flushes after them, and the spans of the shutdown itself (every stop, the
-//! requests served during the drain) are exported. Spans still open then (the phase
-//! spans of the flush) are not: OpenTelemetry exports a span when it ends.
+//! requests served during the drain) are exported. Other components that start first
+//! too (the probe server, `SystemdNotify`) flush after it if they were added before it:
+//! add it first. Spans still open then (the phase spans of the flush) are not exported:
+//! OpenTelemetry exports a span when it ends.
+//!
+//! The providers are opentelemetry_sdk's, re-exported here as
+//! [`opentelemetry_sdk`]: yours must be of the same
+//! version (0.33).
+//!
+//! On the testing kit's paused tokio clock, the flush waits on a real thread while the
+//! clock has nothing to wait for but the flush deadline, so it jumps there: the flush is
+//! reported timed out. Test an app with `Providers` on a real clock.
 
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_channel::oneshot;
 use futures_util::future::join_all;
@@ -51,12 +61,14 @@ use opentelemetry_sdk::logs::SdkLoggerProvider;
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 
+pub use opentelemetry_sdk;
+
 /// A component whose flush flushes and shuts down OpenTelemetry's tracer, meter and
 /// logger providers, without blocking the runtime and never past its deadline.
 ///
-/// - **Flush**: each provider's `force_flush`, then `shutdown_with_timeout` with what is
-///   left of the flush, each provider on a thread of its own, concurrently. Any error is
-///   the flush's (exit code 1), naming the provider.
+/// - **Flush**: each provider's `force_flush`, then (whether it failed or not)
+///   `shutdown_with_timeout` with what is left of the flush, each provider on a thread of
+///   its own, concurrently. Any error is the flush's (exit code 1), naming the provider.
 /// - **Timeout**: the flush has its component's flush timeout (2 s by default; set
 ///   another with [`Options::flush_timeout`] at `add_with`), cut at the end of the flush
 ///   reserve. At the deadline the wait is dropped: the flush is reported `timed_out` and
@@ -66,7 +78,6 @@ use opentelemetry_sdk::trace::SdkTracerProvider;
 /// - **Start and stop** do nothing: the providers serve from before the app starts
 ///   (the first spans are the start's) until the flush.
 #[must_use = "a component does nothing until added to an app"]
-#[derive(Default)]
 pub struct Providers {
     name: String,
     tracer: Option<SdkTracerProvider>,
@@ -85,12 +96,20 @@ impl fmt::Debug for Providers {
     }
 }
 
+impl Default for Providers {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Providers {
     /// No providers yet, named `otel`.
     pub fn new() -> Self {
         Providers {
             name: "otel".to_owned(),
-            ..Default::default()
+            tracer: None,
+            meter: None,
+            logger: None,
         }
     }
 
@@ -119,8 +138,8 @@ impl Providers {
     }
 }
 
-/// What a flush thread does with one provider, given the time left.
-type Flush = Box<dyn FnOnce(Duration) -> OTelSdkResult + Send>;
+/// What a flush thread does with one provider, given the flush's deadline.
+type Flush = Box<dyn FnOnce(Instant) -> OTelSdkResult + Send>;
 
 /// The two calls the three providers have alike.
 trait SdkProvider: Send + 'static {
@@ -144,21 +163,28 @@ macro_rules! sdk_provider {
 sdk_provider!(SdkTracerProvider, SdkMeterProvider, SdkLoggerProvider);
 
 /// Flushes what `provider` holds (its result says whether the last export got out;
-/// the shutdown's does not), then shuts it down within the time left.
+/// the shutdown's does not), then shuts it down within the time left, whether the flush
+/// failed or not (the shutdown drains what a failed export left queued).
 fn flush_of(provider: impl SdkProvider) -> Flush {
-    Box::new(move |left| {
-        provider.force_flush()?;
-        provider.shutdown_with_timeout(left)
+    Box::new(move |deadline| {
+        let flushed = provider.force_flush();
+        let shut =
+            provider.shutdown_with_timeout(deadline.saturating_duration_since(Instant::now()));
+        flushed.and(shut)
     })
 }
 
 /// Runs `flush` on a thread of its own; the result, or why there is none.
-async fn off_the_runtime(what: &'static str, flush: Flush, left: Duration) -> Result<(), String> {
+async fn off_the_runtime(
+    what: &'static str,
+    flush: Flush,
+    deadline: Instant,
+) -> Result<(), String> {
     let (done, result) = oneshot::channel();
     std::thread::Builder::new()
         .name(format!("lifecycle-otel-{what}"))
         .spawn(move || {
-            let _ = done.send(flush(left));
+            let _ = done.send(flush(deadline));
         })
         .map_err(|error| format!("the {what} provider: no thread to flush it on: {error}"))?;
     match result.await {
@@ -187,9 +213,7 @@ impl Component for Providers {
     }
 
     async fn flush(&mut self, ctx: &StopContext) -> Result<(), BoxError> {
-        let left = ctx
-            .deadline()
-            .saturating_duration_since(ctx.runtime().now());
+        let deadline = ctx.deadline();
         let flushes = [
             ("tracer", self.tracer.clone().map(flush_of)),
             ("meter", self.meter.clone().map(flush_of)),
@@ -198,7 +222,7 @@ impl Component for Providers {
         let failures: Vec<String> = join_all(
             flushes
                 .into_iter()
-                .filter_map(|(what, flush)| Some(off_the_runtime(what, flush?, left))),
+                .filter_map(|(what, flush)| Some(off_the_runtime(what, flush?, deadline))),
         )
         .await
         .into_iter()

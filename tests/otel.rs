@@ -1,7 +1,9 @@
 //! `lifecycle::otel::Providers` in an app, on each runtime: its flush runs last (after
 //! every other component's, whatever the order they were added in), and a provider that
-//! fails or panics fails the flush, naming it (exit code 1). The real exporter, the
-//! hung collector and tokio's current-thread runtime are in `service.rs` (`otlp::`).
+//! fails or panics fails the flush, naming it (exit code 1); and on tokio's current-thread
+//! runtime, an exporter that needs that runtime to export (as tonic's does) gets it
+//! during the flush, where a flush blocking the runtime's only thread deadlocks. The real
+//! exporter and the hung collector are in `service.rs` (`otlp::`).
 #![cfg(feature = "otel")]
 
 mod common;
@@ -101,6 +103,70 @@ fn a_panicking_provider_fails_the_flush(runtime: &str) {
         Outcome::Failed("the tracer provider panicked".into()),
         "{report}"
     );
+}
+
+/// An exporter that exports on the app's runtime, as a gRPC exporter does: it needs the
+/// runtime's thread free while the batch processor's thread waits for it.
+#[cfg(feature = "tokio")]
+#[derive(Debug)]
+struct OnTheAppsRuntime {
+    runtime: tokio::runtime::Handle,
+    exported: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+#[cfg(feature = "tokio")]
+impl opentelemetry_sdk::trace::SpanExporter for OnTheAppsRuntime {
+    fn export(
+        &self,
+        batch: Vec<SpanData>,
+    ) -> impl std::future::Future<Output = OTelSdkResult> + Send {
+        let sent = self.runtime.spawn(async move {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            batch.len()
+        });
+        let exported = self.exported.clone();
+        async move {
+            let n = sent
+                .await
+                .map_err(|e| OTelSdkError::InternalFailure(e.to_string()))?;
+            exported.fetch_add(n, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        }
+    }
+}
+
+#[cfg(feature = "tokio")]
+#[test]
+fn an_exporter_on_a_current_thread_runtime_gets_it_during_the_flush() {
+    use opentelemetry::trace::{Tracer as _, TracerProvider as _};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let exported = Arc::new(AtomicUsize::new(0));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let began = std::time::Instant::now();
+    let report = runtime.block_on(async {
+        let provider = SdkTracerProvider::builder()
+            .with_batch_exporter(OnTheAppsRuntime {
+                runtime: tokio::runtime::Handle::current(),
+                exported: exported.clone(),
+            })
+            .build();
+        // Ended, and buffered until the flush (the batch timer is 5 s).
+        provider.tracer("test").in_span("served", |_| {});
+        App::builder()
+            .add(Logs)
+            .add(Providers::new().tracer(provider))
+            .run_async()
+            .await
+            .unwrap()
+    });
+    assert_eq!(report.exit_code(), 0, "{report}");
+    assert_eq!(exported.load(Ordering::SeqCst), 1, "the span was exported");
+    // A flush blocking the runtime's thread waits out the SDK's 5 s flush timeout.
+    assert!(began.elapsed() < Duration::from_secs(2), "{report}");
 }
 
 macro_rules! on_both {

@@ -13,11 +13,11 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::routing::get;
-use common::run_in_background;
+use common::{h2_connect, h2_get, run_in_background};
 use lifecycle::prelude::*;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
@@ -55,6 +55,16 @@ struct Recorded {
 struct Recorder(Arc<Mutex<Recorded>>);
 
 struct Index(usize);
+
+/// The recorder, the process's subscriber (each test keeps to its own components).
+fn recorder() -> &'static Recorder {
+    static RECORDER: OnceLock<Recorder> = OnceLock::new();
+    RECORDER.get_or_init(|| {
+        let recorder = Recorder::default();
+        tracing_subscriber::registry().with(recorder.clone()).init();
+        recorder
+    })
+}
 
 struct Fields<'a>(&'a mut BTreeMap<String, String>);
 
@@ -227,6 +237,11 @@ fn serve_reload_restart_stop(runtime: &'static str) {
     let mut kept = None;
     get_hello(addr, &mut kept);
     get_hello(addr, &mut kept);
+    smol::block_on(async {
+        let (mut sender, _connection) = h2_connect(addr).await;
+        let response = sender.send_request(h2_get("/hello")).await.unwrap();
+        assert_eq!(response.status(), 200);
+    });
     reload.reload();
     wait_until("reloaded", || snapshot().last_reload.is_some());
     fail.store(true, Ordering::SeqCst);
@@ -246,8 +261,7 @@ fn serve_reload_restart_stop(runtime: &'static str) {
 
 #[test]
 fn spans_have_the_parents_a_tracing_backend_expects() {
-    let recorder = Recorder::default();
-    tracing_subscriber::registry().with(recorder.clone()).init();
+    let recorder = recorder();
     let runtimes: &[&'static str] = if cfg!(feature = "tokio") {
         &["smol", "tokio"]
     } else {
@@ -285,7 +299,12 @@ fn spans_have_the_parents_a_tracing_backend_expects() {
                 "{hook:?} inside {parent:?}"
             );
             let phase_ok = match hook.name {
-                "reload" => parent.name == "reload" && parent.fields.contains_key("trigger"),
+                "reload" => {
+                    parent.name == "reload"
+                        && parent.fields.contains_key("trigger")
+                        && parent.fields["outcome"] == "completed"
+                        && parent.parent.is_none()
+                }
                 name => parent.name == name || parent.name == "restart",
             };
             assert!(phase_ok, "{hook:?} inside {parent:?}");
@@ -325,12 +344,20 @@ fn spans_have_the_parents_a_tracing_backend_expects() {
         for task in spans.iter().filter(|s| s.name == "task" && ours(s)) {
             assert!(task.parent.is_none(), "a task inside {:?}", parent(task));
         }
+        // The server's: its accept loop and its three connections (two HTTP/1, one
+        // HTTP/2); an HTTP/2 stream is its request's span alone.
+        let http = format!("http-{runtime}");
+        let server_tasks = spans
+            .iter()
+            .filter(|s| s.name == "task" && s.fields["component"] == http)
+            .count();
+        assert_eq!(server_tasks, 4, "[{runtime}]");
         // Requests: roots, one per request, with method and path.
         let requests: Vec<&Span> = spans
             .iter()
             .filter(|s| s.name == "request" && ours(s))
             .collect();
-        assert_eq!(requests.len(), 3, "{requests:?}");
+        assert_eq!(requests.len(), 4, "{requests:?}");
         for request in &requests {
             assert!(
                 request.parent.is_none(),
@@ -353,7 +380,7 @@ fn spans_have_the_parents_a_tracing_backend_expects() {
             .collect()
     };
     let runs = runtimes.len();
-    assert_eq!(scope_of("handled hello"), vec![vec!["request"]; 3 * runs]);
+    assert_eq!(scope_of("handled hello"), vec![vec!["request"]; 4 * runs]);
     // The worker's first task ran twice (the restart), so did its nested one.
     assert_eq!(scope_of("worker tick"), vec![vec!["task"]; 2 * runs]);
     assert_eq!(scope_of("nested tick"), vec![vec!["task"]; 2 * runs]);
@@ -361,4 +388,45 @@ fn spans_have_the_parents_a_tracing_backend_expects() {
         scope_of("settings reloaded"),
         vec![vec!["reload", "reload"]; runs]
     );
+}
+
+/// A start in flight when the app is asked to stop: its span closes `cancelled`, with
+/// its duration.
+#[test]
+fn a_cancelled_start_says_so_on_its_span() {
+    struct Slow;
+    #[async_trait]
+    impl Component for Slow {
+        fn name(&self) -> &str {
+            "slow-db"
+        }
+        async fn start(&mut self, ctx: &StartContext) -> Result<(), BoxError> {
+            ctx.runtime().sleep(Duration::from_secs(30)).await;
+            Ok(())
+        }
+        async fn stop(&mut self, _: &StopContext) -> Result<(), BoxError> {
+            Ok(())
+        }
+    }
+    let recorder = recorder();
+    let app = App::builder().add(Slow).build().unwrap();
+    let handle = app.handle();
+    let app = std::thread::spawn(move || app.run().unwrap());
+    std::thread::sleep(Duration::from_millis(100));
+    handle.shutdown();
+    let report = app.join().unwrap();
+    assert_eq!(report.exit_code(), 1, "{report}");
+    let recorded = recorder.0.lock().unwrap();
+    let start: Vec<&Span> = recorded
+        .spans
+        .iter()
+        .filter(|s| {
+            s.name == "start" && s.fields.get("component").map(String::as_str) == Some("slow-db")
+        })
+        .collect();
+    assert_eq!(start.len(), 1);
+    assert!(start[0].closed);
+    assert_eq!(start[0].fields["outcome"], "cancelled", "{start:?}");
+    let took: f64 = start[0].fields["duration_ms"].parse().unwrap();
+    assert!((50.0..10_000.0).contains(&took), "{took}");
 }

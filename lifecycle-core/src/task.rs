@@ -104,6 +104,29 @@ impl Spawner {
         F: Future<Output = Result<(), E>> + Send + 'static,
         E: Into<BoxError>,
     {
+        // A root: see the module `telemetry`.
+        let span = tracing::info_span!(parent: None, "task", component = %self.shared.name);
+        self.spawn_in(span, task)
+    }
+
+    /// As [`spawn_fallible`](Self::spawn_fallible), with the task inside `span` instead
+    /// of its own root span `task{component}`: a span of your own for the task (a job's,
+    /// a connection's), or [`Span::none()`](tracing::Span::none) for a task whose work has
+    /// its own root spans (the HTTP component's HTTP/2 streams, each a `request`).
+    ///
+    /// ```
+    /// # use lifecycle_core::{BoxError, StartContext};
+    /// # fn start(ctx: &StartContext) {
+    /// let span = tracing::info_span!(parent: None, "import", file = "orders.csv");
+    /// ctx.helper_spawner()
+    ///     .spawn_in(span, async { Ok::<(), BoxError>(()) });
+    /// # }
+    /// ```
+    pub fn spawn_in<F, E>(&self, span: tracing::Span, task: F) -> Task
+    where
+        F: Future<Output = Result<(), E>> + Send + 'static,
+        E: Into<BoxError>,
+    {
         let (ended, result) = oneshot::channel();
         let aborted = Arc::new(Flag::default());
         let handle = Task {
@@ -120,8 +143,6 @@ impl Spawner {
         let node = shared.node;
         let main = self.main;
         let notices = shared.notices.clone();
-        // A root: see the module `telemetry`.
-        let span = tracing::info_span!(parent: None, "task", component = %shared.name);
         let tracked = async move {
             let tasks = alive.0.clone();
             // In a block, so the task is dropped before anyone learns that it ended.

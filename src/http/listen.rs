@@ -85,6 +85,18 @@ impl Tasks {
     pub(crate) fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
         match self {
             Tasks::Tracked(spawner) => drop(spawner.spawn(task)),
+            Tasks::UntilClosed(..) => self.spawn_unspanned(task),
+        }
+    }
+
+    /// As [`spawn`](Self::spawn), without a `task` span: for an HTTP/2 stream, whose
+    /// request is its own root span.
+    pub(crate) fn spawn_unspanned(&self, task: impl Future<Output = ()> + Send + 'static) {
+        match self {
+            Tasks::Tracked(spawner) => drop(spawner.spawn_in(tracing::Span::none(), async {
+                task.await;
+                Ok::<(), BoxError>(())
+            })),
             Tasks::UntilClosed(runtime, closed) => {
                 let closed = closed.clone();
                 runtime.spawn(Box::pin(async move {

@@ -30,7 +30,7 @@ where
 {
     fn execute(&self, future: F) {
         let panics = self.1.clone();
-        self.0.spawn(async move {
+        self.0.spawn_unspanned(async move {
             if let Err(panic) = AssertUnwindSafe(future).catch_unwind().await {
                 panics.caught(panic, format_args!("an HTTP/2 stream"));
             }

@@ -44,7 +44,7 @@ use crate::runtime::{timeout_at, Runtime, Signal};
 use crate::shutdown::{InFlight, ShutdownHandle, ShutdownToken};
 use crate::supervision::{History, Restart, When};
 use crate::task::{Spawner, SpawnerShared, TaskSet};
-use crate::telemetry::{self, Hook};
+use crate::telemetry::{self, Hook, HookRun};
 use wavefront::{Direction, Interrupted, Wavefront};
 
 /// One component with what the engine keeps about it.
@@ -307,12 +307,14 @@ pub(crate) async fn run(
     run.stop(nodes, stop_end, &everything, true)
         .instrument(tracing::info_span!("stop"))
         .await;
-    let stops_failed = run
-        .reports
-        .iter()
-        .any(|report| report.stop.outcome.is_failure());
+    // A start that failed, or a stop.
+    let failed = !reached_running
+        || run
+            .reports
+            .iter()
+            .any(|report| report.stop.outcome.is_failure());
     telemetry::shutdown_stopped(
-        match (run.forced_by, stops_failed) {
+        match (run.forced_by, failed) {
             (Some(_), _) => "forced",
             (None, true) => "failed",
             (None, false) => "clean",
@@ -467,7 +469,8 @@ impl Engine<'_> {
             deadline,
             shutdown_budget: self.shutdown_budget,
         };
-        let span = Hook::Start.span(&node.name);
+        let run = HookRun::begin(Hook::Start, &node.name, runtime.clone());
+        let span = run.span();
         Box::pin(
             async move {
                 let mut outcome =
@@ -482,7 +485,7 @@ impl Engine<'_> {
                     outcome = with_runtime_hint(outcome, runtime.name());
                 }
                 log_step(
-                    Hook::Start,
+                    run,
                     &node.name,
                     &outcome,
                     runtime.now() - began,
@@ -528,14 +531,16 @@ impl Engine<'_> {
         loop {
             if let Some((node, cause)) = self.deferred.pop_front() {
                 let span = telemetry::restart_span(self.plan.name(node));
-                if let Err(trigger) = self.restart(nodes, node, cause).instrument(span).await {
+                let restarted = self.restart(nodes, node, cause, &span);
+                if let Err(trigger) = restarted.instrument(span.clone()).await {
                     return trigger;
                 }
                 continue;
             }
             if let Some(reload) = self.reload_pending.take() {
                 let span = telemetry::reload_span(&reload);
-                if let Err(trigger) = self.reload(nodes, reload).instrument(span).await {
+                let reloaded = self.reload(nodes, reload, &span);
+                if let Err(trigger) = reloaded.instrument(span.clone()).await {
                     return trigger;
                 }
                 continue;
@@ -727,7 +732,8 @@ impl Engine<'_> {
         self.tokens[i].shutdown.trigger();
         self.tokens[i].stop.trigger();
         let ctx = node.stop_context(runtime.clone(), deadline, &self.handle.token);
-        let span = Hook::Stop.span(&node.name);
+        let run = HookRun::begin(Hook::Stop, &node.name, runtime.clone());
+        let span = run.span();
         Box::pin(
             async move {
                 let hook = run_hook(&*runtime, began, deadline, node.component.stop(&ctx));
@@ -751,7 +757,7 @@ impl Engine<'_> {
                 let _ = timeout_at(&*runtime, deadline, node.tasks.idle()).await;
                 node.resources.release(i);
                 log_step(
-                    Hook::Stop,
+                    run,
                     &node.name,
                     &outcome,
                     runtime.now() - began,
@@ -774,11 +780,13 @@ impl Engine<'_> {
             let began = self.runtime.now();
             let deadline = (began + node.timeouts.flush).min(flush_end);
             let ctx = node.stop_context(self.runtime.clone(), deadline, &self.handle.token);
+            let run = HookRun::begin(Hook::Flush, &node.name, self.runtime.clone());
+            let span = run.span();
             let runtime = &*self.runtime;
             let outcome = async {
                 let outcome = run_hook(runtime, began, deadline, node.component.flush(&ctx)).await;
                 log_step(
-                    Hook::Flush,
+                    run,
                     &node.name,
                     &outcome,
                     runtime.now() - began,
@@ -786,7 +794,7 @@ impl Engine<'_> {
                 );
                 outcome
             }
-            .instrument(Hook::Flush.span(&node.name))
+            .instrument(span)
             .await;
             self.reports[i].flush = step(self.origin, began, self.runtime.now(), outcome);
         }
@@ -993,9 +1001,9 @@ fn step(origin: Instant, began: Instant, ended: Instant, outcome: Outcome) -> St
 /// a healthy run logs its summaries, not a line per step.
 ///
 /// Also records the end on the hook's span (the current one) and as a metric.
-fn log_step(hook: Hook, name: &str, outcome: &Outcome, took: Duration, allowed: Duration) {
-    telemetry::hook_ended(hook, name, outcome, took);
-    let step = hook.name();
+fn log_step(run: HookRun, name: &str, outcome: &Outcome, took: Duration, allowed: Duration) {
+    let step = run.hook().name();
+    run.end(outcome, took);
     if outcome.is_failure() {
         tracing::warn!(?took, "{step} of {name} {outcome}");
     } else if took > allowed / 2 {

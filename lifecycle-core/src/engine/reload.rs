@@ -20,7 +20,7 @@ use super::{log_step, run_hook, step, Engine, HookFuture, Node};
 use crate::component::ReloadContext;
 use crate::health::LastReload;
 use crate::report::{Outcome, ReloadReport, ReloadTrigger, Step, Trigger};
-use crate::telemetry::{self, Hook};
+use crate::telemetry::{self, Hook, HookRun};
 
 impl Engine<'_> {
     /// Asks for a reload once the engine is free: one pending reload stands for every
@@ -33,12 +33,14 @@ impl Engine<'_> {
         }
     }
 
-    /// Reloads every running component, each once its dependencies have reloaded.
+    /// Reloads every running component, each once its dependencies have reloaded; how it
+    /// ended goes on `span`.
     /// Returns the shutdown trigger that abandoned the reload, if one did.
     pub(super) async fn reload(
         &mut self,
         nodes: &mut [Node],
         trigger: ReloadTrigger,
+        span: &tracing::Span,
     ) -> Result<(), Trigger> {
         let began = self.runtime.now();
         tracing::info!(%trigger, "reloading");
@@ -132,7 +134,7 @@ impl Engine<'_> {
         } else {
             "incomplete"
         };
-        telemetry::ended(&tracing::Span::current(), outcome, report.took);
+        telemetry::ended(span, outcome, report.took);
         telemetry::reloaded(outcome);
         if abandoned.is_some() {
             tracing::warn!("{report}");
@@ -174,7 +176,8 @@ impl Engine<'_> {
             staged: Default::default(),
         };
         let resources = Arc::clone(&node.resources);
-        let span = Hook::Reload.span(&node.name);
+        let run = HookRun::begin(Hook::Reload, &node.name, runtime.clone());
+        let span = run.span();
         Box::pin(
             async move {
                 let mut outcome =
@@ -185,7 +188,7 @@ impl Engine<'_> {
                     }
                 }
                 log_step(
-                    Hook::Reload,
+                    run,
                     &node.name,
                     &outcome,
                     runtime.now() - began,

@@ -24,7 +24,8 @@ use crate::task::TaskSet;
 const NO_BUDGET: Duration = Duration::from_secs(3600);
 
 impl Engine<'_> {
-    /// Restarts `failed` (which failed with `cause`) and its transitive dependents.
+    /// Restarts `failed` (which failed with `cause`) and its transitive dependents; how it
+    /// ended goes on `span`.
     /// Returns the trigger that ended the restart, if one did: a signal or request, a
     /// failure that cannot be restarted, or `failed` exceeding its restart limit.
     pub(super) async fn restart(
@@ -32,6 +33,7 @@ impl Engine<'_> {
         nodes: &mut [Node],
         failed: usize,
         cause: Outcome,
+        span: &tracing::Span,
     ) -> Result<(), Trigger> {
         let plan = self.plan;
         let began = self.runtime.now();
@@ -139,7 +141,7 @@ impl Engine<'_> {
         } else {
             "incomplete"
         };
-        crate::telemetry::ended(&tracing::Span::current(), outcome, report.took);
+        crate::telemetry::ended(span, outcome, report.took);
         if report.completed {
             tracing::info!(
                 component = %report.component,

@@ -260,12 +260,9 @@ impl Shared {
                 .zip(&results)
                 .map(|(&critical, (health, _))| (critical, health)),
         );
-        crate::telemetry::health_published(
-            self.names
-                .iter()
-                .zip(&results)
-                .map(|(name, (health, _))| (&**name, health)),
-        );
+        // Published once the lock is released: a recorder is the application's code.
+        #[cfg(feature = "metrics")]
+        let statuses: Vec<Status> = results.iter().map(|(health, _)| health.status()).collect();
         rounds.last = Some(Checks {
             at,
             status,
@@ -274,6 +271,8 @@ impl Shared {
         rounds.pending_since = None;
         self.wanted.store(false, Ordering::Release);
         drop(rounds);
+        #[cfg(feature = "metrics")]
+        crate::telemetry::health_published(&self.names, &statuses);
         self.bump();
     }
 
