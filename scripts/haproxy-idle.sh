@@ -3,22 +3,23 @@
 # into a 502.
 #
 # HAProxy (`http-reuse always`, `timeout server 60s`) sends a request to
-# examples/service, then another after each idle gap: 5.1 s, 6 s, 12 s, 30 s and 65 s,
-# the last longer than AWS ALB keeps its idle upstream connections (60 s). HAProxy keeps
-# its idle server connection for the whole run (`pool-purge-delay 600s`: its purge is a
-# periodic sweep, not an idle age, so a 60 s one may drop the connection in the middle of
-# a 12 s gap, and the reuse count would say nothing about the server), so each request
-# after a gap goes over that connection unless the server closed it. If the server closed
-# idle connections first (as it did at its 5 s header read timeout), a request crossing
-# the close would get a 502; the idle timeout (620 s by default) keeps the server's side
-# open longer than a balancer's. One instance on smol and one on tokio, in parallel.
+# examples/service, then another after each idle gap: 5.1 s, 6 s, 12 s, 30 s, 55 s and
+# 65 s, the last longer than AWS ALB keeps its idle upstream connections (60 s). HAProxy
+# keeps its idle server connection (`pool-purge-delay 600s`: its purge is a periodic
+# sweep, not an idle age, so a 60 s one may drop the connection in the middle of a 12 s
+# gap), so each request after a gap goes over that connection unless the server closed
+# it. If the server closed idle connections first (as it did at its 5 s header read
+# timeout), a request crossing the close would get a 502; the idle timeout (620 s by
+# default) keeps the server's side open longer than a balancer's. One instance on smol
+# and one on tokio, in parallel.
 #
 # Passes when every response is 200 and HAProxy reused its idle server connection after
-# every gap, the 65 s one included (a server that closed it first, as at 5 s before, fails
-# here every time, where the 502 itself needs a request to cross the close). Prints one
+# every gap shorter than its own `timeout server` (55 s included; past it HAProxy may
+# close its side itself). A server that closed it first, as at 5 s before, fails here
+# every time, where the 502 itself needs a request to cross the close. Prints one
 # summary line per runtime:
 #
-#   haproxy idle (smol): 6 requests, 6 x 200, 5 over a reused connection
+#   haproxy idle (smol): 7 requests, 7 x 200; after each gap: 5.1 reused,6 reused,...
 #
 # Usage: scripts/haproxy-idle.sh   (needs haproxy and curl, installed with apt-get when
 # missing and running as root). IDLE_GAPS overrides the gaps, in seconds.
@@ -26,7 +27,7 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
-GAPS=${IDLE_GAPS:-"5.1 6 12 30 65"}
+GAPS=${IDLE_GAPS:-"5.1 6 12 30 55 65"}
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/service
 
 log() { printf '[%s] %s\n' "$(date -u +%T)" "$*"; }
@@ -137,16 +138,32 @@ for rt in smol tokio; do
     done
 done
 
+# HAProxy's count of requests sent over an idle server connection it kept (`reuse`).
+stat() { # backend column
+    curl -fsS -m 2 "http://127.0.0.1:$STATS/stats;csv" |
+        awk -F, -v be="$1" -v col="$2" '
+            NR == 1 { for (i = 1; i <= NF; i++) if ($i == col) c = i }
+            $1 == be && $2 == "app" { print $c }'
+}
 # One request, then one after each gap; the status codes, one per line (000: no answer).
 request() { # runtime
     curl -s -o /dev/null -m 10 -w '%{http_code}\n' "http://127.0.0.1:${LB[$1]}/stats" || true
 }
+# After each gap, whether HAProxy sent the request over its idle server connection: one
+# line per gap, "<gap> reused" or "<gap> new".
 requests() { # runtime
-    local gap
+    local gap before after
     request "$1"
     for gap in $GAPS; do
         sleep "$gap"
+        before=$(stat "be_$1" reuse)
         request "$1"
+        after=$(stat "be_$1" reuse)
+        if [ "${after:-0}" -gt "${before:-0}" ]; then
+            echo "$gap reused" >>"$TMP/reuse-$1"
+        else
+            echo "$gap new" >>"$TMP/reuse-$1"
+        fi
     done
 }
 log "gaps of $GAPS s, through HAProxy ${LB[smol]} (smol) and ${LB[tokio]} (tokio)"
@@ -156,26 +173,21 @@ requests tokio >"$TMP/codes-tokio" &
 TOKIO=$!
 wait $SMOL $TOKIO
 
-# HAProxy's count of requests sent over an idle server connection it kept (`reuse`).
-stat() { # backend column
-    curl -fsS -m 2 "http://127.0.0.1:$STATS/stats;csv" |
-        awk -F, -v be="$1" -v col="$2" '
-            NR == 1 { for (i = 1; i <= NF; i++) if ($i == col) c = i }
-            $1 == be && $2 == "app" { print $c }'
-}
-gaps=$(echo $GAPS | wc -w)
 failed=0
 for rt in smol tokio; do
     total=$(wc -l <"$TMP/codes-$rt")
     ok=$(grep -c '^200$' "$TMP/codes-$rt" || true)
-    reused=$(stat "be_$rt" reuse)
-    echo "haproxy idle ($rt): $total requests, $ok x 200, ${reused:-?} over a reused connection"
+    echo "haproxy idle ($rt): $total requests, $ok x 200; after each gap: $(tr '\n' ',' <"$TMP/reuse-$rt")"
     if [ "$ok" != "$total" ]; then
         log "$rt: not every request was answered 200: $(tr '\n' ' ' <"$TMP/codes-$rt")"
         failed=1
     fi
-    if [ "${reused:-0}" -lt "$gaps" ]; then
-        log "$rt: HAProxy reused its idle connection ${reused:-0} times, fewer than the $gaps gaps: the server closed it first"
+    # Gaps under HAProxy's `timeout server` (60 s) must reuse the connection: the server
+    # keeps it open longer (620 s). Past it, HAProxy may close its side itself (seen in
+    # CI at 65 s, on both runtimes at once), so a longer gap must only be answered 200.
+    not_reused=$(awk '$1 < 60 && $2 == "new" { printf "%s s ", $1 }' "$TMP/reuse-$rt")
+    if [ -n "$not_reused" ]; then
+        log "$rt: HAProxy opened a new server connection after the gaps of $not_reused: the server closed the idle one first"
         failed=1
     fi
 done
