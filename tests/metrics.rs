@@ -10,10 +10,10 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::routing::get;
-use common::run_in_background;
+use common::{restarted_once, run_in_background, serving_reloading_restarting, wait_until};
 use lifecycle::prelude::*;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
@@ -55,32 +55,6 @@ fn request(addr: SocketAddr, path: &str) -> String {
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     response
-}
-
-fn wait_until(what: &str, done: impl Fn() -> bool) {
-    let began = Instant::now();
-    while !done() {
-        assert!(began.elapsed() < Duration::from_secs(10), "never: {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-struct Reloads(String);
-
-#[async_trait]
-impl Component for Reloads {
-    fn name(&self) -> &str {
-        &self.0
-    }
-    async fn start(&mut self, _: &StartContext) -> Result<(), BoxError> {
-        Ok(())
-    }
-    async fn stop(&mut self, _: &StopContext) -> Result<(), BoxError> {
-        Ok(())
-    }
-    async fn reload(&mut self, _: &ReloadContext) -> Result<(), BoxError> {
-        Ok(())
-    }
 }
 
 fn lifecycle_metrics(runtime: &'static str) {
@@ -128,18 +102,7 @@ fn lifecycle_metrics(runtime: &'static str) {
         .named(name("http"))
         .serve(router);
     let addr = http.local_addr();
-    let app = App::builder()
-        .config(Config::default().shutdown_timeout(Duration::from_secs(10)))
-        .add(Reloads(name("settings")))
-        .add_with(
-            worker,
-            Options::new().restart(
-                Restart::on_failure().backoff(Duration::from_millis(10), Duration::from_millis(10)),
-            ),
-        )
-        .add(http)
-        .build()
-        .unwrap();
+    let app = serving_reloading_restarting(name("settings"), worker, http);
     let (handle, reload, monitor) = (app.handle(), app.reload_handle(), app.health());
     let snapshot = move || futures_executor::block_on(monitor.snapshot());
     recorder();
@@ -162,14 +125,7 @@ fn lifecycle_metrics(runtime: &'static str) {
     reload.reload();
     wait_until("reloaded", || snapshot().last_reload.is_some());
     fail.store(true, Ordering::SeqCst);
-    wait_until("restarted", || {
-        let snapshot = snapshot();
-        snapshot.components.iter().any(|c| c.restarts == 1)
-            && snapshot
-                .components
-                .iter()
-                .all(|c| c.state == lifecycle::ComponentState::Running)
-    });
+    wait_until("restarted", || restarted_once(&snapshot()));
     let running = scrape();
     let worker_name = name("worker");
     for component in [name("settings"), worker_name.clone(), http_name.clone()] {

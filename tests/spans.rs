@@ -14,10 +14,12 @@ mod common;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::routing::get;
-use common::{h2_connect, h2_get, run_in_background};
+use common::{
+    h2_connect, h2_get, restarted_once, run_in_background, serving_reloading_restarting, wait_until,
+};
 use lifecycle::prelude::*;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
@@ -136,26 +138,6 @@ where
     }
 }
 
-/// A component that only reloads.
-struct Settings(String);
-
-#[async_trait]
-impl Component for Settings {
-    fn name(&self) -> &str {
-        &self.0
-    }
-    async fn start(&mut self, _: &StartContext) -> Result<(), BoxError> {
-        Ok(())
-    }
-    async fn stop(&mut self, _: &StopContext) -> Result<(), BoxError> {
-        Ok(())
-    }
-    async fn reload(&mut self, _: &ReloadContext) -> Result<(), BoxError> {
-        tracing::info!("settings reloaded");
-        Ok(())
-    }
-}
-
 fn get_hello(addr: std::net::SocketAddr, connection: &mut Option<std::net::TcpStream>) {
     use std::io::{Read, Write};
     let stream = connection.get_or_insert_with(|| std::net::TcpStream::connect(addr).unwrap());
@@ -171,14 +153,6 @@ fn get_hello(addr: std::net::SocketAddr, connection: &mut Option<std::net::TcpSt
         data.extend_from_slice(&buffer[..n]);
     }
     assert!(data.starts_with(b"HTTP/1.1 200"));
-}
-
-fn wait_until(what: &str, done: impl Fn() -> bool) {
-    let began = Instant::now();
-    while !done() {
-        assert!(began.elapsed() < Duration::from_secs(10), "never: {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 /// Runs the app on `runtime`, its component names suffixed with `-{runtime}`.
@@ -218,18 +192,7 @@ fn serve_reload_restart_stop(runtime: &'static str) {
         .named(name("http"))
         .serve(router);
     let addr = http.local_addr();
-    let app = App::builder()
-        .config(Config::default().shutdown_timeout(Duration::from_secs(10)))
-        .add(Settings(name("settings")))
-        .add_with(
-            worker,
-            Options::new().restart(
-                Restart::on_failure().backoff(Duration::from_millis(10), Duration::from_millis(10)),
-            ),
-        )
-        .add(http)
-        .build()
-        .unwrap();
+    let app = serving_reloading_restarting(name("settings"), worker, http);
     let (handle, reload, monitor) = (app.handle(), app.reload_handle(), app.health());
     let snapshot = move || futures_executor::block_on(monitor.snapshot());
     let app = run_in_background(runtime, app);
@@ -245,14 +208,7 @@ fn serve_reload_restart_stop(runtime: &'static str) {
     reload.reload();
     wait_until("reloaded", || snapshot().last_reload.is_some());
     fail.store(true, Ordering::SeqCst);
-    wait_until("restarted", || {
-        let snapshot = snapshot();
-        snapshot.components.iter().any(|c| c.restarts == 1)
-            && snapshot
-                .components
-                .iter()
-                .all(|c| c.state == lifecycle::ComponentState::Running)
-    });
+    wait_until("restarted", || restarted_once(&snapshot()));
     get_hello(addr, &mut None);
     handle.shutdown();
     let report = app.join().unwrap();

@@ -410,3 +410,63 @@ pub fn run_in_background(runtime: &'static str, app: App) -> std::thread::JoinHa
     }
     app
 }
+
+/// Polls `done` every 5 ms; fails the test, naming `what`, after 10 s.
+pub fn wait_until(what: &str, done: impl Fn() -> bool) {
+    let began = std::time::Instant::now();
+    while !done() {
+        assert!(began.elapsed() < Duration::from_secs(10), "never: {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A component that only reloads, logging `settings reloaded`.
+pub struct Reloads(pub String);
+
+#[async_trait]
+impl Component for Reloads {
+    fn name(&self) -> &str {
+        &self.0
+    }
+    async fn start(&mut self, _: &StartContext) -> Result<(), BoxError> {
+        Ok(())
+    }
+    async fn stop(&mut self, _: &StopContext) -> Result<(), BoxError> {
+        Ok(())
+    }
+    async fn reload(&mut self, _: &ReloadContext) -> Result<(), BoxError> {
+        tracing::info!("settings reloaded");
+        Ok(())
+    }
+}
+
+/// The telemetry tests' app: `settings` (reloads), `worker` (restarted on failure after
+/// 10 ms) and `http`, on a 10 s budget.
+#[cfg(feature = "http")]
+pub fn serving_reloading_restarting(
+    settings: String,
+    worker: Background,
+    http: lifecycle::HttpServer,
+) -> App {
+    App::builder()
+        .config(Config::default().shutdown_timeout(Duration::from_secs(10)))
+        .add(Reloads(settings))
+        .add_with(
+            worker,
+            Options::new().restart(
+                Restart::on_failure().backoff(Duration::from_millis(10), Duration::from_millis(10)),
+            ),
+        )
+        .add(http)
+        .build()
+        .unwrap()
+}
+
+/// Whether a component has been restarted once and every component runs again.
+pub fn restarted_once(snapshot: &lifecycle::Snapshot) -> bool {
+    snapshot.components.iter().any(|c| c.restarts == 1)
+        && snapshot
+            .components
+            .iter()
+            .all(|c| c.state == lifecycle::ComponentState::Running)
+}
