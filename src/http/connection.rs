@@ -4,8 +4,8 @@
 use std::future::Future;
 use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::task::Poll;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use futures_util::future::{select, Either};
@@ -30,8 +30,11 @@ pub(super) struct ConnState {
     pub(super) request_arrived: AtomicWaker,
     /// Requests whose response is not complete yet.
     pub(super) active: AtomicUsize,
-    /// When the connection last had no request in flight: accepted, or its last response
-    /// complete ([`Server::clock`]).
+    /// When the connection last had no request in flight: accepted ([`Server::clock`]),
+    /// or [`IDLE_UNSTAMPED`] when its last response completed since the timeout last
+    /// looked, which then stamps it: a request reads no clock, and the idle timeout
+    /// counts from at most a header read timeout after the response (it looks that
+    /// often).
     pub(super) idle_since: AtomicU64,
     /// Whether the first bytes of a next HTTP/1 request came on an idle keep-alive
     /// connection, and since when the timeout counts: [`NO_HEAD`] when no head is being
@@ -110,53 +113,54 @@ impl ConnState {
     /// - otherwise (an idle keep-alive connection, an HTTP/2 connection with no open
     ///   stream): the idle timeout since its last response.
     ///
-    /// One runtime sleep per connection, moved only when it fires early: a request costs
-    /// a clock reading, no timer.
+    /// One runtime sleep per connection, moved only when it fires early, looking again
+    /// at least once per header read timeout (for a head begun, a response completed
+    /// meanwhile): a request costs neither a timer nor a clock reading.
     pub(super) async fn timed_out(&self) -> &'static str {
         let server = &*self.server;
         let header_read = server.limits.header_read_timeout;
-        let at =
-            |clock: &AtomicU64| server.epoch + Duration::from_nanos(clock.load(Ordering::Acquire));
         loop {
             let now = server.runtime.now();
-            let http1 = !self.http2.load(Ordering::Acquire);
+            // When `clock` says, stamped now if it was left for the timeout to stamp.
+            let since = |clock: &AtomicU64, unstamped: u64| {
+                let _ = clock.compare_exchange(
+                    unstamped,
+                    server.clock_at(now),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                );
+                server.epoch + Duration::from_nanos(clock.load(Ordering::Acquire))
+            };
             let (deadline, reason) = if self.is_busy() {
                 (now.checked_add(header_read), "")
             } else if self.received.load(Ordering::Acquire) == 0 {
                 let reason = "no request within the header read timeout";
-                (at(&self.idle_since).checked_add(header_read), reason)
+                let accepted = since(&self.idle_since, IDLE_UNSTAMPED);
+                (accepted.checked_add(header_read), reason)
             } else if self.head_since.load(Ordering::Acquire) != NO_HEAD {
-                let _ = self.head_since.compare_exchange(
-                    HEAD_BEGUN,
-                    server.clock(),
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                );
                 let reason = "a request's head incomplete at the header read timeout";
-                (at(&self.head_since).checked_add(header_read), reason)
+                let head_seen = since(&self.head_since, HEAD_BEGUN);
+                (head_seen.checked_add(header_read), reason)
             } else {
                 let reason = "idle for the idle timeout";
-                (
-                    at(&self.idle_since).checked_add(server.limits.idle_timeout),
-                    reason,
-                )
+                let idle = since(&self.idle_since, IDLE_UNSTAMPED);
+                (idle.checked_add(server.limits.idle_timeout), reason)
             };
             match deadline {
                 Some(deadline) if deadline <= now && !self.is_busy() => return reason,
-                // An idle HTTP/1 connection looks again within the header read timeout,
-                // for a head begun meanwhile (at most one wake per header read timeout,
-                // not one per request).
-                Some(deadline) if http1 => {
+                Some(deadline) => {
                     let look_again = now.checked_add(header_read).unwrap_or(deadline);
                     server.runtime.sleep_until(deadline.min(look_again)).await;
                 }
-                Some(deadline) => server.runtime.sleep_until(deadline).await,
                 // A timeout too long to reach: look again later.
                 None => server.runtime.sleep(UNREACHABLE_RECHECK).await,
             }
         }
     }
 }
+
+/// [`ConnState::idle_since`] when the last response completed after the timeout last looked.
+const IDLE_UNSTAMPED: u64 = u64::MAX;
 
 /// [`ConnState::head_since`] when no request's head is being read.
 const NO_HEAD: u64 = u64::MAX;
@@ -201,8 +205,7 @@ impl Drop for RequestGuard {
     fn drop(&mut self) {
         // Before the count, so that a connection seen idle has its new idle time.
         let conn = &self.conn;
-        conn.idle_since
-            .store(conn.server.clock(), Ordering::Release);
+        conn.idle_since.store(IDLE_UNSTAMPED, Ordering::Release);
         conn.active.fetch_sub(1, Ordering::AcqRel);
         if let (Some(traced), Some(_)) = (&conn.server.traced, &self._counted) {
             traced.in_flight(-1.0);
@@ -220,7 +223,7 @@ where
     let mut connection = pin!(connection);
     let reason = {
         let served = pin!(drain(connection.as_mut(), conn));
-        match select(served, pin!(conn.timed_out())).await {
+        match select(served, pin!(Quiet::new(conn.timed_out()))).await {
             Either::Left(_) => return,
             Either::Right((reason, _)) => reason,
         }
@@ -254,7 +257,7 @@ where
     });
     let stopped = match select(
         connection.as_mut(),
-        select(server.stopping.clone(), http2_trigger),
+        pin!(Quiet::new(select(server.stopping.clone(), http2_trigger))),
     )
     .await
     {
@@ -360,5 +363,151 @@ where
 {
     fn graceful_shutdown(self: Pin<&mut Self>) {
         auto::UpgradeableConnection::graceful_shutdown(self)
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A future polled only after it woke itself: next to a connection, which wakes at every
+    /// request, what waits for rarer events (a timeout's sleep, the stop, the trigger) is not
+    /// polled along with it each time. Polling them would cost more than the wait: the stop's
+    /// shared future takes a lock shared by every connection of the server at each poll.
+    pub(super) struct Quiet<F> {
+        #[pin]
+        inner: F,
+        woken: Arc<Woken>,
+        // The task's waker given to `woken` last: a task polled again with the same one
+        // (always, on tokio and smol) costs a comparison, not a lock.
+        task: Option<Waker>,
+    }
+}
+
+/// Whether a [`Quiet`] future woke itself, and the task to wake when it does. (A mutex
+/// where an `AtomicWaker` would do at first sight: that one gives its waker away at a
+/// wake, and would have to be given it again at every poll.)
+struct Woken {
+    woken: AtomicBool,
+    task: Mutex<Option<Waker>>,
+}
+
+impl Wake for Woken {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        let task = self.task.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(task) = &*task {
+            task.wake_by_ref();
+        }
+    }
+}
+
+impl<F: Future> Quiet<F> {
+    pub(super) fn new(inner: F) -> Self {
+        Quiet {
+            inner,
+            // Polled the first time, to register its waker.
+            woken: Arc::new(Woken {
+                woken: AtomicBool::new(true),
+                task: Mutex::new(None),
+            }),
+            task: None,
+        }
+    }
+}
+
+impl<F: Future> Future for Quiet<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        // Registered before the look: a wake after the look wakes this task.
+        if !this
+            .task
+            .as_ref()
+            .is_some_and(|task| task.will_wake(cx.waker()))
+        {
+            let mut task = this
+                .woken
+                .task
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            *task = Some(cx.waker().clone());
+            *this.task = Some(cx.waker().clone());
+        }
+        // A load first: a connection's own wakes find it unset; then a swap, so that a
+        // wake between the two is not lost.
+        if !this.woken.woken.load(Ordering::Acquire)
+            || !this.woken.woken.swap(false, Ordering::AcqRel)
+        {
+            return Poll::Pending;
+        }
+        let waker = Waker::from(this.woken.clone());
+        this.inner.poll(&mut Context::from_waker(&waker))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::pin::pin;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::task::{Context, Poll, Wake, Waker};
+
+    use super::Quiet;
+
+    /// A task's waker that counts its wakes.
+    struct Task(AtomicUsize);
+
+    impl Wake for Task {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_quiet_future_is_polled_after_each_of_its_own_wakes_and_only_then() {
+        let polls = Arc::new(AtomicUsize::new(0));
+        let own_waker = Arc::new(Mutex::new(None::<Waker>));
+        let inner = {
+            let (polls, own_waker) = (polls.clone(), own_waker.clone());
+            std::future::poll_fn(move |cx| {
+                polls.fetch_add(1, Ordering::SeqCst);
+                *own_waker.lock().unwrap() = Some(cx.waker().clone());
+                Poll::<()>::Pending
+            })
+        };
+        let task = Arc::new(Task(AtomicUsize::new(0)));
+        let waker = Waker::from(task.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut quiet = pin!(Quiet::new(inner));
+        assert!(quiet.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(polls.load(Ordering::SeqCst), 1, "polled once to register");
+        for _ in 0..3 {
+            assert!(quiet.as_mut().poll(&mut cx).is_pending());
+        }
+        assert_eq!(
+            polls.load(Ordering::SeqCst),
+            1,
+            "the task's other wakes do not poll it"
+        );
+        for wake in 1..=3 {
+            let own = own_waker.lock().unwrap().take().unwrap();
+            own.wake();
+            assert_eq!(
+                task.0.load(Ordering::SeqCst),
+                wake,
+                "its wake wakes the task"
+            );
+            assert!(quiet.as_mut().poll(&mut cx).is_pending());
+            assert!(quiet.as_mut().poll(&mut cx).is_pending());
+            assert_eq!(
+                polls.load(Ordering::SeqCst),
+                1 + wake,
+                "polled once per wake"
+            );
+        }
     }
 }

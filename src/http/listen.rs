@@ -137,8 +137,14 @@ pub(crate) struct Server {
 impl Server {
     /// The runtime's clock, in nanoseconds since the server started: an atomic's worth.
     pub(crate) fn clock(&self) -> u64 {
-        let elapsed = self.runtime.now().saturating_duration_since(self.epoch);
-        u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX)
+        self.clock_at(self.runtime.now())
+    }
+
+    /// [`Server::clock`] at `now`. (It never reaches the markers a clock of a connection
+    /// keeps at its top values: that is 584 years.)
+    pub(crate) fn clock_at(&self, now: Instant) -> u64 {
+        let elapsed = now.saturating_duration_since(self.epoch);
+        u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX - 2)
     }
 }
 

@@ -138,7 +138,9 @@ impl HttpServer {
 
     /// How long a connection may stay open with no request in flight after its last
     /// response (default 620 s): an HTTP/1 keep-alive connection is then closed, an HTTP/2
-    /// connection with no open stream gets a GOAWAY and is closed.
+    /// connection with no open stream gets a GOAWAY and is closed. It is closed within a
+    /// [header read timeout](HttpServer::header_read_timeout) after that, never before:
+    /// the connection's timer looks at it that often, so that a request reads no clock.
     ///
     /// Behind a load balancer that reuses idle connections, keep it longer than the
     /// balancer's own idle timeout, so that the balancer always closes first: a server

@@ -1,6 +1,7 @@
 //! What a connection's bytes say, read as they come: HTTP/2 or HTTP/1 from its first
 //! bytes, and on an idle HTTP/1 keep-alive connection, when a next request begins.
 
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -17,7 +18,7 @@ pub(super) const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// A connection's I/O that tells its [`ConnState`] whether the client opened with the
 /// HTTP/2 preface, from the first bytes read (hyper-util's `auto` reads the same bytes to
 /// choose the protocol, and does not say), and when the first bytes of a next HTTP/1
-/// request come on an idle keep-alive connection ([`ConnState::bytes_read`]): from then
+/// request come on an idle keep-alive connection ([`ConnState::head_begun`]): from then
 /// its head has the header read timeout, not the idle timeout.
 pub(super) struct Sniffed {
     pub(super) io: HyperIo,
@@ -35,21 +36,22 @@ impl Sniffed {
         }
     }
 
-    /// Reads through a small buffer of its own, to look at the bytes (hyper's cursor
-    /// cannot say how many bytes a read put in it).
-    fn read_seen(
+    /// Reads the connection's first bytes through a small buffer of its own, to look at
+    /// them (hyper's cursor does not show what a read put in it); uninitialised, so
+    /// that a read costs a copy of what came, not a fill of the buffer.
+    fn read_first(
         &mut self,
         cx: &mut Context<'_>,
         buf: &mut hyper::rt::ReadBufCursor<'_>,
-        seen: impl FnOnce(&mut Self, &[u8]),
+        matched: usize,
     ) -> Poll<std::io::Result<()>> {
-        let mut first = [0u8; 1024];
+        let mut first = [MaybeUninit::<u8>::uninit(); 1024];
         let room = buf.remaining().min(first.len());
-        let mut read = hyper::rt::ReadBuf::new(&mut first[..room]);
+        let mut read = hyper::rt::ReadBuf::uninit(&mut first[..room]);
         ready!(Pin::new(&mut self.io).poll_read(cx, read.unfilled()))?;
         let bytes = read.filled();
         buf.put_slice(bytes);
-        seen(self, bytes);
+        self.sniff(matched, bytes);
         Poll::Ready(Ok(()))
     }
 
@@ -75,15 +77,17 @@ impl hyper::rt::Read for Sniffed {
         mut buf: hyper::rt::ReadBufCursor<'_>,
     ) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
-        match this.matched {
-            Some(matched) => this.read_seen(cx, &mut buf, |this, bytes| this.sniff(matched, bytes)),
-            None if this.conn.awaits_head() => this.read_seen(cx, &mut buf, |this, bytes| {
-                if !bytes.is_empty() {
-                    this.conn.head_begun();
-                }
-            }),
-            None => Pin::new(&mut this.io).poll_read(cx, buf),
+        if let Some(matched) = this.matched {
+            return this.read_first(cx, &mut buf, matched);
         }
+        let awaits_head = this.conn.awaits_head();
+        let read = Pin::new(&mut this.io).poll_read(cx, buf);
+        // A read that completes puts bytes in hyper's buffer, or is the end of the
+        // stream (which ends the connection anyway): read in place, not copied to look.
+        if awaits_head && matches!(read, Poll::Ready(Ok(()))) {
+            this.conn.head_begun();
+        }
+        read
     }
 }
 
