@@ -221,12 +221,8 @@ where
     C: GracefulConnection,
 {
     let mut connection = pin!(connection);
-    let reason = {
-        let served = pin!(drain(connection.as_mut(), conn));
-        match select(served, pin!(Quiet::new(conn.timed_out()))).await {
-            Either::Left(_) => return,
-            Either::Right((reason, _)) => reason,
-        }
+    let Err(reason) = drain(connection.as_mut(), conn).await else {
+        return;
     };
     tracing::debug!("{reason}: connection closed");
     if conn.http2.load(Ordering::Acquire) {
@@ -241,8 +237,12 @@ where
 /// first request says so: one idle at the trigger or opened during the drain gets it with
 /// its first answer); then gives a connection without a request in
 /// flight a short grace to deliver one, closes it if it does not, and lets requests in
-/// flight finish.
-pub(super) async fn drain<C>(mut connection: Pin<&mut C>, conn: &ConnState)
+/// flight finish. Until the stop, the connection's timeouts ([`ConnState::timed_out`])
+/// end it with their reason; from the stop on, the drain's grace and deadline do.
+pub(super) async fn drain<C>(
+    mut connection: Pin<&mut C>,
+    conn: &ConnState,
+) -> Result<(), &'static str>
 where
     C: GracefulConnection,
 {
@@ -255,20 +255,25 @@ where
         conn.http2_requested().await;
         server.token.wait().await;
     });
-    let stopped = match select(
-        connection.as_mut(),
-        pin!(Quiet::new(select(server.stopping.clone(), http2_trigger))),
-    )
-    .await
-    {
-        Either::Left(_) => return,
-        Either::Right((Either::Left((stopped, _)), _)) => stopped,
-        Either::Right((Either::Right(((), stopping)), _)) => {
+    // The connection is polled at each of its wakes (every request), what waits for
+    // the rarer events only after one of them woke.
+    let timed_out = pin!(conn.timed_out());
+    let events = Quiet::new(select(
+        select(server.stopping.clone(), http2_trigger),
+        timed_out,
+    ));
+    let stopped = match select(connection.as_mut(), pin!(events)).await {
+        Either::Left(_) => return Ok(()),
+        Either::Right((Either::Right((reason, _)), _)) => return Err(reason),
+        Either::Right((Either::Left((Either::Left((stopped, _)), _)), _)) => stopped,
+        Either::Right((Either::Left((Either::Right(((), stopping)), _)), _)) => {
             connection.as_mut().graceful_shutdown();
             goaway_sent = true;
-            match select(connection.as_mut(), stopping).await {
-                Either::Left(_) => return,
-                Either::Right((stopped, _)) => stopped,
+            let timed_out = pin!(conn.timed_out());
+            match select(connection.as_mut(), select(stopping, timed_out)).await {
+                Either::Left(_) => return Ok(()),
+                Either::Right((Either::Left((stopped, _)), _)) => stopped,
+                Either::Right((Either::Right((reason, _)), _)) => return Err(reason),
             }
         }
     };
@@ -285,7 +290,7 @@ where
         && !idle_keep_alive
         && !request_within(connection.as_mut(), conn, grace_end).await
     {
-        return;
+        return Ok(());
     }
     if !goaway_sent {
         connection.as_mut().graceful_shutdown();
@@ -293,9 +298,10 @@ where
     // Idle keep-alive connections end here at once. One that then reads a new request's
     // first bytes without completing it holds no work: close it after the grace.
     if !conn.is_busy() && !request_within(connection.as_mut(), conn, grace_end).await {
-        return;
+        return Ok(());
     }
     let _ = connection.await;
+    Ok(())
 }
 
 /// The stream HTTP is spoken on: the accepted one, or what the user's handshake made of
