@@ -23,9 +23,29 @@ use crate::sync::{wait_until, AtomicU64, Event, Flag, FlagWait, FlagWaitOn, Orde
 /// [`wait`](ShutdownToken::wait) can be dropped and called again at any time; no trigger
 /// is lost (check, listen, re-check).
 #[derive(Debug, Clone, Default)]
-pub struct ShutdownToken(Arc<Flag>);
+#[expect(
+    clippy::redundant_allocation,
+    reason = "the outer reference count is a fork's own (see `fork`)"
+)]
+pub struct ShutdownToken(Arc<Arc<Flag>>);
 
 impl ShutdownToken {
+    /// A token that sees the same trigger as this one, with a reference count of its own
+    /// for its clones: for code that clones a token very often on many threads (a server
+    /// hands one to each request), so that those clones do not all write the one count
+    /// that every clone of the app's token shares (a cache line that would go from core
+    /// to core at each clone and drop). Fork once per connection, say, and clone that.
+    ///
+    /// ```
+    /// let token = lifecycle_core::ShutdownToken::default();
+    /// let connection = token.fork(); // once per connection
+    /// let request = connection.clone(); // per request: counted on `connection` alone
+    /// assert_eq!(request.is_triggered(), token.is_triggered());
+    /// ```
+    pub fn fork(&self) -> ShutdownToken {
+        ShutdownToken(Arc::new(Arc::clone(&self.0)))
+    }
+
     /// Whether shutdown has begun.
     pub fn is_triggered(&self) -> bool {
         self.0.is_set()
@@ -53,7 +73,7 @@ impl ShutdownToken {
     /// # drop(shutdown);
     /// ```
     pub fn wait_owned(self) -> WaitForShutdownOwned {
-        WaitForShutdownOwned(FlagWaitOn::new(self.0))
+        WaitForShutdownOwned(FlagWaitOn::new(Arc::clone(&self.0)))
     }
 
     pub(crate) fn trigger(&self) -> bool {
@@ -155,19 +175,37 @@ impl ReloadHandle {
     }
 }
 
-/// The in-flight unit: the low 31 bits of the state count the work in flight.
+/// The in-flight unit: the low 31 bits of a shard count its work in flight.
 const ONE: u64 = 1;
-/// Set once someone has waited for idle: only then does the last guard's drop notify.
+/// Set once someone has waited for idle: only then does a drop that empties a shard
+/// notify. (In each shard, not on its own: a drop learns it from the atomic operation
+/// that counts it, so that either it sees the bit or the waiter sees its count.)
 const WAITED: u64 = 1 << 31;
-/// The arrival unit: the high 32 bits count (wrapping) every guard ever taken.
+/// The arrival unit: the high 32 bits of a shard count (wrapping) every guard it took.
 const ARRIVAL: u64 = 1 << 32;
 const IN_FLIGHT_MASK: u64 = WAITED - 1;
+
+/// How many parts the count is split into: a guard counts on its thread's part, so that
+/// threads taking and dropping guards at once (a server's workers, at every request) do
+/// not write the same cache line. More than the cores of most machines that run a
+/// service; threads beyond it share parts. (Two under loom, which explores every order
+/// of each shard's operations: the models use two.)
+#[cfg(not(loom))]
+const SHARDS: usize = 8;
+#[cfg(loom)]
+const SHARDS: usize = 2;
+
+/// One part of the count, on a cache line of its own (two, for the CPUs that fetch lines
+/// in pairs).
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Shard(AtomicU64);
 
 #[derive(Debug, Default)]
 struct InFlightState {
     /// Arrivals in the high half, work in flight in the low half: one atomic add counts
-    /// both, so taking a guard costs one atomic operation.
-    state: AtomicU64,
+    /// both, so taking a guard costs one atomic operation, on its thread's shard.
+    shards: [Shard; SHARDS],
     idle: Event,
 }
 
@@ -175,9 +213,11 @@ struct InFlightState {
 /// for it to finish, with a deadline.
 ///
 /// Take a guard when the work arrives and drop it when the work is done: one atomic
-/// operation each. [`wait_idle`](InFlight::wait_idle) completes once nothing is in flight;
-/// once something has waited, the drop that brings the count to zero also notifies.
-/// Cheap to clone; clones share the count.
+/// operation each, on a part of the count kept for the thread that took it (so that
+/// threads do not contend). [`wait_idle`](InFlight::wait_idle) completes once nothing is
+/// in flight; once something has waited, a drop that empties its part also notifies.
+/// Cheap to clone; clones share the count. A guard taken through a
+/// [`fork`](InFlight::fork) holds that fork's reference, not the one every clone shares.
 ///
 /// Each component gets one from [`StartContext::in_flight`](crate::StartContext::in_flight)
 /// (the same one is in its [`StopContext`](crate::StopContext::in_flight)); the arrivals
@@ -197,7 +237,11 @@ struct InFlightState {
 /// # futures_executor::block_on(in_flight.wait_idle());
 /// ```
 #[derive(Debug, Clone, Default)]
-pub struct InFlight(Arc<InFlightState>);
+#[expect(
+    clippy::redundant_allocation,
+    reason = "the outer reference count is a fork's own (see `fork`)"
+)]
+pub struct InFlight(Arc<Arc<InFlightState>>);
 
 impl InFlight {
     /// A counter with nothing in flight.
@@ -205,69 +249,157 @@ impl InFlight {
         Self::default()
     }
 
+    /// The same counter, with a reference count of its own for the owned guards taken
+    /// through it: for code that takes guards very often on many threads (a server, one
+    /// per request), so that they do not all write the one reference count every clone
+    /// shares. Fork once per connection, say, and take that connection's guards from it.
+    ///
+    /// ```
+    /// let in_flight = lifecycle_core::InFlight::new();
+    /// let connection = in_flight.fork(); // once per connection
+    /// let request = connection.enter_owned(); // per request
+    /// assert_eq!(in_flight.count(), 1);
+    /// drop(request);
+    /// assert_eq!(in_flight.count(), 0);
+    /// ```
+    pub fn fork(&self) -> InFlight {
+        InFlight(Arc::new(Arc::clone(&self.0)))
+    }
+
     /// Counts one piece of work in flight until the guard is dropped.
     pub fn enter(&self) -> InFlightGuard<'_> {
-        self.0.enter();
-        InFlightGuard(&self.0)
+        InFlightGuard(&self.0, self.0.enter())
     }
 
     /// Like [`enter`](InFlight::enter), with a guard that owns a reference to the counter,
     /// to move into a spawned task.
     pub fn enter_owned(&self) -> OwnedInFlightGuard {
-        self.0.enter();
-        OwnedInFlightGuard(self.0.clone())
+        let shard = self.0.enter();
+        OwnedInFlightGuard(self.0.clone(), shard)
     }
 
     /// How much work is in flight now.
     pub fn count(&self) -> usize {
-        (self.0.state.load(Ordering::Acquire) & IN_FLIGHT_MASK) as usize
+        self.0.snapshot().1 as usize
     }
 
     /// Guards taken so far, wrapping at 2^32: it changes whenever work arrives.
     pub(crate) fn arrivals(&self) -> u32 {
-        (self.0.state.load(Ordering::Acquire) >> 32) as u32
+        self.0.snapshot().0
     }
 
     /// Completes once nothing is in flight (at once if nothing is).
     pub async fn wait_idle(&self) {
-        // Before the first listen, so that every drop to zero from then on notifies.
-        self.0.state.fetch_or(WAITED, Ordering::AcqRel);
-        wait_until(&self.0.idle, || self.count() == 0).await
+        // Before the first listen, so that every drop that empties a shard from then on
+        // notifies.
+        for shard in &self.0.shards {
+            shard.0.fetch_or(WAITED, Ordering::AcqRel);
+        }
+        wait_until(&self.0.idle, || self.0.snapshot().1 == 0).await
     }
 }
 
 impl InFlightState {
-    fn enter(&self) {
-        self.state.fetch_add(ARRIVAL + ONE, Ordering::AcqRel);
+    /// Counts a guard on the calling thread's shard, and says which.
+    fn enter(&self) -> usize {
+        let shard = shard();
+        self.shards[shard]
+            .0
+            .fetch_add(ARRIVAL + ONE, Ordering::AcqRel);
+        shard
     }
 
-    fn leave(&self) {
-        let before = self.state.fetch_sub(ONE, Ordering::AcqRel);
+    fn leave(&self, shard: usize) {
+        let before = self.shards[shard].0.fetch_sub(ONE, Ordering::AcqRel);
         if before & (WAITED | IN_FLIGHT_MASK) == WAITED | ONE {
             self.idle.notify(usize::MAX);
         }
     }
+
+    /// The arrivals (wrapping) and the work in flight, summed over the shards as they
+    /// were at one instant: the shards are read until two reads in a row agree. (One
+    /// read could see a guard's shard before it entered and another's after it left,
+    /// and sum to nothing in flight while the first is; a shard whose value did not
+    /// change between two reads took no guard meanwhile, as every guard adds an arrival,
+    /// and lost none, so the second read is the state at the end of the first.)
+    fn snapshot(&self) -> (u32, u64) {
+        let read = || {
+            self.shards
+                .each_ref()
+                .map(|shard| shard.0.load(Ordering::Acquire))
+        };
+        let mut last = read();
+        loop {
+            let now = read();
+            if now == last {
+                return now
+                    .iter()
+                    .fold((0u32, 0u64), |(arrivals, in_flight), &shard| {
+                        (
+                            arrivals.wrapping_add((shard >> 32) as u32),
+                            in_flight + (shard & IN_FLIGHT_MASK),
+                        )
+                    });
+            }
+            last = now;
+        }
+    }
+}
+
+/// The shard of the calling thread: given in turn to threads as they first take a guard.
+fn shard() -> usize {
+    #[cfg(not(loom))]
+    {
+        use std::cell::Cell;
+        use std::sync::atomic::AtomicUsize;
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        // A constant, given its shard at first use: a thread-local read, where a lazy
+        // thread-local would check its initialisation at each access.
+        thread_local! {
+            static SHARD: Cell<usize> = const { Cell::new(usize::MAX) };
+        }
+        SHARD.with(|shard| {
+            if shard.get() == usize::MAX {
+                shard.set(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % SHARDS);
+            }
+            shard.get()
+        })
+    }
+    // Under loom, what the model says (`loom_shard`): the same at each of its runs.
+    #[cfg(loom)]
+    {
+        LOOM_SHARD.with(|shard| shard.get())
+    }
+}
+
+#[cfg(loom)]
+::loom::thread_local! {
+    static LOOM_SHARD: std::cell::Cell<usize> = std::cell::Cell::new(0);
 }
 
 /// Work in flight on an [`InFlight`], until dropped.
 #[derive(Debug)]
 #[must_use = "the work counts as in flight only while the guard is alive"]
-pub struct InFlightGuard<'a>(&'a InFlightState);
+pub struct InFlightGuard<'a>(&'a InFlightState, usize);
 
 impl Drop for InFlightGuard<'_> {
     fn drop(&mut self) {
-        self.0.leave();
+        self.0.leave(self.1);
     }
 }
 
 /// Work in flight on an [`InFlight`], until dropped; `'static`, to move into a task.
 #[derive(Debug)]
 #[must_use = "the work counts as in flight only while the guard is alive"]
-pub struct OwnedInFlightGuard(Arc<InFlightState>);
+#[expect(
+    clippy::redundant_allocation,
+    reason = "the outer reference count is a fork's own (see `fork`)"
+)]
+pub struct OwnedInFlightGuard(Arc<Arc<InFlightState>>, usize);
 
 impl Drop for OwnedInFlightGuard {
     fn drop(&mut self) {
-        self.0.leave();
+        self.0.leave(self.1);
     }
 }
 
@@ -277,6 +409,9 @@ impl Drop for OwnedInFlightGuard {
 mod loom {
     use loom::future::block_on;
     use loom::thread;
+
+    use loom::sync::atomic::{AtomicBool, Ordering};
+    use loom::sync::Arc;
 
     use super::{InFlight, ShutdownToken};
 
@@ -294,6 +429,21 @@ mod loom {
     }
 
     #[test]
+    fn loom_a_forked_token_and_its_clones_see_a_trigger_from_another_thread() {
+        loom::model(|| {
+            let token = ShutdownToken::default();
+            let trigger = token.clone();
+            let fork = token.fork();
+            let request = fork.clone();
+            let other = thread::spawn(move || assert!(trigger.trigger()));
+            block_on(request.wait());
+            assert!(fork.is_triggered() && token.is_triggered());
+            other.join().unwrap();
+            assert!(!fork.trigger(), "the fork's trigger is the same one");
+        });
+    }
+
+    #[test]
     fn loom_token_wakes_two_waiters() {
         loom::model(|| {
             let token = ShutdownToken::default();
@@ -307,7 +457,7 @@ mod loom {
 
     #[test]
     fn loom_wait_idle_sees_the_last_guard_dropped_on_other_threads() {
-        loom::model(|| {
+        bounded().check(|| {
             let in_flight = InFlight::new();
             let first = in_flight.enter_owned();
             let second = in_flight.enter_owned();
@@ -317,6 +467,42 @@ mod loom {
             assert_eq!(in_flight.count(), 0);
             one.join().unwrap();
             two.join().unwrap();
+        });
+    }
+
+    /// A model explored with at most three preemptions per run: `wait_idle` reads every
+    /// shard at least twice per look, which every order of, unbounded, is hours.
+    fn bounded() -> loom::model::Builder {
+        let mut builder = loom::model::Builder::new();
+        builder.preemption_bound = Some(3);
+        builder
+    }
+
+    /// Work that moves from one shard to another while `wait_idle` reads them (a guard
+    /// taken on the shard it read already, then one dropped on the shard it reads next)
+    /// is never taken for nothing in flight.
+    #[test]
+    fn loom_wait_idle_is_not_fooled_by_work_moving_between_shards() {
+        bounded().check(|| {
+            let in_flight = InFlight::new();
+            super::LOOM_SHARD.with(|shard| shard.set(1));
+            let first = in_flight.enter_owned();
+            let second_dropped = Arc::new(AtomicBool::new(false));
+            let other = {
+                let (in_flight, second_dropped) = (in_flight.clone(), second_dropped.clone());
+                thread::spawn(move || {
+                    let second = in_flight.enter_owned(); // on shard 0
+                    drop(first);
+                    second_dropped.store(true, Ordering::SeqCst);
+                    drop(second);
+                })
+            };
+            block_on(in_flight.wait_idle());
+            assert!(
+                second_dropped.load(Ordering::SeqCst),
+                "idle while the second guard was alive"
+            );
+            other.join().unwrap();
         });
     }
 

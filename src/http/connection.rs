@@ -13,7 +13,7 @@ use futures_util::task::AtomicWaker;
 use hyper::body::{Body, Incoming};
 use hyper::{Request, Response};
 use hyper_util::server::conn::auto;
-use lifecycle_core::{BoxError, OwnedInFlightGuard};
+use lifecycle_core::{BoxError, InFlight, OwnedInFlightGuard, ShutdownToken};
 
 use super::listen::Server;
 use super::panics::Executor;
@@ -22,6 +22,11 @@ use crate::net::{HyperIo, Stream};
 /// What one connection has seen, for its drain and its header read timeout.
 pub(super) struct ConnState {
     pub(super) server: Arc<Server>,
+    /// The component's token and in-flight counter, forked for this connection: each
+    /// request takes a clone of the token (its extension) and a guard, counted on the
+    /// fork's reference count rather than on the one every connection shares.
+    pub(super) token: ShutdownToken,
+    pub(super) requests: InFlight,
     /// Requests received (their headers complete).
     pub(super) received: AtomicUsize,
     /// Whether the drain waits for this connection's next request, and who waits
@@ -56,6 +61,8 @@ impl ConnState {
     pub(super) fn new(server: Arc<Server>) -> Self {
         ConnState {
             idle_since: AtomicU64::new(server.clock()),
+            token: server.token.fork(),
+            requests: server.requests.fork(),
             head_since: AtomicU64::new(NO_HEAD),
             server,
             received: AtomicUsize::new(0),

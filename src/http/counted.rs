@@ -107,12 +107,12 @@ where
                 }))
             }));
         }
-        let guard = RequestGuard::new(&self.conn, Some(server.requests.enter_owned()));
+        let guard = RequestGuard::new(&self.conn, Some(self.conn.requests.enter_owned()));
         let http1 = request.version() < Version::HTTP_2;
         if !http1 && !self.conn.http2_request.swap(true, Ordering::AcqRel) {
             self.conn.http2_request_seen.wake();
         }
-        request.extensions_mut().insert(server.token.clone());
+        request.extensions_mut().insert(self.conn.token.clone());
         let method = request.method().clone();
         let uri = request.uri().clone();
         let span = server
