@@ -14,7 +14,7 @@ use futures_util::future::Either;
 use http_body_util::{Either as EitherBody, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::header::{HeaderValue, CONNECTION, CONTENT_TYPE};
-use hyper::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper::{Method, Request, Response, StatusCode, Version};
 use hyper_util::service::{TowerToHyperService, TowerToHyperServiceFuture};
 use lifecycle_core::BoxError;
 use tracing::Span;
@@ -113,8 +113,7 @@ where
             self.conn.http2_request_seen.wake();
         }
         request.extensions_mut().insert(self.conn.token.clone());
-        let method = request.method().clone();
-        let uri = request.uri().clone();
+        let line = RequestLine::new(&request);
         let span = server
             .traced
             .as_ref()
@@ -125,8 +124,7 @@ where
             span,
             guard: Some(guard),
             http1,
-            method,
-            uri,
+            line,
         })
     }
 }
@@ -142,8 +140,7 @@ pin_project_lite::pin_project! {
         pub(super) guard: Option<RequestGuard>,
         pub(super) http1: bool,
         // For the log line of a handler's panic.
-        pub(super) method: Method,
-        pub(super) uri: Uri,
+        pub(super) line: RequestLine,
     }
 }
 
@@ -171,7 +168,7 @@ where
             Ok(response) => response.map_err(Into::into)?.map(EitherBody::Left),
             Err(panic) => {
                 if let Some(server) = server {
-                    let what = format_args!("{} {}", this.method, this.uri);
+                    let what = format_args!("{}", this.line);
                     server.panics.caught(panic, what);
                 }
                 let mut response =
@@ -191,6 +188,47 @@ where
                 .insert(CONNECTION, HeaderValue::from_static("close"));
         }
         Poll::Ready(Ok(response.map(|body| CountedBody { inner: body, guard })))
+    }
+}
+
+/// A request's method and target, copied for the log line of its handler's panic (the
+/// first [`RequestLine::KEPT`] bytes of the target): a clone of its `Uri` would share
+/// hyper's read buffer, which could then not be reused for the connection's next read
+/// while the handler runs (a new one, allocated and freed per request).
+pub(super) struct RequestLine {
+    method: Method,
+    target: [u8; RequestLine::KEPT],
+    len: u8,
+    cut: bool,
+}
+
+impl RequestLine {
+    const KEPT: usize = 64;
+
+    fn new<B>(request: &Request<B>) -> Self {
+        let target = request
+            .uri()
+            .path_and_query()
+            .map_or("/", |target| target.as_str())
+            .as_bytes();
+        let len = target.len().min(Self::KEPT);
+        let mut kept = [0; Self::KEPT];
+        kept[..len].copy_from_slice(&target[..len]);
+        RequestLine {
+            method: request.method().clone(),
+            target: kept,
+            len: len as u8,
+            cut: target.len() > len,
+        }
+    }
+}
+
+impl fmt::Display for RequestLine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A URI is ASCII: any cut is on a character's boundary.
+        let target = std::str::from_utf8(&self.target[..usize::from(self.len)]).unwrap_or("?");
+        let cut = if self.cut { "…" } else { "" };
+        write!(f, "{} {target}{cut}", self.method)
     }
 }
 
@@ -242,5 +280,24 @@ impl<B: Body<Error = BoxError>> Body for CountedBody<B> {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use hyper::Request;
+
+    use super::RequestLine;
+
+    #[test]
+    fn a_request_line_keeps_the_method_and_the_target_cut_at_its_length() {
+        let line = |target: &str| {
+            let request = Request::post(target).body(()).unwrap();
+            RequestLine::new(&request).to_string()
+        };
+        assert_eq!(line("/orders/7?full=1"), "POST /orders/7?full=1");
+        let long = format!("/{}", "a".repeat(100));
+        assert_eq!(line(&long), format!("POST {}…", &long[..RequestLine::KEPT]));
+        assert_eq!(line("http://example.com"), "POST /");
     }
 }
