@@ -365,7 +365,8 @@ fn shard() -> usize {
             shard.get()
         })
     }
-    // Under loom, what the model says (`loom_shard`): the same at each of its runs.
+    // Under loom, what the model sets (`LOOM_SHARD`, 0 unless set): the same at each of
+    // its runs.
     #[cfg(loom)]
     {
         LOOM_SHARD.with(|shard| shard.get())
@@ -471,7 +472,8 @@ mod loom {
     }
 
     /// A model explored with at most three preemptions per run: `wait_idle` reads every
-    /// shard at least twice per look, which every order of, unbounded, is hours.
+    /// shard at least twice per look, and exploring every order of those reads takes
+    /// hours.
     fn bounded() -> loom::model::Builder {
         let mut builder = loom::model::Builder::new();
         builder.preemption_bound = Some(3);
