@@ -206,11 +206,14 @@ impl RequestLine {
     const KEPT: usize = 64;
 
     fn new<B>(request: &Request<B>) -> Self {
-        let target = request
-            .uri()
-            .path_and_query()
-            .map_or("/", |target| target.as_str())
-            .as_bytes();
+        // A `CONNECT`'s target is an authority, with no path.
+        let uri = request.uri();
+        let target = match (uri.path_and_query(), uri.authority()) {
+            (Some(path), _) => path.as_str(),
+            (None, Some(authority)) => authority.as_str(),
+            (None, None) => "/",
+        }
+        .as_bytes();
         let len = target.len().min(Self::KEPT);
         let mut kept = [0; Self::KEPT];
         kept[..len].copy_from_slice(&target[..len]);
@@ -299,5 +302,10 @@ mod tests {
         let long = format!("/{}", "a".repeat(100));
         assert_eq!(line(&long), format!("POST {}…", &long[..RequestLine::KEPT]));
         assert_eq!(line("http://example.com"), "POST /");
+        let connect = Request::connect("example.com:443").body(()).unwrap();
+        assert_eq!(
+            RequestLine::new(&connect).to_string(),
+            "CONNECT example.com:443"
+        );
     }
 }
