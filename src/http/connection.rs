@@ -80,6 +80,14 @@ impl ConnState {
         self.active.load(Ordering::Acquire) > 0
     }
 
+    /// Notes that a request came over HTTP/2, waking the drain's wait for it (the first
+    /// time).
+    pub(super) fn note_http2_request(&self) {
+        if !self.http2_request.swap(true, Ordering::AcqRel) {
+            self.http2_request_seen.wake();
+        }
+    }
+
     /// Resolves once a request came over HTTP/2.
     pub(super) fn http2_requested(&self) -> impl Future<Output = ()> + '_ {
         std::future::poll_fn(|cx| {

@@ -5,7 +5,6 @@ use std::fmt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -94,31 +93,26 @@ where
     >;
 
     fn call(&self, mut request: Request<Incoming>) -> Self::Future {
-        let server = &self.conn.server;
-        if server.probes.is_some() && Probes::serves(request.uri().path()) {
-            // On the connection (a balancer's checks keep it alive), not in flight.
-            let guard = RequestGuard::new(&self.conn, None);
-            return Either::Left(Box::pin(async move {
-                let probes = guard.conn.server.probes.as_ref().expect("checked above");
-                let response = probes.respond(&request).await;
-                Ok(response.map(|body| CountedBody {
-                    inner: EitherBody::Right(body),
-                    guard: Some(guard),
-                }))
-            }));
+        let conn = &self.conn;
+        if conn.server.probes.is_some() && Probes::serves(request.uri().path()) {
+            return Either::Left(probe(conn, request));
         }
-        let guard = RequestGuard::new(&self.conn, Some(self.conn.requests.enter_owned()));
+        let guard = RequestGuard::new(conn, Some(conn.requests.enter_owned()));
         let http1 = request.version() < Version::HTTP_2;
-        if !http1 && !self.conn.http2_request.swap(true, Ordering::AcqRel) {
-            self.conn.http2_request_seen.wake();
+        if !http1 {
+            conn.note_http2_request();
         }
-        request.extensions_mut().insert(self.conn.token.clone());
+        request.extensions_mut().insert(conn.token.clone());
         let line = RequestLine::new(&request);
-        let span = server
+        let span = conn
+            .server
             .traced
             .as_ref()
             .map_or_else(Span::none, |traced| traced.span(&request));
-        let inner = span.in_scope(|| self.inner.call(request));
+        // Entered only if it is one: nothing runs for it when nobody traces.
+        let entered = (!span.is_none()).then(|| span.enter());
+        let inner = self.inner.call(request);
+        drop(entered);
         Either::Right(CountedCall {
             inner,
             span,
@@ -127,6 +121,27 @@ where
             line,
         })
     }
+}
+
+/// A probe's answer, on the connection (a balancer's checks keep it alive) but not in
+/// flight. Out of line: the requests of the service do not carry its code.
+#[inline(never)]
+fn probe<B>(
+    conn: &Arc<ConnState>,
+    request: Request<Incoming>,
+) -> crate::runtime::BoxFuture<Result<CountedResponse<B>, BoxError>>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+{
+    let guard = RequestGuard::new(conn, None);
+    Box::pin(async move {
+        let probes = guard.conn.server.probes.as_ref().expect("checked above");
+        let response = probes.respond(&request).await;
+        Ok(response.map(|body| CountedBody {
+            inner: EitherBody::Right(body),
+            guard: Some(guard),
+        }))
+    })
 }
 
 pin_project_lite::pin_project! {
@@ -153,8 +168,8 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let entered = this.span.enter();
         // The future is not polled again after a panic: the request is answered.
+        let entered = (!this.span.is_none()).then(|| this.span.enter());
         let polled = std::panic::catch_unwind(AssertUnwindSafe(|| this.inner.poll(cx)));
         drop(entered);
         let answered = match polled {
@@ -163,32 +178,52 @@ where
             Err(panic) => Err(panic),
         };
         let guard = this.guard.take();
-        let server = guard.as_ref().map(|guard| &*guard.conn.server);
         let mut response = match answered {
             Ok(response) => response.map_err(Into::into)?.map(EitherBody::Left),
-            Err(panic) => {
-                if let Some(server) = server {
-                    let what = format_args!("{}", this.line);
-                    server.panics.caught(panic, what);
-                }
-                let mut response =
-                    Response::new(EitherBody::Right(Full::from("internal server error\n")));
-                *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-                response.headers_mut().insert(
-                    CONTENT_TYPE,
-                    HeaderValue::from_static("text/plain; charset=utf-8"),
-                );
-                response
-            }
+            Err(panic) => panicked(guard.as_ref(), panic, this.line),
         };
-        if *this.http1 && server.is_some_and(|server| server.token.is_triggered()) {
-            // hyper closes the connection after this response.
-            response
-                .headers_mut()
-                .insert(CONNECTION, HeaderValue::from_static("close"));
+        if *this.http1 {
+            if let Some(guard) = &guard {
+                if guard.conn.server.token.is_triggered() {
+                    closing(&mut response);
+                }
+            }
         }
         Poll::Ready(Ok(response.map(|body| CountedBody { inner: body, guard })))
     }
+}
+
+/// A handler's panic, logged (or resumed, with `fail_on_panic`), as its request's `500`.
+#[cold]
+#[inline(never)]
+fn panicked<B>(
+    guard: Option<&RequestGuard>,
+    panic: Box<dyn std::any::Any + Send>,
+    line: &RequestLine,
+) -> Response<EitherBody<B, Full<Bytes>>> {
+    if let Some(guard) = guard {
+        guard
+            .conn
+            .server
+            .panics
+            .caught(panic, format_args!("{line}"));
+    }
+    let mut response = Response::new(EitherBody::Right(Full::from("internal server error\n")));
+    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// Marks an HTTP/1 response of the drain: hyper closes the connection after it.
+#[cold]
+#[inline(never)]
+fn closing<B>(response: &mut Response<B>) {
+    response
+        .headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
 }
 
 /// A request's method and target, copied for the log line of its handler's panic (the
@@ -263,13 +298,7 @@ impl<B: Body<Error = BoxError>> Body for CountedBody<B> {
         // resets the HTTP/2 stream (the head went out already). It is not polled again.
         let frame = match std::panic::catch_unwind(AssertUnwindSafe(|| this.inner.poll_frame(cx))) {
             Ok(frame) => frame,
-            Err(panic) => {
-                if let Some(guard) = this.guard.take() {
-                    let what = format_args!("a response body");
-                    guard.conn.server.panics.caught(panic, what);
-                }
-                return Poll::Ready(Some(Err("the response body panicked".into())));
-            }
+            Err(panic) => return Poll::Ready(Some(Err(body_panicked(this.guard.take(), panic)))),
         };
         if let Poll::Ready(None) = frame {
             *this.guard = None;
@@ -284,6 +313,17 @@ impl<B: Body<Error = BoxError>> Body for CountedBody<B> {
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
     }
+}
+
+/// A response body's panic, logged (or resumed, with `fail_on_panic`), as its error.
+#[cold]
+#[inline(never)]
+fn body_panicked(guard: Option<RequestGuard>, panic: Box<dyn std::any::Any + Send>) -> BoxError {
+    if let Some(guard) = guard {
+        let what = format_args!("a response body");
+        guard.conn.server.panics.caught(panic, what);
+    }
+    "the response body panicked".into()
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use hyper::body::{Body, Incoming};
 use hyper::{Request, Response};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
-use lifecycle_core::{BoxError, InFlight, ShutdownToken, Spawner};
+use lifecycle_core::{BoxError, InFlight, OwnedInFlightGuard, ShutdownToken, Spawner};
 
 use super::connection::{drive, handshake, ConnState};
 use super::counted::{Counted, Traced};
@@ -26,8 +26,11 @@ use crate::net::{HyperIo, Listener, RuntimeTimer, Stream};
 use crate::probe::Probes;
 use crate::runtime::{BoxFuture, Runtime};
 
-/// Serves one accepted connection until it ends or is dropped.
-pub(crate) type Serve = Arc<dyn Fn(Stream, Arc<Server>) -> BoxFuture<()> + Send + Sync>;
+/// Spawns the task that serves one accepted connection, holding its slot (the guard on
+/// [`Server::connections`]) until the connection ends. The task is spawned here, where
+/// the service's type is known, so that it is one future in one allocation: a connection
+/// is polled at every request, through every layer between the runtime and hyper.
+pub(crate) type Serve = Arc<dyn Fn(Stream, Arc<Server>, OwnedInFlightGuard) + Send + Sync>;
 
 /// The user's hyper options ([`HttpServer::hyper`](super::HttpServer::hyper)).
 pub(crate) type Configure = Arc<dyn Fn(&mut auto::Builder<Executor>) + Send + Sync>;
@@ -162,24 +165,36 @@ where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    Arc::new(move |stream: Stream, server: Arc<Server>| {
-        let service = service.clone();
-        Box::pin(async move {
-            let Some(io) = handshake(stream, &server).await else {
-                return;
-            };
-            let conn = Arc::new(ConnState::new(server.clone()));
-            let hyper_service = Counted {
-                inner: TowerToHyperService::new(service),
-                conn: conn.clone(),
-            };
-            let io = Sniffed::new(io, conn.clone());
-            let connection = server
-                .builder
-                .serve_connection_with_upgrades(io, hyper_service);
-            drive(connection, &conn).await;
-        })
-    })
+    Arc::new(
+        move |stream: Stream, server: Arc<Server>, slot: OwnedInFlightGuard| {
+            let service = service.clone();
+            let tasks = server.tasks.clone();
+            tasks.spawn(async move {
+                let connection = async {
+                    let Some(io) = handshake(stream, &server).await else {
+                        return;
+                    };
+                    let conn = Arc::new(ConnState::new(server.clone()));
+                    let hyper_service = Counted {
+                        inner: TowerToHyperService::new(service),
+                        conn: conn.clone(),
+                    };
+                    let io = Sniffed::new(io, conn.clone());
+                    let connection = server
+                        .builder
+                        .serve_connection_with_upgrades(io, hyper_service);
+                    drive(connection, &conn).await;
+                };
+                // Requests catch their handlers' panics; this is the last line that keeps
+                // any other panic to its connection.
+                if let Err(panic) = AssertUnwindSafe(connection).catch_unwind().await {
+                    server.panics.caught(panic, format_args!("a connection"));
+                }
+                drop(slot);
+                server.slot_freed.notify(1);
+            });
+        },
+    )
 }
 
 /// What [`listen`] needs beyond the listener and the service.
@@ -293,18 +308,8 @@ async fn accept_loop(server: &Arc<Server>, listener: &Listener) {
         }
         match listener.accept().await {
             Ok((stream, _peer)) => {
-                let alive = server.connections.enter_owned();
-                let connection = (server.serve)(stream, server.clone());
-                let server = server.clone();
-                server.tasks.clone().spawn(async move {
-                    // Requests catch their handlers' panics; this is the last line that
-                    // keeps any other panic to its connection.
-                    if let Err(panic) = AssertUnwindSafe(connection).catch_unwind().await {
-                        server.panics.caught(panic, format_args!("a connection"));
-                    }
-                    drop(alive);
-                    server.slot_freed.notify(1);
-                });
+                let slot = server.connections.enter_owned();
+                (server.serve)(stream, server.clone(), slot);
             }
             Err(error) => {
                 // Out of file descriptors, most likely: back off, keep the listener.
