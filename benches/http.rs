@@ -22,7 +22,19 @@
 //! of the CPU (`/proc/stat`; `HTTP_BENCH_OTHERS=<percent>` changes it, 100 under a
 //! profiler) is done again once the machine is quiet, up to four times.
 //! `HTTP_BENCH_ONLY=<part of a name>` keeps only the servers whose runtime and name
-//! contain it (`tokio lifecycle`, `smol hyper`).
+//! contain it (`tokio lifecycle`, `smol hyper`); `HTTP_BENCH_ROWS=<part of a row>` only
+//! the handlers and connection counts whose `<handler> c=<connections>` contains it
+//! (`sleep c=256`, `hello`).
+//!
+//! The verdicts against the targets give two ratios for each figure: of the medians (as
+//! the table), and the median of each round's ratio to that round's best peer. The
+//! second pairs runs a few seconds apart, so it is not moved by a drift of the machine
+//! between rounds, which on a shared 2-core machine moves a peer's median by up to 30%.
+//!
+//! `HTTP_BENCH_SERVE=<part of a name>` runs no load: it starts the one server whose
+//! runtime and name contain it, prints its address, and serves until its standard input
+//! closes, for a profiler or `valgrind --tool=callgrind` to watch under a load of one's
+//! own (BENCHMARKS.md counts instructions per request this way).
 //!
 //! With `HTTP_BENCH_DIAGNOSE` set, each runtime gets two more rows, not counted as peers,
 //! that tell where HttpServer's cost goes: its hyper peer given hyper's own header read
@@ -74,8 +86,10 @@ const CONNECTIONS: [usize; 2] = [64, 256];
 const ROUNDS: usize = 3;
 /// What a target allows: `HttpServer`'s throughput at least this share of the best peer's…
 const THROUGHPUT_TARGET: f64 = 0.97;
-/// … and its p99 at most this multiple of the best peer's.
+/// … and its p99 at most this multiple of the best peer's…
 const P99_TARGET: f64 = 1.05;
+/// … and its server CPU per request at most this multiple of the best peer's.
+const CPU_TARGET: f64 = 1.00;
 /// The share of the machine's CPU other processes may use during a measured run (a
 /// build next to the benchmark takes far more), unless `HTTP_BENCH_OTHERS` gives another
 /// (in percent; 100 to keep every run, as under a profiler).
@@ -653,17 +667,26 @@ struct Cell {
     server: Server,
     handler: Handler,
     connections: usize,
-    runs: Vec<Measure>,
+    /// Each measured run, with the round it ran in.
+    runs: Vec<(usize, Measure)>,
 }
 
 impl Cell {
     fn requests_per_s(&self) -> f64 {
-        median(self.runs.iter().map(|run| run.requests_per_s).collect())
+        median(
+            self.runs
+                .iter()
+                .map(|(_, run)| run.requests_per_s)
+                .collect(),
+        )
     }
 
     fn p99(&self) -> Duration {
         Duration::from_secs_f64(median(
-            self.runs.iter().map(|run| run.p99.as_secs_f64()).collect(),
+            self.runs
+                .iter()
+                .map(|(_, run)| run.p99.as_secs_f64())
+                .collect(),
         ))
     }
 
@@ -671,18 +694,41 @@ impl Cell {
         Duration::from_secs_f64(median(
             self.runs
                 .iter()
-                .map(|run| run.cpu_per_request.as_secs_f64())
+                .map(|(_, run)| run.cpu_per_request.as_secs_f64())
                 .collect(),
         ))
     }
 
     fn range(&self) -> (f64, f64) {
-        let rates = self.runs.iter().map(|run| run.requests_per_s);
+        let rates = self.runs.iter().map(|(_, run)| run.requests_per_s);
         (
             rates.clone().fold(f64::INFINITY, f64::min),
             rates.fold(0.0, f64::max),
         )
     }
+}
+
+/// The median over rounds of `figure(cell's run) / figure(best peer's run)` in the same
+/// round, the best being the largest figure if `higher_is_better`, else the smallest.
+fn paired_ratio(
+    cell: &Cell,
+    peers: &[&Cell],
+    figure: impl Fn(&Measure) -> f64,
+    higher_is_better: bool,
+) -> f64 {
+    let ratios = cell
+        .runs
+        .iter()
+        .filter_map(|(round, run)| {
+            let same_round = peers.iter().flat_map(|peer| &peer.runs);
+            let best = same_round
+                .filter(|(peer_round, _)| peer_round == round)
+                .map(|(_, peer_run)| figure(peer_run))
+                .reduce(|a, b| if (a > b) == higher_is_better { a } else { b })?;
+            Some(figure(run) / best)
+        })
+        .collect();
+    median(ratios)
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -711,6 +757,31 @@ fn thousands(rate: f64) -> String {
     format!("{:.1}k", rate / 1000.0)
 }
 
+/// `HTTP_BENCH_SERVE`: serves with the one server whose runtime and name contain
+/// `wanted` until standard input closes.
+fn serve_only<'a>(wanted: &str, servers: impl Iterator<Item = &'a Server>) {
+    let matching: Vec<Server> = servers
+        .filter(|server| format!("{} {}", server.runtime().name(), server.name()).contains(wanted))
+        .copied()
+        .collect();
+    let [server] = matching[..] else {
+        println!(
+            "http: HTTP_BENCH_SERVE={wanted:?} names {} servers, not one",
+            matching.len()
+        );
+        return;
+    };
+    let running = start(server);
+    println!(
+        "http: {} {} serving on http://{} until standard input closes",
+        server.runtime().name(),
+        server.name(),
+        running.addr
+    );
+    let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+    running.stop();
+}
+
 fn main() {
     if !std::env::args().any(|arg| arg == "--bench") {
         println!("http: a benchmark; run it with `cargo bench --all-features --bench http`");
@@ -725,14 +796,6 @@ fn main() {
         .and_then(|rounds| rounds.parse().ok())
         .filter(|&rounds| rounds > 0)
         .unwrap_or(ROUNDS);
-    let cores = thread::available_parallelism().map_or(0, usize::from);
-    println!(
-        "http: {rounds} rounds of `wrk -t2 -c{{64,256}} -d{DURATION_S}s --latency` (after a \
-         {WARMUP_S} s warm-up each), {cores} cores shared by the server and wrk; load average \
-         at the start: {}",
-        load_average()
-    );
-    let began = Instant::now();
 
     // The diagnosis rows (peers given HttpServer's header read timeout) only on request.
     let diagnose = std::env::var_os("HTTP_BENCH_DIAGNOSE").is_some();
@@ -757,18 +820,45 @@ fn main() {
         tokio_servers.retain(keep);
         smol_servers.retain(keep);
     }
+    if let Ok(wanted) = std::env::var("HTTP_BENCH_SERVE") {
+        serve_only(&wanted, tokio_servers.iter().chain(&smol_servers));
+        return;
+    }
+    // `HTTP_BENCH_ROWS=<part of a row>`: only the handlers and connection counts whose
+    // `<handler> c=<connections>` contains it.
+    let rows_wanted = std::env::var("HTTP_BENCH_ROWS").unwrap_or_default();
+    let rows: Vec<(Handler, usize)> = HANDLERS
+        .into_iter()
+        .flat_map(|handler| CONNECTIONS.map(|connections| (handler, connections)))
+        .filter(|(handler, connections)| {
+            format!("{} c={connections}", handler.name()).contains(rows_wanted.as_str())
+        })
+        .collect();
+    if rows.is_empty() {
+        println!(
+            "http: no row matches HTTP_BENCH_ROWS={rows_wanted:?} (rows: `hello c=64`, \
+             `1 ms sleep c=256`, …)"
+        );
+        return;
+    }
+    let cores = thread::available_parallelism().map_or(0, usize::from);
+    println!(
+        "http: {rounds} rounds of `wrk -t2 -c{{64,256}} -d{DURATION_S}s --latency` (after a \
+         {WARMUP_S} s warm-up each), {cores} cores shared by the server and wrk; load average \
+         at the start: {}",
+        load_average()
+    );
+    let began = Instant::now();
     let mut cells: Vec<Cell> = Vec::new();
     for servers in [&tokio_servers[..], &smol_servers[..]] {
         for &server in servers {
-            for handler in HANDLERS {
-                for connections in CONNECTIONS {
-                    cells.push(Cell {
-                        server,
-                        handler,
-                        connections,
-                        runs: Vec::new(),
-                    });
-                }
+            for &(handler, connections) in &rows {
+                cells.push(Cell {
+                    server,
+                    handler,
+                    connections,
+                    runs: Vec::new(),
+                });
             }
         }
     }
@@ -779,38 +869,36 @@ fn main() {
             for i in 0..servers.len() {
                 let server = servers[(i + round) % servers.len()];
                 let running = start(server);
-                for handler in HANDLERS {
-                    for connections in CONNECTIONS {
-                        let Some(measure) = measure(running.addr, handler, connections) else {
-                            continue;
-                        };
-                        println!(
-                            "round {}/{rounds}  {:5}  {:40} {:10} c={:<3}  {:>9.0} req/s  p99 {:>9}  server CPU {:>5.1} µs/req  others {:.1}%{}",
-                            round + 1,
-                            server.runtime().name(),
-                            server.name(),
-                            handler.name(),
-                            connections,
-                            measure.requests_per_s,
-                            human(measure.p99),
-                            measure.cpu_per_request.as_secs_f64() * 1e6,
-                            measure.others * 100.0,
-                            if measure.others > others_limit() {
-                                "  DISTURBED"
-                            } else {
-                                ""
-                            }
-                        );
-                        let cell = cells
-                            .iter_mut()
-                            .find(|cell| {
-                                cell.server == server
-                                    && cell.handler == handler
-                                    && cell.connections == connections
-                            })
-                            .expect("every cell is listed");
-                        cell.runs.push(measure);
-                    }
+                for &(handler, connections) in &rows {
+                    let Some(measure) = measure(running.addr, handler, connections) else {
+                        continue;
+                    };
+                    println!(
+                        "round {}/{rounds}  {:5}  {:40} {:10} c={:<3}  {:>9.0} req/s  p99 {:>9}  server CPU {:>5.1} µs/req  others {:.1}%{}",
+                        round + 1,
+                        server.runtime().name(),
+                        server.name(),
+                        handler.name(),
+                        connections,
+                        measure.requests_per_s,
+                        human(measure.p99),
+                        measure.cpu_per_request.as_secs_f64() * 1e6,
+                        measure.others * 100.0,
+                        if measure.others > others_limit() {
+                            "  DISTURBED"
+                        } else {
+                            ""
+                        }
+                    );
+                    let cell = cells
+                        .iter_mut()
+                        .find(|cell| {
+                            cell.server == server
+                                && cell.handler == handler
+                                && cell.connections == connections
+                        })
+                        .expect("every cell is listed");
+                    cell.runs.push((round, measure));
                 }
                 running.stop();
             }
@@ -829,72 +917,94 @@ fn main() {
             "| server | handler | connections | requests/s | p99 | server CPU per request | throughput / best peer | p99 / best peer | CPU per request / best peer |"
         );
         println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
-        for handler in HANDLERS {
-            for connections in CONNECTIONS {
-                let row: Vec<&Cell> = cells
-                    .iter()
-                    .filter(|cell| {
-                        cell.server.runtime() == rt
-                            && cell.handler == handler
-                            && cell.connections == connections
-                            && !cell.runs.is_empty()
-                    })
-                    .collect();
-                let peers = row.iter().filter(|cell| cell.server.is_peer());
-                let best_rate = peers
-                    .clone()
-                    .map(|cell| cell.requests_per_s())
-                    .fold(0.0, f64::max);
-                let best_p99 = peers
-                    .clone()
-                    .map(|cell| cell.p99().as_secs_f64())
-                    .fold(f64::INFINITY, f64::min);
-                let best_cpu = peers
-                    .map(|cell| cell.cpu_per_request().as_secs_f64())
-                    .fold(f64::INFINITY, f64::min);
-                for cell in &row {
-                    let (low, high) = cell.range();
-                    let rate_ratio = cell.requests_per_s() / best_rate;
-                    let p99_ratio = cell.p99().as_secs_f64() / best_p99;
-                    let cpu_ratio = cell.cpu_per_request().as_secs_f64() / best_cpu;
-                    let name = if cell.server.is_lifecycle() {
-                        format!("**{}**", cell.server.name())
-                    } else {
-                        cell.server.name().to_owned()
+        for &(handler, connections) in &rows {
+            let row: Vec<&Cell> = cells
+                .iter()
+                .filter(|cell| {
+                    cell.server.runtime() == rt
+                        && cell.handler == handler
+                        && cell.connections == connections
+                        && !cell.runs.is_empty()
+                })
+                .collect();
+            let peer_cells: Vec<&Cell> = row
+                .iter()
+                .copied()
+                .filter(|cell| cell.server.is_peer())
+                .collect();
+            let peers = peer_cells.iter();
+            let best_rate = peers
+                .clone()
+                .map(|cell| cell.requests_per_s())
+                .fold(0.0, f64::max);
+            let best_p99 = peers
+                .clone()
+                .map(|cell| cell.p99().as_secs_f64())
+                .fold(f64::INFINITY, f64::min);
+            let best_cpu = peers
+                .map(|cell| cell.cpu_per_request().as_secs_f64())
+                .fold(f64::INFINITY, f64::min);
+            for cell in &row {
+                let (low, high) = cell.range();
+                let rate_ratio = cell.requests_per_s() / best_rate;
+                let p99_ratio = cell.p99().as_secs_f64() / best_p99;
+                let cpu_ratio = cell.cpu_per_request().as_secs_f64() / best_cpu;
+                let name = if cell.server.is_lifecycle() {
+                    format!("**{}**", cell.server.name())
+                } else {
+                    cell.server.name().to_owned()
+                };
+                println!(
+                    "| {name} | {} | {connections} | {} ({}-{}) | {} | {:.1} µs | {rate_ratio:.2}× | {p99_ratio:.2}× | {cpu_ratio:.2}× |",
+                    handler.name(),
+                    thousands(cell.requests_per_s()),
+                    thousands(low),
+                    thousands(high),
+                    human(cell.p99()),
+                    cell.cpu_per_request().as_secs_f64() * 1e6,
+                );
+                if cell.server.is_lifecycle() && !peer_cells.is_empty() {
+                    let paired = |figure: fn(&Measure) -> f64, higher_is_better| {
+                        paired_ratio(cell, &peer_cells, figure, higher_is_better)
                     };
-                    println!(
-                        "| {name} | {} | {connections} | {} ({}-{}) | {} | {:.1} µs | {rate_ratio:.2}× | {p99_ratio:.2}× | {cpu_ratio:.2}× |",
+                    let verdict = |ratio: f64, paired: f64, met: fn(f64) -> bool| {
+                        let says = |ratio| if met(ratio) { "met" } else { "MISSED" };
+                        format!(
+                            "{ratio:.3}× {} (paired by round {paired:.3}× {})",
+                            says(ratio),
+                            says(paired)
+                        )
+                    };
+                    verdicts.push(format!(
+                        "{} {}, {connections} connections: throughput {} (target ≥ \
+                         {THROUGHPUT_TARGET}); p99 {} (target ≤ {P99_TARGET}); CPU per request \
+                         {} (target ≤ {CPU_TARGET:.2})",
+                        rt.name(),
                         handler.name(),
-                        thousands(cell.requests_per_s()),
-                        thousands(low),
-                        thousands(high),
-                        human(cell.p99()),
-                        cell.cpu_per_request().as_secs_f64() * 1e6,
-                    );
-                    if cell.server.is_lifecycle() {
-                        verdicts.push(format!(
-                            "{} {}, {connections} connections: throughput {rate_ratio:.3}× \
-                             (target ≥ {THROUGHPUT_TARGET}) {}, p99 {p99_ratio:.3}× (target ≤ \
-                             {P99_TARGET}) {}",
-                            rt.name(),
-                            handler.name(),
-                            if rate_ratio >= THROUGHPUT_TARGET {
-                                "met"
-                            } else {
-                                "MISSED"
-                            },
-                            if p99_ratio <= P99_TARGET {
-                                "met"
-                            } else {
-                                "MISSED"
-                            },
-                        ));
-                    }
+                        verdict(
+                            rate_ratio,
+                            paired(|run| run.requests_per_s, true),
+                            |ratio| ratio >= THROUGHPUT_TARGET
+                        ),
+                        verdict(
+                            p99_ratio,
+                            paired(|run| run.p99.as_secs_f64(), false),
+                            |ratio| ratio <= P99_TARGET
+                        ),
+                        verdict(
+                            cpu_ratio,
+                            paired(|run| run.cpu_per_request.as_secs_f64(), false),
+                            |ratio| ratio <= CPU_TARGET
+                        ),
+                    ));
                 }
             }
         }
     }
-    let runs: Vec<&Measure> = cells.iter().flat_map(|cell| &cell.runs).collect();
+    let runs: Vec<&Measure> = cells
+        .iter()
+        .flat_map(|cell| cell.runs.iter().map(|(_, run)| run))
+        .collect();
     let disturbed = runs
         .iter()
         .filter(|run| run.others > others_limit())
