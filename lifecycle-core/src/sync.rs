@@ -98,7 +98,7 @@ impl<F: Deref<Target = Flag> + Unpin> Future for FlagWaitOn<F> {
     type Output = ();
 
     // Inlined into a tracked task's poll, which looks at two flags at each wake.
-    #[inline]
+    #[inline(always)]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         if self.flag.is_set() {
             return Poll::Ready(());

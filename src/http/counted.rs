@@ -109,14 +109,23 @@ where
             .traced
             .as_ref()
             .map_or_else(Span::none, |traced| traced.span(&request));
-        // Entered only if it is one: nothing runs for it when nobody traces.
-        let entered = (!span.is_none()).then(|| span.enter());
-        let inner = self.inner.call(request);
-        drop(entered);
+        let guard = Some(guard);
+        // The service's future is built in place when nobody traces (a request's future
+        // is moved as a whole; this one is hundreds of bytes).
+        if span.is_none() {
+            return Either::Right(CountedCall {
+                inner: self.inner.call(request),
+                span,
+                guard,
+                http1,
+                line,
+            });
+        }
+        let inner = span.in_scope(|| self.inner.call(request));
         Either::Right(CountedCall {
             inner,
             span,
-            guard: Some(guard),
+            guard,
             http1,
             line,
         })
