@@ -177,8 +177,8 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        // The future is not polled again after a panic: the request is answered.
         let entered = (!this.span.is_none()).then(|| this.span.enter());
+        // The future is not polled again after a panic: the request is answered.
         let polled = std::panic::catch_unwind(AssertUnwindSafe(|| this.inner.poll(cx)));
         drop(entered);
         let answered = match polled {
