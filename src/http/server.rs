@@ -169,6 +169,13 @@ impl HttpServer {
     /// otherwise: 200 concurrent HTTP/2 streams per connection (Go: 250), 16 KB of
     /// HTTP/2 header list (Go: 1 MB of header bytes), 100 HTTP/1 headers.
     ///
+    /// HTTP/1 response bodies: on tokio, hyper queues a body next to its head and writes
+    /// both with one `writev` (as behind hyper-util's `TokioIo`), so a large body is not
+    /// copied; on async-io sockets and TLS streams it copies the body into the head's
+    /// buffer and writes once (as behind smol-hyper's adapter; for TLS, hyper's advice),
+    /// cheaper for small bodies. `builder.http1().writev(true)` queues there too,
+    /// `writev(false)` copies on tokio.
+    ///
     /// ```no_run
     /// # fn f(router: axum::Router) -> std::io::Result<()> {
     /// use std::time::Duration;

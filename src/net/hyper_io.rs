@@ -146,6 +146,35 @@ impl hyper::rt::Write for HyperIo {
         }
     }
 
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match &mut self.get_mut().0 {
+            #[cfg(feature = "smol")]
+            HyperKind::Async(io) => io.stream().poll_write_vectored(cx, bufs),
+            #[cfg(feature = "tokio")]
+            HyperKind::Tokio(io) => Pin::new(io).poll_write_vectored(cx, bufs),
+            HyperKind::Boxed(io) => io.stream().poll_write_vectored(cx, bufs),
+        }
+    }
+
+    /// Whether hyper should queue a response's body next to its head and write both with
+    /// one `writev`, rather than copy the body into the head's buffer: yes on tokio, as
+    /// hyper-util's `TokioIo` says, so that a large body is not copied; no on async-io and
+    /// on a wrapped (TLS) stream, as smol-hyper's adapter and hyper's advice for TLS say
+    /// (a small response costs less copied). `HttpServer::hyper` can ask for either.
+    fn is_write_vectored(&self) -> bool {
+        match &self.0 {
+            #[cfg(feature = "smol")]
+            HyperKind::Async(_) => false,
+            #[cfg(feature = "tokio")]
+            HyperKind::Tokio(io) => io.is_write_vectored(),
+            HyperKind::Boxed(_) => false,
+        }
+    }
+
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match &mut self.get_mut().0 {
             #[cfg(feature = "smol")]
@@ -214,3 +243,68 @@ impl Future for SyncSleep {
 }
 
 impl hyper::rt::Sleep for SyncSleep {}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{IoSlice, Read};
+    use std::net::{TcpListener, TcpStream};
+
+    use hyper::rt::Write;
+
+    use super::*;
+    use crate::net::{Stream, StreamKind};
+
+    /// Writes `ab` and `cd` as two slices with one call; returns what it said it wrote.
+    async fn write_two_slices(io: &mut HyperIo) -> usize {
+        let bufs = [IoSlice::new(b"ab"), IoSlice::new(b"cd")];
+        std::future::poll_fn(|cx| Pin::new(&mut *io).poll_write_vectored(cx, &bufs))
+            .await
+            .unwrap()
+    }
+
+    fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        (server, client)
+    }
+
+    fn read_four(mut client: TcpStream) -> [u8; 4] {
+        let mut got = [0; 4];
+        client.read_exact(&mut got).unwrap();
+        got
+    }
+
+    #[cfg(feature = "tokio")]
+    #[test]
+    fn on_tokio_hyper_queues_bodies_and_one_call_writes_every_slice() {
+        let (server, client) = pair();
+        server.set_nonblocking(true).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .unwrap();
+        let written = runtime.block_on(async {
+            let stream = tokio::net::TcpStream::from_std(server).unwrap();
+            let mut io = Stream(StreamKind::Tokio(stream)).into_hyper();
+            assert!(io.is_write_vectored(), "hyper would copy each body");
+            write_two_slices(&mut io).await
+        });
+        assert_eq!(written, 4);
+        assert_eq!(&read_four(client), b"abcd");
+    }
+
+    #[cfg(feature = "smol")]
+    #[test]
+    fn on_async_io_bodies_are_flattened_but_one_call_writes_every_slice() {
+        let (server, client) = pair();
+        let written = async_io::block_on(async {
+            let stream = Async::new(server).unwrap();
+            let mut io = Stream(StreamKind::Async(stream)).into_hyper();
+            assert!(!io.is_write_vectored());
+            write_two_slices(&mut io).await
+        });
+        assert_eq!(written, 4, "`writev(true)` would write one slice per call");
+        assert_eq!(&read_four(client), b"abcd");
+    }
+}
