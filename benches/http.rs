@@ -24,7 +24,9 @@
 //! `HTTP_BENCH_ONLY=<part of a name>` keeps only the servers whose runtime and name
 //! contain it (`tokio lifecycle`, `smol hyper`); `HTTP_BENCH_ROWS=<part of a row>` only
 //! the handlers and connection counts whose `<handler> c=<connections>` contains it
-//! (`sleep c=256`, `hello`).
+//! (`sleep c=256`, `hello`), among them a third handler measured only when asked:
+//! `/large` answers 256 KiB at once (`HTTP_BENCH_ROWS=KiB`), where the cost of copying a
+//! body shows.
 //!
 //! The verdicts against the targets give two ratios for each figure: of the medians (as
 //! the table), and the median of each round's ratio to that round's best peer. The
@@ -190,6 +192,8 @@ impl Server {
 enum Handler {
     Hello,
     Sleep1ms,
+    /// 256 KiB at once: what a body's copy costs (only when `HTTP_BENCH_ROWS` asks).
+    Large,
 }
 
 impl Handler {
@@ -197,6 +201,7 @@ impl Handler {
         match self {
             Handler::Hello => "/",
             Handler::Sleep1ms => "/sleep",
+            Handler::Large => "/large",
         }
     }
 
@@ -204,15 +209,25 @@ impl Handler {
         match self {
             Handler::Hello => "hello",
             Handler::Sleep1ms => "1 ms sleep",
+            Handler::Large => "256 KiB",
         }
     }
 }
 
+/// The handlers measured unless `HTTP_BENCH_ROWS` names others.
 const HANDLERS: [Handler; 2] = [Handler::Hello, Handler::Sleep1ms];
+/// Every handler, for `HTTP_BENCH_ROWS`.
+const ALL_HANDLERS: [Handler; 3] = [Handler::Hello, Handler::Sleep1ms, Handler::Large];
 
-/// The service every server of a runtime serves: `/` and `/sleep` on that runtime's timer.
+/// The body of `/large`.
+static LARGE: [u8; 256 * 1024] = [b'x'; 256 * 1024];
+
+/// The service every server of a runtime serves: `/`, `/large`, and `/sleep` on that
+/// runtime's timer.
 fn router(rt: Rt) -> Router {
-    let router = Router::new().route("/", get(|| async { "hello" }));
+    let router = Router::new()
+        .route("/", get(|| async { "hello" }))
+        .route("/large", get(|| async { &LARGE[..] }));
     match rt {
         Rt::Tokio => router.route(
             "/sleep",
@@ -826,9 +841,16 @@ fn main() {
     }
     // `HTTP_BENCH_ROWS=<part of a row>`: only the handlers and connection counts whose
     // `<handler> c=<connections>` contains it.
-    let rows_wanted = std::env::var("HTTP_BENCH_ROWS").unwrap_or_default();
-    let rows: Vec<(Handler, usize)> = HANDLERS
-        .into_iter()
+    let rows_wanted = std::env::var("HTTP_BENCH_ROWS").ok();
+    let handlers = if rows_wanted.is_some() {
+        &ALL_HANDLERS[..]
+    } else {
+        &HANDLERS[..]
+    };
+    let rows_wanted = rows_wanted.unwrap_or_default();
+    let rows: Vec<(Handler, usize)> = handlers
+        .iter()
+        .copied()
         .flat_map(|handler| CONNECTIONS.map(|connections| (handler, connections)))
         .filter(|(handler, connections)| {
             format!("{} c={connections}", handler.name()).contains(rows_wanted.as_str())
