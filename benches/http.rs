@@ -30,8 +30,9 @@
 //!
 //! The verdicts against the targets give two ratios for each figure: of the medians (as
 //! the table), and the median of each round's ratio to that round's best peer. The
-//! second pairs runs a few seconds apart, so it is not moved by a drift of the machine
-//! between rounds, which on a shared 2-core machine moves a peer's median by up to 30%.
+//! second pairs runs of one round (tens of seconds apart, not minutes), so it is less
+//! moved by a drift of the machine between rounds, which on a shared 2-core machine
+//! moves a peer's median by up to 30%.
 //!
 //! `HTTP_BENCH_SERVE=<part of a name>` runs no load: it starts the one server whose
 //! runtime and name contain it, prints its address, and serves until its standard input

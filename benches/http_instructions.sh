@@ -3,7 +3,7 @@
 # hyper-util's server, `axum::serve`), counted by valgrind's callgrind: unlike CPU time on
 # a shared 2-core machine, the count is the same from one run to the next within about 1%.
 #
-#   bash benches/http_instructions.sh            # about 3 minutes
+#   bash benches/http_instructions.sh            # about 80 s
 #
 # Each server runs alone under `valgrind --tool=callgrind --cache-sim=yes`, started by
 # `benches/http.rs` with `HTTP_BENCH_SERVE`; `wrk -t1 -c64` warms it up for 2 s, then
@@ -14,18 +14,21 @@
 # under valgrind, smol's executor spins while it waits, and its count says more about the
 # wait than about the requests.
 #
-# Needs valgrind (callgrind_control, callgrind_annotate) and wrk: `apt-get install
-# valgrind wrk`.
+# Needs valgrind (with callgrind_control) and wrk: `apt-get install valgrind wrk`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-for tool in valgrind callgrind_control callgrind_annotate wrk; do
+for tool in valgrind callgrind_control wrk; do
     command -v "$tool" >/dev/null || { echo "http_instructions: SKIPPED, no $tool (apt-get install valgrind wrk)"; exit 0; }
 done
 
 bench=$(cargo bench --all-features --bench http --no-run --message-format=json 2>/dev/null |
-    grep -o '"executable":"[^"]*"' | tail -1 | sed 's/"executable":"\(.*\)"/\1/')
-[ -x "$bench" ] || { echo "http_instructions: cannot find the http benchmark's binary"; exit 1; }
+    grep -o '"executable":"[^"]*"' | tail -1 | sed 's/"executable":"\(.*\)"/\1/' || true)
+[ -n "$bench" ] && [ -x "$bench" ] || {
+    echo "http_instructions: cannot build or find the http benchmark's binary" \
+        "(cargo bench --all-features --bench http --no-run)" >&2
+    exit 1
+}
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -49,18 +52,28 @@ count() {
     done
     [ -n "$addr" ] || { echo "http_instructions: $server did not start" >&2; cat "$work/stderr" >&2; exit 1; }
     wrk -t1 -c$CONNECTIONS -d2s "$addr$path" >/dev/null
-    callgrind_control -z "$valgrind_pid" >/dev/null 2>&1
-    local requests
-    requests=$(wrk -t1 -c$CONNECTIONS -d${SECONDS_MEASURED}s "$addr$path" | awk '/requests in/ {print $1}')
-    callgrind_control -d "$valgrind_pid" >/dev/null 2>&1
+    # Counting from here: the start-up and the warm-up are not in the figures.
+    callgrind_control -z "$valgrind_pid" >"$work/control" 2>&1 ||
+        { echo "http_instructions: callgrind_control -z failed" >&2; cat "$work/control" >&2; exit 1; }
+    wrk -t1 -c$CONNECTIONS -d${SECONDS_MEASURED}s "$addr$path" >"$work/wrk"
+    callgrind_control -d "$valgrind_pid" >"$work/control" 2>&1 ||
+        { echo "http_instructions: callgrind_control -d failed" >&2; cat "$work/control" >&2; exit 1; }
     exec 9>&-
     wait "$valgrind_pid" || true
     rm -f "$work/stdin"
-    # The dump taken by `-d` (the last file): its totals are the measured 10 s.
-    local dump
-    dump=$(ls "$out".* | sort -t. -k3 -n | tail -1)
-    callgrind_annotate "$dump" 2>/dev/null | awk -v requests="$requests" '
-        /PROGRAM TOTALS/ { gsub(",", ""); printf "%.0f %.0f\n", $1 / requests, $7 / requests; exit }'
+    local requests
+    requests=$(awk '/requests in/ {print $1}' "$work/wrk")
+    if [ -z "$requests" ] || [ "$requests" -eq 0 ] || grep -q "Socket errors\|Non-2xx" "$work/wrk"; then
+        echo "http_instructions: the load on $server failed:" >&2
+        cat "$work/wrk" >&2
+        exit 1
+    fi
+    # `-d` writes `<file>.1`, the measured seconds; the end of the process writes `<file>`.
+    local dump=$out.1
+    [ -f "$dump" ] || { echo "http_instructions: callgrind wrote no dump for $server" >&2; exit 1; }
+    awk -v requests="$requests" '
+        /^events:/ { for (i = 2; i <= NF; i++) column[$i] = i }
+        /^summary:/ { printf "%.0f %.0f\n", $column["Ir"] / requests, $column["I1mr"] / requests; exit }' "$dump"
 }
 
 echo "instructions per request under callgrind, wrk -t1 -c$CONNECTIONS for ${SECONDS_MEASURED} s"

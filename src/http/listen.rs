@@ -28,8 +28,9 @@ use crate::runtime::{BoxFuture, Runtime};
 
 /// Spawns the task that serves one accepted connection, holding its slot (the guard on
 /// [`Server::connections`]) until the connection ends. The task is spawned here, where
-/// the service's type is known, so that it is one future in one allocation: a connection
-/// is polled at every request, through every layer between the runtime and hyper.
+/// the service's type is known, so that the tracked task owns the connection's future
+/// itself, not a boxed one inside another: a connection is polled at every request,
+/// through every layer between the runtime and hyper.
 pub(crate) type Serve = Arc<dyn Fn(Stream, Arc<Server>, OwnedInFlightGuard) + Send + Sync>;
 
 /// The user's hyper options ([`HttpServer::hyper`](super::HttpServer::hyper)).
