@@ -865,10 +865,15 @@ fn main() {
         return;
     }
     let cores = thread::available_parallelism().map_or(0, usize::from);
+    let row_names: Vec<String> = rows
+        .iter()
+        .map(|(handler, connections)| format!("{} c={connections}", handler.name()))
+        .collect();
     println!(
-        "http: {rounds} rounds of `wrk -t2 -c{{64,256}} -d{DURATION_S}s --latency` (after a \
-         {WARMUP_S} s warm-up each), {cores} cores shared by the server and wrk; load average \
-         at the start: {}",
+        "http: {rounds} rounds of `wrk -t2 -c<connections> -d{DURATION_S}s --latency` (after a \
+         {WARMUP_S} s warm-up each) on {}; {cores} cores shared by the server and wrk; load \
+         average at the start: {}",
+        row_names.join(", "),
         load_average()
     );
     let began = Instant::now();

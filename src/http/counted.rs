@@ -12,7 +12,7 @@ use bytes::Bytes;
 use futures_util::future::Either;
 use http_body_util::{Either as EitherBody, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::header::{HeaderValue, CONNECTION, CONTENT_TYPE};
+use hyper::header::{HeaderMap, HeaderValue, CONNECTION, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode, Version};
 use hyper_util::service::{TowerToHyperService, TowerToHyperServiceFuture};
 use lifecycle_core::BoxError;
@@ -194,7 +194,7 @@ where
         if *this.http1 {
             if let Some(guard) = &guard {
                 if guard.conn.server.token.is_triggered() {
-                    closing(&mut response);
+                    closing(response.headers_mut());
                 }
             }
         }
@@ -229,10 +229,8 @@ fn panicked<B>(
 /// Marks an HTTP/1 response of the drain: hyper closes the connection after it.
 #[cold]
 #[inline(never)]
-fn closing<B>(response: &mut Response<B>) {
-    response
-        .headers_mut()
-        .insert(CONNECTION, HeaderValue::from_static("close"));
+fn closing(headers: &mut HeaderMap) {
+    headers.insert(CONNECTION, HeaderValue::from_static("close"));
 }
 
 /// A request's method and target, copied for the log line of its handler's panic (the
