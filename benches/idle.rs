@@ -121,18 +121,16 @@ fn rss_kb(child: &Child) -> u64 {
         .unwrap_or(0)
 }
 
-/// The child's CPU time (user + system, all its threads, dead ones included), from /proc:
-/// 10 ms ticks.
-fn cpu(child: &Child) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap_or_default();
+/// A process's CPU time in user space and in the kernel (all its threads, dead ones
+/// included), from /proc: 10 ms ticks.
+fn cpu(pid: &str) -> [Duration; 2] {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let ticks: u64 = after_name
+    let mut ticks = after_name
         .split_whitespace()
         .skip(11)
-        .take(2)
-        .filter_map(|field| field.parse::<u64>().ok())
-        .sum();
-    Duration::from_millis(ticks * 10)
+        .map(|field| Duration::from_millis(field.parse::<u64>().unwrap_or(0) * 10));
+    [(); 2].map(|()| ticks.next().unwrap_or_default())
 }
 
 /// What one stop measured.
@@ -140,6 +138,10 @@ struct Measure {
     kb_per_connection: f64,
     stop: Duration,
     stop_cpu: Duration,
+    /// Of `stop_cpu`, the kernel's.
+    stop_system: Duration,
+    /// The clients' CPU time over the stop (this process's): they share the cores.
+    clients_cpu: Duration,
 }
 
 /// One connection: a request answered, then idle until the server closes it; resolves
@@ -200,20 +202,26 @@ fn measure(server: &str, connections: usize) -> Measure {
         idle.wait().await;
         tokio::time::sleep(Duration::from_millis(500)).await;
         let after = rss_kb(&child);
-        let cpu_before = cpu(&child);
+        let child_pid = child.id().to_string();
+        let [user_before, system_before] = cpu(&child_pid);
+        let [ours_before, our_system_before] = cpu("self");
         let stopped = Instant::now();
-        Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap();
+        // A system call, not a `kill` process: its fork would share the cores with the stop.
+        let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
         let mut last = stopped;
         for client in clients {
             last = last.max(client.await.unwrap());
         }
+        let [user, system] = cpu(&child_pid);
+        let stop_system = system.saturating_sub(system_before);
+        let [ours, our_system] = cpu("self");
         Measure {
             kb_per_connection: after.saturating_sub(before) as f64 / connections as f64,
             stop: last - stopped,
-            stop_cpu: cpu(&child).saturating_sub(cpu_before),
+            stop_cpu: user.saturating_sub(user_before) + stop_system,
+            stop_system,
+            clients_cpu: (ours + our_system).saturating_sub(ours_before + our_system_before),
         }
     });
     let status = child.wait().unwrap();
@@ -239,45 +247,44 @@ fn main() {
             let (server, measures) = &mut results[(round + i) % SERVERS.len()];
             let measure = measure(server, connections);
             println!(
-                "round {round} {server}: {:.1} KB per idle connection, stop {:?}, stop CPU {:?}",
-                measure.kb_per_connection, measure.stop, measure.stop_cpu
+                "round {round} {server}: {:.1} KB per idle connection, stop {:?}, stop CPU {:?} ({:?} in the kernel), the clients' CPU {:?}",
+                measure.kb_per_connection, measure.stop, measure.stop_cpu, measure.stop_system, measure.clients_cpu
             );
             measures.push(measure);
         }
     }
-    let rows: Vec<(&str, f64, f64, f64)> = results
+    let ms = |measures: &[Measure], pick: fn(&Measure) -> Duration| {
+        median(
+            measures
+                .iter()
+                .map(|m| pick(m).as_secs_f64() * 1e3)
+                .collect(),
+        )
+    };
+    let rows: Vec<(&str, f64, f64, f64, f64)> = results
         .iter()
         .map(|(server, measures)| {
             (
                 *server,
                 median(measures.iter().map(|m| m.kb_per_connection).collect()),
-                median(
-                    measures
-                        .iter()
-                        .map(|m| m.stop.as_secs_f64() * 1e3)
-                        .collect(),
-                ),
-                median(
-                    measures
-                        .iter()
-                        .map(|m| m.stop_cpu.as_secs_f64() * 1e3)
-                        .collect(),
-                ),
+                ms(measures, |m| m.stop),
+                ms(measures, |m| m.stop_cpu),
+                ms(measures, |m| m.stop_system),
             )
         })
         .collect();
-    let best = |pick: fn(&(&str, f64, f64, f64)) -> f64| {
+    let best = |pick: fn(&(&str, f64, f64, f64, f64)) -> f64| {
         rows.iter().skip(1).map(pick).fold(f64::INFINITY, f64::min)
     };
     let (kb, stop, cpu) = (best(|r| r.1), best(|r| r.2), best(|r| r.3));
     println!(
         "\n{connections} idle keep-alive connections, {rounds} rounds, medians; ratios to the best peer\n"
     );
-    println!("| server | KB per idle connection | stop (all closed) | stop CPU | memory / best peer | stop / best peer | stop CPU / best peer |");
-    println!("| --- | --- | --- | --- | --- | --- | --- |");
-    for (server, row_kb, row_stop, row_cpu) in &rows {
+    println!("| server | KB per idle connection | stop (all closed) | stop CPU | of it in the kernel | memory / best peer | stop / best peer | stop CPU / best peer |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
+    for (server, row_kb, row_stop, row_cpu, row_system) in &rows {
         println!(
-            "| {server} | {row_kb:.1} | {row_stop:.0} ms | {row_cpu:.0} ms | {:.2}x | {:.2}x | {:.2}x |",
+            "| {server} | {row_kb:.1} | {row_stop:.0} ms | {row_cpu:.0} ms | {row_system:.0} ms | {:.2}x | {:.2}x | {:.2}x |",
             row_kb / kb,
             row_stop / stop,
             row_cpu / cpu.max(1.0)

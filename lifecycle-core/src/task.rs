@@ -10,15 +10,15 @@ use std::task::{Context, Poll};
 
 use futures_channel::mpsc::UnboundedSender;
 use futures_channel::oneshot;
-use futures_util::future::{select, Either};
-use futures_util::FutureExt;
+use futures_util::future::CatchUnwind;
+use futures_util::{ready, FutureExt};
 use tracing::Instrument;
 
 use crate::engine::Notice;
 use crate::error::{error_chain, panic_message, BoxError};
 use crate::report::Outcome;
 use crate::runtime::Runtime;
-use crate::sync::{wait_until, AtomicUsize, Event, Flag, FlagWait, Ordering};
+use crate::sync::{wait_until, AtomicUsize, Event, Flag, FlagWaitOn, Ordering};
 
 /// The live tracked tasks of one component.
 #[derive(Debug, Default)]
@@ -90,10 +90,8 @@ impl Spawner {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        self.spawn_fallible(async move {
-            task.await;
-            Ok::<(), BoxError>(())
-        })
+        // A map, not an `async` block: see [`Tracked`].
+        self.spawn_fallible(task.map(Ok::<(), BoxError>))
     }
 
     /// Spawns `task` on the app's runtime, tracked under this component. An error it
@@ -139,53 +137,21 @@ impl Spawner {
             return handle;
         }
         shared.tasks.live.fetch_add(1, Ordering::AcqRel);
-        let alive = Alive(shared.tasks.clone());
-        let node = shared.node;
-        let main = self.main;
-        let notices = shared.notices.clone();
-        let tracked = async move {
-            let tasks = alive.0.clone();
-            // In a block, so the task is dropped before anyone learns that it ended.
-            let outcome = {
-                let cancelled = std::pin::pin!(Cancelled {
-                    component: tasks.cancel.wait(),
-                    task: aborted.wait(),
-                });
-                let task = std::pin::pin!(AssertUnwindSafe(task).catch_unwind());
-                match select(cancelled, task).await {
-                    Either::Left(_) => Err(TaskError::Cancelled),
-                    Either::Right((Ok(Ok(())), _)) => Ok(()),
-                    Either::Right((Ok(Err(error)), _)) => {
-                        Err(TaskError::Failed(Arc::from(error.into())))
-                    }
-                    Either::Right((Err(panic), _)) => {
-                        Err(TaskError::Panicked(panic_message(&*panic)))
-                    }
-                }
-            };
-            let notice = match &outcome {
-                Err(TaskError::Cancelled) => None,
-                Ok(()) if !main => None,
-                Ok(()) => Some(Notice::TaskEnded {
-                    node,
-                    tasks: tasks.clone(),
-                }),
-                Err(TaskError::Failed(error)) => Some(Notice::TaskFailed {
-                    node,
-                    tasks: tasks.clone(),
-                    outcome: Outcome::Failed(error_chain(&**error)),
-                }),
-                Err(TaskError::Panicked(panic)) => Some(Notice::TaskFailed {
-                    node,
-                    tasks: tasks.clone(),
-                    outcome: Outcome::Panicked(panic.clone()),
-                }),
-            };
-            let _ = ended.send(outcome);
-            drop(alive);
-            if let Some(notice) = notice {
-                let _ = notices.unbounded_send(notice);
-            }
+        let tracked = Tracked {
+            task: Running::Yes {
+                task: AssertUnwindSafe(task).catch_unwind(),
+            },
+            cancelled: Cancelled {
+                component: FlagWaitOn::new(CancelOf(shared.tasks.clone())),
+                task: FlagWaitOn::new(aborted),
+            },
+            end: Some(End {
+                alive: Alive(shared.tasks.clone()),
+                ended,
+                notices: shared.notices.clone(),
+                node: shared.node,
+                main: self.main,
+            }),
         };
         // A span no subscriber wants is not entered at each poll (a connection is
         // polled at every request).
@@ -198,15 +164,109 @@ impl Spawner {
     }
 }
 
+pin_project_lite::pin_project! {
+    /// A tracked task's future: `task`, dropped at its first wake-up once its component
+    /// cancels its tasks or it is aborted; then how it ended, sent to its [`Task`] and
+    /// (an error, a panic, or the end of a main task) to the engine.
+    ///
+    /// Written out, not as an `async` block: a block holds what it captured for as long
+    /// as it lives, so one that awaits a future it captured holds that future twice, and
+    /// each such wrapper doubles a task's memory. The HTTP server's connections are
+    /// kilobytes each, ten thousand at a time.
+    struct Tracked<F> {
+        #[pin]
+        task: Running<F>,
+        cancelled: Cancelled,
+        end: Option<End>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The task until it ends; dropped in place then, before anyone learns that it ended.
+    #[project = RunningProj]
+    enum Running<F> {
+        Yes { #[pin] task: CatchUnwind<AssertUnwindSafe<F>> },
+        Ended,
+    }
+}
+
+/// What a tracked task tells when it ends; dropped unsent (its `Task` then says
+/// cancelled) if the runtime drops the task first. `alive` goes last.
+struct End {
+    ended: oneshot::Sender<Result<(), TaskError>>,
+    notices: UnboundedSender<Notice>,
+    node: usize,
+    main: bool,
+    alive: Alive,
+}
+
+impl End {
+    fn send(self, outcome: Result<(), TaskError>) {
+        let tasks = &self.alive.0;
+        let notice = match &outcome {
+            Err(TaskError::Cancelled) => None,
+            Ok(()) if !self.main => None,
+            Ok(()) => Some(Notice::TaskEnded {
+                node: self.node,
+                tasks: tasks.clone(),
+            }),
+            Err(TaskError::Failed(error)) => Some(Notice::TaskFailed {
+                node: self.node,
+                tasks: tasks.clone(),
+                outcome: Outcome::Failed(error_chain(&**error)),
+            }),
+            Err(TaskError::Panicked(panic)) => Some(Notice::TaskFailed {
+                node: self.node,
+                tasks: tasks.clone(),
+                outcome: Outcome::Panicked(panic.clone()),
+            }),
+        };
+        let _ = self.ended.send(outcome);
+        drop(self.alive);
+        if let Some(notice) = notice {
+            let _ = self.notices.unbounded_send(notice);
+        }
+    }
+}
+
+impl<F, E> Future for Tracked<F>
+where
+    F: Future<Output = Result<(), E>>,
+    E: Into<BoxError>,
+{
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut this = self.project();
+        let outcome = if Pin::new(&mut *this.cancelled).poll(cx).is_ready() {
+            Err(TaskError::Cancelled)
+        } else {
+            let RunningProj::Yes { task } = this.task.as_mut().project() else {
+                return Poll::Ready(()); // polled after its end
+            };
+            match ready!(task.poll(cx)) {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(error)) => Err(TaskError::Failed(Arc::from(error.into()))),
+                Err(panic) => Err(TaskError::Panicked(panic_message(&*panic))),
+            }
+        };
+        this.task.set(Running::Ended);
+        if let Some(end) = this.end.take() {
+            end.send(outcome);
+        }
+        Poll::Ready(())
+    }
+}
+
 /// Completes once the task's component cancels its tasks or the task is aborted. Each
 /// is a flag: polled again with the same waker, two loads (a tracked task polls this at
 /// each of its wake-ups).
-struct Cancelled<'a> {
-    component: FlagWait<'a>,
-    task: FlagWait<'a>,
+struct Cancelled {
+    component: FlagWaitOn<CancelOf>,
+    task: FlagWaitOn<Arc<Flag>>,
 }
 
-impl Future for Cancelled<'_> {
+impl Future for Cancelled {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
@@ -214,6 +274,17 @@ impl Future for Cancelled<'_> {
             return Poll::Ready(());
         }
         Pin::new(&mut self.task).poll(cx)
+    }
+}
+
+/// The cancel flag of a component's tasks, held by each of them.
+struct CancelOf(Arc<TaskSet>);
+
+impl std::ops::Deref for CancelOf {
+    type Target = Flag;
+
+    fn deref(&self) -> &Flag {
+        &self.0.cancel
     }
 }
 
@@ -293,6 +364,65 @@ pub enum TaskError {
     /// The task was cancelled: [`Task::abort`], its component's stop, or the end of the app.
     #[error("task cancelled")]
     Cancelled,
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use std::sync::{Arc, Mutex};
+    use std::time::Instant;
+
+    use futures_channel::mpsc;
+
+    use super::{Spawner, SpawnerShared};
+    use crate::runtime::{BoxFuture, Runtime, SignalStream};
+
+    /// Keeps the size of each future it is given to run, and drops it unpolled.
+    #[derive(Debug, Default)]
+    struct Sizes(Mutex<Vec<usize>>);
+
+    impl Runtime for Sizes {
+        fn spawn(&self, future: BoxFuture<()>) {
+            self.0.lock().unwrap().push(std::mem::size_of_val(&*future));
+        }
+
+        fn sleep_until(&self, _: Instant) -> BoxFuture<()> {
+            Box::pin(std::future::pending())
+        }
+
+        fn signals(&self) -> std::io::Result<SignalStream> {
+            Ok(Box::pin(futures_util::stream::pending()))
+        }
+    }
+
+    #[test]
+    fn a_tracked_task_holds_its_future_once() {
+        let runtime = Arc::new(Sizes::default());
+        let (notices, _ignored) = mpsc::unbounded();
+        let spawner = Spawner {
+            main: false,
+            shared: Arc::new(SpawnerShared {
+                node: 0,
+                name: "worker".into(),
+                tasks: Arc::default(),
+                runtime: runtime.clone(),
+                notices,
+            }),
+        };
+        const HELD: usize = 16 * 1024;
+        let task = async {
+            let buffer = [7u8; HELD];
+            std::future::ready(()).await;
+            std::hint::black_box(&buffer);
+        };
+        let own = std::mem::size_of_val(&task);
+        assert!(own >= HELD);
+        drop(spawner.spawn(task));
+        let spawned = runtime.0.lock().unwrap()[0];
+        assert!(
+            spawned < own + 1024,
+            "a task of {own} bytes is a future of {spawned}"
+        );
+    }
 }
 
 /// Models of task tracking: `RUSTFLAGS="--cfg loom" cargo test -p lifecycle-core --lib

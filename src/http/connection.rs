@@ -231,11 +231,10 @@ impl Drop for RequestGuard {
 /// Serves one connection until it ends, through the drain (see [`drain`]), closing it
 /// when it overruns its header read or idle timeout ([`ConnState::timed_out`]): an
 /// HTTP/1 connection at once (it holds no request), an HTTP/2 one after a GOAWAY.
-pub(super) async fn drive<C>(connection: C, conn: &ConnState)
+pub(super) async fn drive<C>(mut connection: Pin<&mut C>, conn: &ConnState)
 where
     C: GracefulConnection,
 {
-    let mut connection = pin!(connection);
     let Err(reason) = drain(connection.as_mut(), conn).await else {
         return;
     };

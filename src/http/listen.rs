@@ -5,8 +5,9 @@
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -97,16 +98,13 @@ impl Tasks {
     /// request is its own root span.
     pub(crate) fn spawn_unspanned(&self, task: impl Future<Output = ()> + Send + 'static) {
         match self {
-            Tasks::Tracked(spawner) => drop(spawner.spawn_in(tracing::Span::none(), async {
-                task.await;
-                Ok::<(), BoxError>(())
-            })),
-            Tasks::UntilClosed(runtime, closed) => {
-                let closed = closed.clone();
-                runtime.spawn(Box::pin(async move {
-                    select(pin!(task), closed).await;
-                }));
+            Tasks::Tracked(spawner) => {
+                drop(spawner.spawn_in(tracing::Span::none(), task.map(Ok::<(), BoxError>)))
             }
+            Tasks::UntilClosed(runtime, closed) => runtime.spawn(Box::pin(UntilClosed {
+                task,
+                closed: closed.clone(),
+            })),
         }
     }
 }
@@ -152,6 +150,29 @@ impl Server {
     }
 }
 
+pin_project_lite::pin_project! {
+    /// A task of a server whose tasks are not tracked: dropped once the server is closed.
+    /// Written out, not as an `async` block (see [`serve`]).
+    struct UntilClosed<F> {
+        #[pin]
+        task: F,
+        closed: Shared<oneshot::Receiver<()>>,
+    }
+}
+
+impl<F: Future<Output = ()>> Future for UntilClosed<F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.project();
+        if this.task.poll(cx).is_ready() {
+            return Poll::Ready(());
+        }
+        // A closed server's sender is dropped: either way, the server is closed.
+        Pin::new(this.closed).poll(cx).map(drop)
+    }
+}
+
 /// Serves `service` on each accepted connection: the per-connection future of
 /// [`listen`].
 pub(crate) fn serve<S, B>(service: S) -> Serve
@@ -168,34 +189,50 @@ where
 {
     Arc::new(
         move |stream: Stream, server: Arc<Server>, slot: OwnedInFlightGuard| {
-            let service = service.clone();
             let tasks = server.tasks.clone();
-            tasks.spawn(async move {
-                let connection = async {
-                    let Some(io) = handshake(stream, &server).await else {
-                        return;
-                    };
-                    let conn = Arc::new(ConnState::new(server.clone()));
-                    let hyper_service = Counted {
-                        inner: TowerToHyperService::new(service),
-                        conn: conn.clone(),
-                    };
-                    let io = Sniffed::new(io, conn.clone());
-                    let connection = server
-                        .builder
-                        .serve_connection_with_upgrades(io, hyper_service);
-                    drive(connection, &conn).await;
-                };
-                // Requests catch their handlers' panics; this is the last line that keeps
-                // any other panic to its connection.
-                if let Err(panic) = AssertUnwindSafe(connection).catch_unwind().await {
-                    server.panics.caught(panic, format_args!("a connection"));
-                }
-                drop(slot);
-                server.slot_freed.notify(1);
-            });
+            let connection = connection(stream, server.clone(), service.clone());
+            // Requests catch their handlers' panics; this is the last line that keeps any
+            // other panic to its connection. Combinators, not an `async` block, which
+            // would hold the connection's future twice (lifecycle-core's `Tracked` says
+            // why): a connection's memory is its task's.
+            tasks.spawn(
+                AssertUnwindSafe(connection)
+                    .catch_unwind()
+                    .map(move |ended| {
+                        if let Err(panic) = ended {
+                            server.panics.caught(panic, format_args!("a connection"));
+                        }
+                        drop(slot);
+                        server.slot_freed.notify(1);
+                    }),
+            );
         },
     )
+}
+
+/// Serves one accepted connection until it ends.
+async fn connection<S, B>(stream: Stream, server: Arc<Server>, service: S)
+where
+    S: tower_service::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let Some(io) = handshake(stream, &server).await else {
+        return;
+    };
+    let conn = Arc::new(ConnState::new(server.clone()));
+    let hyper_service = Counted {
+        inner: TowerToHyperService::new(service),
+        conn: conn.clone(),
+    };
+    let io = Sniffed::new(io, conn.clone());
+    // Pinned here, and driven by reference: held once.
+    let connection = pin!(server
+        .builder
+        .serve_connection_with_upgrades(io, hyper_service));
+    drive(connection, &conn).await;
 }
 
 /// What [`listen`] needs beyond the listener and the service.
