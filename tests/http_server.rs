@@ -989,6 +989,12 @@ fn a_connection_task_is_about_its_hyper_connection(runtime: &'static str) {
     let mut answer = [0u8; 512];
     let read = client.read(&mut answer).unwrap();
     assert!(answer[..read].ends_with(b"hello"), "[{runtime}] no answer");
+    // An HTTP/2 stream is a task of its own.
+    ::smol::block_on(async {
+        let (mut sender, _connection) = h2_connect(addr).await;
+        let response = sender.send_request(h2_get("/")).await.unwrap();
+        assert_eq!(response.status(), 200, "[{runtime}]");
+    });
     let largest = largest.load(Ordering::SeqCst);
     handle.shutdown();
     let report = running.join().unwrap().unwrap();

@@ -10,11 +10,10 @@ use lifecycle_core::PanicCounter;
 
 use super::listen::Tasks;
 
-/// Runs hyper's HTTP/2 stream tasks as the component's tracked tasks; a panic in one
-/// (the request and its body catch their own) is that stream's, never the component's.
 /// hyper's executor in an [`HttpServer`](super::HttpServer): it runs HTTP/2 streams as the
-/// component's tracked tasks, each catching its own panic. It appears only in the type of
-/// [`HttpServer::hyper`](super::HttpServer::hyper)'s builder.
+/// component's tracked tasks, each catching its own panic (the request and its body catch
+/// theirs; any other is that stream's, never the component's). It appears only in the
+/// type of [`HttpServer::hyper`](super::HttpServer::hyper)'s builder.
 #[derive(Clone)]
 pub struct Executor(pub(super) Tasks, pub(super) Panics);
 
@@ -30,11 +29,13 @@ where
 {
     fn execute(&self, future: F) {
         let panics = self.1.clone();
-        self.0.spawn_unspanned(async move {
-            if let Err(panic) = AssertUnwindSafe(future).catch_unwind().await {
+        // A combinator, not an `async` block, which would hold the stream twice.
+        let stream = AssertUnwindSafe(future).catch_unwind().map(move |ended| {
+            if let Err(panic) = ended {
                 panics.caught(panic, format_args!("an HTTP/2 stream"));
             }
         });
+        self.0.spawn_unspanned(stream);
     }
 }
 
