@@ -174,6 +174,8 @@ pin_project_lite::pin_project! {
     /// each such wrapper doubles a task's memory. The HTTP server's connections are
     /// kilobytes each, ten thousand at a time.
     struct Tracked<F> {
+        // First: a task the runtime drops unfinished is dropped before its `Task` hears
+        // of it and before the live count falls (fields drop in this order).
         #[pin]
         task: Running<F>,
         cancelled: Cancelled,
