@@ -10,6 +10,7 @@ use std::fmt;
 use std::future::Future;
 
 use async_trait::async_trait;
+use futures_util::FutureExt;
 
 use crate::component::{Component, StartContext, StopContext};
 use crate::config::Options;
@@ -118,6 +119,24 @@ start_fn!(A, B, C, D);
 start_fn!(A, B, C, D, E);
 start_fn!(A, B, C, D, E, F);
 
+/// A future of the user's, boxed with its error as a [`BoxError`]. A combinator, not an
+/// `async` block, which would hold the user's future twice (a loop's for as long as it
+/// runs).
+fn erased<T, E, F>(future: F) -> BoxFuture<Result<T, BoxError>>
+where
+    F: Future<Output = Result<T, E>> + Send + 'static,
+    E: Into<BoxError>,
+{
+    // A closure, not `Into::into`: a function's type would ask `E: 'static` of callers.
+    Box::pin(future.map(|result| result.map_err(|error| error.into())))
+}
+
+/// A health check's future, boxed with its answer as a [`Health`] (held once, as
+/// [`erased`]'s).
+fn checked<R: Into<Health>>(check: impl Future<Output = R> + Send + 'static) -> BoxFuture<Health> {
+    Box::pin(check.map(|answer| answer.into()))
+}
+
 type Open<T> = Box<dyn Fn(&StartContext) -> BoxFuture<Result<T, BoxError>> + Send + Sync>;
 type Make =
     Box<dyn Fn(&StartContext) -> Result<BoxFuture<Result<(), BoxError>>, BoxError> + Send + Sync>;
@@ -175,7 +194,7 @@ impl<T: Clone + Send + Sync + 'static> Provider<T> {
             name: name.into(),
             options: O::uses(Options::new().provides::<T>()),
             open: Box::new(move |ctx: &StartContext| match open.call(ctx) {
-                Ok(opening) => Box::pin(async move { opening.await.map_err(Into::into) }),
+                Ok(opening) => erased(opening),
                 Err(missing) => Box::pin(std::future::ready(Err(missing.into()))),
             }),
             close: Box::new(move |value| Box::pin(close(value))),
@@ -210,10 +229,7 @@ impl<T: Clone + Send + Sync + 'static> Provider<T> {
         HF: Future<Output = R> + Send + 'static,
         R: Into<Health>,
     {
-        self.check = Some(Box::new(move |value| {
-            let checking = check(value);
-            Box::pin(async move { checking.await.into() })
-        }));
+        self.check = Some(Box::new(move |value| checked(check(value))));
         self
     }
 }
@@ -317,10 +333,7 @@ impl Background {
         Background {
             name: name.into(),
             options: M::uses(Options::new()),
-            make: Box::new(move |ctx: &StartContext| {
-                let run = make.call(ctx)?;
-                Ok(Box::pin(async move { run.await.map_err(Into::into) }) as BoxFuture<_>)
-            }),
+            make: Box::new(move |ctx: &StartContext| Ok(erased(make.call(ctx)?))),
             check: None,
             task: None,
         }
@@ -350,10 +363,7 @@ impl Background {
         HF: Future<Output = R> + Send + 'static,
         R: Into<Health>,
     {
-        self.check = Some(Box::new(move |()| {
-            let checking = check();
-            Box::pin(async move { checking.await.into() })
-        }));
+        self.check = Some(Box::new(move |()| checked(check())));
         self
     }
 }
@@ -397,5 +407,38 @@ impl Component for Background {
             Ok(Ok(()) | Err(TaskError::Failed(_) | TaskError::Panicked(_) | TaskError::Cancelled)) => Ok(()),
             Err(_) => Err("the loop did not end by the stop deadline (it should end once the shutdown token resolves)".into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{checked, erased};
+    use crate::error::BoxError;
+    use crate::health::Health;
+
+    /// A future that keeps 16 KiB across an await, as a loop with a buffer does.
+    async fn large() -> Result<(), std::io::Error> {
+        let buffer = [7u8; 16 * 1024];
+        std::future::ready(()).await;
+        assert_eq!(buffer[100], 7);
+        Ok(())
+    }
+
+    #[test]
+    fn a_boxed_loop_and_a_boxed_check_hold_the_users_future_once() {
+        let size = std::mem::size_of_val(&large());
+        assert!(size >= 16 * 1024);
+        let run = erased(large());
+        assert!(
+            std::mem::size_of_val(&*run) < size + 64,
+            "{} bytes for a {size}-byte future",
+            std::mem::size_of_val(&*run)
+        );
+        let check = checked(large());
+        assert!(std::mem::size_of_val(&*check) < size + 64);
+        // And what they answer.
+        let run: Result<(), BoxError> = futures_executor::block_on(run);
+        assert!(run.is_ok());
+        assert_eq!(futures_executor::block_on(check), Health::Up);
     }
 }

@@ -13,7 +13,7 @@ use crate::health::{Health, HealthMonitor};
 use crate::report::ReloadTrigger;
 use crate::resources::Staged;
 use crate::resources::{ResourceError, Resources};
-use crate::runtime::{timeout_at, Elapsed, Runtime};
+use crate::runtime::{timeout_at, Runtime, Timeout};
 use crate::shutdown::{InFlight, ReloadHandle, ShutdownHandle, ShutdownToken};
 use crate::task::{Spawner, Task, TaskSet};
 
@@ -426,11 +426,11 @@ impl StartContext {
     }
 
     /// Runs `future` until this start's [`deadline`](StartContext::deadline); on the
-    /// deadline the future is dropped and [`Elapsed`] returned (the engine would drop the
+    /// deadline the future is dropped and [`Elapsed`](crate::runtime::Elapsed) returned (the engine would drop the
     /// whole start there anyway, so this is for work that must end a little earlier, or
     /// that wants to say what timed out).
-    pub async fn until_deadline<F: Future>(&self, future: F) -> Result<F::Output, Elapsed> {
-        timeout_at(&**self.runtime(), self.deadline, future).await
+    pub fn until_deadline<F: Future>(&self, future: F) -> Timeout<F> {
+        timeout_at(&**self.runtime(), self.deadline, future)
     }
 
     /// A cloneable spawner for the component's helper tasks, to keep beyond `start`:
@@ -592,10 +592,10 @@ impl StopContext {
     }
 
     /// Runs `future` until this hook's [`deadline`](StopContext::deadline); on the
-    /// deadline the future is dropped and [`Elapsed`] returned, so the hook can still say
+    /// deadline the future is dropped and [`Elapsed`](crate::runtime::Elapsed) returned, so the hook can still say
     /// what did not finish before the engine drops it.
-    pub async fn until_deadline<F: Future>(&self, future: F) -> Result<F::Output, Elapsed> {
-        timeout_at(&*self.runtime, self.deadline, future).await
+    pub fn until_deadline<F: Future>(&self, future: F) -> Timeout<F> {
+        timeout_at(&*self.runtime, self.deadline, future)
     }
 
     /// Completes once every tracked task of this component has ended. The engine cancels
@@ -644,9 +644,9 @@ impl ReloadContext {
     }
 
     /// Runs `future` until this reload's [`deadline`](ReloadContext::deadline); on the
-    /// deadline the future is dropped and [`Elapsed`] returned.
-    pub async fn until_deadline<F: Future>(&self, future: F) -> Result<F::Output, Elapsed> {
-        timeout_at(&*self.runtime, self.deadline, future).await
+    /// deadline the future is dropped and [`Elapsed`](crate::runtime::Elapsed) returned.
+    pub fn until_deadline<F: Future>(&self, future: F) -> Timeout<F> {
+        timeout_at(&*self.runtime, self.deadline, future)
     }
 
     /// What began this reload: `SIGHUP` or a [`ReloadHandle`].

@@ -10,6 +10,7 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures_core::Stream;
@@ -131,24 +132,16 @@ impl dyn Runtime {
     /// assert!(runtime.timeout(Duration::from_millis(1), slow).await.is_err());
     /// # }
     /// ```
-    pub async fn timeout_at<F: Future>(
-        &self,
-        deadline: Instant,
-        future: F,
-    ) -> Result<F::Output, Elapsed> {
-        timeout_at(self, deadline, future).await
+    pub fn timeout_at<F: Future>(&self, deadline: Instant, future: F) -> Timeout<F> {
+        timeout_at(self, deadline, future)
     }
 
     /// [`timeout_at`](#method.timeout_at) `duration` from now (no timeout, for a duration
     /// past what the clock can count).
-    pub async fn timeout<F: Future>(
-        &self,
-        duration: Duration,
-        future: F,
-    ) -> Result<F::Output, Elapsed> {
-        match self.now().checked_add(duration) {
-            Some(deadline) => timeout_at(self, deadline, future).await,
-            None => Ok(future.await),
+    pub fn timeout<F: Future>(&self, duration: Duration, future: F) -> Timeout<F> {
+        Timeout {
+            future,
+            sleep: self.sleep(duration),
         }
     }
 }
@@ -212,15 +205,99 @@ impl std::error::Error for Elapsed {}
 /// Runs `future` until it completes or `deadline` passes, whichever comes first; on the
 /// deadline the future is dropped (cancelled). The future is polled before the timer, so
 /// one that is ready is never reported as timed out.
-pub(crate) async fn timeout_at<F: Future>(
+pub(crate) fn timeout_at<F: Future>(
     runtime: &dyn Runtime,
     deadline: Instant,
     future: F,
-) -> Result<F::Output, Elapsed> {
-    use futures_util::future::{select, Either};
-    let future = std::pin::pin!(future);
-    match select(future, runtime.sleep_until(deadline)).await {
-        Either::Left((output, _)) => Ok(output),
-        Either::Right(((), _)) => Err(Elapsed),
+) -> Timeout<F> {
+    Timeout {
+        future,
+        sleep: runtime.sleep_until(deadline),
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`Runtime::timeout_at`] and of the contexts' `until_deadline`: the
+    /// given future's output, or [`Elapsed`] once the deadline passed first (the given
+    /// future is dropped with this one). It holds the given future once, next to the
+    /// runtime's sleep: written out, not as an `async` block, which would keep its
+    /// argument beside the future it awaits.
+    #[must_use = "a timeout does nothing unless awaited"]
+    pub struct Timeout<F> {
+        #[pin]
+        future: F,
+        sleep: BoxFuture<()>,
+    }
+}
+
+impl<F> fmt::Debug for Timeout<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Timeout").finish_non_exhaustive()
+    }
+}
+
+impl<F: Future> Future for Timeout<F> {
+    type Output = Result<F::Output, Elapsed>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(output) = this.future.poll(cx) {
+            return Poll::Ready(Ok(output));
+        }
+        this.sleep.as_mut().poll(cx).map(|()| Err(Elapsed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::{BoxFuture, Runtime, SignalStream};
+
+    /// A runtime whose sleeps end at once or never, as their deadline has passed or not.
+    #[derive(Debug)]
+    struct Now;
+
+    impl Runtime for Now {
+        fn spawn(&self, _: BoxFuture<()>) {}
+
+        fn sleep_until(&self, deadline: Instant) -> BoxFuture<()> {
+            if deadline <= Instant::now() {
+                Box::pin(std::future::ready(()))
+            } else {
+                Box::pin(std::future::pending())
+            }
+        }
+
+        fn signals(&self) -> std::io::Result<SignalStream> {
+            Ok(Box::pin(futures_util::stream::pending()))
+        }
+    }
+
+    #[test]
+    fn a_timeout_holds_its_future_once_and_polls_it_before_the_timer() {
+        let runtime: &dyn Runtime = &Now;
+        let large = async {
+            let buffer = [7u8; 16 * 1024];
+            std::future::ready(()).await;
+            buffer[100]
+        };
+        let size = std::mem::size_of_val(&large);
+        let timeout = runtime.timeout(Duration::from_secs(60), large);
+        assert!(
+            std::mem::size_of_val(&timeout) < size + 64,
+            "{} bytes for a {size}-byte future",
+            std::mem::size_of_val(&timeout)
+        );
+        assert_eq!(futures_executor::block_on(timeout), Ok(7));
+        // A deadline passed: a ready future still gives its output, a pending one `Elapsed`.
+        let passed = Instant::now();
+        let ready = runtime.timeout_at(passed, std::future::ready(1));
+        assert_eq!(futures_executor::block_on(ready), Ok(1));
+        let pending = runtime.timeout_at(passed, std::future::pending::<()>());
+        assert_eq!(futures_executor::block_on(pending), Err(super::Elapsed));
+        // A duration past what the clock counts: no timeout.
+        let forever = runtime.timeout(Duration::MAX, std::future::ready(2));
+        assert_eq!(futures_executor::block_on(forever), Ok(2));
     }
 }

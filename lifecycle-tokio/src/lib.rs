@@ -79,7 +79,10 @@ impl Runtime for TokioRuntime {
         drop(self.handle.spawn(future));
     }
 
+    /// A sleep on this runtime's timer, made from any thread: tokio's `sleep_until`
+    /// takes the timer of the thread's runtime context, and panics outside one.
     fn sleep_until(&self, deadline: Instant) -> BoxFuture<()> {
+        let _guard = self.handle.enter();
         Box::pin(tokio::time::sleep_until(tokio::time::Instant::from_std(
             deadline,
         )))
@@ -172,5 +175,31 @@ impl Stream for Signals {
         self.ctrl_c
             .poll_recv(cx)
             .map(|received| received.map(|()| Signal::Interrupt))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use lifecycle_core::runtime::Runtime;
+
+    use super::TokioRuntime;
+
+    #[test]
+    fn a_sleep_and_a_timeout_are_made_and_awaited_outside_the_runtime() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let tokio: &dyn Runtime = &TokioRuntime::from_handle(runtime.handle().clone());
+        // On this thread, which is in no runtime's context.
+        let began = Instant::now();
+        futures_executor::block_on(tokio.sleep_until(began + Duration::from_millis(20)));
+        assert!(began.elapsed() >= Duration::from_millis(20));
+        let never = std::future::pending::<()>();
+        let timed_out = tokio.timeout(Duration::from_millis(20), never);
+        assert!(futures_executor::block_on(timed_out).is_err());
     }
 }

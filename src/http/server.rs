@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use super::counted::Traced;
 use bytes::Bytes;
+use futures_util::FutureExt;
 use hyper::body::{Body, Incoming};
 use hyper::{Request, Response};
 use hyper_util::server::conn::auto;
@@ -262,9 +263,9 @@ impl HttpServer {
         Fut: Future<Output = std::io::Result<S>> + Send + 'static,
         S: futures_io::AsyncRead + futures_io::AsyncWrite + Unpin + Send + 'static,
     {
+        // A combinator, not an `async` block, which would hold the handshake twice.
         self.limits.wrap = Some(Arc::new(move |stream| {
-            let handshake = handshake(stream);
-            Box::pin(async move { handshake.await.map(HyperIo::new) })
+            Box::pin(handshake(stream).map(|stream| stream.map(HyperIo::new)))
         }));
         self
     }
@@ -375,5 +376,34 @@ impl Component for HttpServer {
             );
         }
         Ok(())
+    }
+}
+
+#[cfg(all(test, feature = "smol"))]
+mod tests {
+    use super::HttpServer;
+    use crate::net::Stream;
+
+    #[test]
+    fn a_streams_handshake_is_held_once() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let server = HttpServer::bind("127.0.0.1:0")
+            .unwrap()
+            .wrap_streams(|stream| async move {
+                // A handshake that keeps 16 KiB across an await, as a TLS one does.
+                let buffer = [7u8; 16 * 1024];
+                std::future::ready(()).await;
+                assert_eq!(buffer[100], 7);
+                Ok(stream)
+            });
+        let stream =
+            futures_executor::block_on(Stream::connect(listener.local_addr().unwrap())).unwrap();
+        let handshake = (server.limits.wrap.as_ref().unwrap())(stream);
+        assert!(
+            std::mem::size_of_val(&*handshake) < 16 * 1024 + 256,
+            "{} bytes for a 16 KiB handshake",
+            std::mem::size_of_val(&*handshake)
+        );
+        assert!(futures_executor::block_on(handshake).is_ok());
     }
 }
