@@ -6,80 +6,13 @@
 mod common;
 
 use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::routing::get;
 use lifecycle::http::HttpServer;
 use lifecycle::prelude::*;
-use lifecycle::runtime::{BoxFuture, Runtime, SignalStream};
-
-/// A runtime that counts the sleeps asked of it.
-#[derive(Debug)]
-struct CountingSleeps {
-    inner: Arc<dyn Runtime>,
-    sleeps: Arc<AtomicUsize>,
-}
-
-impl Runtime for CountingSleeps {
-    fn spawn(&self, future: BoxFuture<()>) {
-        self.inner.spawn(future)
-    }
-    fn sleep_until(&self, deadline: Instant) -> BoxFuture<()> {
-        self.sleeps.fetch_add(1, Ordering::SeqCst);
-        self.inner.sleep_until(deadline)
-    }
-    fn now(&self) -> Instant {
-        self.inner.now()
-    }
-    fn signals(&self) -> std::io::Result<SignalStream> {
-        Ok(Box::pin(futures_util::stream::pending()))
-    }
-    fn name(&self) -> &'static str {
-        self.inner.name()
-    }
-}
-
-/// Runs `app` on `runtime` with every sleep counted, on a thread of its own, until it
-/// is running: returns the thread (which ends with the report) and the counter.
-fn run_counted(runtime: &'static str, app: App) -> (thread::JoinHandle<Report>, Arc<AtomicUsize>) {
-    let sleeps = Arc::new(AtomicUsize::new(0));
-    let counted = sleeps.clone();
-    let monitor = app.health();
-    let app = thread::spawn(move || match runtime {
-        "smol" => ::smol::block_on(app.run_on(Arc::new(CountingSleeps {
-            inner: Arc::new(lifecycle::SmolRuntime::new()),
-            sleeps: counted,
-        })))
-        .unwrap(),
-        #[cfg(feature = "tokio")]
-        "tokio" => {
-            let tokio = ::tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            let handle = tokio.handle().clone();
-            tokio
-                .block_on(app.run_on(Arc::new(CountingSleeps {
-                    inner: Arc::new(lifecycle::TokioRuntime::from_handle(handle)),
-                    sleeps: counted,
-                })))
-                .unwrap()
-        }
-        other => panic!("no runtime {other} in this build"),
-    });
-    let began = Instant::now();
-    while monitor.phase() != lifecycle::Phase::Running {
-        assert!(
-            began.elapsed() < Duration::from_secs(10),
-            "the app never ran"
-        );
-        thread::sleep(Duration::from_millis(2));
-    }
-    (app, sleeps)
-}
 
 fn server() -> (HttpServer, SocketAddr) {
     let http = HttpServer::bind("127.0.0.1:0")
@@ -99,7 +32,8 @@ fn fresh_connections_at_the_stop_wait_on_events(runtime: &'static str) {
         .build()
         .unwrap();
     let handle = app.handle();
-    let (app, sleeps) = run_counted(runtime, app);
+    let (app, watch) = common::run_watched(runtime, app);
+    let sleeps = &watch.sleeps;
     let clients: Vec<TcpStream> = (0..50).map(|_| TcpStream::connect(addr).unwrap()).collect();
     thread::sleep(Duration::from_millis(100)); // accepted
     let before = sleeps.load(Ordering::SeqCst);
@@ -124,7 +58,8 @@ fn the_accept_loop_waits_for_a_free_slot_on_events(runtime: &'static str) {
     let (http, addr) = server();
     let app = App::builder().add(http.max_connections(2)).build().unwrap();
     let handle = app.handle();
-    let (app, sleeps) = run_counted(runtime, app);
+    let (app, watch) = common::run_watched(runtime, app);
+    let sleeps = &watch.sleeps;
     let held: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(addr).unwrap()).collect();
     thread::sleep(Duration::from_millis(100)); // both slots taken
     let before = sleeps.load(Ordering::SeqCst);

@@ -904,33 +904,6 @@ fn an_http2_peer_that_does_not_answer_pings_is_closed(runtime: &'static str) {
     assert_eq!(report.exit_code(), 0, "{report}");
 }
 
-/// The runtime a test names, keeping the size of the largest future spawned on it.
-#[derive(Debug)]
-struct Measured {
-    inner: Arc<dyn lifecycle::Runtime>,
-    largest: Arc<std::sync::atomic::AtomicUsize>,
-}
-
-impl lifecycle::Runtime for Measured {
-    fn spawn(&self, future: lifecycle::runtime::BoxFuture<()>) {
-        let size = std::mem::size_of_val(&*future);
-        self.largest.fetch_max(size, Ordering::SeqCst);
-        self.inner.spawn(future);
-    }
-    fn sleep_until(&self, deadline: Instant) -> lifecycle::runtime::BoxFuture<()> {
-        self.inner.sleep_until(deadline)
-    }
-    fn now(&self) -> Instant {
-        self.inner.now()
-    }
-    fn signals(&self) -> std::io::Result<lifecycle::runtime::SignalStream> {
-        self.inner.signals()
-    }
-    fn name(&self) -> &'static str {
-        self.inner.name()
-    }
-}
-
 /// An executor for a type's size: hyper-util's connection is generic over it.
 #[derive(Clone)]
 struct NoExecutor;
@@ -955,33 +928,12 @@ fn a_connection_task_is_about_its_hyper_connection(runtime: &'static str) {
             NoExecutor,
         >,
     >();
-    let largest = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let router = Router::new().route("/", axum::routing::get(|| async { "hello" }));
     let http = HttpServer::bind("127.0.0.1:0").unwrap().serve(router);
     let addr = http.local_addr();
     let app = App::builder().add(http).build().unwrap();
     let handle = app.handle();
-    let measured = largest.clone();
-    let running = thread::spawn(move || match runtime {
-        "smol" => ::smol::block_on(app.run_on(Arc::new(Measured {
-            inner: Arc::new(lifecycle::SmolRuntime::new()),
-            largest: measured,
-        }))),
-        #[cfg(feature = "tokio")]
-        "tokio" => ::tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(async {
-                let inner = Arc::new(lifecycle::TokioRuntime::new());
-                app.run_on(Arc::new(Measured {
-                    inner,
-                    largest: measured,
-                }))
-                .await
-            }),
-        other => panic!("no runtime {other}"),
-    });
+    let (running, watch) = common::run_watched(runtime, app);
     let mut client = connect(addr);
     client
         .write_all(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
@@ -994,9 +946,9 @@ fn a_connection_task_is_about_its_hyper_connection(runtime: &'static str) {
         let response = sender.send_request(h2_get("/")).await.unwrap();
         assert_eq!(response.status(), 200, "[{runtime}]");
     });
-    let largest = largest.load(Ordering::SeqCst);
+    let largest = watch.largest_spawned.load(Ordering::SeqCst);
     handle.shutdown();
-    let report = running.join().unwrap().unwrap();
+    let report = running.join().unwrap();
     assert_eq!(report.exit_code(), 0, "{report}");
     assert!(
         largest >= hyper_util && largest < 2 * hyper_util,

@@ -400,6 +400,12 @@ pub fn run_app(runtime: &str, app: App) -> Report {
 pub fn run_in_background(runtime: &'static str, app: App) -> std::thread::JoinHandle<Report> {
     let health = app.health();
     let app = std::thread::spawn(move || run_app(runtime, app));
+    wait_running(&health);
+    app
+}
+
+/// Waits until the app `health` watches is running; fails the test after 10 s.
+fn wait_running(health: &lifecycle::HealthMonitor) {
     let began = std::time::Instant::now();
     while health.phase() != lifecycle::Phase::Running {
         assert!(
@@ -408,7 +414,80 @@ pub fn run_in_background(runtime: &'static str, app: App) -> std::thread::JoinHa
         );
         std::thread::sleep(Duration::from_millis(2));
     }
-    app
+}
+
+/// What a [`run_watched`] app asked of its runtime.
+#[derive(Debug, Default)]
+pub struct Watch {
+    /// The sleeps asked for.
+    pub sleeps: AtomicUsize,
+    /// The size of the largest future spawned, in bytes.
+    pub largest_spawned: AtomicUsize,
+}
+
+/// The runtime a test names, noting in a [`Watch`] what is asked of it. It gives no
+/// signals: a test's signals are its handle's.
+#[derive(Debug)]
+struct Watched {
+    inner: Arc<dyn Runtime>,
+    watch: Arc<Watch>,
+}
+
+impl Runtime for Watched {
+    fn spawn(&self, future: lifecycle::runtime::BoxFuture<()>) {
+        let size = std::mem::size_of_val(&*future);
+        self.watch.largest_spawned.fetch_max(size, Ordering::SeqCst);
+        self.inner.spawn(future)
+    }
+    fn sleep_until(&self, deadline: std::time::Instant) -> lifecycle::runtime::BoxFuture<()> {
+        self.watch.sleeps.fetch_add(1, Ordering::SeqCst);
+        self.inner.sleep_until(deadline)
+    }
+    fn now(&self) -> std::time::Instant {
+        self.inner.now()
+    }
+    fn signals(&self) -> std::io::Result<lifecycle::runtime::SignalStream> {
+        Ok(Box::pin(futures_util::stream::pending()))
+    }
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+}
+
+/// Runs `app` on `runtime` (as `on_each_runtime!` names it), watched, on a thread of its
+/// own, once it is running: returns the thread (which ends with the report) and what the
+/// app asks of its runtime.
+pub fn run_watched(
+    runtime: &'static str,
+    app: App,
+) -> (std::thread::JoinHandle<Report>, Arc<Watch>) {
+    let watch = Arc::new(Watch::default());
+    let watching = watch.clone();
+    let health = app.health();
+    let app = std::thread::spawn(move || match runtime {
+        "smol" => ::smol::block_on(app.run_on(Arc::new(Watched {
+            inner: Arc::new(lifecycle::SmolRuntime::new()),
+            watch: watching,
+        })))
+        .unwrap(),
+        #[cfg(feature = "tokio")]
+        "tokio" => {
+            let tokio = ::tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let handle = tokio.handle().clone();
+            tokio
+                .block_on(app.run_on(Arc::new(Watched {
+                    inner: Arc::new(lifecycle::TokioRuntime::from_handle(handle)),
+                    watch: watching,
+                })))
+                .unwrap()
+        }
+        other => panic!("no runtime {other} in this build"),
+    });
+    wait_running(&health);
+    (app, watch)
 }
 
 /// Polls `done` every 5 ms; fails the test, naming `what`, after 10 s.
