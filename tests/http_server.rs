@@ -553,6 +553,19 @@ fn a_malformed_request_gets_400(runtime: &'static str) {
     bad.write_all(b"NOT HTTP AT ALL\r\n\r\n").unwrap();
     let (head, _) = read_response(&mut bad).expect("an answer");
     assert!(head.starts_with("http/1.1 400"), "{head}");
+    // And its connection is closed at once, not at the header read timeout (5 s).
+    bad.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    let after = bad.read(&mut [0u8; 64]);
+    assert!(
+        matches!(&after, Ok(0))
+            || after.as_ref().is_err_and(|error| {
+                !matches!(
+                    error.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                )
+            }),
+        "[{runtime}] the connection of a malformed request stays open: {after:?}"
+    );
     let mut good = connect(running.addr);
     let (head, _) = get(&mut good, "/work").unwrap();
     assert!(head.starts_with("http/1.1 200"), "{head}");
@@ -957,7 +970,103 @@ fn a_connection_task_is_about_its_hyper_connection(runtime: &'static str) {
     );
 }
 
+/// Whether `stream` is closed by its server within `within` (an end or a reset, not a
+/// read that timed out, nor bytes).
+fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
+    stream.set_read_timeout(Some(within)).unwrap();
+    match stream.read(&mut [0u8; 64]) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(error) => !matches!(
+            error.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    }
+}
+
+/// hyper's HTTP/1 timeouts set through `HttpServer::hyper` work: hyper panics in each
+/// connection whose builder has one and no timer, so that every request went unanswered.
+fn hypers_http1_header_read_timeout_set_through_hyper_works(runtime: &'static str) {
+    let running = start_serving(
+        runtime,
+        laptop(Duration::ZERO),
+        Duration::from_secs(3),
+        |http| {
+            http.header_read_timeout(Duration::from_secs(10))
+                .hyper(|builder| {
+                    builder
+                        .http1()
+                        .header_read_timeout(Duration::from_millis(300));
+                })
+        },
+    );
+    let mut client = connect(running.addr);
+    let (head, body) =
+        get(&mut client, "/work").unwrap_or_else(|error| panic!("[{runtime}] no answer: {error}"));
+    assert!(head.starts_with("http/1.1 200") && body == "done", "{head}");
+    // hyper's 300 ms, not the server's 10 s, closes a head left half-sent.
+    let mut half = connect(running.addr);
+    half.write_all(b"GET /work HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let sent = Instant::now();
+    assert!(
+        closed_within(&mut half, Duration::from_secs(3)),
+        "[{runtime}] the half-sent head was not closed by hyper's timeout"
+    );
+    assert!(
+        sent.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        sent.elapsed()
+    );
+    running.handle.shutdown();
+    let report = running.app.join().unwrap();
+    assert_eq!(report.exit_code(), 0, "{report}");
+    let panics: u64 = report.components.iter().map(|c| c.handled_panics).sum();
+    assert_eq!(panics, 0, "[{runtime}] {report}");
+}
+
+/// At `max_connections`, the next client waits in the listen queue, unanswered, until a
+/// connection ends; then it is served.
+fn the_connection_limit_holds_the_next_client_until_a_slot_frees(runtime: &'static str) {
+    let running = start_serving(
+        runtime,
+        laptop(Duration::ZERO),
+        Duration::from_secs(3),
+        |http| http.max_connections(2),
+    );
+    let mut held: Vec<TcpStream> = (0..2).map(|_| connect(running.addr)).collect();
+    for client in &mut held {
+        let (head, _) = get(client, "/work").unwrap();
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+    }
+    let mut waiting = connect(running.addr);
+    write!(waiting, "GET /work HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
+    waiting
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let early = waiting.read(&mut [0u8; 64]);
+    assert!(
+        early.as_ref().is_err_and(|error| matches!(
+            error.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        )),
+        "[{runtime}] a third client was answered over a limit of two: {early:?}"
+    );
+    drop(held.pop());
+    waiting
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let (head, body) = read_response(&mut waiting)
+        .unwrap_or_else(|error| panic!("[{runtime}] not served once a slot freed: {error}"));
+    assert!(head.starts_with("http/1.1 200") && body == "done", "{head}");
+    running.handle.shutdown();
+    let report = running.app.join().unwrap();
+    assert_eq!(report.exit_code(), 0, "{report}");
+}
+
 on_each_runtime!(
+    hypers_http1_header_read_timeout_set_through_hyper_works,
+    the_connection_limit_holds_the_next_client_until_a_slot_frees,
     a_connection_task_is_about_its_hyper_connection,
     http2_connections_and_the_timeouts,
     preface_only_clients_do_not_starve_the_connection_limit,

@@ -288,11 +288,17 @@ pub(crate) fn listen(listener: Listener, serve: Serve, setup: Setup) -> Listenin
     // The header read timeout is kept per connection by `ConnState`, not by hyper: hyper
     // arms a runtime timer for every request's head (an insertion into tokio's timer
     // wheel, or an `async_io::Timer` that wakes the reactor), where one lazy timer per
-    // connection does the same job. Its default (30 s) is off too.
-    builder.http1().header_read_timeout(None);
+    // connection does the same job. Its default (30 s) is off too. HTTP/1 has the timer
+    // all the same: hyper panics in every connection whose builder has a timeout and no
+    // timer, and `configure` may set one.
+    let timer = RuntimeTimer::new(runtime.clone());
+    builder
+        .http1()
+        .timer(timer.clone())
+        .header_read_timeout(None);
     builder
         .http2()
-        .timer(RuntimeTimer::new(runtime.clone()))
+        .timer(timer)
         .keep_alive_interval(HTTP2_PING_INTERVAL)
         .keep_alive_timeout(HTTP2_PING_TIMEOUT);
     if let Some(configure) = &limits.configure {

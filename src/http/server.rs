@@ -165,8 +165,9 @@ impl HttpServer {
     /// The server's own settings: HTTP/2 keep-alive pings every 20 s, a connection whose
     /// peer does not answer one within 20 s is closed (hyper's are off; a half-open TCP
     /// connection, its peer gone without a FIN, would otherwise hold its slot until the
-    /// idle timeout); hyper's header read timer is off (see
-    /// [`header_read_timeout`](HttpServer::header_read_timeout)). hyper's defaults
+    /// idle timeout); hyper's HTTP/1 header read timeout is off (the server keeps its
+    /// own: [`header_read_timeout`](HttpServer::header_read_timeout)), and one set here
+    /// runs on the app's runtime next to the server's. hyper's defaults
     /// otherwise: 200 concurrent HTTP/2 streams per connection (Go: 250), 16 KB of
     /// HTTP/2 header list (Go: 1 MB of header bytes), 100 HTTP/1 headers.
     ///
