@@ -1064,7 +1064,84 @@ fn the_connection_limit_holds_the_next_client_until_a_slot_frees(runtime: &'stat
     assert_eq!(report.exit_code(), 0, "{report}");
 }
 
+/// A response is in flight until its body is complete: the stop waits for a streamed
+/// body (server-sent events, a download) to end, over HTTP/1.1 and HTTP/2, and the exit
+/// is clean. (Counted until its head only, the connection would look idle to the drain,
+/// and the body be cut after the first-request grace.)
+fn a_streamed_body_is_in_flight_until_complete(runtime: &'static str) {
+    const CHUNKS: usize = 8;
+    let router = axum::Router::new().route(
+        "/stream",
+        axum::routing::get(|| async {
+            let chunks = futures_util::stream::unfold(0, |sent| async move {
+                if sent == CHUNKS {
+                    return None;
+                }
+                if sent > 0 {
+                    async_io::Timer::after(Duration::from_millis(150)).await;
+                }
+                let chunk = Bytes::from(format!("chunk {sent}\n"));
+                Some((Ok::<_, std::io::Error>(chunk), sent + 1))
+            });
+            axum::body::Body::from_stream(chunks)
+        }),
+    );
+    let http = HttpServer::bind("127.0.0.1:0").unwrap().serve(router);
+    let addr = http.local_addr();
+    let app = App::builder()
+        .config(laptop(Duration::ZERO))
+        .add(http)
+        .build()
+        .unwrap();
+    let handle = app.handle();
+    let app = common::run_in_background(runtime, app);
+    let mut h1 = connect(addr);
+    write!(h1, "GET /stream HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
+    let h1 = thread::spawn(move || {
+        let mut received = Vec::new();
+        let mut buffer = [0u8; 1024];
+        while let Ok(n @ 1..) = h1.read(&mut buffer) {
+            received.extend_from_slice(&buffer[..n]);
+            if received.ends_with(b"0\r\n\r\n") {
+                break;
+            }
+        }
+        String::from_utf8_lossy(&received).into_owned()
+    });
+    let h2 = thread::spawn(move || {
+        ::smol::block_on(async move {
+            let (mut sender, _connection) = h2_connect(addr).await;
+            let response = sender.send_request(h2_get("/stream")).await?;
+            let body = http_body_util::BodyExt::collect(response.into_body()).await?;
+            Ok::<_, hyper::Error>(String::from_utf8_lossy(&body.to_bytes()).into_owned())
+        })
+    });
+    thread::sleep(Duration::from_millis(200)); // both bodies begun
+    let stopped = Instant::now();
+    handle.shutdown();
+    let h1 = h1.join().unwrap();
+    let h2 = h2.join().unwrap();
+    let report = app.join().unwrap();
+    let waited = stopped.elapsed();
+    assert_eq!(report.exit_code(), 0, "{report}");
+    assert!(
+        h1.matches("chunk ").count() == CHUNKS && h1.ends_with("0\r\n\r\n"),
+        "[{runtime}] the HTTP/1.1 body was cut: {h1:?}"
+    );
+    let h2 = h2.unwrap_or_else(|error| panic!("[{runtime}] the HTTP/2 body failed: {error}"));
+    assert_eq!(
+        h2.matches("chunk ").count(),
+        CHUNKS,
+        "[{runtime}] the HTTP/2 body was cut: {h2:?}"
+    );
+    assert!(
+        waited >= Duration::from_millis(700),
+        "[{runtime}] the stop did not wait for the bodies: {waited:?}"
+    );
+}
+
 on_each_runtime!(
+    a_streamed_body_is_in_flight_until_complete,
     hypers_http1_header_read_timeout_set_through_hyper_works,
     the_connection_limit_holds_the_next_client_until_a_slot_frees,
     a_connection_task_is_about_its_hyper_connection,
