@@ -478,6 +478,13 @@ fn http2_gets_goaway_at_the_trigger(runtime: &'static str) {
     );
     let addr = running.addr;
     let handle = running.handle.clone();
+    // What hyper's client keeps to itself: the GOAWAY names the request in flight as
+    // processed.
+    let raw = thread::spawn(move || {
+        let mut raw = RawH2::open(addr);
+        raw.get(1, "/work?ms=300");
+        raw.frames_until_closed()
+    });
     ::smol::block_on(async move {
         let (mut sender, connection) = h2_connect(addr).await;
         let response = sender.send_request(h2_get("/work")).await.unwrap();
@@ -500,6 +507,12 @@ fn http2_gets_goaway_at_the_trigger(runtime: &'static str) {
         );
         assert!(triggered.elapsed() < Duration::from_millis(1000));
     });
+    let frames = raw.join().unwrap();
+    let answered = frames
+        .iter()
+        .any(|(kind, flags, stream, _)| *kind == 0 && flags & 1 == 1 && *stream == 1);
+    assert!(answered, "[{runtime}] stream 1 unanswered: {frames:?}");
+    assert_eq!(last_goaway(&frames), Some(1), "[{runtime}] {frames:?}");
     let report = running.app.join().unwrap();
     assert_eq!(report.exit_code(), 0, "{report}");
 }
@@ -1140,7 +1153,136 @@ fn a_streamed_body_is_in_flight_until_complete(runtime: &'static str) {
     );
 }
 
+/// An HTTP/2 client speaking raw frames, to see what hyper's client keeps to itself (a
+/// GOAWAY and its last stream). It acknowledges the server's SETTINGS and PINGs, as a
+/// live client does.
+struct RawH2(TcpStream);
+
+/// A frame as read: its type, flags, stream and payload.
+type Frame = (u8, u8, u32, Vec<u8>);
+
+const GOAWAY: u8 = 7;
+
+impl RawH2 {
+    /// Connects, sends the preface and empty SETTINGS.
+    fn open(addr: SocketAddr) -> Self {
+        let mut raw = RawH2(connect(addr));
+        raw.0
+            .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            .unwrap();
+        raw.send(4, 0, 0, &[]);
+        raw
+    }
+
+    fn send(&mut self, kind: u8, flags: u8, stream: u32, payload: &[u8]) {
+        let mut frame = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+        frame.extend([kind, flags]);
+        frame.extend(stream.to_be_bytes());
+        frame.extend(payload);
+        // The server may have closed: what it sent is still read.
+        let _ = self.0.write_all(&frame);
+    }
+
+    /// `GET path` on `stream`, its head in one HEADERS frame that ends the stream (HPACK:
+    /// `:method GET` and `:scheme http` from the static table, the path and authority as
+    /// literals not indexed).
+    fn get(&mut self, stream: u32, path: &str) {
+        let mut block = vec![0x82, 0x86, 0x04, path.len() as u8];
+        block.extend(path.as_bytes());
+        block.extend([0x01, 4]);
+        block.extend(b"test");
+        self.send(1, 0x5, stream, &block);
+    }
+
+    /// The frames the server sends until it closes the connection.
+    fn frames_until_closed(&mut self) -> Vec<Frame> {
+        let mut frames = Vec::new();
+        loop {
+            let mut head = [0u8; 9];
+            if self.0.read_exact(&mut head).is_err() {
+                return frames;
+            }
+            let length = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+            let (kind, flags) = (head[3], head[4]);
+            let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+            let mut payload = vec![0u8; length];
+            if self.0.read_exact(&mut payload).is_err() {
+                return frames;
+            }
+            match (kind, flags & 1) {
+                (4, 0) => self.send(4, 1, 0, &[]),
+                (6, 0) => self.send(6, 1, 0, &payload),
+                _ => {}
+            }
+            frames.push((kind, flags, stream, payload));
+        }
+    }
+}
+
+/// The last stream a GOAWAY among `frames` says the server processed, if its error code
+/// is NO_ERROR; `None` without a GOAWAY.
+fn last_goaway(frames: &[Frame]) -> Option<u32> {
+    let (_, _, _, payload) = frames.iter().rev().find(|frame| frame.0 == GOAWAY)?;
+    assert_eq!(&payload[4..8], &[0, 0, 0, 0], "a GOAWAY with an error");
+    Some(u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]) & 0x7fff_ffff)
+}
+
+/// An HTTP/2 connection closed for a timeout gets a GOAWAY first, with NO_ERROR and the
+/// last stream it processed (what a client needs to know which requests it may retry):
+/// a preface-only client at the header read timeout (no stream processed), an idle one
+/// at the idle timeout (its stream 1).
+fn http2_timeouts_end_with_a_goaway(runtime: &'static str) {
+    let header_read = Duration::from_millis(300);
+    let idle = Duration::from_millis(1000);
+    let running = start_serving(
+        runtime,
+        laptop(Duration::ZERO),
+        Duration::from_secs(3),
+        |http| http.header_read_timeout(header_read).idle_timeout(idle),
+    );
+    let addr = running.addr;
+    let preface_only = thread::spawn(move || {
+        let began = Instant::now();
+        let frames = RawH2::open(addr).frames_until_closed();
+        (frames, began.elapsed())
+    });
+    let idle_client = thread::spawn(move || {
+        let began = Instant::now();
+        let mut raw = RawH2::open(addr);
+        raw.get(1, "/work");
+        (raw.frames_until_closed(), began.elapsed())
+    });
+    let (frames, after) = preface_only.join().unwrap();
+    assert_eq!(
+        last_goaway(&frames),
+        Some(0),
+        "[{runtime}] the preface-only client: {frames:?}"
+    );
+    assert!(
+        after >= header_read - Duration::from_millis(50) && after < header_read * 4,
+        "[{runtime}] the preface-only client closed after {after:?}"
+    );
+    let (frames, after) = idle_client.join().unwrap();
+    let answered = frames
+        .iter()
+        .any(|(kind, flags, stream, _)| *kind == 0 && flags & 1 == 1 && *stream == 1);
+    assert!(answered, "[{runtime}] stream 1 unanswered: {frames:?}");
+    assert_eq!(
+        last_goaway(&frames),
+        Some(1),
+        "[{runtime}] the idle client: {frames:?}"
+    );
+    assert!(
+        after >= idle - Duration::from_millis(50) && after < idle * 3,
+        "[{runtime}] the idle client closed after {after:?}"
+    );
+    running.handle.shutdown();
+    let report = running.app.join().unwrap();
+    assert_eq!(report.exit_code(), 0, "{report}");
+}
+
 on_each_runtime!(
+    http2_timeouts_end_with_a_goaway,
     a_streamed_body_is_in_flight_until_complete,
     hypers_http1_header_read_timeout_set_through_hyper_works,
     the_connection_limit_holds_the_next_client_until_a_slot_frees,
