@@ -96,7 +96,8 @@ defaults
     timeout client 70s
     timeout server 60s
     timeout http-keep-alive 1s
-    # Idle server connections are kept 60 s (half of them closed every 60 s).
+    # Idle server connections are kept 600 s (half of them closed every 600 s): past the
+    # longest gap, so that a gap measures the server's idle timeout, not the purge.
     default-server pool-purge-delay 600s
 frontend fe_smol
     bind 127.0.0.1:${LB[smol]}
