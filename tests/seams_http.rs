@@ -79,15 +79,23 @@ async fn body_panics() -> axum::body::Body {
 use futures_util::StreamExt as _;
 
 /// An axum router whose `/panic` handler panics (an `unwrap` on `None`) and whose
-/// `/body-panic` body panics after its first chunk: each fails its own request (500, or
-/// the connection closed once the head went out), and the app serves on: `/ok` on the same
-/// and on new connections, over HTTP/1.1 and HTTP/2, then a clean exit whose report
-/// counts the panics.
+/// `/body-panic` body panics after its first chunk: each fails its own request (500; once
+/// the head went out, the HTTP/1.1 connection closed or the HTTP/2 stream reset, a stream
+/// beside it completing), and the app serves on: `/ok` on the same and on new
+/// connections, over HTTP/1.1 and HTTP/2, then a clean exit whose report counts the
+/// panics.
 fn a_panicking_handler_fails_only_its_request(runtime: &'static str) {
     let router = axum::Router::new()
         .route("/ok", get(|| async { "ok" }))
         .route("/panic", get(panics))
-        .route("/body-panic", get(body_panics));
+        .route("/body-panic", get(body_panics))
+        .route(
+            "/slow-ok",
+            get(|| async {
+                async_io::Timer::after(Duration::from_millis(300)).await;
+                "ok"
+            }),
+        );
     let http = HttpServer::bind("127.0.0.1:0").unwrap().serve(router);
     let addr = http.local_addr();
     let app = App::builder().config(laptop()).add(http).build().unwrap();
@@ -109,24 +117,48 @@ fn a_panicking_handler_fails_only_its_request(runtime: &'static str) {
     let (head, _) = get_on(&mut connect(addr), "/ok").unwrap();
     assert!(head.starts_with("http/1.1 200"), "{head}");
 
-    // HTTP/2: the stream answers 500, the connection serves the next stream.
+    // HTTP/2: the stream answers 500, the connection serves the next stream; a body
+    // that panics resets its stream alone, while a stream beside it completes.
     ::smol::block_on(async {
         let (mut sender, _connection) = h2_connect(addr).await;
         let response = sender.send_request(h2_get("/panic")).await.unwrap();
         assert_eq!(response.status(), 500);
         let response = sender.send_request(h2_get("/ok")).await.unwrap();
         assert_eq!(response.status(), 200);
+        let beside = ::smol::spawn(sender.send_request(h2_get("/slow-ok")));
+        // The reset may come before the head or while the body streams.
+        let streamed = async {
+            let response = sender.send_request(h2_get("/body-panic")).await?;
+            http_body_util::BodyExt::collect(response.into_body()).await
+        };
+        let error = streamed
+            .await
+            .expect_err("the panicking body's stream is reset");
+        let reset = std::error::Error::source(&error)
+            .and_then(|source| source.downcast_ref::<h2::Error>())
+            .and_then(h2::Error::reason);
+        assert_eq!(
+            reset,
+            Some(h2::Reason::INTERNAL_ERROR),
+            "[{runtime}] {error:?}"
+        );
+        let response = beside.await.unwrap();
+        assert_eq!(response.status(), 200);
+        let body = http_body_util::BodyExt::collect(response.into_body()).await;
+        assert_eq!(body.unwrap().to_bytes(), "ok");
+        let response = sender.send_request(h2_get("/ok")).await.unwrap();
+        assert_eq!(response.status(), 200, "the connection serves on");
     });
 
     assert_eq!(monitor.phase(), lifecycle::Phase::Running);
-    assert_eq!(monitor.cached().components[0].handled_panics, 3);
+    assert_eq!(monitor.cached().components[0].handled_panics, 4);
     handle.shutdown();
     let report = app.join().unwrap();
     assert_eq!(report.exit_code(), 0, "{report}");
     assert_eq!(report.trigger, lifecycle::Trigger::Requested);
-    assert_eq!(report.component("http").unwrap().handled_panics, 3);
+    assert_eq!(report.component("http").unwrap().handled_panics, 4);
     assert!(
-        report.to_string().contains("http caught 3 panics"),
+        report.to_string().contains("http caught 4 panics"),
         "{report}"
     );
 }
