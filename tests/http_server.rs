@@ -281,9 +281,28 @@ fn a_just_accepted_connection_gets_its_answer(runtime: &'static str) {
 /// Defect: a request over the stop deadline kept running after its dependency stopped.
 /// It is cut at the deadline, reported, and `db` stops only after it was dropped.
 fn a_request_over_the_stop_deadline_is_cut_before_db_stops(runtime: &'static str) {
+    cut_before_db_stops(runtime, hyper::Version::HTTP_11);
+}
+
+/// The same over HTTP/2, whose requests run in stream tasks of their own, beside their
+/// connection's.
+fn an_http2_request_over_the_stop_deadline_is_cut_before_db_stops(runtime: &'static str) {
+    cut_before_db_stops(runtime, hyper::Version::HTTP_2);
+}
+
+fn cut_before_db_stops(runtime: &'static str, version: hyper::Version) {
     let running = start(runtime, laptop(Duration::ZERO), Duration::from_millis(400));
     let addr = running.addr;
     let client = thread::spawn(move || {
+        if version == hyper::Version::HTTP_2 {
+            return ::smol::block_on(async move {
+                let (mut sender, _connection) = h2_connect(addr).await;
+                let answer = sender.send_request(h2_get("/work?ms=5000")).await;
+                answer
+                    .map(|response| (format!("{response:?}"), String::new()))
+                    .map_err(std::io::Error::other)
+            });
+        }
         let mut slow = connect(addr);
         get(&mut slow, "/work?ms=5000")
     });
@@ -308,9 +327,10 @@ fn a_request_over_the_stop_deadline_is_cut_before_db_stops(runtime: &'static str
     );
     assert!(db_began - triggered < Duration::from_secs(2));
     assert!(running.dropped.load(Ordering::SeqCst));
+    let answer = client.join().unwrap();
     assert!(
-        client.join().unwrap().is_err(),
-        "the cut request got no response"
+        answer.is_err(),
+        "[{runtime}] the cut {version:?} request got a response: {answer:?}"
     );
 }
 
@@ -1282,6 +1302,7 @@ fn http2_timeouts_end_with_a_goaway(runtime: &'static str) {
 }
 
 on_each_runtime!(
+    an_http2_request_over_the_stop_deadline_is_cut_before_db_stops,
     http2_timeouts_end_with_a_goaway,
     a_streamed_body_is_in_flight_until_complete,
     hypers_http1_header_read_timeout_set_through_hyper_works,
