@@ -67,10 +67,18 @@ struct Running {
 
 /// An app whose `https` component answers `hello` over TLS.
 fn start(runtime: &'static str, server: Arc<ServerConfig>, drain: Duration) -> Running {
+    start_with(runtime, server, drain, |https| https)
+}
+
+/// [`start`], its server configured by `configure`.
+fn start_with(
+    runtime: &'static str,
+    server: Arc<ServerConfig>,
+    drain: Duration,
+    configure: impl FnOnce(HttpServer) -> HttpServer,
+) -> Running {
     let acceptor = TlsAcceptor::from(server);
-    let https = HttpServer::bind("127.0.0.1:0")
-        .unwrap()
-        .named("https")
+    let https = configure(HttpServer::bind("127.0.0.1:0").unwrap().named("https"))
         .wrap_streams(move |stream| acceptor.accept(stream))
         .serve(axum::Router::new().route("/", axum::routing::get(|| async { "hello" })));
     let addr = https.local_addr();
@@ -223,7 +231,68 @@ fn a_stalled_or_plain_client_does_not_hold_the_stop(runtime: &'static str) {
     assert!(rest.is_empty(), "[{runtime}] {rest:?}");
 }
 
+/// While serving, the header read timeout holds from the accept through the TLS
+/// handshake: a client that connects and sends nothing, and one that completes its
+/// handshake and then sends no request, are each closed within it, and the slot they
+/// held (`max_connections(1)`) serves the next client.
+fn silent_tls_clients_are_closed_at_the_header_read_timeout(runtime: &'static str) {
+    let timeout = Duration::from_millis(400);
+    let (server, client) = tls(b"http/1.1");
+    let running = start_with(runtime, server, Duration::ZERO, |https| {
+        https.header_read_timeout(timeout).max_connections(1)
+    });
+    let addr = running.addr;
+    let closed_after = |stream: &mut dyn Read, since: Instant| {
+        let mut rest = Vec::new();
+        let _ = stream.read_to_end(&mut rest); // an end, a reset, or a TLS alert
+        since.elapsed()
+    };
+    let mut silent = TcpStream::connect(addr).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let after = closed_after(&mut silent, Instant::now());
+    assert!(
+        after >= timeout - Duration::from_millis(50) && after < timeout * 3,
+        "[{runtime}] a client silent in its handshake was closed after {after:?}"
+    );
+    // A client that takes 300 ms to begin its handshake, then sends no request: closed
+    // at the timeout from its accept, not from its handshake's end.
+    let (after, read, answered) = ::smol::block_on(async {
+        let stream = lifecycle::net::Stream::connect(addr).await.unwrap();
+        let accepted = Instant::now();
+        async_io::Timer::after(Duration::from_millis(300)).await;
+        let mut tls = TlsConnector::from(client.clone())
+            .connect(ServerName::try_from("localhost").unwrap(), stream)
+            .await
+            .expect("the TLS handshake");
+        let mut byte = [0u8; 1];
+        let read = futures_util::AsyncReadExt::read(&mut tls, &mut byte).await;
+        let after = accepted.elapsed();
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(connect(addr, client).await)
+                .await
+                .unwrap();
+        let _connection = ::smol::spawn(connection);
+        let answered = sender.send_request(get()).await.unwrap().status();
+        (after, read, answered)
+    });
+    assert!(
+        !matches!(read, Ok(1..)),
+        "[{runtime}] the silent TLS client was sent bytes: {read:?}"
+    );
+    assert!(
+        after >= timeout - Duration::from_millis(50) && after < timeout + Duration::from_millis(200),
+        "[{runtime}] a TLS client silent after a late handshake was closed {after:?} after its accept"
+    );
+    assert_eq!(answered, 200, "[{runtime}] the next client");
+    running.handle.shutdown();
+    let report = running.app.join().unwrap();
+    assert_eq!(report.exit_code(), 0, "{report}");
+}
+
 on_each_runtime!(
+    silent_tls_clients_are_closed_at_the_header_read_timeout,
     https_is_served_and_drained,
     a_stalled_or_plain_client_does_not_hold_the_stop,
 );

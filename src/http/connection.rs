@@ -58,9 +58,10 @@ pub(super) struct ConnState {
 }
 
 impl ConnState {
-    pub(super) fn new(server: Arc<Server>) -> Self {
+    /// The state of a connection accepted at `accepted` ([`Server::clock`]).
+    pub(super) fn new(server: Arc<Server>, accepted: u64) -> Self {
         ConnState {
-            idle_since: AtomicU64::new(server.clock()),
+            idle_since: AtomicU64::new(accepted),
             token: server.token.fork(),
             requests: server.requests.fork(),
             head_since: AtomicU64::new(NO_HEAD),

@@ -219,10 +219,12 @@ where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
+    // The first request's time counts from the accept, a handshake's included.
+    let accepted = server.clock();
     let Some(io) = handshake(stream, &server).await else {
         return;
     };
-    let conn = Arc::new(ConnState::new(server.clone()));
+    let conn = Arc::new(ConnState::new(server.clone(), accepted));
     let hyper_service = Counted {
         inner: TowerToHyperService::new(service),
         conn: conn.clone(),

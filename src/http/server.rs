@@ -129,8 +129,10 @@ impl HttpServer {
     /// counted from the accept (a client that sends nothing, or an HTTP/2 client that
     /// sends only its preface, is closed then, unanswered), and on an HTTP/1 keep-alive
     /// connection each next one's, once its first bytes came (a slow-header client is
-    /// closed within twice the timeout of them). A TLS handshake gets the same time. A request in flight is never cut by it. Keep it
-    /// shorter than the stop timeout. (hyper's own `header_read_timeout`, 30 s by default,
+    /// closed within twice the timeout of them). A TLS handshake counts in the first
+    /// request's time: a client silent in its handshake, or after it, is closed at the
+    /// timeout from its accept. A request in flight is never cut by it. Keep it shorter
+    /// than the stop timeout. (hyper's own `header_read_timeout`, 30 s by default,
     /// is off: this one is kept with one timer per connection instead of one per request.)
     pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
         self.limits.header_read_timeout = timeout;
