@@ -653,6 +653,14 @@ fn probes_on_the_same_port(runtime: &'static str) {
     let (head, body) = get(&mut checks, "/health/ready").unwrap();
     assert!(head.starts_with("http/1.1 200"), "{head}");
     assert!(body.contains(r#""ready":true"#), "{body}");
+    // On the app's (public) port, `/health` says the status without the components.
+    let (head, body) = get(&mut checks, "/health").unwrap();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(body.contains(r#""status":"pass""#), "{body}");
+    assert!(
+        !body.contains("checks") && !body.contains("db"),
+        "[{runtime}] details on the app's port: {body}"
+    );
     let (head, _) = get(&mut checks, "/work").unwrap();
     assert!(
         head.starts_with("http/1.1 200"),

@@ -382,13 +382,43 @@ impl Component for HttpServer {
     }
 }
 
-#[cfg(all(test, feature = "smol"))]
+#[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::HttpServer;
-    use crate::net::Stream;
+
+    /// The defaults the builder's docs and the README give.
+    #[test]
+    fn the_defaults_are_the_documented_ones() {
+        let limits = HttpServer::bind("127.0.0.1:0").unwrap().limits;
+        assert_eq!(limits.header_read_timeout, Duration::from_secs(5));
+        // Above the idle timeouts of the balancers in front: AWS ALB's 60 s, Google
+        // Cloud's 600 s.
+        assert_eq!(limits.idle_timeout, Duration::from_secs(620));
+        assert!(limits.idle_timeout > Duration::from_secs(600));
+        assert_eq!(limits.max_connections, 10_000);
+        assert_eq!(limits.first_request_grace, Duration::from_millis(500));
+    }
 
     #[test]
+    fn a_busy_port_fails_at_bind_naming_the_address() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap().to_string();
+        let error = HttpServer::bind(addr.as_str()).unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::AddrInUse);
+        let message = error.to_string();
+        assert!(
+            message.contains(&format!("cannot bind {addr:?}")),
+            "{message}"
+        );
+    }
+
+    #[cfg(feature = "smol")]
+    #[test]
     fn a_streams_handshake_is_held_once() {
+        use crate::net::Stream;
+
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let server = HttpServer::bind("127.0.0.1:0")
             .unwrap()
