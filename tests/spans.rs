@@ -6,7 +6,9 @@
 //!   with its `outcome` and `duration_ms`;
 //! - a tracked task's span is a root, also when a task spawned it (never doubled), and a
 //!   worker's lines are inside it;
-//! - a request is a root span of its own, never inside its connection's task span.
+//! - a request is a root span of its own, never inside its connection's task span;
+//! - a handler's panic is one error line with the request's method and target and the
+//!   panic's message.
 #![cfg(feature = "http")]
 
 mod common;
@@ -42,6 +44,8 @@ struct Span {
 #[derive(Debug, Clone)]
 struct Event {
     message: String,
+    level: tracing::Level,
+    fields: BTreeMap<String, String>,
     scope: Vec<usize>,
 }
 
@@ -124,6 +128,8 @@ where
             .unwrap_or_default();
         self.0.lock().unwrap().events.push(Event {
             message: fields.remove("message").unwrap_or_default(),
+            level: *event.metadata().level(),
+            fields,
             scope,
         });
     }
@@ -385,4 +391,64 @@ fn a_cancelled_start_says_so_on_its_span() {
     assert_eq!(start[0].fields["outcome"], "cancelled", "{start:?}");
     let took: f64 = start[0].fields["duration_ms"].parse().unwrap();
     assert!((50.0..10_000.0).contains(&took), "{took}");
+}
+
+/// A handler's panic is logged at error level with its request's method and target and
+/// the panic's message (what an operator greps for), and its request gets a 500.
+#[test]
+fn a_handlers_panic_is_logged_with_its_method_path_and_message() {
+    use std::io::{Read, Write};
+    let recorder = recorder();
+    let runtimes: &[&'static str] = if cfg!(feature = "tokio") {
+        &["smol", "tokio"]
+    } else {
+        &["smol"]
+    };
+    for &runtime in runtimes {
+        let router = axum::Router::new().route(
+            "/orders/{id}",
+            get(|| async {
+                if std::env::var_os("LIFECYCLE_TEST_A_SETTING_NOBODY_SET").is_none() {
+                    panic!("the orders setting is missing");
+                }
+                "orders"
+            }),
+        );
+        let http = HttpServer::bind("127.0.0.1:0")
+            .unwrap()
+            .named(format!("panicky-{runtime}"))
+            .serve(router);
+        let addr = http.local_addr();
+        let app = App::builder().add(http).build().unwrap();
+        let handle = app.handle();
+        let app = run_in_background(runtime, app);
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        write!(
+            stream,
+            "GET /orders/7?from={runtime} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 500"), "{answer}");
+        handle.shutdown();
+        assert_eq!(app.join().unwrap().exit_code(), 0);
+        let recorded = recorder.0.lock().unwrap();
+        let target = format!("GET /orders/7?from={runtime}");
+        let logged: Vec<&Event> = recorded
+            .events
+            .iter()
+            .filter(|event| event.message.contains(&target))
+            .collect();
+        assert_eq!(logged.len(), 1, "[{runtime}] {logged:?}");
+        assert_eq!(logged[0].level, tracing::Level::ERROR);
+        assert_eq!(
+            logged[0].fields.get("panic").map(String::as_str),
+            Some("the orders setting is missing"),
+            "[{runtime}] {logged:?}"
+        );
+    }
 }
