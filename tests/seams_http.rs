@@ -144,8 +144,7 @@ fn a_panicking_handler_fails_only_its_request(runtime: &'static str) {
         );
         let response = beside.await.unwrap();
         assert_eq!(response.status(), 200);
-        let body = http_body_util::BodyExt::collect(response.into_body()).await;
-        assert_eq!(body.unwrap().to_bytes(), "ok");
+        assert_eq!(body_of(response).await, "ok");
         let response = sender.send_request(h2_get("/ok")).await.unwrap();
         assert_eq!(response.status(), 200, "the connection serves on");
     });
@@ -222,15 +221,22 @@ fn a_panicking_probe_endpoint_fails_only_its_scrape(runtime: &'static str) {
     assert_eq!(report.exit_code(), 0, "{report}");
 }
 
+/// A response's whole body, as text.
+async fn body_of(response: hyper::Response<hyper::body::Incoming>) -> String {
+    let body = http_body_util::BodyExt::collect(response.into_body()).await;
+    String::from_utf8_lossy(&body.unwrap().to_bytes()).into_owned()
+}
+
 /// What `feed` provides: which start it came from.
 #[derive(Clone)]
 struct Generation(usize);
 
 /// `http` (axum) and a probe server depend on `feed`, a `Background` with a restart policy
 /// whose loop the test makes fail: the restart cycles all three. The request in flight finishes
-/// (its response says `Connection: close`), the idle connection is closed, a client that
-/// connects during the restart is served after it on the same port, and the server's
-/// handlers see the new generation.
+/// (its response says `Connection: close`; an HTTP/2 one, then its connection ends), the
+/// idle connection is closed, a client that connects during the restart is served after
+/// it on the same port, and the server's handlers see the new generation, over HTTP/1.1
+/// and HTTP/2.
 fn an_http_server_restarts_with_its_dependency(runtime: &'static str) {
     let fail = Arc::new(AtomicBool::new(false));
     let generations = Arc::new(AtomicUsize::new(0));
@@ -288,6 +294,31 @@ fn an_http_server_restarts_with_its_dependency(runtime: &'static str) {
     let (handle, monitor) = (app.handle(), app.health());
     let app = run_in_background(runtime, app);
 
+    // HTTP/2 through the same restart: its request in flight finishes, then its
+    // connection ends (the restart's stop sends it a GOAWAY).
+    let (sent, slow_sent) = std::sync::mpsc::channel();
+    let h2 = std::thread::spawn(move || {
+        ::smol::block_on(async move {
+            let (mut sender, connection) = h2_connect(addr).await;
+            let response = sender.send_request(h2_get("/generation")).await.unwrap();
+            assert_eq!(body_of(response).await, "1");
+            let slow = ::smol::spawn(sender.send_request(h2_get("/slow")));
+            async_io::Timer::after(Duration::from_millis(20)).await;
+            sent.send(()).unwrap();
+            let response = slow.await.expect("the HTTP/2 request in flight finishes");
+            assert_eq!(body_of(response).await, "slow done");
+            let ended = futures_util::future::select(
+                connection,
+                async_io::Timer::after(Duration::from_secs(3)),
+            )
+            .await;
+            assert!(
+                matches!(ended, futures_util::future::Either::Left(_)),
+                "the HTTP/2 connection outlived the restart's stop"
+            );
+        })
+    });
+    slow_sent.recv().unwrap();
     let mut idle = connect(addr);
     let (_, body) = get_on(&mut idle, "/generation").unwrap();
     assert_eq!(body, "1");
@@ -319,6 +350,12 @@ fn an_http_server_restarts_with_its_dependency(runtime: &'static str) {
     assert!(head.starts_with("http/1.1 200"), "{head}");
     assert_eq!(body, "2", "the restarted server serves the new resource");
     assert!(waited.elapsed() < Duration::from_secs(5));
+    h2.join().unwrap();
+    ::smol::block_on(async {
+        let (mut sender, _connection) = h2_connect(addr).await;
+        let response = sender.send_request(h2_get("/generation")).await.unwrap();
+        assert_eq!(body_of(response).await, "2", "a new HTTP/2 connection");
+    });
     let restarts = |name: &str| {
         let snapshot = monitor.cached();
         snapshot
