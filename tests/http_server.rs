@@ -1189,6 +1189,7 @@ struct RawH2(TcpStream);
 /// A frame as read: its type, flags, stream and payload.
 type Frame = (u8, u8, u32, Vec<u8>);
 
+const PING: u8 = 6;
 const GOAWAY: u8 = 7;
 
 impl RawH2 {
@@ -1222,28 +1223,27 @@ impl RawH2 {
         self.send(1, 0x5, stream, &block);
     }
 
+    /// The next frame the server sends (a SETTINGS or PING of its acknowledged), or
+    /// `None` once it closed the connection.
+    fn next_frame(&mut self) -> Option<Frame> {
+        let mut head = [0u8; 9];
+        self.0.read_exact(&mut head).ok()?;
+        let length = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let (kind, flags) = (head[3], head[4]);
+        let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+        let mut payload = vec![0u8; length];
+        self.0.read_exact(&mut payload).ok()?;
+        match (kind, flags & 1) {
+            (4, 0) => self.send(4, 1, 0, &[]),
+            (PING, 0) => self.send(PING, 1, 0, &payload),
+            _ => {}
+        }
+        Some((kind, flags, stream, payload))
+    }
+
     /// The frames the server sends until it closes the connection.
     fn frames_until_closed(&mut self) -> Vec<Frame> {
-        let mut frames = Vec::new();
-        loop {
-            let mut head = [0u8; 9];
-            if self.0.read_exact(&mut head).is_err() {
-                return frames;
-            }
-            let length = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
-            let (kind, flags) = (head[3], head[4]);
-            let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
-            let mut payload = vec![0u8; length];
-            if self.0.read_exact(&mut payload).is_err() {
-                return frames;
-            }
-            match (kind, flags & 1) {
-                (4, 0) => self.send(4, 1, 0, &[]),
-                (6, 0) => self.send(6, 1, 0, &payload),
-                _ => {}
-            }
-            frames.push((kind, flags, stream, payload));
-        }
+        std::iter::from_fn(|| self.next_frame()).collect()
     }
 }
 
@@ -1309,7 +1309,35 @@ fn http2_timeouts_end_with_a_goaway(runtime: &'static str) {
     assert_eq!(report.exit_code(), 0, "{report}");
 }
 
+/// The server's own HTTP/2 keep-alive pings are on by default, every 20 s: a client
+/// quiet after its request hears one 20 s on (one that does not answer it is closed:
+/// `an_http2_peer_that_does_not_answer_pings_is_closed`, on shorter settings).
+fn http2_keep_alive_pings_are_on_by_default_every_20_s(runtime: &'static str) {
+    let running = start(runtime, laptop(Duration::ZERO), Duration::from_secs(3));
+    let mut raw = RawH2::open(running.addr);
+    raw.get(1, "/work");
+    let quiet_since = Instant::now();
+    raw.0
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    while let Some((kind, flags, _, _)) = raw.next_frame() {
+        if kind == PING && flags & 1 == 0 {
+            let after = quiet_since.elapsed();
+            assert!(
+                after >= Duration::from_millis(19_500) && after < Duration::from_secs(23),
+                "[{runtime}] a ping {after:?} after the client went quiet"
+            );
+            running.handle.shutdown();
+            let report = running.app.join().unwrap();
+            assert_eq!(report.exit_code(), 0, "{report}");
+            return;
+        }
+    }
+    panic!("[{runtime}] no ping within 30 s, the connection still open");
+}
+
 on_each_runtime!(
+    http2_keep_alive_pings_are_on_by_default_every_20_s,
     an_http2_request_over_the_stop_deadline_is_cut_before_db_stops,
     http2_timeouts_end_with_a_goaway,
     a_streamed_body_is_in_flight_until_complete,
