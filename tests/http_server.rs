@@ -1,9 +1,11 @@
-//! The HTTP component with real clients (HTTP/1.1 over real sockets), on each runtime:
-//! the drain (`Connection: close` from the trigger on), idle keep-alive connections that
-//! never hold the stop, a half-sent request that never fails a clean exit, a connection
-//! accepted just before the listener closed that still gets its request answered, and a
-//! request over the stop deadline that is cut before its dependency stops, and the
-//! memory of a connection's task.
+//! The HTTP component with real clients (HTTP/1.1 over real sockets, hyper's HTTP/2
+//! client, and a raw HTTP/2 frame client for what hyper's keeps to itself), on each
+//! runtime: the drain (`Connection: close` from the trigger on, a GOAWAY for HTTP/2),
+//! idle keep-alive connections that never hold the stop, a half-sent request that never
+//! fails a clean exit, a connection accepted just before the listener closed that still
+//! gets its request answered, a request over the stop deadline cut before its dependency
+//! stops, a streamed body waited for; the timeouts, the connection limit, HTTP/2's pings,
+//! hyper's options; and the memory of a connection's task.
 #![cfg(feature = "http")]
 
 mod common;
