@@ -236,7 +236,7 @@ fn a_stalled_or_plain_client_does_not_hold_the_stop(runtime: &'static str) {
 /// handshake and then sends no request, are each closed within it, and the slot they
 /// held (`max_connections(1)`) serves the next client.
 fn silent_tls_clients_are_closed_at_the_header_read_timeout(runtime: &'static str) {
-    let timeout = Duration::from_millis(400);
+    let timeout = Duration::from_millis(1000);
     let (server, client) = tls(b"http/1.1");
     let running = start_with(runtime, server, Duration::ZERO, |https| {
         https.header_read_timeout(timeout).max_connections(1)
@@ -256,12 +256,13 @@ fn silent_tls_clients_are_closed_at_the_header_read_timeout(runtime: &'static st
         after >= timeout - Duration::from_millis(50) && after < timeout * 3,
         "[{runtime}] a client silent in its handshake was closed after {after:?}"
     );
-    // A client that takes 300 ms to begin its handshake, then sends no request: closed
-    // at the timeout from its accept, not from its handshake's end.
+    // A client that takes half the timeout to begin its handshake, then sends no
+    // request: closed at the timeout from its accept (not from its handshake's end,
+    // half a timeout later).
     let (after, read, answered) = ::smol::block_on(async {
         let stream = lifecycle::net::Stream::connect(addr).await.unwrap();
         let accepted = Instant::now();
-        async_io::Timer::after(Duration::from_millis(300)).await;
+        async_io::Timer::after(timeout / 2).await;
         let mut tls = TlsConnector::from(client.clone())
             .connect(ServerName::try_from("localhost").unwrap(), stream)
             .await
@@ -282,7 +283,7 @@ fn silent_tls_clients_are_closed_at_the_header_read_timeout(runtime: &'static st
         "[{runtime}] the silent TLS client was sent bytes: {read:?}"
     );
     assert!(
-        after >= timeout - Duration::from_millis(50) && after < timeout + Duration::from_millis(200),
+        after >= timeout - Duration::from_millis(50) && after < timeout + Duration::from_millis(400),
         "[{runtime}] a TLS client silent after a late handshake was closed {after:?} after its accept"
     );
     assert_eq!(answered, 200, "[{runtime}] the next client");

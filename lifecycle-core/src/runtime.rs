@@ -76,6 +76,12 @@ pub trait Runtime: Send + Sync + fmt::Debug + 'static {
     fn spawn(&self, future: BoxFuture<()>);
 
     /// Returns a future that completes at `deadline` (at once if it has passed).
+    ///
+    /// It may be called from any thread, outside any task of the runtime, and the future
+    /// polled later: a timeout ([`timeout_at`](#method.timeout_at), the contexts'
+    /// `until_deadline`) makes its sleep when it is made. (tokio's `sleep_until` takes the
+    /// timer of the calling thread's runtime: enter the runtime's handle first, as
+    /// `lifecycle_tokio::TokioRuntime` does.)
     fn sleep_until(&self, deadline: Instant) -> BoxFuture<()>;
 
     /// The current instant on this runtime's clock.
@@ -140,7 +146,7 @@ impl dyn Runtime {
     /// past what the clock can count).
     pub fn timeout<F: Future>(&self, duration: Duration, future: F) -> Timeout<F> {
         Timeout {
-            future,
+            future: Some(future),
             sleep: self.sleep(duration),
         }
     }
@@ -211,21 +217,25 @@ pub(crate) fn timeout_at<F: Future>(
     future: F,
 ) -> Timeout<F> {
     Timeout {
-        future,
+        future: Some(future),
         sleep: runtime.sleep_until(deadline),
     }
 }
 
 pin_project_lite::pin_project! {
     /// The future of [`Runtime::timeout_at`] and of the contexts' `until_deadline`: the
-    /// given future's output, or [`Elapsed`] once the deadline passed first (the given
-    /// future is dropped with this one). It holds the given future once, next to the
-    /// runtime's sleep: written out, not as an `async` block, which would keep its
-    /// argument beside the future it awaits.
+    /// given future's output, or [`Elapsed`] once the deadline passed first, the given
+    /// future then dropped. It holds the given future once, next to the runtime's sleep
+    /// (made with it: see [`Runtime::sleep_until`]): written out, not as an `async`
+    /// block, which would keep its argument beside the future it awaits.
+    ///
+    /// # Panics
+    ///
+    /// When polled again after it completed.
     #[must_use = "a timeout does nothing unless awaited"]
     pub struct Timeout<F> {
         #[pin]
-        future: F,
+        future: Option<F>,
         sleep: BoxFuture<()>,
     }
 }
@@ -240,11 +250,20 @@ impl<F: Future> Future for Timeout<F> {
     type Output = Result<F::Output, Elapsed>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        if let Poll::Ready(output) = this.future.poll(cx) {
-            return Poll::Ready(Ok(output));
-        }
-        this.sleep.as_mut().poll(cx).map(|()| Err(Elapsed))
+        let mut this = self.project();
+        let future = this
+            .future
+            .as_mut()
+            .as_pin_mut()
+            .expect("a `Timeout` polled after it completed");
+        let ended = match future.poll(cx) {
+            Poll::Ready(output) => Ok(output),
+            Poll::Pending if this.sleep.as_mut().poll(cx).is_ready() => Err(Elapsed),
+            Poll::Pending => return Poll::Pending,
+        };
+        // At the deadline, the future is dropped now, not with the `Timeout`.
+        this.future.set(None);
+        Poll::Ready(ended)
     }
 }
 
@@ -296,6 +315,25 @@ mod tests {
         assert_eq!(futures_executor::block_on(ready), Ok(1));
         let pending = runtime.timeout_at(passed, std::future::pending::<()>());
         assert_eq!(futures_executor::block_on(pending), Err(super::Elapsed));
+        // At the deadline the future is dropped, the `Timeout` still alive.
+        struct Dropped(std::sync::Arc<std::sync::atomic::AtomicBool>);
+        impl Drop for Dropped {
+            fn drop(&mut self) {
+                self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let dropped = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let held = Dropped(dropped.clone());
+        let hanging = async move {
+            let _held = held;
+            std::future::pending::<()>().await;
+        };
+        let mut timeout = std::pin::pin!(runtime.timeout_at(passed, hanging));
+        assert_eq!(
+            futures_executor::block_on(timeout.as_mut()),
+            Err(super::Elapsed)
+        );
+        assert!(dropped.load(std::sync::atomic::Ordering::SeqCst));
         // A duration past what the clock counts: no timeout.
         let forever = runtime.timeout(Duration::MAX, std::future::ready(2));
         assert_eq!(futures_executor::block_on(forever), Ok(2));

@@ -88,6 +88,9 @@ impl Runtime for TokioRuntime {
         )))
     }
 
+    /// The clock of the calling thread's tokio runtime: tokio's paused clock (its
+    /// `test-util`) on the runtime's threads, the real one elsewhere. (Entering the
+    /// handle here would cost every reading; the engine reads it in its tasks.)
     fn now(&self) -> Instant {
         tokio::time::Instant::now().into_std()
     }

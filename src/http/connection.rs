@@ -35,7 +35,7 @@ pub(super) struct ConnState {
     pub(super) request_arrived: AtomicWaker,
     /// Requests whose response is not complete yet.
     pub(super) active: AtomicUsize,
-    /// When the connection last had no request in flight: accepted ([`Server::clock`]),
+    /// When the connection last had no request in flight: accepted ([`Server::clock_at`]),
     /// or [`IDLE_UNSTAMPED`] when its last response completed since the timeout last
     /// looked, which then stamps it: a request reads no clock, and the idle timeout
     /// counts from at most a header read timeout after the response (it looks that
@@ -44,7 +44,7 @@ pub(super) struct ConnState {
     /// Whether the first bytes of a next HTTP/1 request came on an idle keep-alive
     /// connection, and since when the timeout counts: [`NO_HEAD`] when no head is being
     /// read, [`HEAD_BEGUN`] when one is and the timeout has not looked yet, else the
-    /// [`Server::clock`] at which it first saw it. The head then has the header read
+    /// [`Server::clock_at`] at which it first saw it. The head then has the header read
     /// timeout, not the idle timeout. (Stamped by the timeout, not by the read: a
     /// request reads no clock for it.)
     pub(super) head_since: AtomicU64,
@@ -58,7 +58,7 @@ pub(super) struct ConnState {
 }
 
 impl ConnState {
-    /// The state of a connection accepted at `accepted` ([`Server::clock`]).
+    /// The state of a connection accepted at `accepted` ([`Server::clock_at`]).
     pub(super) fn new(server: Arc<Server>, accepted: u64) -> Self {
         ConnState {
             idle_since: AtomicU64::new(accepted),
@@ -320,14 +320,21 @@ where
 }
 
 /// The stream HTTP is spoken on: the accepted one, or what the user's handshake made of
-/// it; `None` when the handshake failed, timed out, or was still going at the stop.
-pub(super) async fn handshake(stream: Stream, server: &Server) -> Option<HyperIo> {
+/// it; `None` when the handshake failed, timed out (the header read timeout from
+/// `accepted`), or was still going at the stop.
+pub(super) async fn handshake(
+    stream: Stream,
+    server: &Server,
+    accepted: Instant,
+) -> Option<HyperIo> {
     let Some(wrap) = &server.limits.wrap else {
         return Some(stream.into_hyper());
     };
-    let handshake = server
-        .runtime
-        .timeout(server.limits.header_read_timeout, wrap(stream));
+    let limit = server.limits.header_read_timeout;
+    let handshake = match accepted.checked_add(limit) {
+        Some(deadline) => server.runtime.timeout_at(deadline, wrap(stream)),
+        None => server.runtime.timeout(limit, wrap(stream)), // no deadline
+    };
     match select(pin!(handshake), server.stopping.clone()).await {
         Either::Left((Ok(Ok(io)), _)) => Some(io),
         Either::Left((Ok(Err(error)), _)) => {

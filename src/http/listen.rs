@@ -131,19 +131,15 @@ pub(crate) struct Server {
     pub(crate) probes: Option<Probes>,
     pub(crate) builder: auto::Builder<Executor>,
     pub(crate) limits: Limits,
-    /// What [`Server::clock`] counts from.
+    /// What [`Server::clock_at`] counts from.
     pub(crate) epoch: Instant,
     pub(crate) traced: Option<Traced>,
 }
 
 impl Server {
-    /// The runtime's clock, in nanoseconds since the server started: an atomic's worth.
-    pub(crate) fn clock(&self) -> u64 {
-        self.clock_at(self.runtime.now())
-    }
-
-    /// [`Server::clock`] at `now`. (It never reaches the markers a clock of a connection
-    /// keeps at its top values: that is 584 years.)
+    /// The runtime's instant `now` in nanoseconds since the server started: an atomic's
+    /// worth. (It never reaches the markers a clock of a connection keeps at its top
+    /// values: that is 584 years.)
     pub(crate) fn clock_at(&self, now: Instant) -> u64 {
         let elapsed = now.saturating_duration_since(self.epoch);
         u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX - 2)
@@ -220,11 +216,11 @@ where
     B::Error: Into<BoxError>,
 {
     // The first request's time counts from the accept, a handshake's included.
-    let accepted = server.clock();
-    let Some(io) = handshake(stream, &server).await else {
+    let accepted = server.runtime.now();
+    let Some(io) = handshake(stream, &server, accepted).await else {
         return;
     };
-    let conn = Arc::new(ConnState::new(server.clone(), accepted));
+    let conn = Arc::new(ConnState::new(server.clone(), server.clock_at(accepted)));
     let hyper_service = Counted {
         inner: TowerToHyperService::new(service),
         conn: conn.clone(),

@@ -169,7 +169,10 @@ impl HttpServer {
     /// connection, its peer gone without a FIN, would otherwise hold its slot until the
     /// idle timeout); hyper's HTTP/1 header read timeout is off (the server keeps its
     /// own: [`header_read_timeout`](HttpServer::header_read_timeout)), and one set here
-    /// runs on the app's runtime next to the server's. hyper's defaults
+    /// runs on the app's runtime next to the server's: hyper times every wait for a
+    /// request's head with it, an idle keep-alive connection's too, so that it also
+    /// closes idle connections at it, before the [idle timeout](HttpServer::idle_timeout)
+    /// (behind a balancer that keeps idle connections longer, a 502 risk). hyper's defaults
     /// otherwise: 200 concurrent HTTP/2 streams per connection (Go: 250), 16 KB of
     /// HTTP/2 header list (Go: 1 MB of header bytes), 100 HTTP/1 headers.
     ///
@@ -245,9 +248,9 @@ impl HttpServer {
     /// connection (logged at debug level: a client speaking plain HTTP, a bad
     /// certificate). HTTP/2 is detected on the wrapped stream as on a plain one.
     ///
-    /// The handshake is under the [header read
-    /// timeout](HttpServer::header_read_timeout); a connection still in its handshake
-    /// when the stop begins holds no request, and is closed then.
+    /// The handshake and the first request's head share the [header read
+    /// timeout](HttpServer::header_read_timeout), counted from the accept; a connection
+    /// still in its handshake when the stop begins holds no request, and is closed then.
     ///
     /// ```no_run
     /// # fn tls(config: std::sync::Arc<futures_rustls::rustls::ServerConfig>, router: axum::Router)
