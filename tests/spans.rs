@@ -416,7 +416,9 @@ fn a_handlers_panic_is_logged_with_its_method_path_and_message() {
         );
         let http = HttpServer::bind("127.0.0.1:0")
             .unwrap()
-            .named(format!("panicky-{runtime}"))
+            // Not `...-{runtime}`: in one process the recorder is shared, and those are
+            // the other test's components.
+            .named(format!("{runtime}-panicky"))
             .serve(router);
         let addr = http.local_addr();
         let app = App::builder().add(http).build().unwrap();
