@@ -6,14 +6,14 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::routing::get;
-use common::{restarted_once, run_in_background, serving_reloading_restarting, wait_until};
+use common::{
+    get_closing, restarted_once, run_in_background, serving_reloading_restarting, wait_until,
+};
 use lifecycle::prelude::*;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
@@ -40,21 +40,6 @@ fn sample(scrape: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
             .all(|(key, value)| labels_text.contains(&format!("{key}=\"{value}\"")))
             .then(|| value.trim().parse().ok())?
     })
-}
-
-fn request(addr: SocketAddr, path: &str) -> String {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    response
 }
 
 fn lifecycle_metrics(runtime: &'static str) {
@@ -111,7 +96,7 @@ fn lifecycle_metrics(runtime: &'static str) {
     let component = [("component", http_name.as_str())];
 
     // A request in flight is on the gauge until it is answered.
-    let slow = std::thread::spawn(move || request(addr, "/slow"));
+    let slow = std::thread::spawn(move || get_closing(addr, "/slow"));
     wait_until("the slow request in flight", || {
         sample(&scrape(), "lifecycle_http_requests_in_flight", &component) == Some(1.0)
     });
@@ -120,7 +105,7 @@ fn lifecycle_metrics(runtime: &'static str) {
     wait_until("the slow request answered", || {
         sample(&scrape(), "lifecycle_http_requests_in_flight", &component) == Some(0.0)
     });
-    assert!(request(addr, "/panic").starts_with("HTTP/1.1 500"));
+    assert!(get_closing(addr, "/panic").starts_with("HTTP/1.1 500"));
 
     reload.reload();
     wait_until("reloaded", || snapshot().last_reload.is_some());

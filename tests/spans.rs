@@ -221,14 +221,20 @@ fn serve_reload_restart_stop(runtime: &'static str) {
     assert_eq!(report.exit_code(), 0, "{report}");
 }
 
-#[test]
-fn spans_have_the_parents_a_tracing_backend_expects() {
-    let recorder = recorder();
-    let runtimes: &[&'static str] = if cfg!(feature = "tokio") {
+/// The runtimes of this build, each test's app run on each in turn (their spans, in one
+/// recorder, are told apart by their components' names).
+fn runtimes() -> &'static [&'static str] {
+    if cfg!(feature = "tokio") {
         &["smol", "tokio"]
     } else {
         &["smol"]
-    };
+    }
+}
+
+#[test]
+fn spans_have_the_parents_a_tracing_backend_expects() {
+    let recorder = recorder();
+    let runtimes = runtimes();
     for &runtime in runtimes {
         serve_reload_restart_stop(runtime);
     }
@@ -397,13 +403,8 @@ fn a_cancelled_start_says_so_on_its_span() {
 /// the panic's message (what an operator greps for), and its request gets a 500.
 #[test]
 fn a_handlers_panic_is_logged_with_its_method_path_and_message() {
-    use std::io::{Read, Write};
     let recorder = recorder();
-    let runtimes: &[&'static str] = if cfg!(feature = "tokio") {
-        &["smol", "tokio"]
-    } else {
-        &["smol"]
-    };
+    let runtimes = runtimes();
     for &runtime in runtimes {
         let router = axum::Router::new().route(
             "/orders/{id}",
@@ -424,17 +425,7 @@ fn a_handlers_panic_is_logged_with_its_method_path_and_message() {
         let app = App::builder().add(http).build().unwrap();
         let handle = app.handle();
         let app = run_in_background(runtime, app);
-        let mut stream = std::net::TcpStream::connect(addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        write!(
-            stream,
-            "GET /orders/7?from={runtime} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).unwrap();
+        let answer = common::get_closing(addr, &format!("/orders/7?from={runtime}"));
         assert!(answer.starts_with("HTTP/1.1 500"), "{answer}");
         handle.shutdown();
         assert_eq!(app.join().unwrap().exit_code(), 0);

@@ -426,9 +426,9 @@ impl StartContext {
     }
 
     /// Runs `future` until this start's [`deadline`](StartContext::deadline); on the
-    /// deadline the future is dropped and [`Elapsed`](crate::runtime::Elapsed) returned (the engine would drop the
-    /// whole start there anyway, so this is for work that must end a little earlier, or
-    /// that wants to say what timed out).
+    /// deadline the future is dropped and [`Elapsed`](crate::runtime::Elapsed) returned
+    /// (the engine would drop the whole start there anyway, so this is for work that must
+    /// end a little earlier, or that wants to say what timed out).
     pub fn until_deadline<F: Future>(&self, future: F) -> Timeout<F> {
         timeout_at(&**self.runtime(), self.deadline, future)
     }
@@ -592,8 +592,8 @@ impl StopContext {
     }
 
     /// Runs `future` until this hook's [`deadline`](StopContext::deadline); on the
-    /// deadline the future is dropped and [`Elapsed`](crate::runtime::Elapsed) returned, so the hook can still say
-    /// what did not finish before the engine drops it.
+    /// deadline the future is dropped and [`Elapsed`](crate::runtime::Elapsed) returned,
+    /// so the hook can still say what did not finish before the engine drops it.
     pub fn until_deadline<F: Future>(&self, future: F) -> Timeout<F> {
         timeout_at(&*self.runtime, self.deadline, future)
     }

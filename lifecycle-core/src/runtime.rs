@@ -145,10 +145,7 @@ impl dyn Runtime {
     /// [`timeout_at`](#method.timeout_at) `duration` from now (no timeout, for a duration
     /// past what the clock can count).
     pub fn timeout<F: Future>(&self, duration: Duration, future: F) -> Timeout<F> {
-        Timeout {
-            future: Some(future),
-            sleep: self.sleep(duration),
-        }
+        Timeout::new(future, self.sleep(duration))
     }
 }
 
@@ -216,10 +213,7 @@ pub(crate) fn timeout_at<F: Future>(
     deadline: Instant,
     future: F,
 ) -> Timeout<F> {
-    Timeout {
-        future: Some(future),
-        sleep: runtime.sleep_until(deadline),
-    }
+    Timeout::new(future, runtime.sleep_until(deadline))
 }
 
 pin_project_lite::pin_project! {
@@ -237,6 +231,15 @@ pin_project_lite::pin_project! {
         #[pin]
         future: Option<F>,
         sleep: BoxFuture<()>,
+    }
+}
+
+impl<F> Timeout<F> {
+    fn new(future: F, sleep: BoxFuture<()>) -> Self {
+        Timeout {
+            future: Some(future),
+            sleep,
+        }
     }
 }
 

@@ -490,6 +490,32 @@ pub fn run_watched(
     (app, watch)
 }
 
+/// Whether `future` (a client's connection task) ends within `within`.
+pub async fn ends_within<F: std::future::Future + Unpin>(future: F, within: Duration) -> bool {
+    let timer = async_io::Timer::after(within);
+    matches!(
+        futures_util::future::select(future, timer).await,
+        futures_util::future::Either::Left(_)
+    )
+}
+
+/// `GET path` on a new connection with `Connection: close`: the whole answer as text.
+pub fn get_closing(addr: std::net::SocketAddr, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer
+}
+
 /// Polls `done` every 5 ms; fails the test, naming `what`, after 10 s.
 pub fn wait_until(what: &str, done: impl Fn() -> bool) {
     let began = std::time::Instant::now();
